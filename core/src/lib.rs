@@ -1,0 +1,21 @@
+//! myriad: a single-syscall event loop (epoll today; kqueue and io_uring behind the same
+//! backend trait) for application servers.
+//!
+//! One [`Loop`] per thread owns a backend, a slab of sources (listeners, connections, user
+//! fd watchers), a timer heap whose next deadline is the wait's timeout, a signalfd, and an
+//! eventfd for cross-thread [`Handle::post`]. Each socket is registered once,
+//! edge-triggered; reads stop at a short read; output produced from one read leaves in one
+//! write. [`Loop::stats`] counts the loop's own syscalls so tests can assert all of that.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod net;
+pub mod reactor;
+mod sys;
+
+pub use net::{Accepted, Addr, ConnOptions, Io, ListenOptions, Listener, PeerAddr, Protocol};
+pub use reactor::{Closed, Handle, Loop, Posted, SignalId, Stats, TimerId, Token};
+pub use sys::{Interest, Ready};
+
+/// The library's version, from Cargo.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,799 @@
+//! Connections: a socket registered once (edge-triggered, read + write + rdhup), an input
+//! buffer and an output queue taken from the loop's pool only while they hold bytes, and a
+//! [`Protocol`] that turns input into output. Reads stop at a short read (drained, no extra
+//! read to see `EAGAIN`); everything produced from one read goes out in one write; the loop
+//! waits for writability only after a short write.
+
+use std::any::Any;
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::Instant;
+
+use super::{Accepted, PeerAddr};
+use crate::reactor::{Loop, Next, Source, TimerId, Token};
+use crate::sys::{Interest, Ready};
+
+/// Most iovecs handed to one `sendmsg`.
+const MAX_IOV: usize = 64;
+/// Read/process rounds per event before yielding to other sources.
+const MAX_ROUNDS: usize = 8;
+
+/// The protocol side of a connection: sans-IO logic driven by the connection.
+pub trait Protocol: 'static {
+    /// Bytes have arrived: `input` holds everything not consumed so far. Return how many
+    /// bytes were consumed; unconsumed bytes are offered again, with more, later. Called
+    /// repeatedly while it consumes something and input remains.
+    fn on_data(&mut self, io: &mut Io<'_>, input: &[u8]) -> usize;
+
+    /// The peer closed its writing side and all its bytes were offered. By default the
+    /// connection closes once queued output is written.
+    fn on_eof(&mut self, io: &mut Io<'_>) {
+        io.close();
+    }
+
+    /// The output queue emptied after [`Io::notify_drained`] asked to be told.
+    fn on_drained(&mut self, io: &mut Io<'_>) {
+        let _ = io;
+    }
+
+    /// The deadline set with [`Io::set_deadline`] passed. By default the connection is
+    /// closed at once.
+    fn on_timeout(&mut self, io: &mut Io<'_>) {
+        io.abort();
+    }
+
+    /// The connection is closed (by either side, or an error, given in `err`). Last call.
+    fn on_close(&mut self, lp: &mut Loop, token: Token, err: Option<&io::Error>) {
+        let _ = (lp, token, err);
+    }
+}
+
+/// Per-connection limits.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnOptions {
+    /// Queued output at which reading pauses (backpressure).
+    pub high_water: usize,
+    /// Queued output at which reading resumes.
+    pub low_water: usize,
+    /// Largest unconsumed input the connection will hold (a protocol that consumes nothing
+    /// from a full buffer this size gets `on_data` no more and should answer and close).
+    pub max_input: usize,
+    /// How long a closing connection with unread input keeps draining (ms).
+    pub linger_ms: u64,
+}
+
+impl Default for ConnOptions {
+    fn default() -> ConnOptions {
+        ConnOptions {
+            high_water: 256 * 1024,
+            low_water: 64 * 1024,
+            max_input: 64 * 1024,
+            linger_ms: 2000,
+        }
+    }
+}
+
+/// One piece of queued output.
+enum Chunk {
+    Block {
+        buf: Box<[u8]>,
+        start: u32,
+        end: u32,
+    },
+    Static(&'static [u8]),
+    Owned(Box<dyn AsRef<[u8]>>, u32),
+}
+
+impl Chunk {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Chunk::Block { buf, start, end } => &buf[*start as usize..*end as usize],
+            Chunk::Static(s) => s,
+            Chunk::Owned(b, pos) => &(**b).as_ref()[*pos as usize..],
+        }
+    }
+    fn advance(&mut self, n: usize) {
+        match self {
+            Chunk::Block { start, .. } => *start += n as u32,
+            Chunk::Static(s) => *s = &s[n..],
+            Chunk::Owned(_, pos) => *pos += n as u32,
+        }
+    }
+}
+
+/// The output queue. The first chunk lives inline so a connection answering one response at
+/// a time never allocates for the queue itself.
+#[derive(Default)]
+pub(crate) struct Out {
+    first: Option<Chunk>,
+    /// Further chunks; boxed and allocated only when a second chunk is queued. (Boxed on
+    /// purpose: 8 bytes inline instead of 32 keeps idle connections small.)
+    #[allow(clippy::box_collection)]
+    rest: Option<Box<VecDeque<Chunk>>>,
+    len: usize,
+}
+
+impl Out {
+    fn last_mut(&mut self) -> Option<&mut Chunk> {
+        match self.rest.as_mut().and_then(|r| r.back_mut()) {
+            Some(c) => Some(c),
+            None => self.first.as_mut(),
+        }
+    }
+
+    fn push(&mut self, c: Chunk) {
+        self.len += c.bytes().len();
+        if self.first.is_none() {
+            self.first = Some(c);
+        } else {
+            self.rest.get_or_insert_with(Default::default).push_back(c);
+        }
+    }
+
+    fn chunks(&self) -> impl Iterator<Item = &Chunk> {
+        self.first
+            .iter()
+            .chain(self.rest.iter().flat_map(|r| r.iter()))
+    }
+
+    fn copy(&mut self, lp: &mut Loop, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            let n = match self.last_mut() {
+                Some(Chunk::Block { buf, end, .. }) if (*end as usize) < buf.len() => {
+                    let e = *end as usize;
+                    let n = (buf.len() - e).min(bytes.len());
+                    buf[e..e + n].copy_from_slice(&bytes[..n]);
+                    *end += n as u32;
+                    n
+                }
+                _ => 0,
+            };
+            if n > 0 {
+                self.len += n;
+                bytes = &bytes[n..];
+                continue;
+            }
+            let buf = lp.pool.get();
+            self.push(Chunk::Block {
+                buf,
+                start: 0,
+                end: 0,
+            });
+        }
+    }
+
+    fn pop_front(&mut self, lp: &mut Loop) {
+        if let Some(Chunk::Block { buf, .. }) = self.first.take() {
+            lp.pool.put(buf);
+        }
+        self.first = self.rest.as_mut().and_then(|r| r.pop_front());
+        if self.first.is_none() {
+            // Empty again: give the tail's allocation back (idle connections hold nothing).
+            self.rest = None;
+        }
+    }
+
+    fn consume(&mut self, lp: &mut Loop, mut n: usize) {
+        self.len -= n;
+        while n > 0 {
+            let c = self.first.as_mut().expect("consumed more than queued");
+            let have = c.bytes().len();
+            if n < have {
+                c.advance(n);
+                return;
+            }
+            n -= have;
+            self.pop_front(lp);
+        }
+        // Drop empty leading chunks (a block whose bytes were all sent).
+        while self.first.as_ref().is_some_and(|c| c.bytes().is_empty()) {
+            self.pop_front(lp);
+        }
+    }
+
+    fn clear(&mut self, lp: &mut Loop) {
+        while self.first.is_some() {
+            self.pop_front(lp);
+        }
+        self.len = 0;
+    }
+}
+
+/// The input buffer: a pool block (or a larger one for big heads) with a window of
+/// unconsumed bytes.
+#[derive(Default)]
+struct In {
+    buf: Option<Box<[u8]>>,
+    start: u32,
+    end: u32,
+}
+
+impl In {
+    fn len(&self) -> usize {
+        (self.end - self.start) as usize
+    }
+    fn window(&self) -> std::ops::Range<usize> {
+        self.start as usize..self.end as usize
+    }
+    fn release(&mut self, lp: &mut Loop) {
+        if let Some(b) = self.buf.take() {
+            lp.pool.put(b);
+        }
+        self.start = 0;
+        self.end = 0;
+    }
+    /// Makes room to read into; returns false when the buffer is at `max` and full.
+    fn make_room(&mut self, lp: &mut Loop, max: usize) -> bool {
+        let Some(buf) = self.buf.as_mut() else {
+            self.buf = Some(lp.pool.get());
+            return true;
+        };
+        if (self.end as usize) < buf.len() {
+            return true;
+        }
+        if self.start > 0 {
+            buf.copy_within(self.start as usize..self.end as usize, 0);
+            self.end -= self.start;
+            self.start = 0;
+            return true;
+        }
+        if buf.len() >= max {
+            return false;
+        }
+        let mut bigger = vec![0u8; (buf.len() * 2).min(max)].into_boxed_slice();
+        let e = self.end as usize;
+        bigger[..e].copy_from_slice(&buf[..e]);
+        let old = std::mem::replace(buf, bigger);
+        lp.pool.put(old);
+        true
+    }
+}
+
+/// [`ConnOptions`] as stored per connection (saturated to u32).
+#[derive(Clone, Copy)]
+struct Limits {
+    high_water: u32,
+    low_water: u32,
+    max_input: u32,
+    linger_ms: u32,
+}
+
+impl From<ConnOptions> for Limits {
+    fn from(o: ConnOptions) -> Limits {
+        let c = |v: usize| v.min(u32::MAX as usize) as u32;
+        Limits {
+            high_water: c(o.high_water),
+            low_water: c(o.low_water),
+            // Input indices are u32: cap the largest input at 1 GiB.
+            max_input: c(o.max_input.min(1 << 30)),
+            linger_ms: o.linger_ms.min(u64::from(u32::MAX)) as u32,
+        }
+    }
+}
+
+// Connection flags (bits of `State::flags`).
+/// Unread bytes may be waiting (an edge arrived and no short read since).
+const CAN_READ: u16 = 1 << 0;
+/// The socket can take bytes (no short write since the last writable edge).
+const CAN_WRITE: u16 = 1 << 1;
+/// EPOLLRDHUP seen: a short read means EOF without reading again.
+const PEER_CLOSED: u16 = 1 << 2;
+/// The peer's EOF has been read.
+const EOF: u16 = 1 << 3;
+/// `on_eof` has been called.
+const EOF_TOLD: u16 = 1 << 4;
+/// The protocol paused reading (or the input buffer is full).
+const PAUSED_BY_PROTO: u16 = 1 << 5;
+/// Queued output is above the high-water mark.
+const PAUSED_BY_OUTPUT: u16 = 1 << 6;
+/// Close once output is written.
+const CLOSING: u16 = 1 << 7;
+/// Write side shut down; draining input before the close.
+const LINGERING: u16 = 1 << 8;
+/// Close now, dropping output.
+const ABORT: u16 = 1 << 9;
+/// Call `on_drained` when the output queue empties.
+const WANT_DRAIN: u16 = 1 << 10;
+
+/// Connection flags and bookkeeping visible to the protocol through [`Io`].
+pub(crate) struct State {
+    flags: u16,
+    token: Token,
+    peer: PeerAddr,
+    opts: Limits,
+    deadline: Option<Instant>,
+    /// The timer armed for this connection (its deadline is in the loop's timer slab).
+    armed: Option<TimerId>,
+    error: Option<io::Error>,
+}
+
+/// What a [`Protocol`] callback can do to its connection.
+pub struct Io<'a> {
+    lp: &'a mut Loop,
+    out: &'a mut Out,
+    st: &'a mut State,
+}
+
+impl Io<'_> {
+    /// The loop (timers, posting, other sources).
+    pub fn lp(&mut self) -> &mut Loop {
+        self.lp
+    }
+    /// This connection's token.
+    pub fn token(&self) -> Token {
+        self.st.token
+    }
+    /// The peer's address, as accept returned it.
+    pub fn peer(&self) -> PeerAddr {
+        self.st.peer
+    }
+    /// Queues a copy of `bytes` (into pool blocks).
+    pub fn write(&mut self, bytes: &[u8]) {
+        if !self.st.has(ABORT) {
+            self.out.copy(self.lp, bytes);
+        }
+    }
+    /// Queues bytes that live forever, without copying.
+    pub fn write_static(&mut self, bytes: &'static [u8]) {
+        if !self.st.has(ABORT) && !bytes.is_empty() {
+            self.out.push(Chunk::Static(bytes));
+        }
+    }
+    /// Queues an owned buffer without copying; it is dropped once written.
+    pub fn write_owned(&mut self, bytes: Box<dyn AsRef<[u8]>>) {
+        if !self.st.has(ABORT) && !(*bytes).as_ref().is_empty() {
+            self.out.push(Chunk::Owned(bytes, 0));
+        }
+    }
+    /// Bytes queued and not yet written.
+    pub fn queued(&self) -> usize {
+        self.out.len
+    }
+    /// Asks for one [`Protocol::on_drained`] call when the output queue next empties.
+    pub fn notify_drained(&mut self) {
+        self.st.set(WANT_DRAIN, true);
+    }
+    /// Stops (true) or resumes (false) reading from the peer.
+    pub fn pause_reading(&mut self, paused: bool) {
+        self.st.set(PAUSED_BY_PROTO, paused);
+    }
+    /// Closes after queued output is written. If the peer may still be sending, the write
+    /// side is shut down and input drained for a while first, so that unread input does not
+    /// turn the close into a reset that destroys the response.
+    pub fn close(&mut self) {
+        self.st.set(CLOSING, true);
+    }
+    /// Closes now, discarding queued output.
+    pub fn abort(&mut self) {
+        self.st.set(ABORT, true);
+    }
+    /// Whether the connection is closing.
+    pub fn is_closing(&self) -> bool {
+        self.st.has(CLOSING) || self.st.has(ABORT)
+    }
+    /// Sets (or clears) the connection's deadline; [`Protocol::on_timeout`] runs when it
+    /// passes. Costs no syscall; moving a deadline later costs nothing at all (the armed
+    /// timer re-arms itself lazily when it fires).
+    pub fn set_deadline(&mut self, deadline: Option<Instant>) {
+        set_deadline(self.lp, self.st, deadline);
+    }
+}
+
+impl State {
+    fn has(&self, f: u16) -> bool {
+        self.flags & f != 0
+    }
+    fn set(&mut self, f: u16, on: bool) {
+        if on {
+            self.flags |= f;
+        } else {
+            self.flags &= !f;
+        }
+    }
+}
+
+fn set_deadline(lp: &mut Loop, st: &mut State, deadline: Option<Instant>) {
+    st.deadline = deadline;
+    let Some(d) = deadline else { return };
+    let armed_at = st.armed.and_then(|id| lp.timers.deadline_of(id));
+    match armed_at {
+        // Armed earlier: when it fires it re-arms for the later deadline.
+        Some(at) if at <= d => {}
+        _ => {
+            if let Some(id) = st.armed {
+                lp.cancel_timer(id);
+            }
+            st.armed = Some(lp.source_timer(d, st.token));
+        }
+    }
+}
+
+/// A connection on a loop, driven by protocol `P`.
+pub(crate) struct Conn<P: Protocol> {
+    fd: OwnedFd,
+    input: In,
+    out: Out,
+    st: State,
+    proto: P,
+}
+
+impl<P: Protocol> Conn<P> {
+    fn io_parts(&mut self) -> (&mut P, &mut Out, &mut State) {
+        (&mut self.proto, &mut self.out, &mut self.st)
+    }
+
+    /// Offers buffered input to the protocol until it stops consuming.
+    fn process(&mut self, lp: &mut Loop) {
+        while self.input.len() > 0 && !self.st.has(ABORT) && !self.st.has(CLOSING) {
+            let Some(buf) = self.input.buf.as_ref() else {
+                break;
+            };
+            let data = &buf[self.input.window()];
+            let mut io = Io {
+                lp,
+                out: &mut self.out,
+                st: &mut self.st,
+            };
+            let n = self.proto.on_data(&mut io, data).min(data.len());
+            self.input.start += n as u32;
+            if n == 0 {
+                break;
+            }
+        }
+        if self.input.len() == 0 {
+            self.input.release(lp);
+        }
+    }
+
+    fn read(&mut self, lp: &mut Loop) -> io::Result<()> {
+        if !self.input.make_room(lp, self.st.opts.max_input as usize) {
+            // Full of input the protocol will not consume: stop reading.
+            self.st.set(PAUSED_BY_PROTO, true);
+            return Ok(());
+        }
+        let buf = self.input.buf.as_mut().expect("made room");
+        let space = &mut buf[self.input.end as usize..];
+        let want = space.len();
+        lp.stats.read += 1;
+        // SAFETY: reads at most `want` bytes into the live slice `space`.
+        let n = unsafe { libc::read(self.fd.as_raw_fd(), space.as_mut_ptr().cast(), want) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return match e.kind() {
+                io::ErrorKind::WouldBlock => {
+                    self.st.set(CAN_READ, false);
+                    Ok(())
+                }
+                io::ErrorKind::Interrupted => Ok(()),
+                _ => Err(e),
+            };
+        }
+        let n = n as usize;
+        log::trace!("read(fd {}) = {n}", self.fd.as_raw_fd());
+        if n == 0 {
+            self.st.set(EOF, true);
+            self.st.set(CAN_READ, false);
+        } else {
+            self.input.end += n as u32;
+            if n < want {
+                // A short read drains the socket: no second read to see EAGAIN.
+                self.st.set(CAN_READ, false);
+                if self.st.has(PEER_CLOSED) {
+                    self.st.set(EOF, true);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes queued output: one `send`, or one `sendmsg` of up to 64 pieces.
+    fn flush(&mut self, lp: &mut Loop) -> io::Result<()> {
+        while self.out.len > 0 && self.st.has(CAN_WRITE) {
+            let mut iov = [libc::iovec {
+                iov_base: std::ptr::null_mut(),
+                iov_len: 0,
+            }; MAX_IOV];
+            let mut n_iov = 0;
+            let mut total = 0;
+            for c in self.out.chunks() {
+                let b = c.bytes();
+                if b.is_empty() {
+                    continue;
+                }
+                iov[n_iov] = libc::iovec {
+                    iov_base: b.as_ptr() as *mut libc::c_void,
+                    iov_len: b.len(),
+                };
+                total += b.len();
+                n_iov += 1;
+                if n_iov == MAX_IOV {
+                    break;
+                }
+            }
+            lp.stats.write += 1;
+            let fd = self.fd.as_raw_fd();
+            let r = if n_iov == 1 {
+                // SAFETY: iov[0] describes a live slice owned by the output queue.
+                unsafe { libc::send(fd, iov[0].iov_base, iov[0].iov_len, libc::MSG_NOSIGNAL) }
+            } else {
+                // SAFETY: a zeroed msghdr is valid; it points at `n_iov` live iovecs.
+                let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+                msg.msg_iov = iov.as_mut_ptr();
+                msg.msg_iovlen = n_iov as _;
+                // SAFETY: `msg` references iovecs describing live slices of the queue.
+                unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL) }
+            };
+            if r < 0 {
+                let e = io::Error::last_os_error();
+                match e.kind() {
+                    io::ErrorKind::WouldBlock => {
+                        self.st.set(CAN_WRITE, false);
+                        return Ok(());
+                    }
+                    io::ErrorKind::Interrupted => continue,
+                    _ => return Err(e),
+                }
+            }
+            let n = r as usize;
+            log::trace!("send(fd {fd}, {total}) = {n}");
+            self.out.consume(lp, n);
+            if n < total {
+                // A short write means the socket buffer is full: wait for the edge.
+                self.st.set(CAN_WRITE, false);
+            }
+        }
+        Ok(())
+    }
+
+    fn fail(&mut self, e: io::Error) -> Next {
+        log::debug!("connection {:?}: {e}", self.st.token);
+        self.st.error = Some(e);
+        Next::Remove
+    }
+
+    fn on_timer(&mut self, lp: &mut Loop) {
+        self.st.armed = None;
+        let Some(d) = self.st.deadline else { return };
+        if d > lp.now() {
+            let d2 = d;
+            set_deadline(lp, &mut self.st, Some(d2));
+            return;
+        }
+        self.st.deadline = None;
+        if self.st.has(LINGERING) {
+            self.st.set(ABORT, true);
+            return;
+        }
+        let (proto, out, st) = self.io_parts();
+        proto.on_timeout(&mut Io { lp, out, st });
+    }
+
+    /// Starts a lingering close: output is all written; shut down our side and read until
+    /// EOF (or the linger deadline) so that unread input does not become a reset.
+    fn start_linger(&mut self, lp: &mut Loop) {
+        self.st.set(LINGERING, true);
+        lp.stats.other += 1;
+        // SAFETY: plain shutdown(2) on the fd we own.
+        unsafe { libc::shutdown(self.fd.as_raw_fd(), libc::SHUT_WR) };
+        let d = lp.now() + std::time::Duration::from_millis(self.st.opts.linger_ms.into());
+        set_deadline(lp, &mut self.st, Some(d));
+        self.input.release(lp);
+    }
+
+    /// Reads and discards while lingering; returns true when done.
+    fn linger_read(&mut self, lp: &mut Loop) -> bool {
+        let mut sink = [0u8; 4096];
+        for _ in 0..16 {
+            if !self.st.has(CAN_READ) {
+                return false;
+            }
+            lp.stats.read += 1;
+            // SAFETY: reads into a live stack buffer of its length.
+            let n =
+                unsafe { libc::read(self.fd.as_raw_fd(), sink.as_mut_ptr().cast(), sink.len()) };
+            if n == 0 || (n < 0 && io::Error::last_os_error().kind() != io::ErrorKind::WouldBlock) {
+                return true;
+            }
+            if n < 0 || (n as usize) < sink.len() {
+                self.st.set(CAN_READ, false);
+                return self.st.has(PEER_CLOSED);
+            }
+        }
+        false
+    }
+
+    fn drive(&mut self, lp: &mut Loop, kicked: bool) -> Next {
+        if self.st.has(LINGERING) {
+            return if self.st.has(ABORT) || self.linger_read(lp) {
+                Next::Remove
+            } else {
+                Next::Keep
+            };
+        }
+        if kicked {
+            self.process(lp);
+        }
+        let mut rounds = 0;
+        loop {
+            if self.st.has(ABORT) {
+                return Next::Remove;
+            }
+            if self.out.len > 0 && self.st.has(CAN_WRITE) {
+                if let Err(e) = self.flush(lp) {
+                    return self.fail(e);
+                }
+            }
+            if self.out.len == 0 && self.st.has(WANT_DRAIN) {
+                self.st.set(WANT_DRAIN, false);
+                let (proto, out, st) = self.io_parts();
+                proto.on_drained(&mut Io { lp, out, st });
+                if self.out.len > 0 {
+                    continue;
+                }
+            }
+            if self.st.has(CLOSING) {
+                if self.out.len > 0 {
+                    return Next::Keep;
+                }
+                let unread = self.input.len() > 0 || (self.st.has(CAN_READ) && !self.st.has(EOF));
+                if unread && !self.st.has(PEER_CLOSED) {
+                    self.start_linger(lp);
+                    return if self.linger_read(lp) {
+                        Next::Remove
+                    } else {
+                        Next::Keep
+                    };
+                }
+                return Next::Remove;
+            }
+            if self.out.len >= self.st.opts.high_water as usize {
+                self.st.set(PAUSED_BY_OUTPUT, true);
+            } else if self.out.len <= self.st.opts.low_water as usize {
+                self.st.set(PAUSED_BY_OUTPUT, false);
+            }
+            if !self.st.has(CAN_READ)
+                || self.st.has(EOF)
+                || self.st.has(PAUSED_BY_PROTO)
+                || self.st.has(PAUSED_BY_OUTPUT)
+            {
+                break;
+            }
+            if rounds == MAX_ROUNDS {
+                return Next::Again;
+            }
+            rounds += 1;
+            if let Err(e) = self.read(lp) {
+                return self.fail(e);
+            }
+            self.process(lp);
+            if self.st.has(EOF) && !self.st.has(EOF_TOLD) && !self.st.has(ABORT) {
+                self.st.set(EOF_TOLD, true);
+                let (proto, out, st) = self.io_parts();
+                proto.on_eof(&mut Io { lp, out, st });
+            }
+        }
+        if self.input.len() == 0 {
+            self.input.release(lp);
+        }
+        Next::Keep
+    }
+}
+
+impl<P: Protocol> Source for Conn<P> {
+    fn ready(&mut self, lp: &mut Loop, _token: Token, ready: Ready) -> Next {
+        if ready.intersects(Ready::READABLE | Ready::READ_CLOSED | Ready::HUP | Ready::ERROR) {
+            self.st.set(CAN_READ, true);
+        }
+        if ready.intersects(Ready::WRITABLE | Ready::HUP | Ready::ERROR) {
+            self.st.set(CAN_WRITE, true);
+        }
+        if ready.intersects(Ready::READ_CLOSED | Ready::HUP) {
+            self.st.set(PEER_CLOSED, true);
+        }
+        if ready.contains(Ready::TIMER) {
+            self.on_timer(lp);
+        }
+        self.drive(lp, ready.is_empty())
+    }
+
+    fn close(&mut self, lp: &mut Loop, token: Token) {
+        if let Some(id) = self.st.armed.take() {
+            lp.cancel_timer(id);
+        }
+        self.input.release(lp);
+        self.out.clear(lp);
+        let err = self.st.error.take();
+        self.proto.on_close(lp, token, err.as_ref());
+        lp.stats.other += 1; // the close(2) when `fd` drops with this source
+    }
+
+    fn as_any(&mut self) -> &mut dyn Any {
+        self
+    }
+
+    fn is_connection(&self) -> bool {
+        true
+    }
+}
+
+impl Loop {
+    /// Adds an accepted (or otherwise connected) socket driven by `proto`, with default
+    /// options. The socket is registered once, now; no interest change follows until close.
+    pub fn add_conn<P: Protocol>(&mut self, conn: Accepted, proto: P) -> Token {
+        self.add_conn_with(conn, proto, ConnOptions::default())
+    }
+
+    /// [`Loop::add_conn`] with explicit options.
+    pub fn add_conn_with<P: Protocol>(
+        &mut self,
+        conn: Accepted,
+        proto: P,
+        opts: ConnOptions,
+    ) -> Token {
+        let fd = conn.fd.as_raw_fd();
+        self.add_source(Some((fd, Interest::SOCKET)), |token| {
+            Box::new(Conn {
+                fd: conn.fd,
+                input: In::default(),
+                out: Out::default(),
+                st: State {
+                    token,
+                    peer: conn.peer,
+                    opts: opts.into(),
+                    flags: CAN_WRITE,
+                    deadline: None,
+                    armed: None,
+                    error: None,
+                },
+                proto,
+            })
+        })
+    }
+
+    /// Runs `f` with connection `token`'s protocol and I/O, then writes what it queued (the
+    /// way asynchronous work completes a response). Returns `None` if the token is stale,
+    /// not a `Conn<P>`, or the connection is running a callback right now.
+    pub fn with_conn<P: Protocol, R>(
+        &mut self,
+        token: Token,
+        f: impl FnOnce(&mut P, &mut Io<'_>) -> R,
+    ) -> Option<R> {
+        self.with_source::<Conn<P>, R>(token, |c, lp, _| {
+            let (proto, out, st) = c.io_parts();
+            let r = f(proto, &mut Io { lp, out, st });
+            let next = c.drive(lp, true);
+            (r, next)
+        })
+    }
+
+    /// Asks connection `token` to offer its buffered input to its protocol again in the next
+    /// iteration (after the protocol became able to consume more).
+    pub fn kick(&mut self, token: Token) {
+        self.push_again(token);
+    }
+
+    /// Closes connection `token` now. Returns false for a stale token.
+    pub fn close_conn(&mut self, token: Token) -> bool {
+        self.remove_source(token)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Nop;
+    impl Protocol for Nop {
+        fn on_data(&mut self, _: &mut Io<'_>, input: &[u8]) -> usize {
+            input.len()
+        }
+    }
+
+    #[test]
+    fn connection_state_stays_small() {
+        // Idle footprint budget: < 256 bytes per connection including the slab slot.
+        let size = std::mem::size_of::<Conn<Nop>>();
+        assert!(size <= 176, "Conn is {size} bytes");
+    }
+}

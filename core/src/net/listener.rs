@@ -1,0 +1,503 @@
+//! Listening sockets: TCP (IPv4/IPv6), Unix (mode, stale-file replacement that never removes
+//! an unrelated file), and inherited fds; one per thread with SO_REUSEPORT, or one shared by
+//! all threads with EPOLLEXCLUSIVE. Accepting uses accept4 and keeps the peer address it
+//! returns; it stops at EAGAIN or after a bounded batch, and on EMFILE/ENFILE it pauses with
+//! a backoff instead of spinning.
+
+use std::any::Any;
+use std::io;
+use std::mem::{size_of, MaybeUninit};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Addr, PeerAddr};
+use crate::reactor::{Loop, Next, Source, Token};
+use crate::sys::{syscall, Interest, Ready};
+
+/// Connections accepted per listener per loop iteration, at most.
+const ACCEPT_BATCH: usize = 64;
+/// Pause after EMFILE/ENFILE/ENOBUFS before trying to accept again.
+const EMFILE_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Options for binding a listener.
+#[derive(Clone, Debug)]
+pub struct ListenOptions {
+    /// listen(2) backlog.
+    pub backlog: i32,
+    /// File mode of a Unix socket (e.g. 0o660); `None` keeps the umask's choice.
+    pub unix_mode: Option<u32>,
+    /// Set SO_REUSEPORT (needed for one listener per thread on one TCP port).
+    pub reuseport: bool,
+}
+
+impl Default for ListenOptions {
+    fn default() -> ListenOptions {
+        ListenOptions {
+            backlog: 4096,
+            unix_mode: None,
+            reuseport: false,
+        }
+    }
+}
+
+struct Inner {
+    fd: OwnedFd,
+    addr: Addr,
+    /// A Unix socket file we created, with its identity, removed when the listener goes.
+    unix_file: Option<(PathBuf, u64, u64)>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some((path, dev, ino)) = &self.unix_file {
+            // Remove the file only if it is still the socket we created.
+            if let Ok((d, i, true)) = stat_identity(path) {
+                if d == *dev && i == *ino {
+                    let _ = std::fs::remove_file(path);
+                }
+            }
+        }
+    }
+}
+
+/// A bound, listening socket. Cloning shares the socket (for one listener used by several
+/// loops with EPOLLEXCLUSIVE).
+#[derive(Clone)]
+pub struct Listener {
+    inner: Arc<Inner>,
+    shared: bool,
+}
+
+/// A connection taken by accept4, with the peer address it returned.
+pub struct Accepted {
+    /// The connected, non-blocking, close-on-exec socket.
+    pub fd: OwnedFd,
+    /// The peer's address.
+    pub peer: PeerAddr,
+}
+
+impl Listener {
+    /// Binds and listens on `addr` (for `Addr::Fd`, adopts the inherited listening socket).
+    pub fn bind(addr: &Addr, opts: &ListenOptions) -> io::Result<Listener> {
+        let inner = match addr {
+            Addr::Tcp(sa) => bind_tcp(sa, opts)?,
+            Addr::Unix(path) => bind_unix(path, opts)?,
+            Addr::Fd(n) => adopt_fd(*n)?,
+        };
+        Ok(Listener {
+            inner: Arc::new(inner),
+            shared: false,
+        })
+    }
+
+    /// Binds `n` listeners for `n` loops: TCP gets one socket each with SO_REUSEPORT (the
+    /// kernel spreads connections); Unix sockets and inherited fds get one socket shared by
+    /// all, registered with EPOLLEXCLUSIVE so one loop is woken per connection. With port 0,
+    /// every TCP socket gets the port the first one was given.
+    pub fn bind_many(addr: &Addr, n: usize, opts: &ListenOptions) -> io::Result<Vec<Listener>> {
+        let n = n.max(1);
+        match addr {
+            Addr::Tcp(_) if n > 1 => {
+                let opts = ListenOptions {
+                    reuseport: true,
+                    ..opts.clone()
+                };
+                let first = Listener::bind(addr, &opts)?;
+                let bound = first.addr().clone();
+                let mut v = vec![first];
+                for _ in 1..n {
+                    v.push(Listener::bind(&bound, &opts)?);
+                }
+                Ok(v)
+            }
+            _ => {
+                let mut l = Listener::bind(addr, opts)?;
+                l.shared = n > 1;
+                Ok(vec![l; n])
+            }
+        }
+    }
+
+    /// The bound address, with the real port when port 0 was asked for.
+    pub fn addr(&self) -> &Addr {
+        &self.inner.addr
+    }
+
+    /// The listening fd.
+    pub fn fd(&self) -> RawFd {
+        self.inner.fd.as_raw_fd()
+    }
+}
+
+fn sockaddr_of(sa: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: sockaddr_storage is plain data for which all-zero is valid.
+    let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match sa {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
+            unsafe { std::ptr::write((&mut st as *mut libc::sockaddr_storage).cast(), sin) };
+            size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
+            unsafe { std::ptr::write((&mut st as *mut libc::sockaddr_storage).cast(), sin6) };
+            size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (st, len as libc::socklen_t)
+}
+
+/// Decodes a sockaddr written by the kernel (accept4, getsockname).
+pub(crate) fn peer_of(st: &libc::sockaddr_storage) -> PeerAddr {
+    match st.ss_family as i32 {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in.
+            let sin: &libc::sockaddr_in = unsafe { &*(st as *const _ as *const libc::sockaddr_in) };
+            PeerAddr::Inet(SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes()),
+                u16::from_be(sin.sin_port),
+            )))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says the storage holds a sockaddr_in6.
+            let sin6: &libc::sockaddr_in6 =
+                unsafe { &*(st as *const _ as *const libc::sockaddr_in6) };
+            PeerAddr::Inet(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(sin6.sin6_addr.s6_addr),
+                u16::from_be(sin6.sin6_port),
+                sin6.sin6_flowinfo,
+                sin6.sin6_scope_id,
+            )))
+        }
+        _ => PeerAddr::Unix,
+    }
+}
+
+fn new_socket(family: i32) -> io::Result<OwnedFd> {
+    let fd = syscall!(socket(
+        family,
+        libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+        0
+    ))?;
+    // SAFETY: socket returned a fresh fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn set_opt(fd: RawFd, level: i32, name: i32, val: i32) -> io::Result<()> {
+    syscall!(setsockopt(
+        fd,
+        level,
+        name,
+        (&val as *const i32).cast(),
+        size_of::<i32>() as libc::socklen_t
+    ))
+    .map(drop)
+}
+
+fn local_addr(fd: RawFd) -> io::Result<PeerAddr> {
+    // SAFETY: all-zero is a valid sockaddr_storage.
+    let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    syscall!(getsockname(
+        fd,
+        (&mut st as *mut libc::sockaddr_storage).cast(),
+        &mut len
+    ))?;
+    Ok(peer_of(&st))
+}
+
+fn bind_tcp(sa: &SocketAddr, opts: &ListenOptions) -> io::Result<Inner> {
+    let family = if sa.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    let fd = new_socket(family)?;
+    let raw = fd.as_raw_fd();
+    set_opt(raw, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+    if opts.reuseport {
+        set_opt(raw, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
+    }
+    if sa.is_ipv6() {
+        set_opt(raw, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 1)?;
+    }
+    // Accepted sockets inherit TCP_NODELAY from the listener on Linux: no setsockopt per
+    // connection, and responses written in one piece are never held back by Nagle.
+    set_opt(raw, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)?;
+    let (st, len) = sockaddr_of(sa);
+    syscall!(bind(
+        raw,
+        (&st as *const libc::sockaddr_storage).cast(),
+        len
+    ))?;
+    syscall!(listen(raw, opts.backlog))?;
+    let bound = match local_addr(raw)? {
+        PeerAddr::Inet(a) => a,
+        PeerAddr::Unix => *sa,
+    };
+    log::debug!("listening on {bound} (fd {raw})");
+    Ok(Inner {
+        fd,
+        addr: Addr::Tcp(bound),
+        unix_file: None,
+    })
+}
+
+/// (dev, ino, is_socket) of a path, without following a symlink.
+fn stat_identity(path: &Path) -> io::Result<(u64, u64, bool)> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let md = std::fs::symlink_metadata(path)?;
+    Ok((md.dev(), md.ino(), md.file_type().is_socket()))
+}
+
+fn unix_sockaddr(path: &Path) -> io::Result<(libc::sockaddr_un, libc::socklen_t)> {
+    // SAFETY: all-zero is a valid sockaddr_un.
+    let mut sun: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    sun.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let bytes = path.as_os_str().as_bytes();
+    if bytes.len() >= sun.sun_path.len() || bytes.contains(&0) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "unix socket path too long or contains NUL",
+        ));
+    }
+    for (d, s) in sun.sun_path.iter_mut().zip(bytes) {
+        *d = *s as libc::c_char;
+    }
+    let len = size_of::<libc::sa_family_t>() + bytes.len() + 1;
+    Ok((sun, len as libc::socklen_t))
+}
+
+/// If `path` exists: a socket nobody listens on is stale and removed; a live socket gives
+/// `AddrInUse`; anything that is not a socket is never touched and gives `AlreadyExists`.
+fn clear_stale(path: &Path) -> io::Result<()> {
+    let (_, _, is_sock) = match stat_identity(path) {
+        Ok(id) => id,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if !is_sock {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!(
+                "{} exists and is not a socket; not replacing it",
+                path.display()
+            ),
+        ));
+    }
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!("{} is in use by a running server", path.display()),
+        )),
+        Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
+            log::info!("removing stale socket {}", path.display());
+            std::fs::remove_file(path)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn bind_unix(path: &Path, opts: &ListenOptions) -> io::Result<Inner> {
+    let (sun, len) = unix_sockaddr(path)?;
+    clear_stale(path)?;
+    let fd = new_socket(libc::AF_UNIX)?;
+    let raw = fd.as_raw_fd();
+    syscall!(bind(raw, (&sun as *const libc::sockaddr_un).cast(), len))?;
+    let (dev, ino, _) = stat_identity(path)?;
+    let inner = Inner {
+        fd,
+        addr: Addr::Unix(path.to_path_buf()),
+        unix_file: Some((path.to_path_buf(), dev, ino)),
+    };
+    if let Some(mode) = opts.unix_mode {
+        // Before listen(): nobody can connect until the mode is right.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    }
+    syscall!(listen(raw, opts.backlog))?;
+    log::debug!("listening on unix:{} (fd {raw})", path.display());
+    Ok(inner)
+}
+
+fn adopt_fd(n: i32) -> io::Result<Inner> {
+    let mut st = MaybeUninit::<libc::stat>::uninit();
+    syscall!(fstat(n, st.as_mut_ptr()))?;
+    // SAFETY: fstat succeeded and filled the struct.
+    let st = unsafe { st.assume_init() };
+    if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("fd {n} is not a socket"),
+        ));
+    }
+    let mut val: i32 = 0;
+    let mut len = size_of::<i32>() as libc::socklen_t;
+    syscall!(getsockopt(
+        n,
+        libc::SOL_SOCKET,
+        libc::SO_ACCEPTCONN,
+        (&mut val as *mut i32).cast(),
+        &mut len
+    ))?;
+    if val == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("fd {n} is not a listening socket"),
+        ));
+    }
+    let flags = syscall!(fcntl(n, libc::F_GETFL))?;
+    syscall!(fcntl(n, libc::F_SETFL, flags | libc::O_NONBLOCK))?;
+    syscall!(fcntl(n, libc::F_SETFD, libc::FD_CLOEXEC))?;
+    // SAFETY: the caller hands the inherited fd over to us; nothing else in the process
+    // should use it from now on (as with systemd's LISTEN_FDS or spawn-fcgi's fd 0).
+    let fd = unsafe { OwnedFd::from_raw_fd(n) };
+    log::debug!("listening on inherited fd {n}");
+    Ok(Inner {
+        fd,
+        addr: Addr::Fd(n),
+        unix_file: None,
+    })
+}
+
+/// Accept callback: gets the loop and the new connection.
+pub type AcceptFn = Box<dyn FnMut(&mut Loop, Accepted)>;
+
+struct ListenSource {
+    l: Listener,
+    on_accept: AcceptFn,
+    paused: bool,
+    warned: bool,
+}
+
+impl ListenSource {
+    fn accept_one(&mut self, lp: &mut Loop) -> io::Result<Accepted> {
+        // SAFETY: all-zero is a valid sockaddr_storage.
+        let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        lp.stats.accept += 1;
+        let fd = syscall!(accept4(
+            self.l.fd(),
+            (&mut st as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC
+        ))?;
+        lp.stats.accepted += 1;
+        log::trace!("accept4(fd {}) = {fd}", self.l.fd());
+        Ok(Accepted {
+            // SAFETY: accept4 returned a fresh fd that nothing else owns.
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            peer: peer_of(&st),
+        })
+    }
+}
+
+impl Source for ListenSource {
+    fn ready(&mut self, lp: &mut Loop, token: Token, ready: Ready) -> Next {
+        if ready.contains(Ready::TIMER) {
+            self.paused = false;
+        }
+        if self.paused {
+            return Next::Keep;
+        }
+        for _ in 0..ACCEPT_BATCH {
+            match self.accept_one(lp) {
+                Ok(a) => (self.on_accept)(lp, a),
+                Err(e) => match e.raw_os_error() {
+                    Some(libc::EAGAIN) => return Next::Keep,
+                    Some(libc::EINTR | libc::ECONNABORTED | libc::EPROTO | libc::EPERM) => {}
+                    Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
+                        if !self.warned {
+                            log::warn!(
+                                "accept on {}: {e}; pausing accepts for {:?} at a time",
+                                self.l.addr(),
+                                EMFILE_BACKOFF
+                            );
+                            self.warned = true;
+                        }
+                        self.paused = true;
+                        let at = lp.now() + EMFILE_BACKOFF;
+                        lp.source_timer(at, token);
+                        return Next::Keep;
+                    }
+                    _ => {
+                        log::error!("accept on {}: {e}", self.l.addr());
+                        self.paused = true;
+                        let at = lp.now() + EMFILE_BACKOFF;
+                        lp.source_timer(at, token);
+                        return Next::Keep;
+                    }
+                },
+            }
+        }
+        // Bounded batch used up: come back next iteration without waiting for an edge.
+        Next::Again
+    }
+
+    fn close(&mut self, lp: &mut Loop, _token: Token) {
+        if Arc::strong_count(&self.l.inner) > 1 {
+            // Other loops keep the socket open, so it stays in our epoll set unless removed.
+            let _ = lp.deregister_fd(self.l.fd());
+        }
+    }
+
+    fn as_any(&mut self) -> &mut dyn Any {
+        self
+    }
+}
+
+impl Loop {
+    /// Accepts connections from `l` on this loop, calling `on_accept` for each (typically
+    /// [`Loop::add_conn`]). Returns the listener's token, for [`Loop::close_listener`].
+    pub fn listen(
+        &mut self,
+        l: Listener,
+        on_accept: impl FnMut(&mut Loop, Accepted) + 'static,
+    ) -> Token {
+        let mut interest = Interest::READ | Interest::EDGE;
+        if l.shared {
+            interest = interest | Interest::EXCLUSIVE;
+        }
+        let fd = l.fd();
+        self.add_source(Some((fd, interest)), |_| {
+            Box::new(ListenSource {
+                l,
+                on_accept: Box::new(on_accept),
+                paused: false,
+                warned: false,
+            })
+        })
+    }
+
+    /// Stops accepting on listener `token` and closes this loop's use of it. Returns false
+    /// for a stale token.
+    pub fn close_listener(&mut self, token: Token) -> bool {
+        self.remove_source(token)
+    }
+
+    /// The bound address of listener `token`.
+    pub fn listener_addr(&mut self, token: Token) -> Option<Addr> {
+        self.with_source::<ListenSource, Addr>(token, |s, _, _| (s.l.addr().clone(), Next::Keep))
+    }
+}

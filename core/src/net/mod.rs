@@ -1,0 +1,11 @@
+//! Networking on the loop: the address syntax, listeners, connections and the buffer pool.
+
+mod addr;
+pub(crate) mod conn;
+mod listener;
+pub(crate) mod pool;
+
+pub use addr::{Addr, AddrError, PeerAddr};
+pub use conn::{ConnOptions, Io, Protocol};
+pub use listener::{AcceptFn, Accepted, ListenOptions, Listener};
+pub use pool::DEFAULT_BUF_SIZE;

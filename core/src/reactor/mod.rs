@@ -1,0 +1,644 @@
+//! The event loop: one backend wait per iteration, then I/O dispatch, timers, posted
+//! messages, and deferred callbacks. Sources (listeners, connections, fd watchers) live in a
+//! slab indexed by [`Token`]; each is registered with the backend once, when added.
+
+mod signal;
+mod timer;
+mod wake;
+
+use std::any::Any;
+use std::io;
+use std::os::fd::RawFd;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub use signal::{SignalFn, SignalId};
+pub use timer::{TimerFn, TimerId};
+pub use wake::{Closed, Handle, Posted};
+
+use crate::net::pool::BufPool;
+use crate::sys::{self, Backend, Change, Event, Interest, Op, Ready};
+
+/// Token of the loop's own eventfd.
+pub(crate) const WAKE_TOKEN: u64 = u64::MAX;
+/// Token of the loop's signalfd.
+pub(crate) const SIGNAL_TOKEN: u64 = u64::MAX - 1;
+
+/// Names a source registered on a loop: a slot index and a generation, so that a token of a
+/// closed source never reaches the source that reuses its slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Token(pub(crate) u64);
+
+impl Token {
+    fn new(slot: usize, gen: u32) -> Token {
+        Token((u64::from(gen) << 32) | slot as u64)
+    }
+    fn slot(self) -> usize {
+        (self.0 & 0xffff_ffff) as usize
+    }
+    fn gen(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+    /// The token as an integer (for the C ABI).
+    pub fn to_u64(self) -> u64 {
+        self.0
+    }
+    /// Rebuilds a token from [`Token::to_u64`].
+    pub fn from_u64(v: u64) -> Token {
+        Token(v)
+    }
+}
+
+/// Counters of the loop's own syscalls and iterations. Tests assert the loop's claims with
+/// them; benchmarks print them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Loop iterations (one backend wait each).
+    pub iterations: u64,
+    /// Backend waits (`epoll_wait`).
+    pub wait: u64,
+    /// Interest changes (`epoll_ctl`).
+    pub ctl: u64,
+    /// Reads (`read`/`recv`), including signalfd reads.
+    pub read: u64,
+    /// Writes (`send`/`sendmsg`/`write`) on connections.
+    pub write: u64,
+    /// `accept4` calls, successful or not.
+    pub accept: u64,
+    /// Everything else the loop calls: close, shutdown, socket options, signalfd...
+    pub other: u64,
+    /// Eventfd writes made by [`Handle::post`] / [`Handle::stop`] from any thread.
+    pub wakeups: u64,
+    /// Connections accepted.
+    pub accepted: u64,
+    /// Pool buffers held by connections right now (idle connections hold none).
+    pub buffers_in_use: u64,
+    /// Pool buffers kept for reuse.
+    pub buffers_idle: u64,
+}
+
+/// What a source wants after handling an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Next {
+    /// Wait for the next event.
+    Keep,
+    /// Call again next iteration even without an event (work left after a bounded burst).
+    Again,
+    /// Close and remove the source.
+    Remove,
+}
+
+/// Something registered on the loop.
+pub(crate) trait Source: Any {
+    /// Handles readiness (or `Ready::TIMER`, or `Ready::EMPTY` for an `Again` call).
+    fn ready(&mut self, lp: &mut Loop, token: Token, ready: Ready) -> Next;
+    /// The source is being removed (or the loop dropped): release fds and tell the owner.
+    fn close(&mut self, lp: &mut Loop, token: Token);
+    /// For downcasting in [`Loop::with_source`].
+    fn as_any(&mut self) -> &mut dyn Any;
+    /// Whether this source counts as a connection (for [`Loop::connection_count`]).
+    fn is_connection(&self) -> bool {
+        false
+    }
+}
+
+struct Slot {
+    gen: u32,
+    /// Present unless free, or taken out while its callback runs.
+    src: Option<Box<dyn Source>>,
+    /// In use (possibly taken out).
+    used: bool,
+    /// Removal was asked for while the source was taken out.
+    doomed: bool,
+    /// The source is a user fd watcher (its fd is in `Loop::watched`).
+    watcher: bool,
+}
+
+type Deferred = Box<dyn FnOnce(&mut Loop)>;
+
+/// An event loop. Not `Send`: it runs on the thread that created it; other threads reach it
+/// through a [`Handle`].
+pub struct Loop {
+    backend: Box<dyn Backend>,
+    slots: Vec<Slot>,
+    free: Vec<usize>,
+    /// The fds of user watchers (kept here so interest can change inside their callback).
+    watched: Vec<(Token, RawFd)>,
+    live: usize,
+    conns: usize,
+    changes: Vec<Change>,
+    failed: Vec<(u64, io::Error)>,
+    events: Vec<Event>,
+    again: Vec<Token>,
+    again_next: Vec<Token>,
+    deferred: Vec<Deferred>,
+    posted: Vec<Posted>,
+    pub(crate) timers: timer::Timers,
+    pub(crate) signals: signal::Signals,
+    shared: Arc<wake::Shared>,
+    pub(crate) stats: Stats,
+    pub(crate) pool: BufPool,
+    pub(crate) now: Instant,
+    stopped: bool,
+}
+
+impl Loop {
+    /// Creates a loop on the platform's default backend (epoll on Linux).
+    pub fn new() -> io::Result<Loop> {
+        Loop::with_backend("")
+    }
+
+    /// Creates a loop on the named backend: "epoll" (Linux); "" or "default" picks the
+    /// platform's default. Unknown or unavailable names give `Unsupported`.
+    pub fn with_backend(name: &str) -> io::Result<Loop> {
+        let backend = sys::new_backend(name)?;
+        let shared = Arc::new(wake::Shared::new()?);
+        let mut lp = Loop {
+            backend,
+            slots: Vec::new(),
+            free: Vec::new(),
+            watched: Vec::new(),
+            live: 0,
+            conns: 0,
+            changes: Vec::new(),
+            failed: Vec::new(),
+            events: Vec::with_capacity(1024),
+            again: Vec::new(),
+            again_next: Vec::new(),
+            deferred: Vec::new(),
+            posted: Vec::new(),
+            timers: timer::Timers::new(),
+            signals: signal::Signals::new(),
+            shared,
+            stats: Stats::default(),
+            pool: BufPool::new(crate::net::pool::DEFAULT_BUF_SIZE, 64),
+            now: Instant::now(),
+            stopped: false,
+        };
+        let efd = lp.shared.fd();
+        lp.register(efd, Token(WAKE_TOKEN), Interest::READ | Interest::EDGE);
+        Ok(lp)
+    }
+
+    /// The backend's name ("epoll").
+    pub fn backend_name(&self) -> &'static str {
+        self.backend.name()
+    }
+
+    /// A thread-safe handle for posting work to this loop and stopping it.
+    pub fn handle(&self) -> Handle {
+        Handle {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// The loop's cached time, updated once per iteration after the wait.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// A snapshot of the loop's counters.
+    pub fn stats(&self) -> Stats {
+        let mut s = self.stats;
+        s.wakeups = self.shared.wakeups.load(Ordering::Relaxed);
+        s.buffers_in_use = self.pool.out as u64;
+        s.buffers_idle = self.pool.idle() as u64;
+        s
+    }
+
+    /// Number of sources (listeners, connections, fd watchers) on the loop.
+    pub fn source_count(&self) -> usize {
+        self.live
+    }
+
+    /// Number of open connections on the loop.
+    pub fn connection_count(&self) -> usize {
+        self.conns
+    }
+
+    /// Queues a registration, applied by the backend's next wait.
+    pub(crate) fn register(&mut self, fd: RawFd, token: Token, interest: Interest) {
+        self.changes.push(Change {
+            fd,
+            token: token.0,
+            op: Op::Add(interest),
+        });
+    }
+
+    /// Adds a source and registers `fd` for it (once). Returns its token.
+    pub(crate) fn add_source(
+        &mut self,
+        fd: Option<(RawFd, Interest)>,
+        make: impl FnOnce(Token) -> Box<dyn Source>,
+    ) -> Token {
+        let slot = match self.free.pop() {
+            Some(s) => s,
+            None => {
+                self.slots.push(Slot {
+                    gen: 0,
+                    src: None,
+                    used: false,
+                    doomed: false,
+                    watcher: false,
+                });
+                self.slots.len() - 1
+            }
+        };
+        let token = Token::new(slot, self.slots[slot].gen);
+        let mut src = make(token);
+        let is_conn = src.is_connection();
+        let watch_fd = src.as_any().downcast_mut::<Watcher>().map(|w| w.fd);
+        if let Some(fd) = watch_fd {
+            self.watched.push((token, fd));
+        }
+        let s = &mut self.slots[slot];
+        s.src = Some(src);
+        s.used = true;
+        s.doomed = false;
+        s.watcher = watch_fd.is_some();
+        self.live += 1;
+        if is_conn {
+            self.conns += 1;
+        }
+        if let Some((fd, interest)) = fd {
+            self.register(fd, token, interest);
+        }
+        token
+    }
+
+    fn slot_of(&self, token: Token) -> Option<usize> {
+        let i = token.slot();
+        let s = self.slots.get(i)?;
+        (s.used && s.gen == token.gen()).then_some(i)
+    }
+
+    /// Removes a source: it is closed now, or right after its running callback returns.
+    /// Returns false for a stale token.
+    pub(crate) fn remove_source(&mut self, token: Token) -> bool {
+        let Some(i) = self.slot_of(token) else {
+            return false;
+        };
+        match self.slots[i].src.take() {
+            Some(src) => self.finish_remove(i, token, src),
+            None => self.slots[i].doomed = true,
+        }
+        true
+    }
+
+    fn finish_remove(&mut self, i: usize, token: Token, mut src: Box<dyn Source>) {
+        // A registration not yet handed to the backend must not reach a reused fd number.
+        self.changes.retain(|c| c.token != token.0);
+        let is_conn = src.is_connection();
+        if self.slots[i].watcher {
+            self.watched.retain(|w| w.0 != token);
+        }
+        let s = &mut self.slots[i];
+        s.used = false;
+        s.doomed = false;
+        s.gen = s.gen.wrapping_add(1);
+        self.free.push(i);
+        self.live -= 1;
+        if is_conn {
+            self.conns -= 1;
+        }
+        src.close(self, token);
+    }
+
+    /// Calls source `token` with `ready`, taking it out of its slot for the duration.
+    pub(crate) fn dispatch(&mut self, token: Token, ready: Ready) {
+        let Some(i) = self.slot_of(token) else { return };
+        let Some(mut src) = self.slots[i].src.take() else {
+            return;
+        };
+        let next = src.ready(self, token, ready);
+        self.settle(i, token, src, next);
+    }
+
+    fn settle(&mut self, i: usize, token: Token, src: Box<dyn Source>, next: Next) {
+        if self.slots[i].doomed || next == Next::Remove {
+            self.finish_remove(i, token, src);
+            return;
+        }
+        self.slots[i].src = Some(src);
+        if next == Next::Again {
+            self.again_next.push(token);
+        }
+    }
+
+    /// Runs `f` on source `token` if it is a `T` and is not currently running a callback.
+    pub(crate) fn with_source<T: 'static, R>(
+        &mut self,
+        token: Token,
+        f: impl FnOnce(&mut T, &mut Loop, Token) -> (R, Next),
+    ) -> Option<R> {
+        let i = self.slot_of(token)?;
+        let mut src = self.slots[i].src.take()?;
+        let Some(t) = src.as_any().downcast_mut::<T>() else {
+            self.slots[i].src = Some(src);
+            return None;
+        };
+        let (r, next) = f(t, self, token);
+        self.settle(i, token, src, next);
+        Some(r)
+    }
+
+    /// Takes `fd` out of the backend now (for fds that stay open after their source goes).
+    pub(crate) fn deregister_fd(&mut self, fd: RawFd) -> io::Result<()> {
+        self.backend.deregister(fd, &mut self.stats)
+    }
+
+    /// Calls source `token` again next iteration with `Ready::EMPTY`.
+    pub(crate) fn push_again(&mut self, token: Token) {
+        self.again_next.push(token);
+    }
+
+    /// Runs `f` at the end of the current iteration (or of the next one, if called while
+    /// deferred callbacks are running). Pending deferred work makes the next wait not block.
+    pub fn defer(&mut self, f: impl FnOnce(&mut Loop) + 'static) {
+        self.deferred.push(Box::new(f));
+    }
+
+    /// Makes `run()` return after the current iteration.
+    pub fn stop(&mut self) {
+        self.stopped = true;
+    }
+
+    /// Whether work is pending that must be handled without waiting: queued registrations,
+    /// deferred callbacks, sources to call again, posted messages or a stop request.
+    fn has_pending_work(&self) -> bool {
+        !self.changes.is_empty()
+            || !self.deferred.is_empty()
+            || !self.again_next.is_empty()
+            || self.stopped
+            || self.shared.has_posts()
+            || self.shared.stop.load(Ordering::Acquire)
+    }
+
+    /// How long a host loop may sleep before calling [`Loop::run_once_nowait`]: zero when
+    /// work is pending (including registrations and timers made since the last iteration),
+    /// the time to the earliest timer (rounded up to the millisecond), or `None` (sleep until
+    /// the backend fd is readable).
+    pub fn next_timeout(&mut self) -> Option<Duration> {
+        if self.has_pending_work() {
+            return Some(Duration::ZERO);
+        }
+        let d = self.timers.next_deadline()?;
+        let left = d.saturating_duration_since(Instant::now());
+        Some(Duration::from_millis(sys::ceil_millis(left) as u64))
+    }
+
+    /// The fd a host loop polls for readability to learn that this loop has I/O to handle
+    /// (the epoll fd). Poll it, wait at most [`Loop::next_timeout`], then call
+    /// [`Loop::run_once_nowait`].
+    pub fn backend_fd(&self) -> RawFd {
+        self.backend.fd()
+    }
+
+    /// Runs until [`Loop::stop`] or [`Handle::stop`]. The stop request is consumed.
+    pub fn run(&mut self) -> io::Result<()> {
+        while !self.stop_requested() {
+            self.iterate(true)?;
+        }
+        self.clear_stop();
+        Ok(())
+    }
+
+    /// Runs one iteration, waiting for at least one event or timer if nothing is pending.
+    /// Returns whether a stop was requested (the request is consumed).
+    pub fn run_once(&mut self) -> io::Result<bool> {
+        self.iterate(true)?;
+        Ok(self.take_stop())
+    }
+
+    /// Runs one iteration without blocking. Returns whether a stop was requested (the
+    /// request is consumed).
+    pub fn run_once_nowait(&mut self) -> io::Result<bool> {
+        self.iterate(false)?;
+        Ok(self.take_stop())
+    }
+
+    fn stop_requested(&self) -> bool {
+        self.stopped || self.shared.stop.load(Ordering::Acquire)
+    }
+
+    fn clear_stop(&mut self) {
+        self.stopped = false;
+        self.shared.stop.store(false, Ordering::Release);
+    }
+
+    fn take_stop(&mut self) -> bool {
+        let s = self.stop_requested();
+        self.clear_stop();
+        s
+    }
+
+    fn iterate(&mut self, block: bool) -> io::Result<()> {
+        self.stats.iterations += 1;
+        std::mem::swap(&mut self.again, &mut self.again_next);
+        let timeout = if !block
+            || !self.again.is_empty()
+            || !self.deferred.is_empty()
+            || self.stop_requested()
+            || self.shared.has_posts()
+        {
+            Some(Duration::ZERO)
+        } else {
+            self.timers
+                .next_deadline()
+                .map(|d| d.saturating_duration_since(Instant::now()))
+        };
+        let mut events = std::mem::take(&mut self.events);
+        events.clear();
+        let res = self.backend.wait(
+            &self.changes,
+            &mut self.failed,
+            &mut events,
+            timeout,
+            &mut self.stats,
+        );
+        self.changes.clear();
+        self.now = Instant::now();
+        if let Err(e) = res {
+            self.events = events;
+            return Err(e);
+        }
+        self.report_failed_changes();
+
+        let mut woken = false;
+        for ev in &events {
+            match ev.token {
+                WAKE_TOKEN => woken = true,
+                SIGNAL_TOKEN => self.dispatch_signals(),
+                t => self.dispatch(Token(t), ev.ready),
+            }
+        }
+        self.events = events;
+
+        let mut again = std::mem::take(&mut self.again);
+        for t in again.drain(..) {
+            self.dispatch(t, Ready::EMPTY);
+        }
+        self.again = again;
+
+        self.run_timers();
+
+        if woken || self.shared.has_posts() {
+            self.run_posted();
+        }
+        self.run_deferred();
+        Ok(())
+    }
+
+    /// Sources whose registration failed are told with `Ready::ERROR` (their next I/O call
+    /// reports the cause) — a user fd that epoll refuses (a regular file) fails here.
+    fn report_failed_changes(&mut self) {
+        if self.failed.is_empty() {
+            return;
+        }
+        let failed = std::mem::take(&mut self.failed);
+        for (token, e) in failed {
+            log::warn!("registration of token {token:#x} failed: {e}");
+            self.dispatch(Token(token), Ready::ERROR | Ready::HUP);
+        }
+    }
+
+    fn run_posted(&mut self) {
+        let mut posted = std::mem::take(&mut self.posted);
+        self.shared.drain(&mut posted);
+        for f in posted.drain(..) {
+            f(self);
+        }
+        self.posted = posted;
+    }
+
+    fn run_deferred(&mut self) {
+        if self.deferred.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.deferred);
+        for f in batch {
+            f(self);
+        }
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        // Refuse new posts; drop queued ones outside the queue's lock.
+        drop(self.shared.close());
+        self.drop_signals();
+        for i in 0..self.slots.len() {
+            if let Some(src) = self.slots[i].src.take() {
+                let token = Token::new(i, self.slots[i].gen);
+                self.finish_remove(i, token, src);
+            }
+        }
+        self.deferred.clear();
+    }
+}
+
+/// An fd watcher callback: gets the loop, the watcher's token and what is ready.
+pub type WatchFn = Box<dyn FnMut(&mut Loop, Token, Ready)>;
+
+/// A user fd watched by the loop.
+struct Watcher {
+    fd: RawFd,
+    registered: bool,
+    cb: Option<WatchFn>,
+}
+
+impl Source for Watcher {
+    fn ready(&mut self, lp: &mut Loop, token: Token, ready: Ready) -> Next {
+        if let Some(cb) = self.cb.as_mut() {
+            cb(lp, token, ready);
+        }
+        Next::Keep
+    }
+
+    fn close(&mut self, lp: &mut Loop, _token: Token) {
+        // The fd is the user's and stays open: take it out of the backend now, before the
+        // user closes it and its number is reused. (A registration still queued was dropped
+        // instead, and then this fails harmlessly with ENOENT.)
+        if self.registered {
+            let _ = lp.backend.deregister(self.fd, &mut lp.stats);
+        }
+        self.cb = None;
+    }
+
+    fn as_any(&mut self) -> &mut dyn Any {
+        self
+    }
+}
+
+impl Loop {
+    /// Watches a user-owned fd (a pipe, a database socket). With [`Interest::EDGE`] the
+    /// callback is told once per change and must read/write until a short count or
+    /// `EAGAIN`; without it, the callback is called every iteration while the fd is ready.
+    /// The fd stays the caller's: close it only after [`Loop::unwatch`]. Errors surface as a
+    /// callback with `Ready::ERROR` (e.g. epoll refuses regular files with `EPERM`).
+    pub fn watch(
+        &mut self,
+        fd: RawFd,
+        interest: Interest,
+        cb: impl FnMut(&mut Loop, Token, Ready) + 'static,
+    ) -> io::Result<Token> {
+        if fd < 0 {
+            return Err(io::Error::from_raw_os_error(libc::EBADF));
+        }
+        let w = Watcher {
+            fd,
+            registered: true,
+            cb: Some(Box::new(cb)),
+        };
+        Ok(self.add_source(Some((fd, interest)), |_| Box::new(w)))
+    }
+
+    /// Changes what a watched fd is watched for (one `epoll_ctl`, at the next wait).
+    /// Returns false for a token that is not a live watcher.
+    pub fn rewatch(&mut self, token: Token, interest: Interest) -> bool {
+        let Some(i) = self.slot_of(token) else {
+            return false;
+        };
+        if !self.slots[i].watcher {
+            return false;
+        }
+        let Some(&(_, fd)) = self.watched.iter().find(|w| w.0 == token) else {
+            return false;
+        };
+        // A registration still queued is simply replaced.
+        if let Some(c) = self.changes.iter_mut().find(|c| c.token == token.0) {
+            c.op = Op::Add(interest);
+            return true;
+        }
+        self.changes.push(Change {
+            fd,
+            token: token.0,
+            op: Op::Modify(interest),
+        });
+        true
+    }
+
+    /// Stops watching a user fd (which stays open). Safe from inside its own callback.
+    /// Returns false for a stale token.
+    pub fn unwatch(&mut self, token: Token) -> bool {
+        let Some(i) = self.slot_of(token) else {
+            return false;
+        };
+        // Only watchers may be removed this way.
+        if !self.slots[i].watcher {
+            return false;
+        }
+        if self.changes.iter().any(|c| c.token == token.0) {
+            // Never handed to the backend: there is nothing to deregister.
+            if let Some(w) = self.slots[i]
+                .src
+                .as_mut()
+                .and_then(|s| s.as_any().downcast_mut::<Watcher>())
+            {
+                w.registered = false;
+            }
+        }
+        self.remove_source(token)
+    }
+}

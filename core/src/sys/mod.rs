@@ -1,0 +1,232 @@
+//! OS backends behind one trait: a backend takes a batch of interest changes into the same
+//! call that waits, as `kevent()` and `io_uring_enter()` do; epoll applies them with
+//! `epoll_ctl` just before `epoll_wait`.
+
+use std::io;
+use std::os::fd::RawFd;
+use std::time::Duration;
+
+use crate::reactor::Stats;
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(crate) mod epoll;
+
+/// Turns a libc call's `-1` into `io::Error::last_os_error()`.
+macro_rules! syscall {
+    ($fn:ident ( $($arg:expr),* $(,)? )) => {{
+        // SAFETY: the caller of the macro guarantees the arguments are valid for this call;
+        // each use site documents why.
+        #[allow(unused_unsafe, clippy::undocumented_unsafe_blocks)]
+        let res = unsafe { libc::$fn($($arg, )*) };
+        if res == -1 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(res)
+        }
+    }};
+}
+pub(crate) use syscall;
+
+/// Readiness reported for a source (a bit set).
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
+pub struct Ready(u32);
+
+impl Ready {
+    /// Nothing is ready (used for "call me again" dispatches).
+    pub const EMPTY: Ready = Ready(0);
+    /// Data (or a connection, or EOF) can be read.
+    pub const READABLE: Ready = Ready(1);
+    /// Data can be written.
+    pub const WRITABLE: Ready = Ready(2);
+    /// The peer shut down its writing side (EPOLLRDHUP / EV_EOF on read).
+    pub const READ_CLOSED: Ready = Ready(4);
+    /// Both directions are closed (EPOLLHUP).
+    pub const HUP: Ready = Ready(8);
+    /// An error is pending on the fd (EPOLLERR).
+    pub const ERROR: Ready = Ready(16);
+    /// A timer owned by the source fired.
+    pub const TIMER: Ready = Ready(32);
+
+    /// Whether every bit of `other` is set in `self`.
+    pub fn contains(self, other: Ready) -> bool {
+        self.0 & other.0 == other.0 && other.0 != 0
+    }
+    /// Whether any bit of `other` is set in `self`.
+    pub fn intersects(self, other: Ready) -> bool {
+        self.0 & other.0 != 0
+    }
+    /// Whether no bit is set.
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+    /// The raw bits (stable values, used by the C ABI).
+    pub fn bits(self) -> u32 {
+        self.0
+    }
+}
+
+impl std::ops::BitOr for Ready {
+    type Output = Ready;
+    fn bitor(self, rhs: Ready) -> Ready {
+        Ready(self.0 | rhs.0)
+    }
+}
+
+impl std::ops::BitOrAssign for Ready {
+    fn bitor_assign(&mut self, rhs: Ready) {
+        self.0 |= rhs.0;
+    }
+}
+
+impl std::fmt::Debug for Ready {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names = [
+            (Ready::READABLE, "READABLE"),
+            (Ready::WRITABLE, "WRITABLE"),
+            (Ready::READ_CLOSED, "READ_CLOSED"),
+            (Ready::HUP, "HUP"),
+            (Ready::ERROR, "ERROR"),
+            (Ready::TIMER, "TIMER"),
+        ];
+        let mut first = true;
+        for (bit, name) in names {
+            if self.contains(bit) {
+                if !first {
+                    f.write_str("|")?;
+                }
+                f.write_str(name)?;
+                first = false;
+            }
+        }
+        if first {
+            f.write_str("EMPTY")?;
+        }
+        Ok(())
+    }
+}
+
+/// What a registration asks to be told about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Interest(u8);
+
+impl Interest {
+    /// Readability (and read-side hangup).
+    pub const READ: Interest = Interest(1);
+    /// Writability.
+    pub const WRITE: Interest = Interest(2);
+    /// Edge-triggered: reported once per change; the owner must drain the fd.
+    pub const EDGE: Interest = Interest(4);
+    /// Only one of several loops watching the same fd is woken (shared listeners).
+    pub const EXCLUSIVE: Interest = Interest(8);
+    /// What sockets are registered with, once, at creation: read + write + edge.
+    pub const SOCKET: Interest = Interest(1 | 2 | 4);
+
+    /// Whether every bit of `other` is set.
+    pub fn contains(self, other: Interest) -> bool {
+        self.0 & other.0 == other.0
+    }
+    /// The raw bits (stable values, used by the C ABI).
+    pub fn bits(self) -> u8 {
+        self.0
+    }
+    /// Builds an interest from raw bits, rejecting unknown ones.
+    pub fn from_bits(bits: u8) -> Option<Interest> {
+        if bits & !0xf != 0 || bits & 3 == 0 {
+            None
+        } else {
+            Some(Interest(bits))
+        }
+    }
+}
+
+impl std::ops::BitOr for Interest {
+    type Output = Interest;
+    fn bitor(self, rhs: Interest) -> Interest {
+        Interest(self.0 | rhs.0)
+    }
+}
+
+/// One interest change, queued on the loop and handed to the backend's next wait.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Change {
+    pub fd: RawFd,
+    pub token: u64,
+    pub op: Op,
+}
+
+/// The kind of a [`Change`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Op {
+    Add(Interest),
+    Modify(Interest),
+    Delete,
+}
+
+/// One event out of a backend: which registration, and what is ready.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Event {
+    pub token: u64,
+    pub ready: Ready,
+}
+
+/// An OS readiness backend. Implementations count their own syscalls in `stats`.
+pub(crate) trait Backend {
+    /// The fd a host loop can poll to learn that this backend has events.
+    fn fd(&self) -> RawFd;
+    /// Applies `changes` and waits up to `timeout` (None = forever) for events, appending
+    /// them to `events`. Failed changes are reported through `failed`, not as an error.
+    fn wait(
+        &mut self,
+        changes: &[Change],
+        failed: &mut Vec<(u64, io::Error)>,
+        events: &mut Vec<Event>,
+        timeout: Option<Duration>,
+        stats: &mut Stats,
+    ) -> io::Result<()>;
+    /// Removes `fd` now (not at the next wait): the caller may close it and the number may be
+    /// reused before the next wait. Only needed for fds that stay open (user watchers).
+    fn deregister(&mut self, fd: RawFd, stats: &mut Stats) -> io::Result<()>;
+    /// The backend's name ("epoll", ...).
+    fn name(&self) -> &'static str;
+}
+
+/// Creates the backend named `name` ("epoll", or "" / "default" for the platform default).
+pub(crate) fn new_backend(name: &str) -> io::Result<Box<dyn Backend>> {
+    match name {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        "" | "default" | "epoll" => Ok(Box::new(epoll::Epoll::new()?)),
+        _ => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("backend {name:?} is not available on this platform"),
+        )),
+    }
+}
+
+/// Rounds a duration up to whole milliseconds for wait calls that take milliseconds, so a
+/// timer is never woken early; saturates at `i32::MAX`.
+pub(crate) fn ceil_millis(d: Duration) -> i32 {
+    let ms = d.as_nanos().div_ceil(1_000_000);
+    ms.min(i32::MAX as u128) as i32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ceil_millis_rounds_up() {
+        assert_eq!(ceil_millis(Duration::ZERO), 0);
+        assert_eq!(ceil_millis(Duration::from_nanos(1)), 1);
+        assert_eq!(ceil_millis(Duration::from_micros(1000)), 1);
+        assert_eq!(ceil_millis(Duration::from_micros(1001)), 2);
+        assert_eq!(ceil_millis(Duration::from_secs(1 << 40)), i32::MAX);
+    }
+
+    #[test]
+    fn interest_bits_validated() {
+        assert!(Interest::from_bits(0).is_none());
+        assert!(Interest::from_bits(4).is_none());
+        assert!(Interest::from_bits(0x10 | 1).is_none());
+        assert_eq!(Interest::from_bits(7), Some(Interest::SOCKET));
+    }
+}

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs every test (setup included): formatting, lints, unit and integration tests.
+# Ends with one line "N passed, M failed" summing every suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+
+cargo fmt --all --check
+cargo clippy --workspace --all-targets -- -D warnings
+status=0
+cargo test --workspace 2>&1 | tee "$log" || status=$?
+
+passed=$(grep -hoE '(ok|FAILED)\. [0-9]+ passed' "$log" | awk '{s+=$2} END {print s+0}')
+failed=$(grep -hoE '[0-9]+ passed; [0-9]+ failed' "$log" | awk '{s+=$3} END {print s+0}')
+# Suites with their own harness print "N passed, M failed".
+p2=$(grep -hoE '^[0-9]+ passed, [0-9]+ failed$' "$log" | awk '{p+=$1; f+=$3} END {print p+0, f+0}')
+passed=$((passed + ${p2% *}))
+failed=$((failed + ${p2#* }))
+echo
+echo "$passed passed, $failed failed"
+if [ "$status" -ne 0 ] || [ "$failed" -ne 0 ] || [ "$passed" -eq 0 ]; then
+    exit 1
+fi
