@@ -9,10 +9,14 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod app;
+pub mod http;
 pub mod net;
 pub mod reactor;
 mod sys;
 
+pub use app::{Body, Completion, Request, Response, ResponseError};
+pub use http::{HttpOptions, HttpServer};
 pub use net::{Accepted, Addr, ConnOptions, Io, ListenOptions, Listener, PeerAddr, Protocol};
 pub use reactor::{Closed, Handle, Loop, Posted, SignalId, Stats, TimerId, Token};
 pub use sys::{Interest, Ready};

@@ -106,9 +106,16 @@ fn cancel_one_shot_and_repeating_from_inside() {
             }
         },
     );
-    let l = log.clone();
-    run_until(&mut lp, 5, move || l.borrow().len() == 1);
+    let (l, t) = (log.clone(), ticks.clone());
+    run_until(&mut lp, 5, move || {
+        l.borrow().len() == 1 && t.borrow().len() == 4
+    });
     assert_eq!(*log.borrow(), vec!["b"]);
+    // After cancelling itself, no further tick even when time passes.
+    let waited = Rc::new(RefCell::new(false));
+    let w = waited.clone();
+    lp.timer(Duration::from_millis(20), move |_| *w.borrow_mut() = true);
+    run_until(&mut lp, 5, move || *waited.borrow());
     // Repeating: 4 ticks at >= 2, 5, 8, 11 ms, then no more.
     let ticks = ticks.borrow();
     assert_eq!(ticks.len(), 4, "repeating timer cancelled itself after 4");

@@ -32,8 +32,21 @@ pub trait Protocol: 'static {
         io.close();
     }
 
-    /// The output queue emptied after [`Io::notify_drained`] asked to be told.
+    /// The output queue emptied after [`Io::notify_drained`] asked to be told, or after a
+    /// write had blocked ([`Protocol::on_write_blocked`]).
     fn on_drained(&mut self, io: &mut Io<'_>) {
+        let _ = io;
+    }
+
+    /// A write left output queued because the peer is not reading fast enough; the
+    /// connection now waits for writability. `on_drained` follows once it all went out.
+    fn on_write_blocked(&mut self, io: &mut Io<'_>) {
+        let _ = io;
+    }
+
+    /// Something outside the connection's own callbacks asked it to look for work (see
+    /// [`Loop::kick`]); buffered input is offered again right after.
+    fn on_wake(&mut self, io: &mut Io<'_>) {
         let _ = io;
     }
 
@@ -128,6 +141,18 @@ impl Out {
             self.first = Some(c);
         } else {
             self.rest.get_or_insert_with(Default::default).push_back(c);
+        }
+    }
+
+    /// Free bytes in the last block, if the last chunk is a block.
+    fn tail_room(&self) -> usize {
+        let last = match self.rest.as_ref().and_then(|r| r.back()) {
+            Some(c) => Some(c),
+            None => self.first.as_ref(),
+        };
+        match last {
+            Some(Chunk::Block { buf, end, .. }) => buf.len() - *end as usize,
+            _ => 0,
         }
     }
 
@@ -295,6 +320,10 @@ const LINGERING: u16 = 1 << 8;
 const ABORT: u16 = 1 << 9;
 /// Call `on_drained` when the output queue empties.
 const WANT_DRAIN: u16 = 1 << 10;
+/// A flush left output queued (`on_write_blocked` was called).
+const BLOCKED: u16 = 1 << 11;
+/// The input buffer is full of bytes the protocol has not consumed yet.
+const INPUT_FULL: u16 = 1 << 12;
 
 /// Connection flags and bookkeeping visible to the protocol through [`Io`].
 pub(crate) struct State {
@@ -334,9 +363,15 @@ impl Io<'_> {
             self.out.copy(self.lp, bytes);
         }
     }
-    /// Queues bytes that live forever, without copying.
+    /// Queues bytes that live forever, without copying (small ones that fit the current
+    /// block are copied: cheaper than another iovec, and no queue growth).
     pub fn write_static(&mut self, bytes: &'static [u8]) {
-        if !self.st.has(ABORT) && !bytes.is_empty() {
+        if self.st.has(ABORT) || bytes.is_empty() {
+            return;
+        }
+        if bytes.len() <= 1024 && self.out.tail_room() >= bytes.len() {
+            self.out.copy(self.lp, bytes);
+        } else {
             self.out.push(Chunk::Static(bytes));
         }
     }
@@ -437,6 +472,9 @@ impl<P: Protocol> Conn<P> {
             };
             let n = self.proto.on_data(&mut io, data).min(data.len());
             self.input.start += n as u32;
+            if n > 0 {
+                self.st.set(INPUT_FULL, false);
+            }
             if n == 0 {
                 break;
             }
@@ -448,8 +486,8 @@ impl<P: Protocol> Conn<P> {
 
     fn read(&mut self, lp: &mut Loop) -> io::Result<()> {
         if !self.input.make_room(lp, self.st.opts.max_input as usize) {
-            // Full of input the protocol will not consume: stop reading.
-            self.st.set(PAUSED_BY_PROTO, true);
+            // Full of input the protocol has not consumed: stop reading until it does.
+            self.st.set(INPUT_FULL, true);
             return Ok(());
         }
         let buf = self.input.buf.as_mut().expect("made room");
@@ -612,6 +650,8 @@ impl<P: Protocol> Conn<P> {
             };
         }
         if kicked {
+            let (proto, out, st) = self.io_parts();
+            proto.on_wake(&mut Io { lp, out, st });
             self.process(lp);
         }
         let mut rounds = 0;
@@ -623,9 +663,16 @@ impl<P: Protocol> Conn<P> {
                 if let Err(e) = self.flush(lp) {
                     return self.fail(e);
                 }
+                if self.out.len > 0 && !self.st.has(BLOCKED) {
+                    self.st.set(BLOCKED, true);
+                    self.st.set(WANT_DRAIN, true);
+                    let (proto, out, st) = self.io_parts();
+                    proto.on_write_blocked(&mut Io { lp, out, st });
+                }
             }
             if self.out.len == 0 && self.st.has(WANT_DRAIN) {
                 self.st.set(WANT_DRAIN, false);
+                self.st.set(BLOCKED, false);
                 let (proto, out, st) = self.io_parts();
                 proto.on_drained(&mut Io { lp, out, st });
                 if self.out.len > 0 {
@@ -655,6 +702,7 @@ impl<P: Protocol> Conn<P> {
             if !self.st.has(CAN_READ)
                 || self.st.has(EOF)
                 || self.st.has(PAUSED_BY_PROTO)
+                || self.st.has(INPUT_FULL)
                 || self.st.has(PAUSED_BY_OUTPUT)
             {
                 break;

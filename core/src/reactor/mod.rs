@@ -7,8 +7,10 @@ mod timer;
 mod wake;
 
 use std::any::Any;
+use std::cell::RefCell;
 use std::io;
 use std::os::fd::RawFd;
+use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -141,6 +143,10 @@ pub struct Loop {
     pub(crate) pool: BufPool,
     pub(crate) now: Instant,
     stopped: bool,
+    /// Sources to call (with `Ready::EMPTY`) at the end of the iteration: connections whose
+    /// responses got output from outside their own callbacks.
+    kicks: Rc<RefCell<Vec<Token>>>,
+    kicks_spare: Vec<Token>,
 }
 
 impl Loop {
@@ -175,6 +181,8 @@ impl Loop {
             pool: BufPool::new(crate::net::pool::DEFAULT_BUF_SIZE, 64),
             now: Instant::now(),
             stopped: false,
+            kicks: Rc::default(),
+            kicks_spare: Vec::new(),
         };
         let efd = lp.shared.fd();
         lp.register(efd, Token(WAKE_TOKEN), Interest::READ | Interest::EDGE);
@@ -348,6 +356,30 @@ impl Loop {
         self.backend.deregister(fd, &mut self.stats)
     }
 
+    /// The queue of sources to call at the end of the iteration (shared with response
+    /// handles, which cannot borrow the loop).
+    pub(crate) fn kicker(&self) -> Rc<RefCell<Vec<Token>>> {
+        self.kicks.clone()
+    }
+
+    /// Calls every kicked source once (duplicates collapse), a few rounds at most; what is
+    /// left keeps the next wait from blocking.
+    fn run_kicks(&mut self) {
+        for _ in 0..4 {
+            if self.kicks.borrow().is_empty() {
+                return;
+            }
+            let mut batch = std::mem::take(&mut self.kicks_spare);
+            std::mem::swap(&mut batch, &mut *self.kicks.borrow_mut());
+            batch.sort_unstable_by_key(|t| t.0);
+            batch.dedup();
+            for t in batch.drain(..) {
+                self.dispatch(t, Ready::EMPTY);
+            }
+            self.kicks_spare = batch;
+        }
+    }
+
     /// Calls source `token` again next iteration with `Ready::EMPTY`.
     pub(crate) fn push_again(&mut self, token: Token) {
         self.again_next.push(token);
@@ -370,6 +402,7 @@ impl Loop {
         !self.changes.is_empty()
             || !self.deferred.is_empty()
             || !self.again_next.is_empty()
+            || !self.kicks.borrow().is_empty()
             || self.stopped
             || self.shared.has_posts()
             || self.shared.stop.load(Ordering::Acquire)
@@ -439,6 +472,7 @@ impl Loop {
         let timeout = if !block
             || !self.again.is_empty()
             || !self.deferred.is_empty()
+            || !self.kicks.borrow().is_empty()
             || self.stop_requested()
             || self.shared.has_posts()
         {
@@ -486,7 +520,9 @@ impl Loop {
         if woken || self.shared.has_posts() {
             self.run_posted();
         }
+        self.run_kicks();
         self.run_deferred();
+        self.run_kicks();
         Ok(())
     }
 

@@ -129,15 +129,11 @@ impl Timers {
     /// Drops stale heap entries; amortised O(1) per cancel.
     fn compact(&mut self) {
         let slots = &self.slots;
-        let entries = std::mem::take(&mut self.heap).into_vec();
-        let kept: Vec<_> = entries
-            .into_iter()
-            .filter(|Reverse(e)| {
-                let s = &slots[e.slot as usize];
-                s.live && s.gen == e.gen && s.deadline == e.deadline
-            })
-            .collect();
-        self.heap = BinaryHeap::from(kept);
+        // In place: no allocation.
+        self.heap.retain(|Reverse(e)| {
+            let s = &slots[e.slot as usize];
+            s.live && s.gen == e.gen && s.deadline == e.deadline
+        });
     }
 
     /// The deadline of an armed timer.

@@ -5,6 +5,8 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
+pub mod http;
+
 use myriad::{Addr, Handle, Io, ListenOptions, Listener, Loop, Protocol, Stats};
 
 /// Echoes every byte back.

@@ -1,0 +1,789 @@
+//! The protocol-neutral request/response model shared by HTTP/1.1 and FastCGI.
+//!
+//! A handler gets `&mut Request` (method, target, path, query, headers, CGI variables, peer,
+//! a streamed body) and a [`Response`] handle (status, headers, write, flush, finish). The
+//! response may be finished during the call, later on the loop (a timer, another event), or
+//! from another thread through a [`Completion`]. Requests and responses live in pooled
+//! exchanges owned by the server on each loop, so a warmed-up server allocates nothing per
+//! request; an idle connection holds none of them.
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+use crate::net::PeerAddr;
+use crate::reactor::{Handle, Loop, Token};
+
+/// Which protocol a request came over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// HTTP/1.0 or HTTP/1.1.
+    Http,
+    /// FastCGI 1.0 (RESPONDER or AUTHORIZER role).
+    Fcgi,
+}
+
+/// A byte range inside the request's storage.
+pub(crate) type Span = (u32, u32);
+
+/// A piece of the request body, delivered as it arrives.
+#[derive(Debug)]
+pub enum Body<'a> {
+    /// Bytes of the body (in order; never empty).
+    Data(&'a [u8]),
+    /// The body is complete.
+    End,
+    /// The body will not complete: the client went away, timed out, or sent bad framing.
+    Aborted,
+}
+
+/// A body callback: called for each piece, then once with `End` or `Aborted`.
+pub type BodyFn = Box<dyn FnMut(Body<'_>)>;
+
+/// A request. Strings are views into storage owned by the request.
+pub struct Request {
+    pub(crate) buf: Vec<u8>,
+    pub(crate) method: Span,
+    pub(crate) target: Span,
+    pub(crate) path: Span,
+    pub(crate) query: Span,
+    pub(crate) minor: u8,
+    pub(crate) headers: Vec<(Span, Span)>,
+    /// FastCGI parameters (CGI variables as the front end sent them).
+    pub(crate) params: Vec<(Span, Span)>,
+    pub(crate) peer: PeerAddr,
+    pub(crate) local: Option<SocketAddr>,
+    pub(crate) proto: Protocol,
+    pub(crate) content_length: Option<u64>,
+    pub(crate) chunked: bool,
+    pub(crate) body_cb: Option<BodyFn>,
+    pub(crate) abort_cb: Option<Box<dyn FnOnce()>>,
+    pub(crate) expect_continue: bool,
+}
+
+fn ascii_eq(a: &[u8], b: &[u8]) -> bool {
+    a.eq_ignore_ascii_case(b)
+}
+
+impl Request {
+    pub(crate) fn new() -> Request {
+        Request {
+            buf: Vec::new(),
+            method: (0, 0),
+            target: (0, 0),
+            path: (0, 0),
+            query: (0, 0),
+            minor: 1,
+            headers: Vec::new(),
+            params: Vec::new(),
+            peer: PeerAddr::Unix,
+            local: None,
+            proto: Protocol::Http,
+            content_length: None,
+            chunked: false,
+            body_cb: None,
+            abort_cb: None,
+            expect_continue: false,
+        }
+    }
+
+    pub(crate) fn reset(&mut self) {
+        self.buf.clear();
+        self.headers.clear();
+        self.params.clear();
+        self.content_length = None;
+        self.chunked = false;
+        self.body_cb = None;
+        self.abort_cb = None;
+        self.expect_continue = false;
+        self.local = None;
+    }
+
+    pub(crate) fn span(&self, s: Span) -> &[u8] {
+        &self.buf[s.0 as usize..s.1 as usize]
+    }
+
+    fn span_str(&self, s: Span) -> &str {
+        // Spans are validated as UTF-8 (ASCII for HTTP's request line) when stored.
+        std::str::from_utf8(self.span(s)).unwrap_or("")
+    }
+
+    /// Appends bytes to the request's storage, returning their span.
+    pub(crate) fn store(&mut self, bytes: &[u8]) -> Span {
+        let start = self.buf.len() as u32;
+        self.buf.extend_from_slice(bytes);
+        (start, self.buf.len() as u32)
+    }
+
+    /// The method, e.g. "GET".
+    pub fn method(&self) -> &str {
+        self.span_str(self.method)
+    }
+    /// The request target as sent, e.g. "/a/b?x=1".
+    pub fn target(&self) -> &str {
+        self.span_str(self.target)
+    }
+    /// The path part of the target, e.g. "/a/b".
+    pub fn path(&self) -> &str {
+        self.span_str(self.path)
+    }
+    /// The query string without '?', "" when absent.
+    pub fn query(&self) -> &str {
+        self.span_str(self.query)
+    }
+    /// "HTTP/1.0" or "HTTP/1.1" (for FastCGI, from SERVER_PROTOCOL).
+    pub fn version(&self) -> &'static str {
+        if self.minor == 0 {
+            "HTTP/1.0"
+        } else {
+            "HTTP/1.1"
+        }
+    }
+    /// Which protocol the request came over.
+    pub fn protocol(&self) -> Protocol {
+        self.proto
+    }
+    /// The first header named `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(n, _)| ascii_eq(self.span(*n), name.as_bytes()))
+            .map(|(_, v)| self.span(*v))
+    }
+    /// Every header, in order, duplicates kept.
+    pub fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> + '_ {
+        self.headers.iter().map(|(n, v)| {
+            (
+                std::str::from_utf8(self.span(*n)).unwrap_or(""),
+                self.span(*v),
+            )
+        })
+    }
+    /// Number of headers.
+    pub fn header_count(&self) -> usize {
+        self.headers.len()
+    }
+    /// The peer's address.
+    pub fn peer(&self) -> PeerAddr {
+        self.peer
+    }
+    /// The declared body length, if any (None for chunked or unknown).
+    pub fn content_length(&self) -> Option<u64> {
+        self.content_length
+    }
+
+    /// A CGI variable (RFC 3875 names plus HTTP_*): from the FastCGI parameters, or
+    /// derived from the HTTP request.
+    pub fn cgi(&self, name: &str) -> Option<String> {
+        if self.proto == Protocol::Fcgi {
+            return self
+                .params
+                .iter()
+                .rev()
+                .find(|(n, _)| self.span(*n) == name.as_bytes())
+                .map(|(_, v)| String::from_utf8_lossy(self.span(*v)).into_owned());
+        }
+        self.cgi_vars()
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v)
+    }
+
+    /// Every CGI variable, sorted by name (last one wins for duplicates).
+    pub fn cgi_vars(&self) -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = Vec::new();
+        if self.proto == Protocol::Fcgi {
+            for (n, val) in &self.params {
+                let n = String::from_utf8_lossy(self.span(*n)).into_owned();
+                let val = String::from_utf8_lossy(self.span(*val)).into_owned();
+                v.retain(|(k, _)| *k != n);
+                v.push((n, val));
+            }
+        } else {
+            self.http_cgi_vars(&mut v);
+        }
+        v.sort();
+        v
+    }
+
+    fn http_cgi_vars(&self, v: &mut Vec<(String, String)>) {
+        let mut put = |k: &str, val: String| {
+            v.retain(|(n, _)| n != k);
+            v.push((k.to_string(), val));
+        };
+        put("REQUEST_METHOD", self.method().into());
+        put("REQUEST_URI", self.target().into());
+        put("SCRIPT_NAME", String::new());
+        put("PATH_INFO", self.path().into());
+        put("QUERY_STRING", self.query().into());
+        put("SERVER_PROTOCOL", self.version().into());
+        put("GATEWAY_INTERFACE", "CGI/1.1".into());
+        if let PeerAddr::Inet(a) = self.peer {
+            put("REMOTE_ADDR", a.ip().to_string());
+            put("REMOTE_PORT", a.port().to_string());
+        }
+        if let Some(a) = self.local {
+            put("SERVER_ADDR", a.ip().to_string());
+            put("SERVER_PORT", a.port().to_string());
+        }
+        if let Some(ct) = self.header("content-type") {
+            put("CONTENT_TYPE", String::from_utf8_lossy(ct).into_owned());
+        }
+        if let Some(cl) = self.content_length {
+            put("CONTENT_LENGTH", cl.to_string());
+        }
+        for (n, val) in self.headers() {
+            if n.eq_ignore_ascii_case("content-type") || n.eq_ignore_ascii_case("content-length") {
+                continue;
+            }
+            let key: String = std::iter::once("HTTP_".to_string())
+                .chain(
+                    n.chars()
+                        .map(|c| {
+                            if c == '-' {
+                                '_'
+                            } else {
+                                c.to_ascii_uppercase()
+                            }
+                        })
+                        .map(String::from),
+                )
+                .collect();
+            let val = String::from_utf8_lossy(val).into_owned();
+            // Repeated headers are joined, as CGI gateways do.
+            if let Some(pos) = v.iter().position(|(k, _)| *k == key) {
+                let sep = if key == "HTTP_COOKIE" { "; " } else { ", " };
+                v[pos].1.push_str(sep);
+                v[pos].1.push_str(&val);
+            } else {
+                v.push((key, val));
+            }
+        }
+    }
+
+    /// Streams the body to `f` as it arrives: `Data` pieces, then `End` (or `Aborted`).
+    /// Registering it is what "wanting the body" means: only then does a client that sent
+    /// `Expect: 100-continue` get its `100 Continue`. Without it the body is discarded.
+    pub fn on_body(&mut self, f: impl FnMut(Body<'_>) + 'static) {
+        self.body_cb = Some(Box::new(f));
+    }
+
+    /// Collects the whole body (the server's body limit applies) and calls `f` with it once
+    /// complete, or with `None` if it was aborted.
+    pub fn read_body(&mut self, f: impl FnOnce(Option<Vec<u8>>) + 'static) {
+        let mut buf = Vec::with_capacity(self.content_length.unwrap_or(0).min(1 << 20) as usize);
+        let mut f = Some(f);
+        self.on_body(move |b| match b {
+            Body::Data(d) => buf.extend_from_slice(d),
+            Body::End => {
+                if let Some(f) = f.take() {
+                    f(Some(std::mem::take(&mut buf)))
+                }
+            }
+            Body::Aborted => {
+                if let Some(f) = f.take() {
+                    f(None)
+                }
+            }
+        });
+    }
+
+    /// Calls `f` if the request is aborted before its response finished (the client went
+    /// away, or a FastCGI ABORT_REQUEST).
+    pub fn on_abort(&mut self, f: impl FnOnce() + 'static) {
+        self.abort_cb = Some(Box::new(f));
+    }
+}
+
+/// Queued response output not yet handed to the connection.
+pub(crate) enum Piece {
+    /// `n` bytes of `Exchange::bytes`.
+    Copied(usize),
+    Static(&'static [u8]),
+    Owned(Box<dyn AsRef<[u8]>>),
+}
+
+/// How the response body is being framed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Nothing sent yet: status and headers can still change.
+    Open,
+    /// Head sent; the body streams (chunked, close-delimited, or a fixed length).
+    Streaming,
+    /// Finished: everything is queued.
+    Done,
+}
+
+/// One request/response exchange in a server's pool.
+pub(crate) struct Exchange {
+    pub(crate) gen: u32,
+    pub(crate) live: bool,
+    pub(crate) conn: Token,
+    /// FastCGI request id (0 for HTTP).
+    pub(crate) rid: u16,
+    pub(crate) req: Option<Box<Request>>,
+    pub(crate) status: u16,
+    /// User headers, serialized as "Name: value\r\n".
+    pub(crate) hdrs: Vec<u8>,
+    pub(crate) has_content_type: bool,
+    pub(crate) phase: Phase,
+    /// Body bytes written while `Open` (sent with a Content-Length at finish).
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) pieces: Vec<Piece>,
+    pub(crate) body_len: u64,
+    pub(crate) flush: bool,
+    pub(crate) aborted: bool,
+    /// The protocol may send a `100 Continue` (set by the handler wanting the body).
+    pub(crate) head_only: bool,
+    /// Output handed to the connection and not yet written (as last reported by it).
+    pub(crate) conn_queued: usize,
+}
+
+impl Exchange {
+    fn new() -> Exchange {
+        Exchange {
+            gen: 0,
+            live: false,
+            conn: Token::from_u64(0),
+            rid: 0,
+            req: Some(Box::new(Request::new())),
+            status: 200,
+            hdrs: Vec::new(),
+            has_content_type: false,
+            phase: Phase::Open,
+            bytes: Vec::new(),
+            pieces: Vec::new(),
+            body_len: 0,
+            flush: false,
+            aborted: false,
+            head_only: false,
+            conn_queued: 0,
+        }
+    }
+
+    /// Queues body bytes (copied).
+    pub(crate) fn push_copy(&mut self, b: &[u8]) {
+        if b.is_empty() {
+            return;
+        }
+        self.bytes.extend_from_slice(b);
+        match self.pieces.last_mut() {
+            Some(Piece::Copied(n)) => *n += b.len(),
+            _ => self.pieces.push(Piece::Copied(b.len())),
+        }
+    }
+
+    /// Takes queued pieces, calling `f` for each (with copied bytes as a slice).
+    pub(crate) fn drain_pieces(&mut self, mut f: impl FnMut(PieceRef<'_>)) {
+        let mut off = 0;
+        let bytes = std::mem::take(&mut self.bytes);
+        for p in self.pieces.drain(..) {
+            match p {
+                Piece::Copied(n) => {
+                    f(PieceRef::Bytes(&bytes[off..off + n]));
+                    off += n;
+                }
+                Piece::Static(s) => f(PieceRef::Static(s)),
+                Piece::Owned(o) => f(PieceRef::Owned(o)),
+            }
+        }
+        self.bytes = bytes;
+        self.bytes.clear();
+    }
+}
+
+/// A queued piece handed to the protocol.
+pub(crate) enum PieceRef<'a> {
+    Bytes(&'a [u8]),
+    Static(&'static [u8]),
+    Owned(Box<dyn AsRef<[u8]>>),
+}
+
+/// Identifies an exchange in a server's pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ExId {
+    pub(crate) slot: u32,
+    pub(crate) gen: u32,
+}
+
+/// Per-loop server state shared by its connections and response handles.
+pub(crate) struct Ctx {
+    pub(crate) ex: RefCell<Vec<Exchange>>,
+    free: RefCell<Vec<u32>>,
+    /// Connections with response output to collect (their tokens).
+    pub(crate) kicks: Rc<RefCell<Vec<Token>>>,
+    /// The connection whose protocol callback is running (it collects output itself).
+    pub(crate) running: std::cell::Cell<Option<Token>>,
+    pub(crate) handle: Handle,
+}
+
+impl Ctx {
+    pub(crate) fn new(lp: &mut Loop) -> Ctx {
+        Ctx {
+            ex: RefCell::new(Vec::new()),
+            free: RefCell::new(Vec::new()),
+            kicks: lp.kicker(),
+            running: std::cell::Cell::new(None),
+            handle: lp.handle(),
+        }
+    }
+
+    /// Takes an exchange from the pool for connection `conn`.
+    pub(crate) fn alloc(&self, conn: Token) -> ExId {
+        let mut ex = self.ex.borrow_mut();
+        let slot = match self.free.borrow_mut().pop() {
+            Some(s) => s,
+            None => {
+                ex.push(Exchange::new());
+                (ex.len() - 1) as u32
+            }
+        };
+        let e = &mut ex[slot as usize];
+        e.live = true;
+        e.conn = conn;
+        e.rid = 0;
+        e.status = 200;
+        e.hdrs.clear();
+        e.has_content_type = false;
+        e.phase = Phase::Open;
+        e.bytes.clear();
+        e.pieces.clear();
+        e.body_len = 0;
+        e.flush = false;
+        e.aborted = false;
+        e.head_only = false;
+        e.conn_queued = 0;
+        e.req
+            .get_or_insert_with(|| Box::new(Request::new()))
+            .reset();
+        ExId { slot, gen: e.gen }
+    }
+
+    /// Returns an exchange to the pool; response handles to it go stale.
+    pub(crate) fn release(&self, id: ExId) {
+        let (body_cb, abort_cb) = {
+            let mut ex = self.ex.borrow_mut();
+            let Some(e) = ex.get_mut(id.slot as usize) else {
+                return;
+            };
+            if !e.live || e.gen != id.gen {
+                return;
+            }
+            e.live = false;
+            e.gen = e.gen.wrapping_add(1);
+            e.pieces.clear();
+            let req = e.req.as_mut();
+            (
+                req.and_then(|r| r.body_cb.take()),
+                e.req.as_mut().and_then(|r| r.abort_cb.take()),
+            )
+        };
+        self.free.borrow_mut().push(id.slot);
+        // User closures are dropped outside the borrow: they may hold Responses.
+        drop(body_cb);
+        drop(abort_cb);
+    }
+
+    /// Runs `f` on a live exchange.
+    pub(crate) fn with<R>(&self, id: ExId, f: impl FnOnce(&mut Exchange) -> R) -> Option<R> {
+        let mut ex = self.ex.borrow_mut();
+        let e = ex.get_mut(id.slot as usize)?;
+        if !e.live || e.gen != id.gen {
+            return None;
+        }
+        Some(f(e))
+    }
+
+    fn kick(&self, conn: Token) {
+        if self.running.get() != Some(conn) {
+            self.kicks.borrow_mut().push(conn);
+        }
+    }
+}
+
+/// Why a response call was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResponseError {
+    /// The exchange is over: finished, or its connection is gone.
+    Gone,
+    /// Status and headers can no longer change: the head was sent.
+    HeadSent,
+    /// A header name or value has forbidden bytes, or the status is out of range.
+    Invalid,
+}
+
+impl std::fmt::Display for ResponseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ResponseError::Gone => "the response is finished or its connection is gone",
+            ResponseError::HeadSent => "the response head was already sent",
+            ResponseError::Invalid => "invalid status, header name or header value",
+        })
+    }
+}
+
+impl std::error::Error for ResponseError {}
+
+/// The response to one request, used on the loop's thread. Dropping it unfinished finishes
+/// it with a 500 (or ends the stream, if the head was sent), so no client is left hanging.
+pub struct Response {
+    pub(crate) ctx: Rc<Ctx>,
+    pub(crate) id: ExId,
+    pub(crate) done: bool,
+}
+
+fn valid_token(s: &[u8]) -> bool {
+    !s.is_empty()
+        && s.iter()
+            .all(|&c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c))
+}
+
+fn valid_value(s: &[u8]) -> bool {
+    s.iter().all(|&c| c == b'\t' || (c >= 0x20 && c != 0x7f))
+}
+
+impl Response {
+    fn with<R>(&self, f: impl FnOnce(&mut Exchange) -> R) -> Result<R, ResponseError> {
+        if self.done {
+            return Err(ResponseError::Gone);
+        }
+        self.ctx.with(self.id, f).ok_or(ResponseError::Gone)
+    }
+
+    /// Sets the status (100..=999 are accepted; 200 by default).
+    pub fn status(&mut self, code: u16) -> Result<(), ResponseError> {
+        if !(200..=999).contains(&code) {
+            return Err(ResponseError::Invalid);
+        }
+        self.with(|e| {
+            if e.phase != Phase::Open {
+                return Err(ResponseError::HeadSent);
+            }
+            e.status = code;
+            Ok(())
+        })?
+    }
+
+    /// Adds a header. `Content-Length`, `Transfer-Encoding`, `Connection` and `Date` are
+    /// managed by the server and refused as `Invalid`.
+    pub fn header(&mut self, name: &str, value: &[u8]) -> Result<(), ResponseError> {
+        let n = name.as_bytes();
+        if !valid_token(n) || !valid_value(value) {
+            return Err(ResponseError::Invalid);
+        }
+        for managed in ["content-length", "transfer-encoding", "connection", "date"] {
+            if name.eq_ignore_ascii_case(managed) {
+                return Err(ResponseError::Invalid);
+            }
+        }
+        self.with(|e| {
+            if e.phase != Phase::Open {
+                return Err(ResponseError::HeadSent);
+            }
+            if name.eq_ignore_ascii_case("content-type") {
+                e.has_content_type = true;
+            }
+            e.hdrs.extend_from_slice(n);
+            e.hdrs.extend_from_slice(b": ");
+            e.hdrs.extend_from_slice(value);
+            e.hdrs.extend_from_slice(b"\r\n");
+            Ok(())
+        })?
+    }
+
+    fn queue(&mut self, f: impl FnOnce(&mut Exchange)) -> Result<(), ResponseError> {
+        let conn = self.with(|e| {
+            f(e);
+            e.conn
+        })?;
+        self.ctx.kick(conn);
+        Ok(())
+    }
+
+    /// Queues body bytes (copied). Before a flush they are held so that `finish` can send a
+    /// Content-Length; after one they stream.
+    pub fn write(&mut self, bytes: &[u8]) -> Result<(), ResponseError> {
+        self.queue(|e| {
+            e.body_len += bytes.len() as u64;
+            e.push_copy(bytes)
+        })
+    }
+
+    /// Queues body bytes that live forever, without copying.
+    pub fn write_static(&mut self, bytes: &'static [u8]) -> Result<(), ResponseError> {
+        self.queue(|e| {
+            if !bytes.is_empty() {
+                e.body_len += bytes.len() as u64;
+                e.pieces.push(Piece::Static(bytes));
+            }
+        })
+    }
+
+    /// Queues an owned buffer without copying; it is dropped once written.
+    pub fn write_owned(&mut self, bytes: Box<dyn AsRef<[u8]>>) -> Result<(), ResponseError> {
+        self.queue(|e| {
+            let n = (*bytes).as_ref().len();
+            if n > 0 {
+                e.body_len += n as u64;
+                e.pieces.push(Piece::Owned(bytes));
+            }
+        })
+    }
+
+    /// Sends the head and what was written so far; the rest of the body streams (chunked
+    /// to HTTP/1.1 clients, close-delimited to HTTP/1.0, STDOUT records over FastCGI).
+    pub fn flush(&mut self) -> Result<(), ResponseError> {
+        self.queue(|e| {
+            e.flush = true;
+            if e.phase == Phase::Open {
+                e.phase = Phase::Streaming;
+            }
+        })
+    }
+
+    /// Finishes the response. Idempotent errors: a second call gives `Gone`.
+    pub fn finish(mut self) -> Result<(), ResponseError> {
+        self.finish_inner()
+    }
+
+    fn finish_inner(&mut self) -> Result<(), ResponseError> {
+        let r = self.queue(|e| e.phase = Phase::Done);
+        self.done = true;
+        r
+    }
+
+    /// Convenience: status, Content-Type, body, finish.
+    pub fn send(
+        mut self,
+        status: u16,
+        content_type: &str,
+        body: &[u8],
+    ) -> Result<(), ResponseError> {
+        self.status(status)?;
+        self.header("Content-Type", content_type.as_bytes())?;
+        self.write(body)?;
+        self.finish()
+    }
+
+    /// Whether the client went away (or the front end aborted the request).
+    pub fn is_aborted(&self) -> bool {
+        self.ctx.with(self.id, |e| e.aborted).unwrap_or(true)
+    }
+
+    /// Whether `finish` was called (or the handle was turned into a completion).
+    pub fn is_finished(&self) -> bool {
+        self.done
+    }
+
+    /// Response bytes written by the handler but not yet sent to the client: pace a
+    /// streamed body with it (write more only while it is small) to bound memory when the
+    /// client reads slowly.
+    pub fn queued(&self) -> usize {
+        self.ctx
+            .with(self.id, |e| {
+                let pending: usize = e
+                    .pieces
+                    .iter()
+                    .map(|p| match p {
+                        Piece::Copied(n) => *n,
+                        Piece::Static(s) => s.len(),
+                        Piece::Owned(o) => (**o).as_ref().len(),
+                    })
+                    .sum();
+                pending + e.conn_queued
+            })
+            .unwrap_or(0)
+    }
+
+    /// Turns this response into a handle that another thread can finish. The bytes are
+    /// still written by the loop's thread; each use costs one post (one wakeup at most).
+    pub fn into_completion(mut self) -> Completion {
+        self.done = true;
+        let conn = self
+            .ctx
+            .with(self.id, |e| e.conn)
+            .unwrap_or(Token::from_u64(0));
+        Completion {
+            handle: self.ctx.handle.clone(),
+            conn,
+            id: self.id,
+            used: false,
+        }
+    }
+}
+
+impl Drop for Response {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let open = self
+            .ctx
+            .with(self.id, |e| e.phase == Phase::Open)
+            .unwrap_or(false);
+        if open {
+            log::warn!("response dropped unfinished: answering 500");
+            let _ = self.with(|e| {
+                e.status = 500;
+                e.hdrs.clear();
+                e.hdrs.extend_from_slice(b"Content-Type: text/plain\r\n");
+                e.has_content_type = true;
+                e.bytes.clear();
+                e.pieces.clear();
+                e.body_len = 0;
+                e.push_copy(b"Internal Server Error\n");
+                e.body_len = 22;
+            });
+        }
+        let _ = self.finish_inner();
+    }
+}
+
+/// A thread-safe handle that finishes a response from any thread (the bytes are written by
+/// the loop's thread). Dropping it unused answers 500.
+pub struct Completion {
+    handle: Handle,
+    conn: Token,
+    id: ExId,
+    used: bool,
+}
+
+impl Completion {
+    /// Runs `f` with the response on the loop's thread. If the connection is gone by then,
+    /// `f` is not called. Returns false if the loop no longer exists.
+    pub fn post(mut self, f: impl FnOnce(Response) + Send + 'static) -> bool {
+        self.used = true;
+        let (conn, id) = (self.conn, self.id);
+        self.handle
+            .post(move |lp| {
+                if let Some(res) = crate::http::response_for(lp, conn, id) {
+                    f(res)
+                }
+            })
+            .is_ok()
+    }
+
+    /// Sends a whole response: status, Content-Type and body.
+    pub fn send(self, status: u16, content_type: &str, body: Vec<u8>) -> bool {
+        let ct = content_type.to_string();
+        self.post(move |res| {
+            let _ = res.send(status, &ct, &body);
+        })
+    }
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        if !self.used {
+            let (conn, id) = (self.conn, self.id);
+            // The Response rebuilt on the loop answers 500 when dropped unfinished.
+            let _ = self.handle.post(move |lp| {
+                drop(crate::http::response_for(lp, conn, id));
+            });
+        }
+    }
+}
+
+/// A request handler: called on the loop's thread when a request head is complete, with the
+/// loop (to arm timers, watch fds, post work).
+pub type HandlerFn = Rc<dyn Fn(&mut Loop, &mut Request, Response)>;

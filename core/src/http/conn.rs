@@ -1,0 +1,690 @@
+//! The HTTP/1.1 connection driver: parses heads, streams bodies to the handler, frames
+//! responses, and keeps pipelined responses in order (one request is served at a time;
+//! later requests wait in the input buffer while a response is pending, without holding
+//! back any other connection). Everything answered from one read leaves in one write.
+
+use std::rc::Rc;
+use std::time::Instant;
+
+use super::chunked::{self, ChunkError, Decoder};
+use super::parse::{self, BodyKind, Limits};
+use super::{finish_drain, reason, Shared};
+use crate::app::{Body, BodyFn, Ctx, ExId, Phase, PieceRef, Protocol as Proto, Response};
+use crate::net::{Io, Protocol};
+use crate::reactor::{Loop, Token};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum St {
+    /// Waiting for (the rest of) a request head.
+    Head,
+    /// Reading the request body.
+    Body,
+    /// Body done (or skipped); waiting for the response to finish.
+    Wait,
+    /// Closing: input is discarded.
+    Dead,
+}
+
+enum BodyState {
+    None,
+    Length(u64),
+    Chunked(Box<Decoder>),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Timer {
+    None,
+    Header,
+    Body,
+    Idle,
+    Write,
+}
+
+// Flags.
+const KEEP_ALIVE: u16 = 1;
+const IS_HEAD: u16 = 2;
+const HEAD_SENT: u16 = 4;
+const CHUNKED_OUT: u16 = 8;
+const NO_BODY: u16 = 16;
+const HEAD_STARTED: u16 = 32;
+const TRAILER_SENT: u16 = 64;
+const DRAINING: u16 = 128;
+const BLOCKED: u16 = 256;
+
+pub(crate) struct HttpConn {
+    sh: Rc<Shared>,
+    cur: Option<ExId>,
+    st: St,
+    body: BodyState,
+    body_seen: u64,
+    flags: u16,
+    minor: u8,
+    timer: Timer,
+    listener: u8,
+}
+
+impl HttpConn {
+    pub(crate) fn new(sh: Rc<Shared>, listener: u8) -> HttpConn {
+        HttpConn {
+            sh,
+            cur: None,
+            st: St::Head,
+            body: BodyState::None,
+            body_seen: 0,
+            flags: 0,
+            minor: 1,
+            timer: Timer::None,
+            listener,
+        }
+    }
+
+    fn has(&self, f: u16) -> bool {
+        self.flags & f != 0
+    }
+    fn set(&mut self, f: u16, on: bool) {
+        if on {
+            self.flags |= f
+        } else {
+            self.flags &= !f
+        }
+    }
+
+    pub(crate) fn ctx(&self) -> Rc<Ctx> {
+        self.sh.ctx.clone()
+    }
+
+    /// A new connection: the first request head must arrive within the header timeout.
+    pub(crate) fn start(&mut self, io: &mut Io<'_>) {
+        self.arm(io, Timer::Header);
+        self.set(HEAD_STARTED, true);
+    }
+
+    fn arm(&mut self, io: &mut Io<'_>, t: Timer) {
+        let o = &self.sh.opts;
+        let d = match t {
+            Timer::None => None,
+            Timer::Header => Some(o.header_timeout),
+            Timer::Body => Some(o.body_timeout),
+            Timer::Idle => Some(o.idle_timeout),
+            Timer::Write => Some(o.write_timeout),
+        };
+        self.timer = t;
+        io.set_deadline(d.map(|d| Instant::now() + d));
+    }
+
+    /// Graceful shutdown: close now if idle, else after the current response.
+    pub(crate) fn drain(&mut self, io: &mut Io<'_>) {
+        self.set(DRAINING, true);
+        if self.st == St::Head && self.cur.is_none() && !self.has(HEAD_STARTED) {
+            self.st = St::Dead;
+            io.close();
+        } else if !self.has(HEAD_SENT) {
+            self.set(KEEP_ALIVE, false);
+        }
+    }
+
+    /// Answers an error the connection found itself, then closes.
+    fn reject(&mut self, io: &mut Io<'_>, status: u16) {
+        log::debug!("rejecting request from {}: {status}", io.peer());
+        if let Some(id) = self.cur.take() {
+            self.abort_exchange(id);
+        }
+        if !self.has(HEAD_SENT) {
+            let mut head = Vec::with_capacity(160);
+            let body = reason(status);
+            head.extend_from_slice(b"HTTP/1.1 ");
+            head.extend_from_slice(status.to_string().as_bytes());
+            head.push(b' ');
+            head.extend_from_slice(body.as_bytes());
+            head.extend_from_slice(b"\r\nDate: ");
+            head.extend_from_slice(&super::http_date());
+            head.extend_from_slice(b"\r\nContent-Type: text/plain\r\nContent-Length: ");
+            head.extend_from_slice((body.len() + 1).to_string().as_bytes());
+            head.extend_from_slice(b"\r\nConnection: close\r\n\r\n");
+            head.extend_from_slice(body.as_bytes());
+            head.push(b'\n');
+            io.write(&head);
+            io.close();
+        } else {
+            io.abort();
+        }
+        self.st = St::Dead;
+        self.arm(io, Timer::None);
+    }
+
+    /// Tells the exchange's owner it is over (abort callback, body `Aborted`) and frees it.
+    fn abort_exchange(&mut self, id: ExId) {
+        let ctx = &self.sh.ctx;
+        let cbs = ctx.with(id, |e| {
+            e.aborted = true;
+            let r = e.req.as_mut().expect("request present");
+            (r.abort_cb.take(), r.body_cb.take(), e.phase == Phase::Done)
+        });
+        if let Some((abort, body, done)) = cbs {
+            if !done {
+                if let Some(f) = abort {
+                    f();
+                }
+            }
+            if self.st == St::Body {
+                if let Some(mut f) = body {
+                    f(Body::Aborted);
+                }
+            }
+        }
+        ctx.release(id);
+    }
+
+    /// Parses a head at the start of `input`; returns bytes consumed (0 = need more).
+    fn read_head(&mut self, io: &mut Io<'_>, input: &[u8]) -> usize {
+        if !self.has(HEAD_STARTED) {
+            self.set(HEAD_STARTED, true);
+            self.arm(io, Timer::Header);
+        }
+        let ctx = self.sh.ctx.clone();
+        let id = *self.cur.get_or_insert_with(|| ctx.alloc(io.token()));
+        let limits = Limits {
+            max_head: self.sh.opts.max_head,
+            max_line: self.sh.opts.max_line,
+        };
+        let Some(mut req) = ctx.with(id, |e| e.req.take()).flatten() else {
+            self.reject(io, 500);
+            return input.len();
+        };
+        let parsed = parse::parse_head(input, &limits, &mut req);
+        let (n, fr) = match parsed {
+            Ok(Some(x)) => x,
+            Ok(None) => {
+                ctx.with(id, |e| e.req = Some(req));
+                return 0;
+            }
+            Err(status) => {
+                ctx.with(id, |e| e.req = Some(req));
+                self.reject(io, status);
+                return input.len();
+            }
+        };
+        self.set(HEAD_STARTED, false);
+        self.minor = req.minor;
+        self.set(KEEP_ALIVE, fr.keep_alive && !self.has(DRAINING));
+        self.set(IS_HEAD, fr.is_head);
+        self.set(HEAD_SENT | CHUNKED_OUT | NO_BODY | TRAILER_SENT, false);
+        self.body_seen = 0;
+        self.body = match fr.body {
+            BodyKind::None => BodyState::None,
+            BodyKind::Length(len) => {
+                if len > self.sh.opts.max_body {
+                    ctx.with(id, |e| e.req = Some(req));
+                    self.reject(io, 413);
+                    return input.len();
+                }
+                BodyState::Length(len)
+            }
+            BodyKind::Chunked => BodyState::Chunked(Box::new(Decoder::new())),
+        };
+        req.peer = io.peer();
+        req.proto = Proto::Http;
+        req.local = self
+            .sh
+            .locals
+            .borrow()
+            .get(&io.token())
+            .copied()
+            .or_else(|| {
+                self.sh
+                    .listeners
+                    .borrow()
+                    .get(self.listener as usize)
+                    .and_then(|l| l.1)
+            });
+        self.arm(io, Timer::None);
+
+        // Call the handler, with the request out of the pool's RefCell.
+        let res = Response {
+            ctx: ctx.clone(),
+            id,
+            done: false,
+        };
+        ctx.running.set(Some(io.token()));
+        let handler = self.sh.handler.clone();
+        handler(io.lp(), &mut req, res);
+        ctx.running.set(None);
+        let wants_body = req.body_cb.is_some();
+        let expect = req.expect_continue;
+        let alive = ctx.with(id, |e| e.req = Some(req)).is_some();
+        if !alive {
+            return n;
+        }
+        let started = ctx
+            .with(id, |e| e.phase != Phase::Open || e.flush)
+            .unwrap_or(true);
+        match self.body {
+            BodyState::None => {
+                self.deliver(Body::End);
+                self.st = St::Wait;
+            }
+            _ if expect && !wants_body => {
+                // The client waits for 100 before sending a body nobody wants: answer
+                // without reading it, then close.
+                self.set(KEEP_ALIVE, false);
+                self.st = St::Wait;
+            }
+            _ => {
+                if expect && !started {
+                    io.write(b"HTTP/1.1 100 Continue\r\n\r\n");
+                }
+                self.st = St::Body;
+                self.arm(io, Timer::Body);
+            }
+        }
+        n
+    }
+
+    /// Passes a body event to the handler's callback (taken out of the pool meanwhile).
+    fn deliver(&mut self, b: Body<'_>) {
+        let Some(id) = self.cur else { return };
+        let ctx = &self.sh.ctx;
+        let cb: Option<BodyFn> = ctx
+            .with(id, |e| e.req.as_mut().and_then(|r| r.body_cb.take()))
+            .flatten();
+        if let Some(mut cb) = cb {
+            let end = !matches!(b, Body::Data(_));
+            cb(b);
+            if !end {
+                ctx.with(id, |e| {
+                    if let Some(r) = e.req.as_mut() {
+                        if r.body_cb.is_none() {
+                            r.body_cb = Some(cb);
+                        }
+                    }
+                });
+            }
+        }
+    }
+
+    /// Consumes body bytes; returns bytes consumed.
+    fn read_body(&mut self, io: &mut Io<'_>, input: &[u8]) -> usize {
+        let max = self.sh.opts.max_body;
+        match &mut self.body {
+            BodyState::None => {
+                self.st = St::Wait;
+                0
+            }
+            BodyState::Length(left) => {
+                let n = (*left).min(input.len() as u64) as usize;
+                *left -= n as u64;
+                let done = *left == 0;
+                self.body_seen += n as u64;
+                if n > 0 {
+                    self.deliver(Body::Data(&input[..n]));
+                }
+                if done {
+                    self.deliver(Body::End);
+                    self.body = BodyState::None;
+                    self.st = St::Wait;
+                    self.arm(io, Timer::None);
+                } else {
+                    self.arm(io, Timer::Body);
+                }
+                n
+            }
+            BodyState::Chunked(dec) => {
+                let mut dec = std::mem::replace(dec, Box::new(Decoder::new()));
+                let mut seen = self.body_seen;
+                let mut over = false;
+                // Collect data pieces as spans of `input` (the callback is ours to call).
+                let mut pieces: [(usize, usize); 8] = [(0, 0); 8];
+                let mut np = 0;
+                let base = input.as_ptr() as usize;
+                let mut consumed = 0;
+                let mut err = None;
+                while consumed < input.len() && !dec.is_done() && err.is_none() && np < 8 {
+                    // Decode one slice at a time so that at most 8 pieces are pending.
+                    let r = dec.decode(&input[consumed..], |d| {
+                        seen += d.len() as u64;
+                        if seen > max {
+                            over = true;
+                        }
+                        if np < 8 {
+                            pieces[np] = (d.as_ptr() as usize - base, d.len());
+                            np += 1;
+                        }
+                    });
+                    match r {
+                        Ok(n) => consumed += n,
+                        Err(e) => err = Some(e),
+                    }
+                    if np >= 8 {
+                        break;
+                    }
+                }
+                self.body_seen = seen;
+                for &(off, len) in &pieces[..np] {
+                    if !over {
+                        self.deliver(Body::Data(&input[off..off + len]));
+                    }
+                }
+                if over {
+                    self.deliver(Body::Aborted);
+                    self.reject(io, 413);
+                    return input.len();
+                }
+                match err {
+                    Some(ChunkError::TooLarge) => {
+                        self.deliver(Body::Aborted);
+                        self.reject(io, 413);
+                        return input.len();
+                    }
+                    Some(ChunkError::Syntax) => {
+                        self.deliver(Body::Aborted);
+                        self.reject(io, 400);
+                        return input.len();
+                    }
+                    None => {}
+                }
+                if dec.is_done() {
+                    self.deliver(Body::End);
+                    self.body = BodyState::None;
+                    self.st = St::Wait;
+                    self.arm(io, Timer::None);
+                } else {
+                    self.body = BodyState::Chunked(dec);
+                    self.arm(io, Timer::Body);
+                }
+                consumed
+            }
+        }
+    }
+
+    /// Moves the current response's output to the connection. Returns whether the
+    /// response is complete.
+    fn collect(&mut self, io: &mut Io<'_>) -> bool {
+        let Some(id) = self.cur else { return false };
+        if self.st == St::Head || self.st == St::Dead {
+            return false;
+        }
+        let ctx = self.sh.ctx.clone();
+        let r = ctx.with(id, |e| {
+            if !self.has(HEAD_SENT) {
+                if e.phase == Phase::Open && !e.flush {
+                    return false;
+                }
+                self.write_head(io, e.status, &e.hdrs, e.phase == Phase::Done, e.body_len);
+            }
+            let no_body = self.has(NO_BODY);
+            let chunked = self.has(CHUNKED_OUT);
+            let mut framing = Vec::new();
+            e.drain_pieces(|p| {
+                if no_body {
+                    return;
+                }
+                let len = match &p {
+                    PieceRef::Bytes(b) => b.len(),
+                    PieceRef::Static(s) => s.len(),
+                    PieceRef::Owned(o) => (**o).as_ref().len(),
+                };
+                if chunked {
+                    framing.clear();
+                    chunked::size_line(len, &mut framing);
+                    io.write(&framing);
+                }
+                match p {
+                    PieceRef::Bytes(b) => io.write(b),
+                    PieceRef::Static(s) => io.write_static(s),
+                    PieceRef::Owned(o) => io.write_owned(o),
+                }
+                if chunked {
+                    io.write(b"\r\n");
+                }
+            });
+            e.flush = false;
+            if self.has(BLOCKED) {
+                e.conn_queued = io.queued();
+            }
+            if e.phase == Phase::Done {
+                if chunked && !self.has(TRAILER_SENT) {
+                    io.write(b"0\r\n\r\n");
+                    self.set(TRAILER_SENT, true);
+                }
+                return true;
+            }
+            false
+        });
+        r.unwrap_or(false)
+    }
+
+    fn write_head(&mut self, io: &mut Io<'_>, status: u16, hdrs: &[u8], done: bool, len: u64) {
+        let no_body = self.has(IS_HEAD) || status == 204 || status == 304 || status < 200;
+        self.set(NO_BODY, no_body);
+        let mut h = [0u8; 512];
+        let mut w = Writer {
+            buf: &mut h,
+            n: 0,
+            spill: None,
+        };
+        w.put(if self.minor == 0 {
+            b"HTTP/1.0 "
+        } else {
+            b"HTTP/1.1 "
+        });
+        w.put_num(u64::from(status));
+        w.put(b" ");
+        w.put(reason(status).as_bytes());
+        w.put(b"\r\nDate: ");
+        w.put(&super::http_date());
+        w.put(b"\r\n");
+        w.put(hdrs);
+        if done {
+            if status != 204 && status != 304 && status >= 200 {
+                w.put(b"Content-Length: ");
+                w.put_num(len);
+                w.put(b"\r\n");
+            }
+        } else if !no_body || self.has(IS_HEAD) {
+            if self.minor == 1 {
+                w.put(b"Transfer-Encoding: chunked\r\n");
+                self.set(CHUNKED_OUT, !no_body);
+            } else {
+                // HTTP/1.0 streaming: the body ends when the connection closes.
+                self.set(KEEP_ALIVE, false);
+            }
+        }
+        if self.sh.draining.get() {
+            self.set(KEEP_ALIVE, false);
+        }
+        if !self.has(KEEP_ALIVE) {
+            w.put(b"Connection: close\r\n");
+        } else if self.minor == 0 {
+            w.put(b"Connection: keep-alive\r\n");
+        }
+        w.put(b"\r\n");
+        match w.spill {
+            Some(v) => io.write(&v),
+            None => {
+                let n = w.n;
+                io.write(&h[..n]);
+            }
+        }
+        self.set(HEAD_SENT, true);
+    }
+
+    /// Finishes the current exchange if its response is complete and its body read.
+    fn try_complete(&mut self, io: &mut Io<'_>) -> bool {
+        if self.st != St::Wait {
+            return false;
+        }
+        if !self.collect(io) {
+            return false;
+        }
+        if let Some(id) = self.cur.take() {
+            self.sh.ctx.release(id);
+        }
+        if self.has(KEEP_ALIVE) && !self.sh.draining.get() {
+            self.st = St::Head;
+            self.arm(io, Timer::Idle);
+        } else {
+            self.st = St::Dead;
+            io.close();
+        }
+        true
+    }
+}
+
+/// A small stack buffer for response heads that spills to the heap when too long.
+struct Writer<'a> {
+    buf: &'a mut [u8; 512],
+    n: usize,
+    spill: Option<Vec<u8>>,
+}
+
+impl Writer<'_> {
+    fn put(&mut self, b: &[u8]) {
+        if let Some(v) = self.spill.as_mut() {
+            v.extend_from_slice(b);
+        } else if self.n + b.len() <= self.buf.len() {
+            self.buf[self.n..self.n + b.len()].copy_from_slice(b);
+            self.n += b.len();
+        } else {
+            let mut v = self.buf[..self.n].to_vec();
+            v.extend_from_slice(b);
+            self.spill = Some(v);
+        }
+    }
+    fn put_num(&mut self, mut v: u64) {
+        let mut t = [0u8; 20];
+        let mut i = t.len();
+        loop {
+            i -= 1;
+            t[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+            if v == 0 {
+                break;
+            }
+        }
+        self.put(&t[i..]);
+    }
+}
+
+impl Protocol for HttpConn {
+    fn on_data(&mut self, io: &mut Io<'_>, input: &[u8]) -> usize {
+        let mut used = 0;
+        loop {
+            match self.st {
+                St::Dead => return input.len(),
+                St::Head => {
+                    if used == input.len() {
+                        break;
+                    }
+                    let n = self.read_head(io, &input[used..]);
+                    if n == 0 {
+                        break;
+                    }
+                    used = (used + n).min(input.len());
+                }
+                St::Body => {
+                    if used == input.len() {
+                        break;
+                    }
+                    let n = self.read_body(io, &input[used..]);
+                    if n == 0 && self.st == St::Body {
+                        break;
+                    }
+                    used = (used + n).min(input.len());
+                }
+                St::Wait => {
+                    if !self.try_complete(io) {
+                        break;
+                    }
+                }
+            }
+        }
+        self.collect(io);
+        used
+    }
+
+    fn on_wake(&mut self, io: &mut Io<'_>) {
+        if self.st == St::Wait {
+            self.try_complete(io);
+        } else {
+            self.collect(io);
+        }
+        if self.st == St::Head && self.cur.is_none() && self.sh.draining.get() {
+            self.st = St::Dead;
+            io.close();
+        }
+    }
+
+    fn on_eof(&mut self, io: &mut Io<'_>) {
+        self.set(KEEP_ALIVE, false);
+        match self.st {
+            St::Head | St::Dead => {
+                self.st = St::Dead;
+                io.close();
+            }
+            St::Body => {
+                // The body can never complete.
+                self.deliver(Body::Aborted);
+                if let Some(id) = self.cur.take() {
+                    self.abort_exchange(id);
+                }
+                self.st = St::Dead;
+                io.close();
+            }
+            // A half-closed client still gets its response; then we close.
+            St::Wait => {}
+        }
+    }
+
+    fn on_timeout(&mut self, io: &mut Io<'_>) {
+        match self.timer {
+            Timer::Header if self.has(HEAD_STARTED) && self.cur.is_some() => self.reject(io, 408),
+            Timer::Body => {
+                self.deliver(Body::Aborted);
+                self.reject(io, 408);
+            }
+            Timer::Write => io.abort(),
+            _ => {
+                self.st = St::Dead;
+                io.close();
+            }
+        }
+    }
+
+    fn on_write_blocked(&mut self, io: &mut Io<'_>) {
+        self.set(BLOCKED, true);
+        if let Some(id) = self.cur {
+            let q = io.queued();
+            self.sh.ctx.with(id, |e| e.conn_queued = q);
+        }
+        if self.timer != Timer::Body && self.timer != Timer::Header {
+            self.arm(io, Timer::Write);
+        }
+    }
+
+    fn on_drained(&mut self, io: &mut Io<'_>) {
+        self.set(BLOCKED, false);
+        if let Some(id) = self.cur {
+            self.sh.ctx.with(id, |e| e.conn_queued = 0);
+        }
+        if self.timer == Timer::Write {
+            let next = match self.st {
+                St::Head if self.has(HEAD_STARTED) => Timer::Header,
+                St::Head => Timer::Idle,
+                _ => Timer::None,
+            };
+            self.arm(io, next);
+        }
+    }
+
+    fn on_close(&mut self, lp: &mut Loop, token: Token, err: Option<&std::io::Error>) {
+        if let Some(e) = err {
+            log::debug!("http connection {token:?} closed: {e}");
+        }
+        if let Some(id) = self.cur.take() {
+            self.abort_exchange(id);
+        }
+        self.sh.conns.borrow_mut().remove(&token);
+        self.sh.locals.borrow_mut().remove(&token);
+        finish_drain(lp, &self.sh);
+    }
+}

@@ -1,0 +1,432 @@
+//! Request-head parsing: httparse for the syntax, plus the RFC 9112/9110 rules that keep
+//! requests from being smuggled (framing conflicts, bad lengths, bare LF, missing or
+//! repeated Host...). Sans-IO: bytes in, a filled [`Request`] and its framing out.
+
+use crate::app::{Request, Span};
+
+/// Most headers per request (more gives 431).
+pub(crate) const MAX_HEADERS: usize = 100;
+
+/// Limits applied while parsing.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Limits {
+    pub max_head: usize,
+    pub max_line: usize,
+}
+
+/// How the body is framed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum BodyKind {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+/// What the connection needs to know about a parsed head.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Framing {
+    pub body: BodyKind,
+    pub keep_alive: bool,
+    pub is_head: bool,
+}
+
+/// A head that cannot be served: the status to answer (then close).
+pub(crate) type Reject = u16;
+
+fn span_of(base: &[u8], part: &[u8]) -> Span {
+    let start = part.as_ptr() as usize - base.as_ptr() as usize;
+    (start as u32, (start + part.len()) as u32)
+}
+
+fn trim_ows(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
+fn tokens(v: &[u8]) -> impl Iterator<Item = &[u8]> {
+    v.split(|&c| c == b',').map(trim_ows)
+}
+
+/// Every LF must follow a CR (no bare LF line endings: a smuggling vector between parsers
+/// that disagree on them).
+fn has_bare_lf(head: &[u8]) -> bool {
+    head.iter()
+        .enumerate()
+        .any(|(i, &c)| c == b'\n' && (i == 0 || head[i - 1] != b'\r'))
+}
+
+/// Parses the head at the start of `buf` into `req`. `Ok(None)`: incomplete (read more);
+/// `Ok(Some((n, framing)))`: the head took `n` bytes; `Err(status)`: reject.
+pub(crate) fn parse_head(
+    buf: &[u8],
+    limits: &Limits,
+    req: &mut Request,
+) -> Result<Option<(usize, Framing)>, Reject> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut r = httparse::Request::new(&mut headers);
+    let n = match r.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => {
+            // Skip the empty lines a client may send before the request line.
+            let start = buf
+                .iter()
+                .position(|&c| c != b'\r' && c != b'\n')
+                .unwrap_or(0);
+            let line_done = buf[start..].contains(&b'\n');
+            if !line_done && buf.len() - start > limits.max_line {
+                return Err(414);
+            }
+            // Incomplete and already at the limit: it can only grow past it.
+            if buf.len() >= limits.max_head {
+                return Err(431);
+            }
+            return Ok(None);
+        }
+        Err(httparse::Error::Version) => {
+            // "GET /a b HTTP/1.1" also lands here; only a real version token is a 505.
+            let line = buf.split(|&c| c == b'\n').next().unwrap_or(b"");
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let mut parts = line.split(|&c| c == b' ');
+            let (_, _, v, extra) = (parts.next(), parts.next(), parts.next(), parts.next());
+            return match (v, extra) {
+                (Some(v), None) if v.starts_with(b"HTTP/") && v.len() == 8 => Err(505),
+                _ => Err(400),
+            };
+        }
+        Err(httparse::Error::TooManyHeaders) => return Err(431),
+        Err(_) => return Err(400),
+    };
+    if n > limits.max_head {
+        return Err(431);
+    }
+    let first = buf
+        .iter()
+        .position(|&c| c != b'\r' && c != b'\n')
+        .unwrap_or(0);
+    let head = &buf[..n];
+    if has_bare_lf(&head[first..]) {
+        return Err(400);
+    }
+    let method = r.method.unwrap_or("");
+    let target = r.path.unwrap_or("");
+    let minor = r.version.unwrap_or(1);
+    if target.len() > limits.max_line {
+        return Err(414);
+    }
+
+    req.reset();
+    req.buf.extend_from_slice(head);
+    let base = &buf[..n];
+    req.method = span_of(base, method.as_bytes());
+    req.target = span_of(base, target.as_bytes());
+    req.minor = minor;
+
+    if method == "CONNECT" {
+        return Err(501);
+    }
+    // Request-target forms (RFC 9112 §3.2).
+    let path_part: &str = if target.starts_with('/') {
+        target
+    } else if target == "*" {
+        if method != "OPTIONS" {
+            return Err(400);
+        }
+        target
+    } else if let Some(rest) = strip_scheme(target) {
+        // absolute-form: the path starts at the first '/' after the authority.
+        let after = rest.find(['/', '?']).map_or("", |i| &rest[i..]);
+        if after.is_empty() || after.starts_with('?') {
+            // "http://host" or "http://host?q": the path is "/".
+            let q = after;
+            let p = req.store(b"/");
+            req.path = p;
+            req.query = query_span(base, q, req);
+            return finish(r.headers, base, minor, method, req, n);
+        }
+        after
+    } else {
+        return Err(400);
+    };
+    if path_part.contains('#') {
+        return Err(400);
+    }
+    let (path, query) = match path_part.find('?') {
+        Some(i) => (&path_part[..i], &path_part[i..]),
+        None => (path_part, ""),
+    };
+    req.path = span_of(base, path.as_bytes());
+    req.query = query_span(base, query, req);
+    finish(r.headers, base, minor, method, req, n)
+}
+
+fn strip_scheme(t: &str) -> Option<&str> {
+    for s in ["http://", "https://"] {
+        if t.len() >= s.len() && t[..s.len()].eq_ignore_ascii_case(s) {
+            return Some(&t[s.len()..]);
+        }
+    }
+    None
+}
+
+fn query_span(base: &[u8], q: &str, req: &Request) -> Span {
+    match q.strip_prefix('?') {
+        Some(rest) => span_of(base, rest.as_bytes()),
+        None => (req.buf.len() as u32, req.buf.len() as u32),
+    }
+}
+
+fn finish(
+    headers: &[httparse::Header<'_>],
+    base: &[u8],
+    minor: u8,
+    method: &str,
+    req: &mut Request,
+    n: usize,
+) -> Result<Option<(usize, Framing)>, Reject> {
+    let mut hosts = 0;
+    let mut cl: Option<u64> = None;
+    let mut te_seen = false;
+    let mut te_codings: Vec<&[u8]> = Vec::new();
+    let mut conn_close = false;
+    let mut conn_keep = false;
+    let mut expect = false;
+    for h in headers {
+        req.headers
+            .push((span_of(base, h.name.as_bytes()), span_of(base, h.value)));
+        let name = h.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"host") {
+            hosts += 1;
+        } else if name.eq_ignore_ascii_case(b"content-length") {
+            for t in tokens(h.value) {
+                let v = parse_length(t).ok_or(400u16)?;
+                if cl.is_some_and(|c| c != v) {
+                    return Err(400);
+                }
+                cl = Some(v);
+            }
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            te_seen = true;
+            te_codings.extend(tokens(h.value));
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            for t in tokens(h.value) {
+                if t.eq_ignore_ascii_case(b"close") {
+                    conn_close = true;
+                } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                    conn_keep = true;
+                }
+            }
+        } else if name.eq_ignore_ascii_case(b"expect") && minor == 1 {
+            if trim_ows(h.value).eq_ignore_ascii_case(b"100-continue") {
+                expect = true;
+            } else {
+                return Err(417);
+            }
+        }
+    }
+    if hosts > 1 || (minor == 1 && hosts == 0) {
+        return Err(400);
+    }
+    let body = if te_seen {
+        // RFC 9112 §6.1: TE with CL, or TE in HTTP/1.0, is faulty framing.
+        if cl.is_some() || minor == 0 {
+            return Err(400);
+        }
+        match te_codings.last() {
+            Some(last) if last.eq_ignore_ascii_case(b"chunked") => {}
+            _ => return Err(400),
+        }
+        let chunked = te_codings
+            .iter()
+            .filter(|c| c.eq_ignore_ascii_case(b"chunked"))
+            .count();
+        if chunked > 1 || te_codings.iter().any(|c| c.is_empty()) {
+            return Err(400);
+        }
+        if te_codings.len() > 1 {
+            return Err(501);
+        }
+        req.chunked = true;
+        BodyKind::Chunked
+    } else {
+        match cl {
+            Some(0) | None => BodyKind::None,
+            Some(v) => BodyKind::Length(v),
+        }
+    };
+    req.content_length = cl;
+    req.expect_continue = expect && body != BodyKind::None;
+    let keep_alive = if minor == 1 {
+        !conn_close
+    } else {
+        conn_keep && !conn_close
+    };
+    Ok(Some((
+        n,
+        Framing {
+            body,
+            keep_alive,
+            is_head: method == "HEAD",
+        },
+    )))
+}
+
+/// 1*DIGIT, at most 19 digits (no sign, no spaces, no hex).
+fn parse_length(t: &[u8]) -> Option<u64> {
+    if t.is_empty() || t.len() > 19 || !t.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(t).ok()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const L: Limits = Limits {
+        max_head: 64 * 1024,
+        max_line: 8192,
+    };
+
+    fn parse(b: &[u8]) -> Result<Option<(usize, Framing)>, Reject> {
+        let mut r = Request::new();
+        parse_head(b, &L, &mut r)
+    }
+
+    fn ok(b: &[u8]) -> (Request, Framing) {
+        let mut r = Request::new();
+        let (n, f) = parse_head(b, &L, &mut r).unwrap().unwrap();
+        assert_eq!(n, b.len(), "whole head consumed");
+        (r, f)
+    }
+
+    fn rej(b: &[u8]) -> u16 {
+        match parse(b) {
+            Err(s) => s,
+            other => panic!("{:?} accepted: {other:?}", String::from_utf8_lossy(b)),
+        }
+    }
+
+    #[test]
+    fn valid_requests() {
+        let (r, f) = ok(b"GET /a/b?x=1&y HTTP/1.1\r\nHost: h\r\nX: 1\r\nx: 2\r\n\r\n");
+        assert_eq!(
+            (r.method(), r.target(), r.path(), r.query()),
+            ("GET", "/a/b?x=1&y", "/a/b", "x=1&y")
+        );
+        assert_eq!(r.header("X"), Some(&b"1"[..]));
+        assert_eq!(
+            r.headers()
+                .filter(|h| h.0.eq_ignore_ascii_case("x"))
+                .count(),
+            2
+        );
+        assert_eq!(
+            f,
+            Framing {
+                body: BodyKind::None,
+                keep_alive: true,
+                is_head: false
+            }
+        );
+        let (r, f) = ok(b"HEAD http://example.com/p?q HTTP/1.1\r\nHost: example.com\r\n\r\n");
+        assert_eq!((r.path(), r.query()), ("/p", "q"));
+        assert!(f.is_head);
+        let (r, _) = ok(b"GET http://example.com HTTP/1.1\r\nHost: example.com\r\n\r\n");
+        assert_eq!(r.path(), "/");
+        let (_, f) = ok(b"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert_eq!(f.body, BodyKind::None);
+        let (_, f) = ok(b"GET / HTTP/1.0\r\n\r\n");
+        assert!(!f.keep_alive, "1.0 closes by default");
+        let (_, f) = ok(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+        assert!(f.keep_alive);
+        let (_, f) = ok(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: foo, close\r\n\r\n");
+        assert!(!f.keep_alive);
+        let (r, f) =
+            ok(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5, 5\r\nContent-Length: 5\r\n\r\n");
+        assert_eq!((f.body, r.content_length()), (BodyKind::Length(5), Some(5)));
+        let (r, f) = ok(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n");
+        assert_eq!(f.body, BodyKind::Chunked);
+        assert!(r.expect_continue);
+        let (_, f) = ok(b"\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert_eq!(f.body, BodyKind::None);
+    }
+
+    #[test]
+    fn smuggling_and_abuse_rejected() {
+        let cases: &[(&[u8], u16)] = &[
+            (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3, 4\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: +3\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: -3\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1 2\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0x10\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: \r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 99999999999999999999\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501),
+            (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+            (b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: h\r\nX: a\r\n folded\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost : h\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: h\r\nX: a\0b\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: h\r\nX: a\rb\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: h\r\nX\x01: a\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\nHost: h\n\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: h\nX: y\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+            (b"GET / HTTP/1.2\r\nHost: h\r\n\r\n", 505),
+            (b"GET / HTTP/2.0\r\n\r\n", 505),
+            (b"GET /a b HTTP/1.1\r\nHost: h\r\n\r\n", 400),
+            (b"GET a HTTP/1.1\r\nHost: h\r\n\r\n", 400),
+            (b"GET * HTTP/1.1\r\nHost: h\r\n\r\n", 400),
+            (b"GET /#frag HTTP/1.1\r\nHost: h\r\n\r\n", 400),
+            (b"CONNECT h:443 HTTP/1.1\r\nHost: h:443\r\n\r\n", 501),
+            (b"GET / HTTP/1.1\r\nHost: h\r\nExpect: magic\r\n\r\n", 417),
+        ];
+        for (b, want) in cases {
+            assert_eq!(rej(b), *want, "{:?}", String::from_utf8_lossy(b));
+        }
+    }
+
+    #[test]
+    fn limits() {
+        let long = format!("GET /{} HTTP/1.1\r\nHost: h\r\n\r\n", "a".repeat(9000));
+        assert_eq!(rej(long.as_bytes()), 414);
+        let partial = format!("GET /{}", "a".repeat(9000));
+        assert_eq!(rej(partial.as_bytes()), 414);
+        let big = format!(
+            "GET / HTTP/1.1\r\nHost: h\r\n{}",
+            "X-A: aaaaaaaaaa\r\n".repeat(5000)
+        );
+        assert_eq!(rej(big.as_bytes()), 431);
+        let many = format!(
+            "GET / HTTP/1.1\r\nHost: h\r\n{}\r\n",
+            "X: a\r\n".repeat(150)
+        );
+        assert_eq!(rej(many.as_bytes()), 431);
+    }
+
+    #[test]
+    fn valid_requests_split_at_every_byte() {
+        let reqs: [&[u8]; 3] = [
+            b"GET /p?q=1 HTTP/1.1\r\nHost: h\r\nAccept: */*\r\n\r\n",
+            b"POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 11\r\nContent-Type: text/x\r\n\r\n",
+            b"PUT /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ];
+        for full in reqs {
+            for cut in 0..full.len() {
+                assert_eq!(parse(&full[..cut]), Ok(None), "prefix of {cut} bytes");
+            }
+            let (r, _) = ok(full);
+            assert_eq!(r.header("host"), Some(&b"h"[..]));
+        }
+    }
+}

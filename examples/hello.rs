@@ -1,0 +1,252 @@
+//! The demo app on the Rust API (the twin of examples/hello.c):
+//! `hello [--http ADDR]... [--fcgi ADDR]... [--threads N] [--backend NAME]`.
+//!
+//! Routes: `/` hello, `/echo` body echo, `/env` CGI variables, `/stream?chunks=N&bytes=B`
+//! paced by a loop timer, `/delay?ms=M` from a loop timer, `/work?ms=M` from a worker
+//! thread, anything else 404. Prints `listening http ADDR` per listener; SIGTERM/SIGINT
+//! stop accepting, finish in-flight requests and exit 0; bad flags exit 2.
+
+use std::cell::RefCell;
+use std::io::Write;
+use std::rc::Rc;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use myriad::{
+    Addr, Completion, HttpOptions, HttpServer, ListenOptions, Listener, Loop, Request, Response,
+};
+
+fn usage(msg: &str) -> ! {
+    eprintln!(
+        "hello: {msg}\nusage: hello [--http ADDR]... [--fcgi ADDR]... [--threads N] [--backend NAME]\n\
+         ADDR is HOST:PORT, [V6]:PORT, unix:PATH or fd:N"
+    );
+    std::process::exit(2);
+}
+
+/// A tiny worker pool for /work.
+struct Pool {
+    tx: Mutex<mpsc::Sender<(u64, Completion)>>,
+}
+
+impl Pool {
+    fn new(n: usize) -> Arc<Pool> {
+        let (tx, rx) = mpsc::channel::<(u64, Completion)>();
+        let rx = Arc::new(Mutex::new(rx));
+        for _ in 0..n {
+            let rx = rx.clone();
+            std::thread::spawn(move || loop {
+                let job = rx.lock().unwrap().recv();
+                let Ok((ms, c)) = job else { return };
+                std::thread::sleep(Duration::from_millis(ms));
+                c.send(200, "text/plain", format!("worked {ms}").into_bytes());
+            });
+        }
+        Arc::new(Pool { tx: Mutex::new(tx) })
+    }
+}
+
+fn param(query: &str, name: &str) -> Option<u64> {
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == name)
+        .and_then(|(_, v)| v.parse().ok())
+}
+
+fn handle(lp: &mut Loop, req: &mut Request, mut res: Response, pool: &Arc<Pool>) {
+    let method = req.method().to_string();
+    match (method.as_str(), req.path()) {
+        ("GET" | "HEAD", "/") => {
+            let _ = res.status(200);
+            let _ = res.header("Content-Type", b"text/plain");
+            let _ = res.write_static(b"Hello, World!");
+            let _ = res.finish();
+        }
+        ("POST" | "PUT", "/echo") => {
+            let ct = req
+                .header("content-type")
+                .map(|v| v.to_vec())
+                .unwrap_or_else(|| b"application/octet-stream".to_vec());
+            req.read_body(move |body| match body {
+                Some(b) => {
+                    let _ = res.header("Content-Type", &ct);
+                    let _ = res.write(&b);
+                    let _ = res.finish();
+                }
+                None => drop(res),
+            });
+        }
+        ("GET", "/env") => {
+            let mut out = String::new();
+            for (k, v) in req.cgi_vars() {
+                out.push_str(&k);
+                out.push('=');
+                out.push_str(&v);
+                out.push('\n');
+            }
+            let _ = res.send(200, "text/plain", out.as_bytes());
+        }
+        ("GET", "/stream") => {
+            let chunks = param(req.query(), "chunks").unwrap_or(1).min(100_000);
+            let bytes = param(req.query(), "bytes").unwrap_or(1).min(1 << 20) as usize;
+            let _ = res.header("Content-Type", b"text/plain");
+            let res = Rc::new(RefCell::new(Some(res)));
+            let mut i = 0u64;
+            if chunks == 0 {
+                if let Some(r) = res.borrow_mut().take() {
+                    let _ = r.finish();
+                }
+                return;
+            }
+            {
+                lp.repeat(Duration::ZERO, Duration::from_millis(1), move |lp, id| {
+                    let mut slot = res.borrow_mut();
+                    let Some(r) = slot.as_mut() else {
+                        lp.cancel_timer(id);
+                        return;
+                    };
+                    if r.is_aborted() {
+                        slot.take();
+                        lp.cancel_timer(id);
+                        return;
+                    }
+                    // A slow reader: wait (bounded memory) until most of it went out.
+                    if r.queued() > 256 * 1024 {
+                        return;
+                    }
+                    let letter = b'a' + (i % 26) as u8;
+                    let _ = r.write(&vec![letter; bytes]);
+                    let _ = r.flush();
+                    i += 1;
+                    if i == chunks {
+                        if let Some(r) = slot.take() {
+                            let _ = r.finish();
+                        }
+                        lp.cancel_timer(id);
+                    }
+                });
+            }
+        }
+        ("GET", "/delay") => {
+            let ms = param(req.query(), "ms").unwrap_or(0).min(60_000);
+            lp.timer(Duration::from_millis(ms), move |_| {
+                let _ = res.send(200, "text/plain", format!("delayed {ms}").as_bytes());
+            });
+        }
+        ("GET", "/work") => {
+            let ms = param(req.query(), "ms").unwrap_or(0).min(60_000);
+            let c = res.into_completion();
+            let _ = pool.tx.lock().unwrap().send((ms, c));
+        }
+        _ => {
+            let _ = res.send(404, "text/plain", b"Not Found");
+        }
+    }
+}
+
+fn serve(lp: &mut Loop, listeners: Vec<Listener>, pool: Arc<Pool>) -> HttpServer {
+    let opts = HttpOptions {
+        max_body: 64 << 20,
+        ..Default::default()
+    };
+    let srv = lp.http_server(opts, move |lp, req, res| handle(lp, req, res, &pool));
+    for l in listeners {
+        srv.listen(lp, l);
+    }
+    srv
+}
+
+fn main() {
+    let mut http: Vec<Addr> = Vec::new();
+    let mut threads = 1usize;
+    let mut backend = String::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut val = |flag: &str| {
+            args.next()
+                .unwrap_or_else(|| usage(&format!("{flag} needs a value")))
+        };
+        match a.as_str() {
+            "--http" => http.push(
+                val("--http")
+                    .parse()
+                    .unwrap_or_else(|e| usage(&format!("{e}"))),
+            ),
+            "--fcgi" => {
+                let _ = val("--fcgi");
+                usage("--fcgi: FastCGI is not available in this build yet");
+            }
+            "--threads" => {
+                threads = val("--threads")
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=256).contains(n))
+                    .unwrap_or_else(|| usage("--threads takes 1..256"))
+            }
+            "--backend" => backend = val("--backend"),
+            _ => usage(&format!("unknown argument {a:?}")),
+        }
+    }
+    if http.is_empty() {
+        http.push("127.0.0.1:8080".parse().unwrap());
+    }
+    let mut per_thread: Vec<Vec<Listener>> = (0..threads).map(|_| Vec::new()).collect();
+    for a in &http {
+        let ls = Listener::bind_many(a, threads, &ListenOptions::default()).unwrap_or_else(|e| {
+            eprintln!("hello: cannot listen on {a}: {e}");
+            std::process::exit(1);
+        });
+        println!("listening http {}", ls[0].addr());
+        for (t, l) in ls.into_iter().enumerate() {
+            per_thread[t].push(l);
+        }
+    }
+    std::io::stdout().flush().unwrap();
+
+    let mut main_lp =
+        Loop::with_backend(&backend).unwrap_or_else(|e| usage(&format!("--backend: {e}")));
+    // Signals first, so that every thread started below inherits the blocked mask.
+    let stoppers: Rc<RefCell<Vec<myriad::Handle>>> = Rc::default();
+    let servers: Rc<RefCell<Vec<HttpServer>>> = Rc::default();
+    for sig in [libc::SIGTERM, libc::SIGINT] {
+        let (st, sv) = (stoppers.clone(), servers.clone());
+        main_lp
+            .watch_signal(sig, move |lp, _| {
+                for h in st.borrow().iter() {
+                    h.stop();
+                }
+                for s in sv.borrow().iter() {
+                    s.shutdown(lp, |lp| lp.stop());
+                }
+            })
+            .expect("signal");
+    }
+    // Started after the signals are blocked: threads inherit the mask.
+    let pool = Pool::new(4);
+    let mut workers = Vec::new();
+    for ls in per_thread.drain(1..) {
+        let (tx, rx) = mpsc::channel();
+        let pool = pool.clone();
+        let backend = backend.clone();
+        workers.push(std::thread::spawn(move || {
+            let mut lp = Loop::with_backend(&backend).expect("loop");
+            let srv = serve(&mut lp, ls, pool);
+            // Stop: drain this loop's server, then leave.
+            let h = lp.handle();
+            tx.send(h).unwrap();
+            let srv2 = srv.clone();
+            lp.run().expect("loop");
+            srv2.shutdown(&mut lp, |lp| lp.stop());
+            lp.run().expect("loop");
+        }));
+        stoppers.borrow_mut().push(rx.recv().unwrap());
+    }
+    let srv = serve(&mut main_lp, per_thread.pop().unwrap(), pool);
+    servers.borrow_mut().push(srv);
+    main_lp.run().expect("loop");
+    for w in workers {
+        w.join().unwrap();
+    }
+}
