@@ -3,8 +3,10 @@
 //!
 //! Routes: `/` hello, `/echo` body echo, `/env` CGI variables, `/stream?chunks=N&bytes=B`
 //! paced by a loop timer, `/delay?ms=M` from a loop timer, `/work?ms=M` from a worker
-//! thread, anything else 404. Prints `listening http ADDR` per listener; SIGTERM/SIGINT
-//! stop accepting, finish in-flight requests and exit 0; bad flags exit 2.
+//! thread, anything else 404, the same over HTTP and FastCGI. Prints `listening http ADDR`
+//! or `listening fcgi ADDR` per listener; with no listener flag it serves FastCGI on fd 0
+//! when started by spawn-fcgi, else HTTP on 127.0.0.1:8080. SIGTERM/SIGINT stop accepting,
+//! finish in-flight requests and exit 0; bad flags exit 2.
 
 use std::cell::RefCell;
 use std::io::Write;
@@ -14,7 +16,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use myriad::{
-    Addr, Completion, HttpOptions, HttpServer, ListenOptions, Listener, Loop, Request, Response,
+    Addr, Completion, ListenOptions, Listener, Loop, Proto, Request, Response, Server,
+    ServerOptions,
 };
 
 fn usage(msg: &str) -> ! {
@@ -146,20 +149,20 @@ fn handle(lp: &mut Loop, req: &mut Request, mut res: Response, pool: &Arc<Pool>)
     }
 }
 
-fn serve(lp: &mut Loop, listeners: Vec<Listener>, pool: Arc<Pool>) -> HttpServer {
-    let opts = HttpOptions {
+fn serve(lp: &mut Loop, listeners: Vec<(Listener, Proto)>, pool: Arc<Pool>) -> Server {
+    let opts = ServerOptions {
         max_body: 64 << 20,
         ..Default::default()
     };
-    let srv = lp.http_server(opts, move |lp, req, res| handle(lp, req, res, &pool));
-    for l in listeners {
-        srv.listen(lp, l);
+    let srv = lp.server(opts, move |lp, req, res| handle(lp, req, res, &pool));
+    for (l, proto) in listeners {
+        srv.listen(lp, l, proto);
     }
     srv
 }
 
 fn main() {
-    let mut http: Vec<Addr> = Vec::new();
+    let mut addrs: Vec<(Addr, Proto)> = Vec::new();
     let mut threads = 1usize;
     let mut backend = String::new();
     let mut args = std::env::args().skip(1);
@@ -169,15 +172,18 @@ fn main() {
                 .unwrap_or_else(|| usage(&format!("{flag} needs a value")))
         };
         match a.as_str() {
-            "--http" => http.push(
+            "--http" => addrs.push((
                 val("--http")
                     .parse()
                     .unwrap_or_else(|e| usage(&format!("{e}"))),
-            ),
-            "--fcgi" => {
-                let _ = val("--fcgi");
-                usage("--fcgi: FastCGI is not available in this build yet");
-            }
+                Proto::Http,
+            )),
+            "--fcgi" => addrs.push((
+                val("--fcgi")
+                    .parse()
+                    .unwrap_or_else(|e| usage(&format!("{e}"))),
+                Proto::Fcgi,
+            )),
             "--threads" => {
                 threads = val("--threads")
                     .parse()
@@ -189,18 +195,28 @@ fn main() {
             _ => usage(&format!("unknown argument {a:?}")),
         }
     }
-    if http.is_empty() {
-        http.push("127.0.0.1:8080".parse().unwrap());
+    if addrs.is_empty() {
+        // Started by spawn-fcgi (or a web server): fd 0 is the FastCGI listen socket.
+        if myriad::fcgi::is_listen_socket(0) {
+            addrs.push((Addr::Fd(0), Proto::Fcgi));
+        } else {
+            addrs.push(("127.0.0.1:8080".parse().unwrap(), Proto::Http));
+        }
     }
-    let mut per_thread: Vec<Vec<Listener>> = (0..threads).map(|_| Vec::new()).collect();
-    for a in &http {
+    let mut per_thread: Vec<Vec<(Listener, Proto)>> = (0..threads).map(|_| Vec::new()).collect();
+    for (a, proto) in &addrs {
         let ls = Listener::bind_many(a, threads, &ListenOptions::default()).unwrap_or_else(|e| {
             eprintln!("hello: cannot listen on {a}: {e}");
             std::process::exit(1);
         });
-        println!("listening http {}", ls[0].addr());
+        let name = if *proto == Proto::Http {
+            "http"
+        } else {
+            "fcgi"
+        };
+        println!("listening {name} {}", ls[0].addr());
         for (t, l) in ls.into_iter().enumerate() {
-            per_thread[t].push(l);
+            per_thread[t].push((l, *proto));
         }
     }
     std::io::stdout().flush().unwrap();
@@ -209,7 +225,7 @@ fn main() {
         Loop::with_backend(&backend).unwrap_or_else(|e| usage(&format!("--backend: {e}")));
     // Signals first, so that every thread started below inherits the blocked mask.
     let stoppers: Rc<RefCell<Vec<myriad::Handle>>> = Rc::default();
-    let servers: Rc<RefCell<Vec<HttpServer>>> = Rc::default();
+    let servers: Rc<RefCell<Vec<Server>>> = Rc::default();
     for sig in [libc::SIGTERM, libc::SIGINT] {
         let (st, sv) = (stoppers.clone(), servers.clone());
         main_lp

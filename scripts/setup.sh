@@ -1,13 +1,23 @@
 #!/usr/bin/env bash
 # Installs what the build, the demo and the tests need on a fresh Debian machine.
-# Idempotent: packages already present are not fetched again.
+# Idempotent: what is already present is not fetched again.
 set -euo pipefail
 
-PKGS=(build-essential pkg-config curl)
+# command -> Debian package providing it
+declare -A NEED=(
+    [cc]=build-essential
+    [pkg-config]=pkg-config
+    [curl]=curl
+    [nginx]=nginx-light
+    [spawn-fcgi]=spawn-fcgi
+    [cgi-fcgi]=libfcgi-bin
+)
 
 missing=()
-for p in "${PKGS[@]}"; do
-    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+for cmd in "${!NEED[@]}"; do
+    if ! command -v "$cmd" >/dev/null 2>&1 && ! [ -x "/usr/sbin/$cmd" ]; then
+        missing+=("${NEED[$cmd]}")
+    fi
 done
 if ((${#missing[@]})); then
     echo "setup: installing ${missing[*]}"
@@ -15,6 +25,10 @@ if ((${#missing[@]})); then
     [ "$(id -u)" = 0 ] || SUDO=sudo
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
+fi
+# The packaged nginx service is not ours to run: tests start their own instances.
+if command -v systemctl >/dev/null 2>&1; then
+    systemctl disable --now nginx >/dev/null 2>&1 || true
 fi
 
 command -v cargo >/dev/null || { echo "setup: cargo is required (rustup)"; exit 1; }

@@ -337,6 +337,9 @@ pub(crate) struct Exchange {
     pub(crate) head_only: bool,
     /// Output handed to the connection and not yet written (as last reported by it).
     pub(crate) conn_queued: usize,
+    /// Bytes for the front end's error log (FastCGI STDERR).
+    pub(crate) errs: Vec<u8>,
+    pub(crate) proto: Protocol,
 }
 
 impl Exchange {
@@ -358,6 +361,8 @@ impl Exchange {
             aborted: false,
             head_only: false,
             conn_queued: 0,
+            errs: Vec::new(),
+            proto: Protocol::Http,
         }
     }
 
@@ -453,6 +458,7 @@ impl Ctx {
         e.aborted = false;
         e.head_only = false;
         e.conn_queued = 0;
+        e.errs.clear();
         e.req
             .get_or_insert_with(|| Box::new(Request::new()))
             .reset();
@@ -665,6 +671,17 @@ impl Response {
         self.finish()
     }
 
+    /// Writes to the front end's error log: STDERR records over FastCGI; over HTTP, a
+    /// `log` record at warn level.
+    pub fn stderr(&mut self, msg: &[u8]) -> Result<(), ResponseError> {
+        let proto = self.with(|e| e.proto)?;
+        if proto == Protocol::Http {
+            log::warn!("{}", String::from_utf8_lossy(msg));
+            return Ok(());
+        }
+        self.queue(|e| e.errs.extend_from_slice(msg))
+    }
+
     /// Whether the client went away (or the front end aborted the request).
     pub fn is_aborted(&self) -> bool {
         self.ctx.with(self.id, |e| e.aborted).unwrap_or(true)
@@ -756,7 +773,7 @@ impl Completion {
         let (conn, id) = (self.conn, self.id);
         self.handle
             .post(move |lp| {
-                if let Some(res) = crate::http::response_for(lp, conn, id) {
+                if let Some(res) = crate::server::response_for(lp, conn, id) {
                     f(res)
                 }
             })
@@ -778,7 +795,7 @@ impl Drop for Completion {
             let (conn, id) = (self.conn, self.id);
             // The Response rebuilt on the loop answers 500 when dropped unfinished.
             let _ = self.handle.post(move |lp| {
-                drop(crate::http::response_for(lp, conn, id));
+                drop(crate::server::response_for(lp, conn, id));
             });
         }
     }

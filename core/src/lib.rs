@@ -10,15 +10,17 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod app;
+pub mod fcgi;
 pub mod http;
 pub mod net;
 pub mod reactor;
+pub mod server;
 mod sys;
 
 pub use app::{Body, Completion, Request, Response, ResponseError};
-pub use http::{HttpOptions, HttpServer};
 pub use net::{Accepted, Addr, ConnOptions, Io, ListenOptions, Listener, PeerAddr, Protocol};
 pub use reactor::{Closed, Handle, Loop, Posted, SignalId, Stats, TimerId, Token};
+pub use server::{Proto, Server, ServerOptions};
 pub use sys::{Interest, Ready};
 
 /// The library's version, from Cargo.

@@ -9,10 +9,10 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::http::{get, Client, HttpSrv};
-use myriad::HttpOptions;
+use myriad::ServerOptions;
 
 fn srv() -> HttpSrv {
-    HttpSrv::start(HttpOptions {
+    HttpSrv::start(ServerOptions {
         max_body: 64 << 20,
         ..Default::default()
     })
@@ -212,7 +212,7 @@ fn chunked_upload_of_10_mb_streams_to_the_handler() {
 
 #[test]
 fn body_limit_gives_413() {
-    let s = HttpSrv::start(HttpOptions {
+    let s = HttpSrv::start(ServerOptions {
         max_body: 1000,
         ..Default::default()
     });
@@ -321,7 +321,7 @@ impl RecvHint for TcpStream {
 #[test]
 fn timeouts_header_body_idle_write() {
     let ms = Duration::from_millis;
-    let s = HttpSrv::start(HttpOptions {
+    let s = HttpSrv::start(ServerOptions {
         header_timeout: ms(300),
         body_timeout: ms(300),
         idle_timeout: ms(300),

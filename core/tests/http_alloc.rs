@@ -50,7 +50,7 @@ static A: Counting = Counting;
 #[test]
 fn hello_world_makes_zero_allocations_after_warm_up() {
     let srv = common::Server::start_with("127.0.0.1:0", |lp, l| {
-        let s = lp.http_server(myriad::HttpOptions::default(), |_, req, mut res| {
+        let s = lp.server(myriad::ServerOptions::default(), |_, req, mut res| {
             if req.path() == "/" {
                 let _ = res.header("Content-Type", b"text/plain");
                 let _ = res.write_static(b"Hello, World!");
@@ -59,7 +59,7 @@ fn hello_world_makes_zero_allocations_after_warm_up() {
                 let _ = res.send(404, "text/plain", b"Not Found");
             }
         });
-        s.listen(lp, l);
+        s.listen(lp, l, myriad::Proto::Http);
         // From here on, count what this (the loop's) thread allocates.
         COUNTED.with(|c| c.set(true));
     });

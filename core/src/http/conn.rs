@@ -8,10 +8,11 @@ use std::time::Instant;
 
 use super::chunked::{self, ChunkError, Decoder};
 use super::parse::{self, BodyKind, Limits};
-use super::{finish_drain, reason, Shared};
+use super::reason;
 use crate::app::{Body, BodyFn, Ctx, ExId, Phase, PieceRef, Protocol as Proto, Response};
 use crate::net::{Io, Protocol};
 use crate::reactor::{Loop, Token};
+use crate::server::{finish_drain, Shared};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum St {

@@ -7,7 +7,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use myriad::{HttpOptions, HttpServer, ListenOptions, Listener, Loop, Request, Response, Stats};
+use myriad::{ListenOptions, Listener, Loop, Request, Response, Server, ServerOptions, Stats};
 
 fn param(query: &str, name: &str) -> Option<u64> {
     query
@@ -100,6 +100,27 @@ pub fn routes(lp: &mut Loop, req: &mut Request, mut res: Response) {
                 }
             });
         }
+        ("GET", "/pace") => {
+            // N pieces, M ms apart (to see streaming through a front end).
+            let chunks = param(&q, "chunks").unwrap_or(1);
+            let ms = param(&q, "ms").unwrap_or(1);
+            let mut res = Some(res);
+            let mut i = 0u64;
+            lp.repeat(Duration::ZERO, Duration::from_millis(ms), move |lp, id| {
+                let Some(r) = res.as_mut() else { return };
+                let _ = r.write(format!("piece {i}\n").as_bytes());
+                let _ = r.flush();
+                i += 1;
+                if i == chunks {
+                    let _ = res.take().unwrap().finish();
+                    lp.cancel_timer(id);
+                }
+            });
+        }
+        ("GET", "/log") => {
+            let _ = res.stderr(b"something to log");
+            let _ = res.send(200, "text/plain", b"logged");
+        }
         ("GET", "/delay") => {
             let ms = param(&q, "ms").unwrap_or(0);
             lp.timer(Duration::from_millis(ms), move |_| {
@@ -131,19 +152,24 @@ pub struct HttpSrv {
     pub server: std::sync::Arc<std::sync::Mutex<Option<SendServer>>>,
 }
 
-/// HttpServer is not Send; it is only touched on the loop thread through this wrapper.
-pub struct SendServer(pub HttpServer);
+/// Server is not Send; it is only touched on the loop thread through this wrapper.
+pub struct SendServer(pub Server);
 // SAFETY: the wrapped server is created on the loop thread and only used there (from
 // closures posted to that loop); other threads only move the Option around.
 unsafe impl Send for SendServer {}
 
 impl HttpSrv {
-    pub fn start(opts: HttpOptions) -> HttpSrv {
+    pub fn start(opts: ServerOptions) -> HttpSrv {
+        HttpSrv::start_proto(opts, myriad::Proto::Http, "127.0.0.1:0")
+    }
+
+    /// A server speaking `proto` on `addr`.
+    pub fn start_proto(opts: ServerOptions, proto: myriad::Proto, addr: &str) -> HttpSrv {
         let slot = std::sync::Arc::new(std::sync::Mutex::new(None));
         let s2 = slot.clone();
-        let inner = super::Server::start_with("127.0.0.1:0", move |lp, l| {
-            let srv = lp.http_server(opts, routes);
-            srv.listen(lp, l);
+        let inner = super::Server::start_with(addr, move |lp, l| {
+            let srv = lp.server(opts, routes);
+            srv.listen(lp, l, proto);
             *s2.lock().unwrap() = Some(SendServer(srv));
         });
         HttpSrv {

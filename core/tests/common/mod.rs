@@ -5,6 +5,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
+pub mod fcgi;
 pub mod http;
 
 use myriad::{Addr, Handle, Io, ListenOptions, Listener, Loop, Protocol, Stats};

@@ -1,0 +1,579 @@
+//! The FastCGI connection driver: several requests multiplexed on one connection, each
+//! answered as it completes; GET_VALUES answered without the application; never a record
+//! the front end did not ask for.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Instant;
+
+use super::record::{self, kind, Decoder, Event};
+use crate::app::{Body, BodyFn, Ctx, ExId, Phase, PieceRef, Protocol as Proto, Response, Span};
+use crate::http::reason;
+use crate::net::{Io, PeerAddr, Protocol};
+use crate::reactor::{Loop, Token};
+use crate::server::{finish_drain, Shared};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stage {
+    /// Receiving PARAMS.
+    Params,
+    /// Handler called; receiving STDIN.
+    Stdin,
+    /// STDIN complete (or ignored); waiting for the response.
+    Wait,
+}
+
+struct Active {
+    id: u16,
+    ex: ExId,
+    stage: Stage,
+    keep: bool,
+    params_len: usize,
+    head_sent: bool,
+    no_body: bool,
+    /// Answered by the library (params too large): later records are ignored.
+    rejected: bool,
+}
+
+pub(crate) struct FcgiConn {
+    sh: Rc<Shared>,
+    dec: Decoder,
+    reqs: Vec<Active>,
+    /// Reused for building records.
+    scratch: Vec<u8>,
+    close_when_idle: bool,
+    draining: bool,
+}
+
+fn span_in(base: &[u8], part: &[u8]) -> Span {
+    let start = part.as_ptr() as usize - base.as_ptr() as usize;
+    (start as u32, (start + part.len()) as u32)
+}
+
+impl FcgiConn {
+    pub(crate) fn new(sh: Rc<Shared>) -> FcgiConn {
+        FcgiConn {
+            sh,
+            dec: Decoder::new(),
+            reqs: Vec::new(),
+            scratch: Vec::new(),
+            close_when_idle: false,
+            draining: false,
+        }
+    }
+
+    pub(crate) fn ctx(&self) -> Rc<Ctx> {
+        self.sh.ctx.clone()
+    }
+
+    pub(crate) fn start(&mut self, io: &mut Io<'_>) {
+        io.set_deadline(Some(Instant::now() + self.sh.opts.idle_timeout));
+    }
+
+    pub(crate) fn drain(&mut self, io: &mut Io<'_>) {
+        self.draining = true;
+        if self.reqs.is_empty() {
+            io.close();
+        }
+    }
+
+    fn find(&self, id: u16) -> Option<usize> {
+        self.reqs.iter().position(|r| r.id == id)
+    }
+
+    fn flush_scratch(&mut self, io: &mut Io<'_>) {
+        if !self.scratch.is_empty() {
+            io.write(&self.scratch);
+            self.scratch.clear();
+        }
+    }
+
+    fn event(&mut self, io: &mut Io<'_>, ev: Event<'_>) {
+        match ev {
+            Event::Begin { id, role, flags } => self.begin(io, id, role, flags),
+            Event::Abort { id } => {
+                if let Some(i) = self.find(id) {
+                    let a = self.reqs.remove(i);
+                    self.abort_exchange(&a);
+                    record::put_end(&mut self.scratch, id, 0, record::REQUEST_COMPLETE);
+                    self.flush_scratch(io);
+                    if !a.keep {
+                        self.close_when_idle = true;
+                    }
+                }
+            }
+            Event::Stream {
+                id,
+                kind: kind::PARAMS,
+                data,
+                end,
+            } => self.params(io, id, data, end),
+            Event::Stream {
+                id,
+                kind: kind::STDIN,
+                data,
+                end,
+            } => self.stdin(io, id, data, end),
+            // DATA belongs to the FILTER role, which is refused; records for inactive ids
+            // (and an empty DATA for a responder) are ignored.
+            Event::Stream { .. } => {}
+            Event::Other {
+                id: 0,
+                kind: kind::GET_VALUES,
+                content,
+            } => self.get_values(io, content),
+            Event::Other { id: 0, kind: k, .. } => {
+                record::put_record(
+                    &mut self.scratch,
+                    kind::UNKNOWN_TYPE,
+                    0,
+                    &[k, 0, 0, 0, 0, 0, 0, 0],
+                );
+                self.flush_scratch(io);
+            }
+            Event::Other { .. } => {}
+        }
+    }
+
+    fn begin(&mut self, io: &mut Io<'_>, id: u16, role: u16, flags: u8) {
+        if self.find(id).is_some() {
+            return; // a BEGIN for an active id: ignored
+        }
+        let keep = flags & record::KEEP_CONN != 0;
+        if role != record::RESPONDER && role != record::AUTHORIZER {
+            record::put_end(&mut self.scratch, id, 0, record::UNKNOWN_ROLE);
+            self.flush_scratch(io);
+            if !keep {
+                self.close_when_idle = true;
+            }
+            return;
+        }
+        let ex = self.sh.ctx.alloc(io.token());
+        self.sh.ctx.with(ex, |e| {
+            e.rid = id;
+            e.proto = Proto::Fcgi;
+            if let Some(r) = e.req.as_mut() {
+                r.proto = Proto::Fcgi;
+            }
+        });
+        self.reqs.push(Active {
+            id,
+            ex,
+            stage: Stage::Params,
+            keep,
+            params_len: 0,
+            head_sent: false,
+            no_body: false,
+            rejected: false,
+        });
+        io.set_deadline(None);
+    }
+
+    fn params(&mut self, io: &mut Io<'_>, id: u16, data: &[u8], end: bool) {
+        let Some(i) = self.find(id) else { return };
+        if self.reqs[i].stage != Stage::Params || self.reqs[i].rejected {
+            return;
+        }
+        let ex = self.reqs[i].ex;
+        let new_len = self.reqs[i].params_len.checked_add(data.len());
+        match new_len {
+            Some(n) if n <= self.sh.opts.max_params => {
+                self.reqs[i].params_len = n;
+                self.sh.ctx.with(ex, |e| {
+                    if let Some(r) = e.req.as_mut() {
+                        r.buf.extend_from_slice(data);
+                    }
+                });
+            }
+            _ => {
+                // Too large: answer 431 ourselves and ignore the rest of this request.
+                self.reqs[i].rejected = true;
+                self.reqs[i].stage = Stage::Wait;
+                self.sh.ctx.with(ex, |e| {
+                    e.status = 431;
+                    e.hdrs.clear();
+                    e.hdrs.extend_from_slice(b"Content-Type: text/plain\r\n");
+                    e.bytes.clear();
+                    e.pieces.clear();
+                    e.push_copy(b"Request Header Fields Too Large\n");
+                    e.body_len = 32;
+                    e.phase = Phase::Done;
+                });
+                return;
+            }
+        }
+        if end {
+            self.call_handler(io, i);
+        }
+    }
+
+    /// Turns the accumulated PARAMS into the request model and calls the handler.
+    fn call_handler(&mut self, io: &mut Io<'_>, i: usize) {
+        let ctx = self.sh.ctx.clone();
+        let ex = self.reqs[i].ex;
+        let Some(mut req) = ctx.with(ex, |e| e.req.take()).flatten() else {
+            return;
+        };
+        let params_end = req.buf.len();
+        let pairs: Option<Vec<(Span, Span)>> = record::nv_pairs(&req.buf[..params_end]).map(|v| {
+            v.iter()
+                .map(|(n, val)| (span_in(&req.buf, n), span_in(&req.buf, val)))
+                .collect()
+        });
+        let Some(pairs) = pairs else {
+            // Malformed params: the front end is broken; end this request.
+            ctx.with(ex, |e| e.req = Some(req));
+            let a = self.reqs.remove(i);
+            self.abort_exchange(&a);
+            record::put_end(&mut self.scratch, a.id, 1, record::REQUEST_COMPLETE);
+            self.flush_scratch(io);
+            return;
+        };
+        req.params = pairs;
+        let get = |req: &crate::app::Request, name: &[u8]| -> Option<Span> {
+            req.params
+                .iter()
+                .rev()
+                .find(|(n, _)| req.span(*n) == name)
+                .map(|(_, v)| *v)
+        };
+        let empty = (params_end as u32, params_end as u32);
+        let method = get(&req, b"REQUEST_METHOD").unwrap_or_else(|| req.store(b"GET"));
+        let target = get(&req, b"REQUEST_URI")
+            .or_else(|| get(&req, b"DOCUMENT_URI"))
+            .or_else(|| get(&req, b"SCRIPT_NAME"))
+            .unwrap_or_else(|| req.store(b"/"));
+        let qpos = req.span(target).iter().position(|&c| c == b'?');
+        req.method = method;
+        req.target = target;
+        req.path = match qpos {
+            Some(p) => (target.0, target.0 + p as u32),
+            None => target,
+        };
+        req.query = get(&req, b"QUERY_STRING").unwrap_or(empty);
+        req.minor = if get(&req, b"SERVER_PROTOCOL").is_some_and(|v| req.span(v) == b"HTTP/1.0") {
+            0
+        } else {
+            1
+        };
+        // Headers from HTTP_* (and CONTENT_TYPE / CONTENT_LENGTH).
+        let mut headers = std::mem::take(&mut req.headers);
+        headers.clear();
+        for k in 0..req.params.len() {
+            let (n, v) = req.params[k];
+            let name = req.span(n).to_vec();
+            let hname: Option<Vec<u8>> = if let Some(rest) = name.strip_prefix(b"HTTP_") {
+                Some(
+                    rest.iter()
+                        .map(|&c| {
+                            if c == b'_' {
+                                b'-'
+                            } else {
+                                c.to_ascii_lowercase()
+                            }
+                        })
+                        .collect(),
+                )
+            } else if name == b"CONTENT_TYPE" && v.0 != v.1 {
+                Some(b"content-type".to_vec())
+            } else if name == b"CONTENT_LENGTH" && v.0 != v.1 {
+                Some(b"content-length".to_vec())
+            } else {
+                None
+            };
+            if let Some(h) = hname {
+                let hn = req.store(&h);
+                headers.push((hn, v));
+            }
+        }
+        req.headers = headers;
+        req.content_length = get(&req, b"CONTENT_LENGTH")
+            .and_then(|v| std::str::from_utf8(req.span(v)).ok()?.parse().ok());
+        let addr = |req: &crate::app::Request, a: &[u8], p: &[u8]| -> Option<SocketAddr> {
+            let ip = std::str::from_utf8(req.span(get(req, a)?))
+                .ok()?
+                .parse()
+                .ok()?;
+            let port = std::str::from_utf8(req.span(get(req, p)?))
+                .ok()?
+                .parse()
+                .ok()?;
+            Some(SocketAddr::new(ip, port))
+        };
+        req.peer =
+            addr(&req, b"REMOTE_ADDR", b"REMOTE_PORT").map_or(PeerAddr::Unix, PeerAddr::Inet);
+        req.local = addr(&req, b"SERVER_ADDR", b"SERVER_PORT");
+        req.proto = Proto::Fcgi;
+        self.reqs[i].no_body = req.method() == "HEAD";
+        self.reqs[i].stage = Stage::Stdin;
+
+        let res = Response {
+            ctx: ctx.clone(),
+            id: ex,
+            done: false,
+        };
+        ctx.running.set(Some(io.token()));
+        let handler = self.sh.handler.clone();
+        handler(io.lp(), &mut req, res);
+        ctx.running.set(None);
+        ctx.with(ex, |e| e.req = Some(req));
+    }
+
+    fn deliver(&self, ex: ExId, b: Body<'_>) {
+        let ctx = &self.sh.ctx;
+        let cb: Option<BodyFn> = ctx
+            .with(ex, |e| e.req.as_mut().and_then(|r| r.body_cb.take()))
+            .flatten();
+        if let Some(mut cb) = cb {
+            let end = !matches!(b, Body::Data(_));
+            cb(b);
+            if !end {
+                ctx.with(ex, |e| {
+                    if let Some(r) = e.req.as_mut() {
+                        if r.body_cb.is_none() {
+                            r.body_cb = Some(cb);
+                        }
+                    }
+                });
+            }
+        }
+    }
+
+    fn stdin(&mut self, _io: &mut Io<'_>, id: u16, data: &[u8], end: bool) {
+        let Some(i) = self.find(id) else { return };
+        if self.reqs[i].stage != Stage::Stdin {
+            return;
+        }
+        let ex = self.reqs[i].ex;
+        if !data.is_empty() {
+            self.deliver(ex, Body::Data(data));
+        }
+        if end {
+            if let Some(i) = self.find(id) {
+                self.reqs[i].stage = Stage::Wait;
+            }
+            self.deliver(ex, Body::End);
+        }
+    }
+
+    fn get_values(&mut self, io: &mut Io<'_>, content: &[u8]) {
+        let Some(asked) = record::nv_pairs(content) else {
+            return;
+        };
+        let mut out = Vec::new();
+        for (name, _) in asked {
+            let v: &[u8] = match name {
+                b"FCGI_MAX_CONNS" => b"10000",
+                b"FCGI_MAX_REQS" => b"10000",
+                b"FCGI_MPXS_CONNS" => b"1",
+                _ => continue,
+            };
+            record::put_pair(&mut out, name, v);
+        }
+        record::put_record(&mut self.scratch, kind::GET_VALUES_RESULT, 0, &out);
+        self.flush_scratch(io);
+    }
+
+    fn abort_exchange(&self, a: &Active) {
+        let ctx = &self.sh.ctx;
+        let cbs = ctx.with(a.ex, |e| {
+            e.aborted = true;
+            let done = e.phase == Phase::Done;
+            let r = e.req.as_mut();
+            match r {
+                Some(r) => (r.abort_cb.take(), r.body_cb.take(), done),
+                None => (None, None, done),
+            }
+        });
+        if let Some((abort, body, done)) = cbs {
+            if !done {
+                if let Some(f) = abort {
+                    f();
+                }
+            }
+            if a.stage == Stage::Stdin {
+                if let Some(mut f) = body {
+                    f(Body::Aborted);
+                }
+            }
+        }
+        ctx.release(a.ex);
+    }
+
+    /// Moves every request's output into STDOUT/STDERR records; ends finished requests.
+    fn collect(&mut self, io: &mut Io<'_>) {
+        let ctx = self.sh.ctx.clone();
+        let mut i = 0;
+        while i < self.reqs.len() {
+            let a = &mut self.reqs[i];
+            if a.stage == Stage::Params && !a.rejected {
+                i += 1;
+                continue;
+            }
+            let scratch = &mut self.scratch;
+            let done = ctx
+                .with(a.ex, |e| {
+                    if !a.head_sent {
+                        if e.phase == Phase::Open && !e.flush {
+                            return false;
+                        }
+                        // The response head as CGI headers.
+                        let mut head = Vec::with_capacity(64 + e.hdrs.len());
+                        head.extend_from_slice(b"Status: ");
+                        head.extend_from_slice(e.status.to_string().as_bytes());
+                        head.push(b' ');
+                        head.extend_from_slice(reason(e.status).as_bytes());
+                        head.extend_from_slice(b"\r\n");
+                        head.extend_from_slice(&e.hdrs);
+                        let bodiless = e.status == 204 || e.status == 304;
+                        if e.phase == Phase::Done && !bodiless {
+                            head.extend_from_slice(b"Content-Length: ");
+                            head.extend_from_slice(e.body_len.to_string().as_bytes());
+                            head.extend_from_slice(b"\r\n");
+                        }
+                        head.extend_from_slice(b"\r\n");
+                        record::put_record(scratch, kind::STDOUT, a.id, &head);
+                        a.head_sent = true;
+                        a.no_body |= bodiless;
+                    }
+                    let no_body = a.no_body;
+                    let id = a.id;
+                    e.drain_pieces(|p| {
+                        if no_body {
+                            return;
+                        }
+                        match p {
+                            PieceRef::Bytes(b) => record::put_record(scratch, kind::STDOUT, id, b),
+                            PieceRef::Static(s) => {
+                                put_big(scratch, io, id, s, |io| io.write_static(s))
+                            }
+                            PieceRef::Owned(o) => {
+                                let len = (*o).as_ref().len();
+                                if len <= 65535 {
+                                    let pad = record::put_header(scratch, kind::STDOUT, id, len);
+                                    io.write(scratch);
+                                    scratch.clear();
+                                    io.write_owned(o);
+                                    scratch.extend_from_slice(&[0u8; 8][..pad]);
+                                } else {
+                                    record::put_record(scratch, kind::STDOUT, id, (*o).as_ref());
+                                }
+                            }
+                        }
+                    });
+                    if !e.errs.is_empty() {
+                        record::put_record(scratch, kind::STDERR, id, &e.errs);
+                        e.errs.clear();
+                    }
+                    e.flush = false;
+                    if e.phase == Phase::Done {
+                        record::put_record(scratch, kind::STDOUT, id, b"");
+                        record::put_end(scratch, id, 0, record::REQUEST_COMPLETE);
+                        return true;
+                    }
+                    false
+                })
+                .unwrap_or(false);
+            if done {
+                let a = self.reqs.remove(i);
+                // A response finished before its STDIN ended: the rest is ignored.
+                ctx.release(a.ex);
+                if !a.keep {
+                    self.close_when_idle = true;
+                }
+            } else {
+                i += 1;
+            }
+        }
+        self.flush_scratch(io);
+        if self.reqs.is_empty() {
+            if self.close_when_idle || self.draining {
+                io.close();
+            } else {
+                io.set_deadline(Some(Instant::now() + self.sh.opts.idle_timeout));
+            }
+        }
+    }
+}
+
+/// Writes a static piece as STDOUT records without copying it when it fits one record.
+fn put_big(
+    scratch: &mut Vec<u8>,
+    io: &mut Io<'_>,
+    id: u16,
+    s: &'static [u8],
+    zero_copy: impl FnOnce(&mut Io<'_>),
+) {
+    if s.len() <= 65535 && s.len() > 1024 {
+        let pad = record::put_header(scratch, kind::STDOUT, id, s.len());
+        io.write(scratch);
+        scratch.clear();
+        zero_copy(io);
+        scratch.extend_from_slice(&[0u8; 8][..pad]);
+    } else {
+        record::put_record(scratch, kind::STDOUT, id, s);
+    }
+}
+
+impl Protocol for FcgiConn {
+    fn on_data(&mut self, io: &mut Io<'_>, input: &[u8]) -> usize {
+        let mut used = 0;
+        loop {
+            match self.dec.next(&input[used..]) {
+                Err(e) => {
+                    log::warn!("fcgi: {e:?} from {}: closing", io.peer());
+                    io.abort();
+                    return input.len();
+                }
+                Ok((0, None)) => break,
+                Ok((n, ev)) => {
+                    used += n;
+                    if let Some(ev) = ev {
+                        self.event(io, ev);
+                    }
+                }
+            }
+        }
+        self.collect(io);
+        used
+    }
+
+    fn on_wake(&mut self, io: &mut Io<'_>) {
+        self.collect(io);
+    }
+
+    fn on_eof(&mut self, io: &mut Io<'_>) {
+        // The front end will send nothing more: requests still reading STDIN cannot
+        // complete; the others may still answer (a half-closed connection).
+        let mut i = 0;
+        while i < self.reqs.len() {
+            if self.reqs[i].stage != Stage::Wait {
+                let a = self.reqs.remove(i);
+                self.abort_exchange(&a);
+            } else {
+                i += 1;
+            }
+        }
+        self.close_when_idle = true;
+        if self.reqs.is_empty() {
+            io.close();
+        }
+    }
+
+    fn on_timeout(&mut self, io: &mut Io<'_>) {
+        if self.reqs.is_empty() {
+            io.close();
+        }
+    }
+
+    fn on_close(&mut self, lp: &mut Loop, token: Token, err: Option<&std::io::Error>) {
+        if let Some(e) = err {
+            log::debug!("fcgi connection {token:?} closed: {e}");
+        }
+        for a in std::mem::take(&mut self.reqs) {
+            self.abort_exchange(&a);
+        }
+        self.sh.conns.borrow_mut().remove(&token);
+        finish_drain(lp, &self.sh);
+    }
+}

@@ -1,0 +1,260 @@
+//! A server on one loop: one handler, any number of HTTP and FastCGI listeners, limits and
+//! timeouts, graceful shutdown. An application cannot tell which protocol a request came
+//! over except by asking ([`crate::Request::protocol`]).
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use crate::app::{Ctx, ExId, HandlerFn, Request, Response};
+use crate::fcgi::FcgiConn;
+use crate::http::HttpConn;
+use crate::net::{Accepted, Addr, Listener, PeerAddr};
+use crate::reactor::{Loop, Token};
+
+/// Which protocol a listener speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Proto {
+    /// HTTP/1.1 (and 1.0).
+    Http,
+    /// FastCGI 1.0 responder (and authorizer).
+    Fcgi,
+}
+
+/// Limits and timeouts of a server.
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    /// Largest request head (request line + headers); more gives 431.
+    pub max_head: usize,
+    /// Longest request line / target; more gives 414.
+    pub max_line: usize,
+    /// Largest request body; more gives 413.
+    pub max_body: u64,
+    /// Time allowed for a whole request head from its first byte (slowloris defence: not
+    /// extended by bytes trickling in). 408 and close.
+    pub header_timeout: Duration,
+    /// Time allowed between two pieces of a request body. 408 (or abort) and close.
+    pub body_timeout: Duration,
+    /// Time an idle keep-alive connection is kept.
+    pub idle_timeout: Duration,
+    /// Time a response may stay blocked on a client that does not read. Abort.
+    pub write_timeout: Duration,
+    /// Graceful shutdown: longest wait for in-flight requests before they are cut.
+    pub drain_timeout: Duration,
+    /// FastCGI: largest total size of a request's PARAMS (answered 431 + END_REQUEST).
+    pub max_params: usize,
+    /// FastCGI: peers allowed on TCP listeners (FCGI_WEB_SERVER_ADDRS); empty allows all.
+    pub web_server_addrs: Vec<std::net::IpAddr>,
+}
+
+impl Default for ServerOptions {
+    fn default() -> ServerOptions {
+        ServerOptions {
+            max_head: 64 * 1024,
+            max_line: 8 * 1024,
+            max_body: 1 << 20,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(10),
+            max_params: 1 << 20,
+            web_server_addrs: web_server_addrs_from_env(),
+        }
+    }
+}
+
+/// Called once a graceful shutdown has closed every connection.
+pub(crate) type DoneFn = Box<dyn FnOnce(&mut Loop)>;
+
+pub(crate) struct Shared {
+    pub(crate) ctx: Rc<Ctx>,
+    pub(crate) opts: ServerOptions,
+    pub(crate) handler: HandlerFn,
+    pub(crate) conns: RefCell<HashSet<Token>>,
+    pub(crate) listeners: RefCell<Vec<(Token, Option<SocketAddr>)>>,
+    /// Local addresses of connections accepted on wildcard listeners.
+    pub(crate) locals: RefCell<HashMap<Token, SocketAddr>>,
+    pub(crate) draining: Cell<bool>,
+    pub(crate) on_drained: RefCell<Option<DoneFn>>,
+}
+
+/// A server on one loop. Cheap to clone (a reference).
+#[derive(Clone)]
+pub struct Server {
+    sh: Rc<Shared>,
+}
+
+/// FCGI_WEB_SERVER_ADDRS: a comma-separated list of IP addresses allowed to connect.
+fn web_server_addrs_from_env() -> Vec<std::net::IpAddr> {
+    std::env::var("FCGI_WEB_SERVER_ADDRS")
+        .map(|v| v.split(',').filter_map(|a| a.trim().parse().ok()).collect())
+        .unwrap_or_default()
+}
+
+impl Loop {
+    /// Creates a server on this loop; add listeners with [`Server::listen`].
+    pub fn server(
+        &mut self,
+        opts: ServerOptions,
+        handler: impl Fn(&mut Loop, &mut Request, Response) + 'static,
+    ) -> Server {
+        Server {
+            sh: Rc::new(Shared {
+                ctx: Rc::new(Ctx::new(self)),
+                opts,
+                handler: Rc::new(handler),
+                conns: RefCell::default(),
+                listeners: RefCell::default(),
+                locals: RefCell::default(),
+                draining: Cell::new(false),
+                on_drained: RefCell::new(None),
+            }),
+        }
+    }
+}
+
+fn local_of(fd: std::os::fd::RawFd) -> Option<SocketAddr> {
+    // SAFETY: all-zero is a valid sockaddr_storage.
+    let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: getsockname writes at most `len` bytes into `st`.
+    let r = unsafe {
+        libc::getsockname(
+            fd,
+            (&mut st as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return None;
+    }
+    match crate::net::listener_peer_of(&st) {
+        PeerAddr::Inet(a) => Some(a),
+        PeerAddr::Unix => None,
+    }
+}
+
+impl Server {
+    /// Serves `proto` on `l` from this loop. Returns the listener's token.
+    pub fn listen(&self, lp: &mut Loop, l: Listener, proto: Proto) -> Token {
+        let local = match l.addr() {
+            Addr::Tcp(a) => Some(*a),
+            _ => None,
+        };
+        let wildcard = local.is_some_and(|a| a.ip().is_unspecified());
+        let sh = self.sh.clone();
+        let idx = self.sh.listeners.borrow().len();
+        let token = lp.listen(l, move |lp, a: Accepted| {
+            if sh.draining.get() {
+                return;
+            }
+            let extra = if wildcard {
+                lp.stats.other += 1;
+                local_of(std::os::fd::AsRawFd::as_raw_fd(&a.fd))
+            } else {
+                None
+            };
+            let t = match proto {
+                Proto::Http => {
+                    let opts = crate::net::ConnOptions {
+                        max_input: sh.opts.max_head.max(16 * 1024),
+                        ..Default::default()
+                    };
+                    let t = lp.add_conn_with(a, HttpConn::new(sh.clone(), idx as u8), opts);
+                    lp.with_conn::<HttpConn, ()>(t, |p, io| p.start(io));
+                    t
+                }
+                Proto::Fcgi => {
+                    if let (false, PeerAddr::Inet(peer)) =
+                        (sh.opts.web_server_addrs.is_empty(), a.peer)
+                    {
+                        if !sh.opts.web_server_addrs.contains(&peer.ip()) {
+                            log::warn!("fcgi: refusing {peer}: not in FCGI_WEB_SERVER_ADDRS");
+                            return;
+                        }
+                    }
+                    let opts = crate::net::ConnOptions {
+                        // A whole management record (65535 + 8 + 255) must fit.
+                        max_input: 128 * 1024,
+                        ..Default::default()
+                    };
+                    let t = lp.add_conn_with(a, FcgiConn::new(sh.clone()), opts);
+                    lp.with_conn::<FcgiConn, ()>(t, |p, io| p.start(io));
+                    t
+                }
+            };
+            sh.conns.borrow_mut().insert(t);
+            if let Some(addr) = extra {
+                sh.locals.borrow_mut().insert(t, addr);
+            }
+        });
+        self.sh.listeners.borrow_mut().push((token, local));
+        token
+    }
+
+    /// Connections open on this server.
+    pub fn connection_count(&self) -> usize {
+        self.sh.conns.borrow().len()
+    }
+
+    /// Graceful shutdown: stops accepting, closes idle connections now, lets in-flight
+    /// requests finish (their responses say `Connection: close`), cuts what is left after
+    /// the drain timeout, then calls `done`.
+    pub fn shutdown(&self, lp: &mut Loop, done: impl FnOnce(&mut Loop) + 'static) {
+        let sh = &self.sh;
+        sh.draining.set(true);
+        *sh.on_drained.borrow_mut() = Some(Box::new(done));
+        for (t, _) in sh.listeners.borrow_mut().drain(..) {
+            lp.close_listener(t);
+        }
+        let conns: Vec<Token> = sh.conns.borrow().iter().copied().collect();
+        for t in conns {
+            if lp
+                .with_conn::<HttpConn, ()>(t, |p, io| p.drain(io))
+                .is_none()
+            {
+                lp.with_conn::<FcgiConn, ()>(t, |p, io| p.drain(io));
+            }
+        }
+        let sh2 = self.sh.clone();
+        lp.timer(sh.opts.drain_timeout, move |lp| {
+            let left: Vec<Token> = sh2.conns.borrow().iter().copied().collect();
+            if !left.is_empty() {
+                log::warn!("drain timeout: closing {} connections", left.len());
+            }
+            for t in left {
+                lp.close_conn(t);
+            }
+            finish_drain(lp, &sh2);
+        });
+        finish_drain(lp, &self.sh);
+    }
+}
+
+/// Calls the shutdown callback once no connection is left.
+pub(crate) fn finish_drain(lp: &mut Loop, sh: &Rc<Shared>) {
+    if sh.draining.get() && sh.conns.borrow().is_empty() {
+        let done = sh.on_drained.borrow_mut().take();
+        if let Some(done) = done {
+            lp.defer(done);
+        }
+    }
+}
+
+/// Rebuilds the response handle of exchange `id` on connection `conn` (for completions
+/// posted from other threads). None if the connection or exchange is gone.
+pub(crate) fn response_for(lp: &mut Loop, conn: Token, id: ExId) -> Option<Response> {
+    let ctx = match lp.with_conn::<HttpConn, _>(conn, |p, _| p.ctx()) {
+        Some(c) => c,
+        None => lp.with_conn::<FcgiConn, _>(conn, |p, _| p.ctx())?,
+    };
+    ctx.with(id, |_| ())?;
+    Some(Response {
+        ctx,
+        id,
+        done: false,
+    })
+}
