@@ -11,6 +11,9 @@ declare -A NEED=(
     [nginx]=nginx-light
     [spawn-fcgi]=spawn-fcgi
     [cgi-fcgi]=libfcgi-bin
+    [valgrind]=valgrind
+    [g++]=g++
+    [readelf]=binutils
 )
 
 missing=()

@@ -712,6 +712,19 @@ impl Response {
             .unwrap_or(0)
     }
 
+    /// Runs `f` with this response's request, while the exchange is live and outside the
+    /// handler call (during it, use the `&mut Request` the handler got). The request's
+    /// storage does not move until the exchange ends, so views taken here stay valid until
+    /// the response is finished or the request aborted.
+    pub fn with_request<R>(&self, f: impl FnOnce(&Request) -> R) -> Option<R> {
+        let ex = self.ctx.ex.borrow();
+        let e = ex.get(self.id.slot as usize)?;
+        if !e.live || e.gen != self.id.gen {
+            return None;
+        }
+        e.req.as_deref().map(f)
+    }
+
     /// Turns this response into a handle that another thread can finish. The bytes are
     /// still written by the loop's thread; each use costs one post (one wakeup at most).
     pub fn into_completion(mut self) -> Completion {

@@ -1,0 +1,347 @@
+/*
+ * hello.c — the myriad demo app in C.
+ *
+ *   hello [--http ADDR]... [--fcgi ADDR]... [--threads N] [--backend NAME]
+ *
+ * ADDR is HOST:PORT, [V6]:PORT, unix:PATH or fd:N (port 0 picks a free port). With no
+ * listener flag it serves FastCGI on fd 0 when started by spawn-fcgi, else HTTP on
+ * 127.0.0.1:8080. Prints "listening http|fcgi ADDR" per listener. SIGTERM/SIGINT: stop
+ * accepting, finish in-flight requests, exit 0. Bad flags: usage on stderr, exit 2.
+ *
+ * Routes (the same over HTTP and FastCGI): GET|HEAD / ; POST|PUT /echo ; GET /env ;
+ * GET /stream?chunks=N&bytes=B ; GET /delay?ms=M ; GET /work?ms=M (worker thread) ; 404.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "myriad.h"
+
+#define S(lit) (lit), (sizeof(lit) - 1)
+
+static void usage(const char *msg) {
+    fprintf(stderr,
+            "hello: %s\n"
+            "usage: hello [--http ADDR]... [--fcgi ADDR]... [--threads N] [--backend NAME]\n"
+            "ADDR is HOST:PORT, [V6]:PORT, unix:PATH or fd:N\n",
+            msg);
+    exit(2);
+}
+
+static void die(const char *what, int code) {
+    fprintf(stderr, "hello: %s: %s\n", what, myriad_strerror(code));
+    exit(1);
+}
+
+/* ---- a small worker pool for /work ---- */
+
+struct job {
+    myriad_req_t *req;
+    unsigned ms;
+    struct job *next;
+};
+
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct job *head, *tail;
+    int quit;
+    pthread_t threads[4];
+} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, NULL, 0, {0}};
+
+static void *worker(void *arg) {
+    (void)arg;
+    for (;;) {
+        pthread_mutex_lock(&pool.mu);
+        while (!pool.head && !pool.quit) pthread_cond_wait(&pool.cv, &pool.mu);
+        struct job *j = pool.head;
+        if (!j) {
+            pthread_mutex_unlock(&pool.mu);
+            return NULL;
+        }
+        pool.head = j->next;
+        if (!pool.head) pool.tail = NULL;
+        pthread_mutex_unlock(&pool.mu);
+
+        struct timespec ts = {(time_t)(j->ms / 1000), (long)(j->ms % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
+        char body[64];
+        int n = snprintf(body, sizeof body, "worked %u", j->ms);
+        /* Any thread may finish a request this way; the loop's thread writes it. */
+        myriad_req_send_async(j->req, 200, S("text/plain"), (const uint8_t *)body, (size_t)n);
+        free(j);
+    }
+}
+
+static void pool_push(myriad_req_t *req, unsigned ms) {
+    struct job *j = malloc(sizeof *j);
+    if (!j) {
+        myriad_req_send(req, 503, S("text/plain"), (const uint8_t *)"busy", 4);
+        return;
+    }
+    j->req = req;
+    j->ms = ms;
+    j->next = NULL;
+    pthread_mutex_lock(&pool.mu);
+    if (pool.tail) pool.tail->next = j; else pool.head = j;
+    pool.tail = j;
+    pthread_cond_signal(&pool.cv);
+    pthread_mutex_unlock(&pool.mu);
+}
+
+/* ---- helpers ---- */
+
+static int eq(const char *p, size_t n, const char *lit) {
+    return strlen(lit) == n && memcmp(p, lit, n) == 0;
+}
+
+/* Reads an unsigned query parameter (default `def`, capped at `max`). */
+static unsigned long param(myriad_req_t *req, const char *name, unsigned long def, unsigned long max) {
+    const char *q;
+    size_t qn;
+    if (myriad_req_query(req, &q, &qn) != MYRIAD_OK) return def;
+    size_t nl = strlen(name);
+    size_t i = 0;
+    while (i < qn) {
+        size_t end = i;
+        while (end < qn && q[end] != '&') end++;
+        if (end - i > nl && memcmp(q + i, name, nl) == 0 && q[i + nl] == '=') {
+            unsigned long v = 0;
+            size_t k = i + nl + 1;
+            if (k == end) return def;
+            for (; k < end; k++) {
+                if (q[k] < '0' || q[k] > '9') return def;
+                v = v * 10 + (unsigned long)(q[k] - '0');
+                if (v > max) return max;
+            }
+            return v;
+        }
+        i = end + 1;
+    }
+    return def;
+}
+
+/* ---- routes ---- */
+
+static void echo_done(myriad_req_t *req, const uint8_t *data, size_t len, int status, void *ud) {
+    char *ct = ud; /* "len:bytes" copied in the handler */
+    if (status != MYRIAD_OK) {
+        myriad_req_finish(req); /* aborted: just release it */
+        return;
+    }
+    size_t ctlen = strlen(ct);
+    myriad_req_send(req, 200, ct, ctlen, data, len);
+}
+
+struct stream {
+    myriad_req_t *req;
+    unsigned long i, chunks, bytes;
+    uint64_t timer;
+    char *buf;
+};
+
+static void stream_free(void *ud) {
+    struct stream *s = ud;
+    free(s->buf);
+    free(s);
+}
+
+static void stream_tick(myriad_loop_t *lp, void *ud) {
+    struct stream *s = ud;
+    if (myriad_req_is_aborted(s->req) == 1) {
+        myriad_req_finish(s->req);
+        myriad_timer_cancel(lp, s->timer); /* frees s */
+        return;
+    }
+    if (myriad_req_queued(s->req) > 256 * 1024) return; /* slow reader: wait */
+    memset(s->buf, 'a' + (int)(s->i % 26), s->bytes);
+    myriad_req_write(s->req, (const uint8_t *)s->buf, s->bytes);
+    myriad_req_flush(s->req);
+    if (++s->i == s->chunks) {
+        myriad_req_finish(s->req);
+        myriad_timer_cancel(lp, s->timer); /* frees s */
+    }
+}
+
+struct delay {
+    myriad_req_t *req;
+    unsigned long ms;
+};
+
+static void delay_fire(myriad_loop_t *lp, void *ud) {
+    struct delay *d = ud;
+    char body[64];
+    int n = snprintf(body, sizeof body, "delayed %lu", d->ms);
+    (void)lp;
+    myriad_req_send(d->req, 200, S("text/plain"), (const uint8_t *)body, (size_t)n);
+}
+
+static void route_env(myriad_req_t *req) {
+    /* The library gives the CGI variables sorted by name already. */
+    int n = myriad_req_cgi_count(req);
+    size_t cap = 256, len = 0;
+    char *out = malloc(cap);
+    for (int i = 0; out && i < n; i++) {
+        const char *k, *v;
+        size_t kl, vl;
+        if (myriad_req_cgi_at(req, (size_t)i, &k, &kl, &v, &vl) != MYRIAD_OK) continue;
+        while (len + kl + vl + 2 > cap) {
+            char *bigger = realloc(out, cap *= 2);
+            if (!bigger) { free(out); out = NULL; break; }
+            out = bigger;
+        }
+        if (!out) break;
+        memcpy(out + len, k, kl); len += kl;
+        out[len++] = '=';
+        memcpy(out + len, v, vl); len += vl;
+        out[len++] = '\n';
+    }
+    myriad_req_send(req, out ? 200 : 500, S("text/plain"), (const uint8_t *)out, out ? len : 0);
+    free(out);
+}
+
+static void handler(myriad_req_t *req, void *ud) {
+    const char *m, *p;
+    size_t ml, pl;
+    (void)ud;
+    myriad_req_method(req, &m, &ml);
+    myriad_req_path(req, &p, &pl);
+
+    if ((eq(m, ml, "GET") || eq(m, ml, "HEAD")) && eq(p, pl, "/")) {
+        myriad_req_header_add(req, S("Content-Type"), S("text/plain"));
+        myriad_req_write_static(req, (const uint8_t *)"Hello, World!", 13);
+        myriad_req_finish(req);
+    } else if ((eq(m, ml, "POST") || eq(m, ml, "PUT")) && eq(p, pl, "/echo")) {
+        const char *ct;
+        size_t ctl;
+        if (myriad_req_header(req, S("content-type"), &ct, &ctl) != MYRIAD_OK) {
+            ct = "application/octet-stream";
+            ctl = strlen(ct);
+        }
+        char *copy = malloc(ctl + 1);
+        if (!copy) { myriad_req_send(req, 500, S("text/plain"), NULL, 0); return; }
+        memcpy(copy, ct, ctl);
+        copy[ctl] = 0;
+        if (myriad_req_read_body(req, echo_done, copy, free) != MYRIAD_OK) {
+            free(copy);
+            myriad_req_send(req, 500, S("text/plain"), NULL, 0);
+        }
+    } else if (eq(m, ml, "GET") && eq(p, pl, "/env")) {
+        route_env(req);
+    } else if (eq(m, ml, "GET") && eq(p, pl, "/stream")) {
+        struct stream *s = calloc(1, sizeof *s);
+        if (!s) { myriad_req_send(req, 500, S("text/plain"), NULL, 0); return; }
+        s->req = req;
+        s->chunks = param(req, "chunks", 1, 100000);
+        s->bytes = param(req, "bytes", 1, 1 << 20);
+        s->buf = malloc(s->bytes ? s->bytes : 1);
+        myriad_req_header_add(req, S("Content-Type"), S("text/plain"));
+        if (s->chunks == 0 || !s->buf) {
+            myriad_req_finish(req);
+            stream_free(s);
+            return;
+        }
+        myriad_timer_start(myriad_req_loop(req), 0, 1, stream_tick, s, stream_free, &s->timer);
+    } else if (eq(m, ml, "GET") && eq(p, pl, "/delay")) {
+        struct delay *d = malloc(sizeof *d);
+        if (!d) { myriad_req_send(req, 500, S("text/plain"), NULL, 0); return; }
+        d->req = req;
+        d->ms = param(req, "ms", 0, 60000);
+        myriad_timer_start(myriad_req_loop(req), d->ms, 0, delay_fire, d, free, NULL);
+    } else if (eq(m, ml, "GET") && eq(p, pl, "/work")) {
+        pool_push(req, (unsigned)param(req, "ms", 0, 60000));
+    } else {
+        myriad_req_send(req, 404, S("text/plain"), (const uint8_t *)"Not Found", 9);
+    }
+}
+
+/* ---- main ---- */
+
+static myriad_server_t *srv;
+
+static void drained(myriad_loop_t *lp, void *ud) {
+    (void)ud;
+    myriad_loop_stop(lp);
+}
+
+static void on_signal(myriad_loop_t *lp, int signo, void *ud) {
+    static int once;
+    (void)lp; (void)signo; (void)ud;
+    if (!once++) myriad_server_shutdown(srv, drained, NULL);
+}
+
+static int is_fcgi_listen_fd0(void) {
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    return getpeername(0, (struct sockaddr *)&ss, &len) == -1 && errno == ENOTCONN;
+}
+
+int main(int argc, char **argv) {
+    myriad_loop_t *lp = NULL;
+    int rc, listeners = 0;
+    const char *backend = "";
+    unsigned long threads = 1;
+
+    if ((rc = myriad_server_new(&srv)) != MYRIAD_OK) die("server", rc);
+    for (int i = 1; i < argc; i++) {
+        int proto = 0;
+        if (strcmp(argv[i], "--http") == 0) proto = MYRIAD_HTTP;
+        else if (strcmp(argv[i], "--fcgi") == 0) proto = MYRIAD_FCGI;
+        if (proto) {
+            if (++i == argc) usage("missing ADDR");
+            rc = myriad_server_listen(srv, proto, argv[i], strlen(argv[i]));
+            if (rc != MYRIAD_OK) usage(myriad_strerror(rc));
+            listeners++;
+        } else if (strcmp(argv[i], "--threads") == 0) {
+            char *end;
+            if (++i == argc) usage("missing N");
+            threads = strtoul(argv[i], &end, 10);
+            if (*end || threads < 1 || threads > 256) usage("--threads takes 1..256");
+        } else if (strcmp(argv[i], "--backend") == 0) {
+            if (++i == argc) usage("missing NAME");
+            backend = argv[i];
+        } else {
+            usage("unknown argument");
+        }
+    }
+    if (!listeners) {
+        if (is_fcgi_listen_fd0()) myriad_server_listen(srv, MYRIAD_FCGI, S("fd:0"));
+        else myriad_server_listen(srv, MYRIAD_HTTP, S("127.0.0.1:8080"));
+    }
+    if ((rc = myriad_loop_new_backend(&lp, backend, strlen(backend))) != MYRIAD_OK) usage(myriad_strerror(rc));
+    /* Signals before any thread starts: threads inherit the blocked mask. */
+    myriad_signal_watch(lp, SIGTERM, on_signal, NULL, NULL, NULL);
+    myriad_signal_watch(lp, SIGINT, on_signal, NULL, NULL, NULL);
+    for (int i = 0; i < 4; i++) pthread_create(&pool.threads[i], NULL, worker, NULL);
+
+    myriad_server_set_threads(srv, (uint32_t)threads);
+    myriad_server_set_limit(srv, MYRIAD_MAX_BODY, 64u << 20);
+    myriad_server_set_handler(srv, handler, NULL, NULL);
+    if ((rc = myriad_server_start(srv, lp)) != MYRIAD_OK) die("listen", rc);
+    for (size_t i = 0; i < myriad_server_listener_count(srv); i++) {
+        char addr[256];
+        int proto;
+        if (myriad_server_listener_addr(srv, i, &proto, addr, sizeof addr) >= 0)
+            printf("listening %s %s\n", proto == MYRIAD_HTTP ? "http" : "fcgi", addr);
+    }
+    fflush(stdout);
+
+    rc = myriad_loop_run(lp);
+
+    pthread_mutex_lock(&pool.mu);
+    pool.quit = 1;
+    pthread_cond_broadcast(&pool.cv);
+    pthread_mutex_unlock(&pool.mu);
+    for (int i = 0; i < 4; i++) pthread_join(pool.threads[i], NULL);
+    myriad_server_free(srv);
+    myriad_loop_free(lp);
+    return rc == MYRIAD_OK ? 0 : 1;
+}

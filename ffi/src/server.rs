@@ -1,0 +1,1279 @@
+//! Servers (HTTP and FastCGI listeners, threads, limits) and the request/response handle.
+
+use std::cell::{Cell, RefCell};
+use std::ffi::{c_char, c_int, c_void};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use myriad::{
+    Addr, Handle, ListenOptions, Listener, Loop, Proto, Request, Response, Server, ServerOptions,
+};
+
+use crate::loops::{enter, myriad_loop_t, with_loop};
+use crate::{
+    c_bytes, c_str, guard, guard_or, myriad_free_fn, os_err, UserData, MYRIAD_EADDR, MYRIAD_EGONE,
+    MYRIAD_EINVAL, MYRIAD_ENOTFOUND, MYRIAD_ESTATE, MYRIAD_EWRONGTHREAD, MYRIAD_OK,
+};
+
+/// Protocol: HTTP/1.1.
+pub const MYRIAD_HTTP: c_int = 1;
+/// Protocol: FastCGI.
+pub const MYRIAD_FCGI: c_int = 2;
+
+/// Limit: largest request body in bytes (413 beyond).
+pub const MYRIAD_MAX_BODY: c_int = 1;
+/// Limit: largest request head in bytes (431 beyond).
+pub const MYRIAD_MAX_HEAD: c_int = 2;
+/// Timeout (ms) for a whole request head.
+pub const MYRIAD_HEADER_TIMEOUT_MS: c_int = 3;
+/// Timeout (ms) between pieces of a request body.
+pub const MYRIAD_BODY_TIMEOUT_MS: c_int = 4;
+/// Timeout (ms) of an idle keep-alive connection.
+pub const MYRIAD_IDLE_TIMEOUT_MS: c_int = 5;
+/// Timeout (ms) for a client that stops reading.
+pub const MYRIAD_WRITE_TIMEOUT_MS: c_int = 6;
+/// Graceful shutdown: longest wait (ms) for in-flight requests.
+pub const MYRIAD_DRAIN_TIMEOUT_MS: c_int = 7;
+/// FastCGI: largest total PARAMS size in bytes.
+pub const MYRIAD_MAX_PARAMS: c_int = 8;
+
+/// Body event: a piece of data.
+pub const MYRIAD_BODY_DATA: c_int = 0;
+/// Body event: the body is complete.
+pub const MYRIAD_BODY_END: c_int = 1;
+/// Body event: the body will not complete (client gone, timeout, bad framing).
+pub const MYRIAD_BODY_ABORTED: c_int = 2;
+
+/// A request and its response (opaque). Valid from the handler call until
+/// myriad_req_finish (or myriad_req_send / myriad_req_send_async), which frees it.
+pub struct myriad_req_t {
+    req: *mut Request,
+    res: Option<Response>,
+    lp: *mut myriad_loop_t,
+    handle: Handle,
+    owner: std::thread::ThreadId,
+    in_handler: bool,
+    finished: bool,
+    alive: Rc<Cell<bool>>,
+    cgi: Option<Vec<(String, String)>>,
+}
+
+/// Request handler: called on a loop thread for each request. With several threads it is
+/// called concurrently from each of them.
+pub type myriad_handler_fn =
+    Option<unsafe extern "C" fn(req: *mut myriad_req_t, userdata: *mut c_void)>;
+
+struct CHandler {
+    cb: unsafe extern "C" fn(*mut myriad_req_t, *mut c_void),
+    ud: UserData,
+}
+// SAFETY: the C contract: a handler used with several threads must be thread-safe.
+unsafe impl Sync for CHandler {}
+
+struct Started {
+    main: Server,
+    main_lp: *mut myriad_loop_t,
+    workers: Vec<(std::thread::JoinHandle<()>, Handle)>,
+}
+
+/// A server (opaque): listeners, threads, limits and a handler. Configure, then start on a
+/// loop. Loop thread of the loop it is started on (configuration: any single thread).
+pub struct myriad_server_t {
+    addrs: Vec<(Addr, Proto)>,
+    bound: Vec<(String, c_int)>,
+    threads: usize,
+    opts: ServerOptions,
+    handler: Option<Arc<CHandler>>,
+    started: Option<Started>,
+}
+
+/// Creates a server (no listeners, 1 thread, default limits). Errors: MYRIAD_EINVAL.
+#[no_mangle]
+pub unsafe extern "C" fn myriad_server_new(out: *mut *mut myriad_server_t) -> c_int {
+    guard(|| {
+        if out.is_null() {
+            return MYRIAD_EINVAL;
+        }
+        let s = Box::new(myriad_server_t {
+            addrs: Vec::new(),
+            bound: Vec::new(),
+            threads: 1,
+            opts: ServerOptions::default(),
+            handler: None,
+            started: None,
+        });
+        // SAFETY: `out` is writable.
+        unsafe { *out = Box::into_raw(s) };
+        MYRIAD_OK
+    })
+}
+
+/// Frees a server; a started one is stopped at once (connections closed, threads joined).
+/// NULL is a no-op. Loop thread of the loop it was started on, outside its callbacks.
+#[no_mangle]
+pub unsafe extern "C" fn myriad_server_free(srv: *mut myriad_server_t) {
+    if srv.is_null() {
+        return;
+    }
+    guard(|| {
+        // SAFETY: from myriad_server_new, not used again.
+        let s = unsafe { Box::from_raw(srv) };
+        if let Some(st) = s.started {
+            for (_, h) in &st.workers {
+                h.stop();
+            }
+            for (t, _) in st.workers {
+                let _ = t.join();
+            }
+            drop(st.main);
+        }
+        MYRIAD_OK
+    });
+}
+
+unsafe fn srv_mut<'a>(srv: *mut myriad_server_t) -> Option<&'a mut myriad_server_t> {
+    // SAFETY: the caller passes a live server or NULL.
+    unsafe { srv.as_mut() }
+}
+
+/// Adds a listener: `proto` is MYRIAD_HTTP or MYRIAD_FCGI, `addr` is HOST:PORT,
+/// [V6]:PORT, unix:PATH or fd:N (port 0 picks a free port). Bound at myriad_server_start.
+/// Errors: MYRIAD_EINVAL, MYRIAD_EADDR, MYRIAD_ESTATE (already started).
+#[no_mangle]
+pub unsafe extern "C" fn myriad_server_listen(
+    srv: *mut myriad_server_t,
+    proto: c_int,
+    addr: *const c_char,
+    addr_len: usize,
+) -> c_int {
+    guard(|| {
+        // SAFETY: forwarded.
+        let (Some(s), Some(a)) = (unsafe { srv_mut(srv) }, unsafe { c_str(addr, addr_len) }) else {
+            return MYRIAD_EINVAL;
+        };
+        let p = match proto {
+            MYRIAD_HTTP => Proto::Http,
+            MYRIAD_FCGI => Proto::Fcgi,
+            _ => return MYRIAD_EINVAL,
+        };
+        if s.started.is_some() {
+            return MYRIAD_ESTATE;
+        }
+        match a.parse::<Addr>() {
+            Ok(a) => {
+                s.addrs.push((a, p));
+                MYRIAD_OK
+            }
+            Err(_) => MYRIAD_EADDR,
+        }
+    })
+}
+
+/// Sets the number of loop threads (1..=256; default 1). The first runs on the loop given
+/// to myriad_server_start; the others are started by the server. Errors: MYRIAD_EINVAL,
+/// MYRIAD_ESTATE.
+#[no_mangle]
+pub unsafe extern "C" fn myriad_server_set_threads(srv: *mut myriad_server_t, n: u32) -> c_int {
+    guard(|| {
+        // SAFETY: forwarded.
+        let Some(s) = (unsafe { srv_mut(srv) }) else {
+            return MYRIAD_EINVAL;
+        };
+        if !(1..=256).contains(&n) {
+            return MYRIAD_EINVAL;
+        }
+        if s.started.is_some() {
+            return MYRIAD_ESTATE;
+        }
+        s.threads = n as usize;
+        MYRIAD_OK
+    })
+}
+
+/// Sets a limit or timeout (MYRIAD_MAX_BODY, MYRIAD_*_TIMEOUT_MS...). Errors:
+/// MYRIAD_EINVAL (unknown `which`, or 0 for a size), MYRIAD_ESTATE.
+#[no_mangle]
+pub unsafe extern "C" fn myriad_server_set_limit(
+    srv: *mut myriad_server_t,
+    which: c_int,
+    value: u64,
+) -> c_int {
+    guard(|| {
+        // SAFETY: forwarded.
+        let Some(s) = (unsafe { srv_mut(srv) }) else {
+            return MYRIAD_EINVAL;
+        };
+        if s.started.is_some() {
+            return MYRIAD_ESTATE;
+        }
+        let o = &mut s.opts;
+        let ms = Duration::from_millis(value);
+        match which {
+            MYRIAD_MAX_BODY => o.max_body = value,
+            MYRIAD_MAX_HEAD if value >= 1024 => o.max_head = value.min(1 << 30) as usize,
+            MYRIAD_HEADER_TIMEOUT_MS if value > 0 => o.header_timeout = ms,
+            MYRIAD_BODY_TIMEOUT_MS if value > 0 => o.body_timeout = ms,
+            MYRIAD_IDLE_TIMEOUT_MS if value > 0 => o.idle_timeout = ms,
+            MYRIAD_WRITE_TIMEOUT_MS if value > 0 => o.write_timeout = ms,
+            MYRIAD_DRAIN_TIMEOUT_MS => o.drain_timeout = ms,
+            MYRIAD_MAX_PARAMS if value > 0 => o.max_params = value.min(1 << 30) as usize,
+            _ => return MYRIAD_EINVAL,
+        }
+        MYRIAD_OK
+    })
+}
+
+/// Sets the request handler; `dtor(userdata)` runs when the server is freed.
+/// Errors: MYRIAD_EINVAL, MYRIAD_ESTATE.
+#[no_mangle]
+pub unsafe extern "C" fn myriad_server_set_handler(
+    srv: *mut myriad_server_t,
+    cb: myriad_handler_fn,
+    userdata: *mut c_void,
+    dtor: myriad_free_fn,
+) -> c_int {
+    guard(|| {
+        // SAFETY: forwarded.
+        let (Some(s), Some(cb)) = (unsafe { srv_mut(srv) }, cb) else {
+            return MYRIAD_EINVAL;
+        };
+        if s.started.is_some() {
+            return MYRIAD_ESTATE;
+        }
+        s.handler = Some(Arc::new(CHandler {
+            cb,
+            ud: UserData {
+                ptr: userdata,
+                dtor,
+            },
+        }));
+        MYRIAD_OK
+    })
+}
+
+fn make_server(
+    l: &mut Loop,
+    lb: *mut myriad_loop_t,
+    opts: ServerOptions,
+    h: Arc<CHandler>,
+) -> Server {
+    let handle = l.handle();
+    l.server(opts, move |l, req, res| {
+        let r = Box::into_raw(Box::new(myriad_req_t {
+            req: req as *mut Request,
+            res: Some(res),
+            lp: lb,
+            handle: handle.clone(),
+            owner: std::thread::current().id(),
+            in_handler: true,
+            finished: false,
+            alive: Rc::new(Cell::new(true)),
+            cgi: None,
+        }));
+        let h = h.clone();
+        // SAFETY: the C handler gets the request handle; it stays valid until finished.
+        enter(lb as *const c_void, l, || unsafe { (h.cb)(r, h.ud.ptr) });
+        // SAFETY: `r` is freed only here or by a finish outside the handler call.
+        unsafe {
+            (*r).in_handler = false;
+            (*r).req = std::ptr::null_mut();
+            if (*r).finished {
+                drop(Box::from_raw(r));
+            }
+        }
+    })
+}
+
+/// Binds every listener and starts serving: thread 0 on `lp` (run it with
+/// myriad_loop_run), the others on threads of their own. Loop thread of `lp`.
+/// Errors: MYRIAD_EINVAL (no handler, no listener), MYRIAD_ESTATE (started), OS errors
+/// (e.g. address in use).
+#[no_mangle]
+pub unsafe extern "C" fn myriad_server_start(
+    srv: *mut myriad_server_t,
+    lp: *mut myriad_loop_t,
+) -> c_int {
+    guard(|| {
+        // SAFETY: forwarded.
+        let Some(s) = (unsafe { srv_mut(srv) }) else {
+            return MYRIAD_EINVAL;
+        };
+        let Some(h) = s.handler.clone() else {
+            return MYRIAD_EINVAL;
+        };
+        if s.addrs.is_empty() || lp.is_null() {
+            return MYRIAD_EINVAL;
+        }
+        if s.started.is_some() {
+            return MYRIAD_ESTATE;
+        }
+        let mut per: Vec<Vec<(Listener, Proto)>> = (0..s.threads).map(|_| Vec::new()).collect();
+        let mut bound = Vec::new();
+        for (a, p) in &s.addrs {
+            match Listener::bind_many(a, s.threads, &ListenOptions::default()) {
+                Ok(ls) => {
+                    bound.push((
+                        ls[0].addr().to_string(),
+                        if *p == Proto::Http {
+                            MYRIAD_HTTP
+                        } else {
+                            MYRIAD_FCGI
+                        },
+                    ));
+                    for (t, l) in ls.into_iter().enumerate() {
+                        per[t].push((l, *p));
+                    }
+                }
+                Err(e) => return os_err(&e),
+            }
+        }
+        let opts = s.opts.clone();
+        let mut workers = Vec::new();
+        for ls in per.drain(1..) {
+            let (h2, o2) = (h.clone(), opts.clone());
+            let (tx, rx) = std::sync::mpsc::channel();
+            let t = std::thread::spawn(move || {
+                let Ok(l) = Loop::new() else { return };
+                let lb = Box::into_raw(myriad_loop_t::new(l));
+                // SAFETY: this thread owns the loop box until the end of the closure.
+                unsafe {
+                    with_loop(lb, |l| {
+                        let srv = make_server(l, lb, o2, h2);
+                        for (li, p) in ls {
+                            srv.listen(l, li, p);
+                        }
+                        let _ = tx.send(l.handle());
+                        WORKER.with(|w| *w.borrow_mut() = Some(srv));
+                        let _ = l.run();
+                        WORKER.with(|w| w.borrow_mut().take());
+                        MYRIAD_OK
+                    });
+                    drop(Box::from_raw(lb));
+                }
+            });
+            match rx.recv() {
+                Ok(handle) => workers.push((t, handle)),
+                Err(_) => return crate::MYRIAD_ENOMEM,
+            }
+        }
+        let first = per.pop().unwrap_or_default();
+        // SAFETY: forwarded.
+        let r = unsafe {
+            with_loop(lp, |l| {
+                let srv = make_server(l, lp, opts, h);
+                for (li, p) in first {
+                    srv.listen(l, li, p);
+                }
+                s.started = Some(Started {
+                    main: srv,
+                    main_lp: lp,
+                    workers,
+                });
+                MYRIAD_OK
+            })
+        };
+        s.bound = bound;
+        r
+    })
+}
+
+thread_local! {
+    static WORKER: RefCell<Option<Server>> = const { RefCell::new(None) };
+}
+
+/// Number of listeners (valid after myriad_server_start).
+#[no_mangle]
+pub unsafe extern "C" fn myriad_server_listener_count(srv: *const myriad_server_t) -> usize {
+    // SAFETY: a live server or NULL.
+    guard_or(0, || unsafe { srv.as_ref() }.map_or(0, |s| s.bound.len()))
+}
+
+/// Writes listener `i`'s bound address ("127.0.0.1:40123", "unix:/x.sock", "fd:0") as a
+/// NUL-terminated string into `buf` (capacity `cap`), and its protocol into `*proto`
+/// (optional). Returns the string length. Errors: MYRIAD_EINVAL (short buffer),
+/// MYRIAD_ENOTFOUND (no such listener or not started).
+#[no_mangle]
+pub unsafe extern "C" fn myriad_server_listener_addr(
+    srv: *const myriad_server_t,
+    i: usize,
+    proto: *mut c_int,
+    buf: *mut c_char,
+    cap: usize,
+) -> c_int {
+    guard(|| {
+        // SAFETY: a live server or NULL.
+        let Some(s) = (unsafe { srv.as_ref() }) else {
+            return MYRIAD_EINVAL;
+        };
+        let Some((a, p)) = s.bound.get(i) else {
+            return MYRIAD_ENOTFOUND;
+        };
+        if buf.is_null() || cap < a.len() + 1 {
+            return MYRIAD_EINVAL;
+        }
+        // SAFETY: `buf` has `cap` writable bytes; `proto` is NULL or writable.
+        unsafe {
+            std::ptr::copy_nonoverlapping(a.as_ptr(), buf.cast::<u8>(), a.len());
+            *buf.add(a.len()) = 0;
+            if !proto.is_null() {
+                *proto = *p;
+            }
+        }
+        a.len() as c_int
+    })
+}
+
+/// Graceful shutdown: stops accepting, closes idle connections, lets in-flight requests
+/// finish (up to the drain timeout), stops the server's other threads, then calls
+/// `cb(lp, userdata)` on the server's loop. Loop thread. Errors: MYRIAD_ESTATE (not
+/// started).
+#[no_mangle]
+pub unsafe extern "C" fn myriad_server_shutdown(
+    srv: *mut myriad_server_t,
+    cb: crate::loops::myriad_cb,
+    userdata: *mut c_void,
+) -> c_int {
+    guard(|| {
+        // SAFETY: forwarded.
+        let Some(s) = (unsafe { srv_mut(srv) }) else {
+            return MYRIAD_EINVAL;
+        };
+        let Some(st) = s.started.as_mut() else {
+            return MYRIAD_ESTATE;
+        };
+        for (_, h) in &st.workers {
+            let _ = h.post(|l| {
+                WORKER.with(|w| {
+                    if let Some(srv) = w.borrow().as_ref() {
+                        srv.shutdown(l, |l| l.stop());
+                    } else {
+                        l.stop();
+                    }
+                })
+            });
+        }
+        let workers: Vec<_> = st.workers.drain(..).map(|w| w.0).collect();
+        let lb = st.main_lp;
+        let ud = userdata as usize;
+        let main = st.main.clone();
+        // SAFETY: forwarded.
+        unsafe {
+            with_loop(lb, move |l| {
+                main.shutdown(l, move |l| {
+                    for t in workers {
+                        let _ = t.join();
+                    }
+                    if let Some(cb) = cb {
+                        enter(lb as *const c_void, l, || cb(lb, ud as *mut c_void));
+                    }
+                });
+                MYRIAD_OK
+            })
+        }
+    })
+}
+
+// ---- the request/response handle -------------------------------------------------------
+
+unsafe fn req_ref<'a>(r: *mut myriad_req_t) -> Result<&'a mut myriad_req_t, c_int> {
+    // SAFETY: the caller passes a live request or NULL.
+    let Some(r) = (unsafe { r.as_mut() }) else {
+        return Err(MYRIAD_EINVAL);
+    };
+    if std::thread::current().id() != r.owner {
+        return Err(MYRIAD_EWRONGTHREAD);
+    }
+    if r.finished {
+        return Err(MYRIAD_EGONE);
+    }
+    Ok(r)
+}
+
+fn with_request<R>(r: &myriad_req_t, f: impl FnOnce(&Request) -> R) -> Option<R> {
+    if !r.req.is_null() {
+        // SAFETY: set only during the handler call, when the request is live.
+        return Some(f(unsafe { &*r.req }));
+    }
+    r.res.as_ref()?.with_request(f)
+}
+
+unsafe fn put_str(s: &[u8], out: *mut *const c_char, len: *mut usize) -> c_int {
+    if out.is_null() || len.is_null() {
+        return MYRIAD_EINVAL;
+    }
+    // SAFETY: both out-pointers are writable.
+    unsafe {
+        *out = s.as_ptr().cast();
+        *len = s.len();
+    }
+    MYRIAD_OK
+}
+
+unsafe fn str_getter(
+    req: *mut myriad_req_t,
+    out: *mut *const c_char,
+    len: *mut usize,
+    get: fn(&Request) -> &str,
+) -> c_int {
+    guard(|| {
+        // SAFETY: forwarded.
+        let r = match unsafe { req_ref(req) } {
+            Ok(r) => r,
+            Err(e) => return e,
+        };
+        // SAFETY: the bytes live in the request's storage until it is finished.
+        with_request(r, |q| unsafe { put_str(get(q).as_bytes(), out, len) }).unwrap_or(MYRIAD_EGONE)
+    })
+}
+
+/// The method ("GET"). Points into the request (valid until finished); not
+/// NUL-terminated. Loop thread. Errors: MYRIAD_EINVAL, MYRIAD_EGONE, MYRIAD_EWRONGTHREAD.
+#[no_mangle]
+pub unsafe extern "C" fn myriad_req_method(
+    req: *mut myriad_req_t,
+    out: *mut *const c_char,
+    len: *mut usize,
+) -> c_int {
+    // SAFETY: forwarded.
+    unsafe { str_getter(req, out, len, Request::method) }
+}
+
+/// The request target as sent ("/a?b=1"). Same rules as myriad_req_method.
+#[no_mangle]
+pub unsafe extern "C" fn myriad_req_target(
+    req: *mut myriad_req_t,
+    out: *mut *const c_char,
+    len: *mut usize,
+) -> c_int {
+    // SAFETY: forwarded.
+    unsafe { str_getter(req, out, len, Request::target) }
+}
+
+/// The path part of the target ("/a"). Same rules as myriad_req_method.
+#[no_mangle]
+pub unsafe extern "C" fn myriad_req_path(
+    req: *mut myriad_req_t,
+    out: *mut *const c_char,
+    len: *mut usize,
+) -> c_int {
+    // SAFETY: forwarded.
+    unsafe { str_getter(req, out, len, Request::path) }
+}
+
+/// The query string without '?' ("" if none). Same rules as myriad_req_method.
+#[no_mangle]
+pub unsafe extern "C" fn myriad_req_query(
+    req: *mut myriad_req_t,
+    out: *mut *const c_char,
+    len: *mut usize,
+) -> c_int {
+    // SAFETY: forwarded.
+    unsafe { str_getter(req, out, len, Request::query) }
+}
+
+/// The first header named `name` (case-insensitive): value bytes into `*out`, `*len`.
+/// Loop thread. Errors: MYRIAD_ENOTFOUND, MYRIAD_EINVAL, MYRIAD_EGONE.
+#[no_mangle]
+pub unsafe extern "C" fn myriad_req_header(
+    req: *mut myriad_req_t,
+    name: *const c_char,
+    name_len: usize,
+    out: *mut *const c_char,
+    len: *mut usize,
+) -> c_int {
+    guard(|| {
+        // SAFETY: forwarded.
+        let r = match unsafe { req_ref(req) } {
+            Ok(r) => r,
+            Err(e) => return e,
+        };
+        // SAFETY: forwarded.
+        let Some(n) = (unsafe { c_str(name, name_len) }) else {
+            return MYRIAD_EINVAL;
+        };
+        with_request(r, |q| match q.header(n) {
+            // SAFETY: the bytes live in the request's storage until it is finished.
+            Some(v) => unsafe { put_str(v, out, len) },
+            None => MYRIAD_ENOTFOUND,
+        })
+        .unwrap_or(MYRIAD_EGONE)
+    })
+}
+
+/// Number of headers (duplicates kept, in order), or a negative error. Loop thread.
+#[no_mangle]
+pub unsafe extern "C" fn myriad_req_header_count(req: *mut myriad_req_t) -> c_int {
+    guard(|| {
+        // SAFETY: forwarded.
+        match unsafe { req_ref(req) } {
+            Ok(r) => with_request(r, |q| q.header_count() as c_int).unwrap_or(MYRIAD_EGONE),
+            Err(e) => e,
+        }
+    })
+}
+
+/// Header `i` (0-based, in order): name and value. Loop thread.
+/// Errors: MYRIAD_ENOTFOUND (i out of range), MYRIAD_EINVAL, MYRIAD_EGONE.
+#[no_mangle]
+pub unsafe extern "C" fn myriad_req_header_at(
+    req: *mut myriad_req_t,
+    i: usize,
+    name: *mut *const c_char,
+    name_len: *mut usize,
+    value: *mut *const c_char,
+    value_len: *mut usize,
+) -> c_int {
+    guard(|| {
+        // SAFETY: forwarded.
+        let r = match unsafe { req_ref(req) } {
+            Ok(r) => r,
+            Err(e) => return e,
+        };
+        with_request(r, |q| match q.headers().nth(i) {
+            // SAFETY: the bytes live in the request's storage until it is finished.
+            Some((n, v)) => unsafe {
+                let e = put_str(n.as_bytes(), name, name_len);
+                if e != MYRIAD_OK {
+                    return e;
+                }
+                put_str(v, value, value_len)
+            },
+            None => MYRIAD_ENOTFOUND,
+        })
+        .unwrap_or(MYRIAD_EGONE)
+    })
+}
+
+fn cgi_cache(r: &mut myriad_req_t) -> Option<&Vec<(String, String)>> {
+    if r.cgi.is_none() {
+        r.cgi = Some(with_request(r, |q| q.cgi_vars())?);
+    }
+    r.cgi.as_ref()
+}
+
+/// The CGI variable `name` (REQUEST_METHOD, QUERY_STRING, REMOTE_ADDR, HTTP_*...): from
+/// the FastCGI params, or derived from the HTTP request. Loop thread.
+/// Errors: MYRIAD_ENOTFOUND, MYRIAD_EINVAL, MYRIAD_EGONE.
+#[no_mangle]
+pub unsafe extern "C" fn myriad_req_cgi(
+    req: *mut myriad_req_t,
+    name: *const c_char,
+    name_len: usize,
+    out: *mut *const c_char,
+    len: *mut usize,
+) -> c_int {
+    guard(|| {
+        // SAFETY: forwarded.
+        let r = match unsafe { req_ref(req) } {
+            Ok(r) => r,
+            Err(e) => return e,
+        };
+        // SAFETY: forwarded.
+        let Some(n) = (unsafe { c_str(name, name_len) }) else {
+            return MYRIAD_EINVAL;
+        };
+        let Some(vars) = cgi_cache(r) else {
+            return MYRIAD_EGONE;
+        };
+        match vars.iter().find(|(k, _)| k == n) {
+            // SAFETY: the cache lives as long as the request handle.
+            Some((_, v)) => unsafe { put_str(v.as_bytes(), out, len) },
+            None => MYRIAD_ENOTFOUND,
+        }
+    })
+}
+
+/// Number of CGI variables (sorted by name for myriad_req_cgi_at), or a negative error.
+#[no_mangle]
+pub unsafe extern "C" fn myriad_req_cgi_count(req: *mut myriad_req_t) -> c_int {
+    guard(|| {
+        // SAFETY: forwarded.
+        match unsafe { req_ref(req) } {
+            Ok(r) => cgi_cache(r).map_or(MYRIAD_EGONE, |v| v.len() as c_int),
+            Err(e) => e,
+        }
+    })
+}
+
+/// CGI variable `i` in name order. Errors: MYRIAD_ENOTFOUND, MYRIAD_EINVAL, MYRIAD_EGONE.
+#[no_mangle]
+pub unsafe extern "C" fn myriad_req_cgi_at(
+    req: *mut myriad_req_t,
+    i: usize,
+    name: *mut *const c_char,
+    name_len: *mut usize,
+    value: *mut *const c_char,
+    value_len: *mut usize,
+) -> c_int {
+    guard(|| {
+        // SAFETY: forwarded.
+        let r = match unsafe { req_ref(req) } {
+            Ok(r) => r,
+            Err(e) => return e,
+        };
+        let Some(vars) = cgi_cache(r) else {
+            return MYRIAD_EGONE;
+        };
+        match vars.get(i) {
+            // SAFETY: the cache lives as long as the request handle.
+            Some((n, v)) => unsafe {
+                let e = put_str(n.as_bytes(), name, name_len);
+                if e != MYRIAD_OK {
+                    return e;
+                }
+                put_str(v.as_bytes(), value, value_len)
+            },
+            None => MYRIAD_ENOTFOUND,
+        }
+    })
+}
+
+/// Writes the peer address ("1.2.3.4:5678", "[::1]:5678", "unix:") NUL-terminated into
+/// `buf`; returns its length. Errors: MYRIAD_EINVAL (short buffer), MYRIAD_EGONE.
+#[no_mangle]
+pub unsafe extern "C" fn myriad_req_peer(
+    req: *mut myriad_req_t,
+    buf: *mut c_char,
+    cap: usize,
+) -> c_int {
+    guard(|| {
+        // SAFETY: forwarded.
+        let r = match unsafe { req_ref(req) } {
+            Ok(r) => r,
+            Err(e) => return e,
+        };
+        let Some(p) = with_request(r, |q| q.peer().to_string()) else {
+            return MYRIAD_EGONE;
+        };
+        if buf.is_null() || cap < p.len() + 1 {
+            return MYRIAD_EINVAL;
+        }
+        // SAFETY: `buf` has `cap` writable bytes.
+        unsafe {
+            std::ptr::copy_nonoverlapping(p.as_ptr(), buf.cast::<u8>(), p.len());
+            *buf.add(p.len()) = 0;
+        }
+        p.len() as c_int
+    })
+}
+
+/// MYRIAD_HTTP or MYRIAD_FCGI, or a negative error. Loop thread.
+#[no_mangle]
+pub unsafe extern "C" fn myriad_req_protocol(req: *mut myriad_req_t) -> c_int {
+    guard(|| {
+        // SAFETY: forwarded.
+        match unsafe { req_ref(req) } {
+            Ok(r) => with_request(r, |q| {
+                if q.protocol() == myriad::app::Protocol::Http {
+                    MYRIAD_HTTP
+                } else {
+                    MYRIAD_FCGI
+                }
+            })
+            .unwrap_or(MYRIAD_EGONE),
+            Err(e) => e,
+        }
+    })
+}
+
+/// The loop this request is served on (for timers); NULL on error. Loop thread.
+#[no_mangle]
+pub unsafe extern "C" fn myriad_req_loop(req: *mut myriad_req_t) -> *mut myriad_loop_t {
+    guard_or(std::ptr::null_mut(), || {
+        // SAFETY: forwarded.
+        unsafe { req_ref(req) }.map_or(std::ptr::null_mut(), |r| r.lp)
+    })
+}
+
+/// Body callback: the request, the bytes (for MYRIAD_BODY_DATA), the event, user data.
+pub type myriad_body_fn = Option<
+    unsafe extern "C" fn(
+        req: *mut myriad_req_t,
+        data: *const u8,
+        len: usize,
+        event: c_int,
+        userdata: *mut c_void,
+    ),
+>;
+
+/// Streams the request body to `cb` as it arrives (MYRIAD_BODY_DATA pieces, then
+/// MYRIAD_BODY_END or MYRIAD_BODY_ABORTED). Registering wants the body (a client that sent
+/// Expect: 100-continue gets its 100); without it the body is discarded. Only inside the
+/// handler call. `cb` is not called after the request is finished. `dtor(userdata)` runs
+/// when the body callback is released. Errors: MYRIAD_ESTATE (outside the handler).
+#[no_mangle]
+pub unsafe extern "C" fn myriad_req_on_body(
+    req: *mut myriad_req_t,
+    cb: myriad_body_fn,
+    userdata: *mut c_void,
+    dtor: myriad_free_fn,
+) -> c_int {
+    guard(|| {
+        // SAFETY: forwarded.
+        let r = match unsafe { req_ref(req) } {
+            Ok(r) => r,
+            Err(e) => return e,
+        };
+        let Some(cb) = cb else { return MYRIAD_EINVAL };
+        if r.req.is_null() {
+            return MYRIAD_ESTATE;
+        }
+        let ud = UserData {
+            ptr: userdata,
+            dtor,
+        };
+        let alive = r.alive.clone();
+        let rp = req as usize;
+        // SAFETY: in the handler call the request pointer is live.
+        unsafe { &mut *r.req }.on_body(move |b| {
+            if !alive.get() {
+                return;
+            }
+            let rp = rp as *mut myriad_req_t;
+            // SAFETY: `alive` says the handle is not finished, so it is live.
+            unsafe {
+                match b {
+                    myriad::Body::Data(d) => {
+                        cb(rp, d.as_ptr(), d.len(), MYRIAD_BODY_DATA, ud.get())
+                    }
+                    myriad::Body::End => cb(rp, std::ptr::null(), 0, MYRIAD_BODY_END, ud.get()),
+                    myriad::Body::Aborted => {
+                        cb(rp, std::ptr::null(), 0, MYRIAD_BODY_ABORTED, ud.get())
+                    }
+                }
+            }
+        });
+        MYRIAD_OK
+    })
+}
+
+/// Whole-body callback: the request, the complete body (NULL, 0 and status MYRIAD_EGONE if
+/// it was aborted), user data. The bytes are valid during the call only.
+pub type myriad_whole_body_fn = Option<
+    unsafe extern "C" fn(
+        req: *mut myriad_req_t,
+        data: *const u8,
+        len: usize,
+        status: c_int,
+        userdata: *mut c_void,
+    ),
+>;
+
+/// Collects the whole body (the server's MYRIAD_MAX_BODY applies) and calls `cb` once.
+/// Only inside the handler call. Errors: MYRIAD_ESTATE (outside the handler), MYRIAD_EINVAL.
+#[no_mangle]
+pub unsafe extern "C" fn myriad_req_read_body(
+    req: *mut myriad_req_t,
+    cb: myriad_whole_body_fn,
+    userdata: *mut c_void,
+    dtor: myriad_free_fn,
+) -> c_int {
+    guard(|| {
+        // SAFETY: forwarded.
+        let r = match unsafe { req_ref(req) } {
+            Ok(r) => r,
+            Err(e) => return e,
+        };
+        let Some(cb) = cb else { return MYRIAD_EINVAL };
+        if r.req.is_null() {
+            return MYRIAD_ESTATE;
+        }
+        let ud = UserData {
+            ptr: userdata,
+            dtor,
+        };
+        let alive = r.alive.clone();
+        let rp = req as usize;
+        // SAFETY: in the handler call the request pointer is live.
+        unsafe { &mut *r.req }.read_body(move |b| {
+            if !alive.get() {
+                return;
+            }
+            let rp = rp as *mut myriad_req_t;
+            // SAFETY: `alive` says the handle is not finished, so it is live.
+            unsafe {
+                match b {
+                    Some(b) => cb(rp, b.as_ptr(), b.len(), MYRIAD_OK, ud.get()),
+                    None => cb(rp, std::ptr::null(), 0, MYRIAD_EGONE, ud.get()),
+                }
+            }
+        });
+        MYRIAD_OK
+    })
+}
+
+/// Abort callback: the request was aborted (client gone, FastCGI ABORT_REQUEST). The
+/// handle stays valid: finish it (writes then fail with MYRIAD_EGONE).
+pub type myriad_abort_fn =
+    Option<unsafe extern "C" fn(req: *mut myriad_req_t, userdata: *mut c_void)>;
+
+/// Calls `cb` if the request is aborted before its response is finished. Only inside the
+/// handler call. Errors: MYRIAD_ESTATE, MYRIAD_EINVAL.
+#[no_mangle]
+pub unsafe extern "C" fn myriad_req_on_abort(
+    req: *mut myriad_req_t,
+    cb: myriad_abort_fn,
+    userdata: *mut c_void,
+    dtor: myriad_free_fn,
+) -> c_int {
+    guard(|| {
+        // SAFETY: forwarded.
+        let r = match unsafe { req_ref(req) } {
+            Ok(r) => r,
+            Err(e) => return e,
+        };
+        let Some(cb) = cb else { return MYRIAD_EINVAL };
+        if r.req.is_null() {
+            return MYRIAD_ESTATE;
+        }
+        let ud = UserData {
+            ptr: userdata,
+            dtor,
+        };
+        let alive = r.alive.clone();
+        let rp = req as usize;
+        // SAFETY: in the handler call the request pointer is live.
+        unsafe { &mut *r.req }.on_abort(move || {
+            if alive.get() {
+                // SAFETY: not finished, so live.
+                unsafe { cb(rp as *mut myriad_req_t, ud.get()) };
+            }
+        });
+        MYRIAD_OK
+    })
+}
+
+fn res_err(e: myriad::ResponseError) -> c_int {
+    match e {
+        myriad::ResponseError::Gone => MYRIAD_EGONE,
+        myriad::ResponseError::HeadSent => MYRIAD_ESTATE,
+        myriad::ResponseError::Invalid => MYRIAD_EINVAL,
+    }
+}
+
+unsafe fn with_res(
+    req: *mut myriad_req_t,
+    f: impl FnOnce(&mut Response) -> Result<(), myriad::ResponseError>,
+) -> c_int {
+    guard(|| {
+        // SAFETY: forwarded.
+        let r = match unsafe { req_ref(req) } {
+            Ok(r) => r,
+            Err(e) => return e,
+        };
+        match r.res.as_mut() {
+            Some(res) => f(res).map_or_else(res_err, |_| MYRIAD_OK),
+            None => MYRIAD_EGONE,
+        }
+    })
+}
+
+/// Sets the status (200..=999). Before the head is sent. Loop thread.
+/// Errors: MYRIAD_EINVAL, MYRIAD_ESTATE (head sent), MYRIAD_EGONE.
+#[no_mangle]
+pub unsafe extern "C" fn myriad_req_status(req: *mut myriad_req_t, code: c_int) -> c_int {
+    let Ok(code) = u16::try_from(code) else {
+        return MYRIAD_EINVAL;
+    };
+    // SAFETY: forwarded.
+    unsafe { with_res(req, |res| res.status(code)) }
+}
+
+/// Adds a response header (name a token; value without CR, LF or NUL; Content-Length,
+/// Transfer-Encoding, Connection and Date are managed by the library and refused).
+/// Loop thread. Errors: MYRIAD_EINVAL, MYRIAD_ESTATE (head sent), MYRIAD_EGONE.
+#[no_mangle]
+pub unsafe extern "C" fn myriad_req_header_add(
+    req: *mut myriad_req_t,
+    name: *const c_char,
+    name_len: usize,
+    value: *const c_char,
+    value_len: usize,
+) -> c_int {
+    // SAFETY: forwarded.
+    let (Some(n), Some(v)) = (unsafe { c_str(name, name_len) }, unsafe {
+        c_bytes(value.cast(), value_len)
+    }) else {
+        return MYRIAD_EINVAL;
+    };
+    // SAFETY: forwarded.
+    unsafe { with_res(req, |res| res.header(n, v)) }
+}
+
+/// Queues body bytes, copied (the caller keeps ownership of `data`). Loop thread.
+/// Errors: MYRIAD_EINVAL, MYRIAD_EGONE.
+#[no_mangle]
+pub unsafe extern "C" fn myriad_req_write(
+    req: *mut myriad_req_t,
+    data: *const u8,
+    len: usize,
+) -> c_int {
+    // SAFETY: forwarded.
+    let Some(d) = (unsafe { c_bytes(data, len) }) else {
+        return MYRIAD_EINVAL;
+    };
+    // SAFETY: forwarded.
+    unsafe { with_res(req, |res| res.write(d)) }
+}
+
+/// Queues body bytes that stay valid and unchanged for the life of the process (string
+/// literals), without copying. Loop thread. Errors: MYRIAD_EINVAL, MYRIAD_EGONE.
+#[no_mangle]
+pub unsafe extern "C" fn myriad_req_write_static(
+    req: *mut myriad_req_t,
+    data: *const u8,
+    len: usize,
+) -> c_int {
+    // SAFETY: the caller promises the bytes live forever.
+    let Some(d) = (unsafe { c_bytes(data, len) }) else {
+        return MYRIAD_EINVAL;
+    };
+    // SAFETY: as above: a 'static view of caller-guaranteed-static bytes.
+    let d: &'static [u8] = unsafe { std::slice::from_raw_parts(d.as_ptr(), d.len()) };
+    // SAFETY: forwarded.
+    unsafe { with_res(req, |res| res.write_static(d)) }
+}
+
+struct FreeBuf {
+    p: *const u8,
+    len: usize,
+    /// Dropped after the bytes are written: runs the caller's free function.
+    _free: UserData,
+}
+impl AsRef<[u8]> for FreeBuf {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: the caller keeps the bytes valid until the free function runs.
+        unsafe { std::slice::from_raw_parts(self.p, self.len) }
+    }
+}
+
+/// Queues `len` bytes at `data` without copying; `free_fn(userdata)` runs once they are
+/// written (or dropped with the connection). On error `free_fn` is NOT called: the buffer
+/// stays the caller's. Loop thread. Errors: MYRIAD_EINVAL, MYRIAD_EGONE.
+#[no_mangle]
+pub unsafe extern "C" fn myriad_req_write_free(
+    req: *mut myriad_req_t,
+    data: *const u8,
+    len: usize,
+    free_fn: myriad_free_fn,
+    userdata: *mut c_void,
+) -> c_int {
+    if data.is_null() && len > 0 {
+        return MYRIAD_EINVAL;
+    }
+    // SAFETY: validated before taking ownership of the free function.
+    if let Err(e) = unsafe { req_ref(req) } {
+        return e;
+    }
+    let buf = FreeBuf {
+        p: data,
+        len,
+        _free: UserData {
+            ptr: userdata,
+            dtor: free_fn,
+        },
+    };
+    // SAFETY: forwarded.
+    unsafe { with_res(req, |res| res.write_owned(Box::new(buf))) }
+}
+
+/// Sends the head and the body so far; the rest streams (chunked to HTTP/1.1, STDOUT
+/// records over FastCGI). Loop thread. Errors: MYRIAD_EGONE.
+#[no_mangle]
+pub unsafe extern "C" fn myriad_req_flush(req: *mut myriad_req_t) -> c_int {
+    // SAFETY: forwarded.
+    unsafe { with_res(req, |res| res.flush()) }
+}
+
+/// Bytes written by the handler and not yet sent (pace streamed bodies with it), or 0.
+#[no_mangle]
+pub unsafe extern "C" fn myriad_req_queued(req: *mut myriad_req_t) -> usize {
+    // SAFETY: forwarded.
+    guard_or(0, || match unsafe { req_ref(req) } {
+        Ok(r) => r.res.as_ref().map_or(0, |res| res.queued()),
+        Err(_) => 0,
+    })
+}
+
+/// 1 if the client went away (or the front end aborted the request), 0 if not, or a
+/// negative error. Loop thread.
+#[no_mangle]
+pub unsafe extern "C" fn myriad_req_is_aborted(req: *mut myriad_req_t) -> c_int {
+    guard(|| {
+        // SAFETY: forwarded.
+        match unsafe { req_ref(req) } {
+            Ok(r) => r.res.as_ref().map_or(1, |res| res.is_aborted() as c_int),
+            Err(e) => e,
+        }
+    })
+}
+
+/// Sends a message to the front end's error log (FastCGI STDERR; over HTTP the library's
+/// log at warn level). Loop thread. Errors: MYRIAD_EINVAL, MYRIAD_EGONE.
+#[no_mangle]
+pub unsafe extern "C" fn myriad_req_stderr(
+    req: *mut myriad_req_t,
+    msg: *const u8,
+    len: usize,
+) -> c_int {
+    // SAFETY: forwarded.
+    let Some(m) = (unsafe { c_bytes(msg, len) }) else {
+        return MYRIAD_EINVAL;
+    };
+    // SAFETY: forwarded.
+    unsafe { with_res(req, |res| res.stderr(m)) }
+}
+
+/// Finishes the response and frees the request handle (do not use it afterwards, even on
+/// error other than MYRIAD_EINVAL / MYRIAD_EWRONGTHREAD). Finishing an aborted request
+/// just frees it. Loop thread.
+#[no_mangle]
+pub unsafe extern "C" fn myriad_req_finish(req: *mut myriad_req_t) -> c_int {
+    guard(|| {
+        // SAFETY: forwarded.
+        let r = match unsafe { req_ref(req) } {
+            Ok(r) => r,
+            Err(e) => return e,
+        };
+        r.finished = true;
+        r.alive.set(false);
+        let res = r.res.take();
+        let code = match res {
+            Some(res) => res.finish().map_or_else(res_err, |_| MYRIAD_OK),
+            None => MYRIAD_EGONE,
+        };
+        if !r.in_handler {
+            // SAFETY: the handle came from Box::into_raw and is not used again.
+            drop(unsafe { Box::from_raw(req) });
+        }
+        if code == MYRIAD_EGONE {
+            MYRIAD_OK
+        } else {
+            code
+        }
+    })
+}
+
+/// Convenience: status, Content-Type, body (copied), finish — and frees the handle.
+/// Loop thread. Errors as myriad_req_finish, plus MYRIAD_EINVAL.
+#[no_mangle]
+pub unsafe extern "C" fn myriad_req_send(
+    req: *mut myriad_req_t,
+    status: c_int,
+    content_type: *const c_char,
+    ct_len: usize,
+    body: *const u8,
+    body_len: usize,
+) -> c_int {
+    // SAFETY: forwarded.
+    let (Some(ct), Some(b)) = (unsafe { c_bytes(content_type.cast(), ct_len) }, unsafe {
+        c_bytes(body, body_len)
+    }) else {
+        return MYRIAD_EINVAL;
+    };
+    // SAFETY: forwarded.
+    let mut e = unsafe { myriad_req_status(req, status) };
+    if e == MYRIAD_OK {
+        // SAFETY: forwarded.
+        e = unsafe { with_res(req, |res| res.header("Content-Type", ct)) };
+    }
+    if e == MYRIAD_OK {
+        // SAFETY: forwarded.
+        e = unsafe { with_res(req, |res| res.write(b)) };
+    }
+    if e == MYRIAD_EINVAL || e == MYRIAD_EWRONGTHREAD {
+        return e;
+    }
+    // SAFETY: forwarded.
+    let f = unsafe { myriad_req_finish(req) };
+    if e != MYRIAD_OK {
+        e
+    } else {
+        f
+    }
+}
+
+/// A callback run on the request's loop thread (myriad_req_post).
+pub type myriad_req_fn =
+    Option<unsafe extern "C" fn(req: *mut myriad_req_t, userdata: *mut c_void)>;
+
+struct SendPtr(usize);
+
+/// Runs `cb(req, userdata)` on the request's loop thread, soon. ANY THREAD: this is how a
+/// worker thread completes a request (cb then writes and finishes it). One wakeup at most.
+/// Errors: MYRIAD_EINVAL, MYRIAD_ESTATE (the loop is gone).
+#[no_mangle]
+pub unsafe extern "C" fn myriad_req_post(
+    req: *mut myriad_req_t,
+    cb: myriad_req_fn,
+    userdata: *mut c_void,
+) -> c_int {
+    guard(|| {
+        let (Some(cb), false) = (cb, req.is_null()) else {
+            return MYRIAD_EINVAL;
+        };
+        // SAFETY: a live, unfinished request (the caller's contract); `handle` is Send+Sync
+        // and immutable.
+        let (handle, lb) = unsafe { ((*req).handle.clone(), (*req).lp as usize) };
+        let (rp, ud) = (SendPtr(req as usize), SendPtr(userdata as usize));
+        match handle.post(move |l| {
+            let (rp, ud) = (rp, ud);
+            // SAFETY: runs on the request's loop thread; the request is still unfinished.
+            enter(lb as *const c_void, l, || unsafe {
+                cb(rp.0 as *mut myriad_req_t, ud.0 as *mut c_void)
+            });
+        }) {
+            Ok(()) => MYRIAD_OK,
+            Err(_) => MYRIAD_ESTATE,
+        }
+    })
+}
+
+/// Like myriad_req_send, from ANY THREAD: the content type and body are copied now; the
+/// response is sent and the handle freed on the loop's thread. Errors: MYRIAD_EINVAL,
+/// MYRIAD_ESTATE (the loop is gone).
+#[no_mangle]
+pub unsafe extern "C" fn myriad_req_send_async(
+    req: *mut myriad_req_t,
+    status: c_int,
+    content_type: *const c_char,
+    ct_len: usize,
+    body: *const u8,
+    body_len: usize,
+) -> c_int {
+    guard(|| {
+        // SAFETY: forwarded.
+        let (Some(ct), Some(b)) = (unsafe { c_bytes(content_type.cast(), ct_len) }, unsafe {
+            c_bytes(body, body_len)
+        }) else {
+            return MYRIAD_EINVAL;
+        };
+        if req.is_null() {
+            return MYRIAD_EINVAL;
+        }
+        let (ct, b) = (ct.to_vec(), b.to_vec());
+        // SAFETY: as in myriad_req_post.
+        let (handle, lb) = unsafe { ((*req).handle.clone(), (*req).lp as usize) };
+        let rp = SendPtr(req as usize);
+        match handle.post(move |l| {
+            let rp = rp;
+            enter(lb as *const c_void, l, || {
+                // SAFETY: runs on the loop thread; the request is unfinished.
+                unsafe {
+                    myriad_req_send(
+                        rp.0 as *mut myriad_req_t,
+                        status,
+                        ct.as_ptr().cast(),
+                        ct.len(),
+                        b.as_ptr(),
+                        b.len(),
+                    )
+                }
+            });
+        }) {
+            Ok(()) => MYRIAD_OK,
+            Err(_) => MYRIAD_ESTATE,
+        }
+    })
+}

@@ -1,0 +1,424 @@
+/*
+ * test_api.c — exercises every function of myriad.h from C, including error paths,
+ * finishing requests from 8 threads at once, wrong-thread calls and the panic boundary.
+ * Prints one line per failed check and ends with "N passed, M failed".
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "myriad.h"
+
+#define S(lit) (lit), (sizeof(lit) - 1)
+
+static int passed, failed;
+#define CHECK(cond)                                                             \
+    do {                                                                        \
+        if (cond) passed++;                                                     \
+        else { failed++; printf("FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond); } \
+    } while (0)
+
+static atomic_int dtors, fired, posted, freed_bufs;
+static void count_dtor(void *ud) { (void)ud; atomic_fetch_add(&dtors, 1); }
+static void buf_free(void *ud) { free(ud); atomic_fetch_add(&freed_bufs, 1); }
+
+/* ---- loop-level tests ---- */
+
+static void on_timer(myriad_loop_t *lp, void *ud) { (void)lp; (void)ud; atomic_fetch_add(&fired, 1); }
+
+static uint64_t rep_id;
+static int rep_ticks;
+static void on_repeat(myriad_loop_t *lp, void *ud) {
+    (void)ud;
+    if (++rep_ticks == 3) CHECK(myriad_timer_cancel(lp, rep_id) == MYRIAD_OK);
+}
+
+static int got_signal;
+static void on_signal(myriad_loop_t *lp, int signo, void *ud) { (void)lp; (void)ud; got_signal = signo; }
+
+static int fd_events;
+static void on_fd(myriad_loop_t *lp, int fd, int events, void *ud) {
+    char b[16];
+    (void)lp; (void)ud;
+    fd_events |= events;
+    while (read(fd, b, sizeof b) > 0) {}
+}
+
+static void on_post(myriad_loop_t *lp, void *ud) { (void)lp; (void)ud; atomic_fetch_add(&posted, 1); }
+
+static void *poster(void *arg) {
+    myriad_loop_t *lp = arg;
+    for (int i = 0; i < 1000; i++) myriad_loop_post(lp, on_post, NULL, NULL);
+    return NULL;
+}
+
+struct wrong { myriad_loop_t *lp; int rc; };
+static void *wrong_thread(void *arg) {
+    struct wrong *w = arg;
+    w->rc = myriad_timer_start(w->lp, 1, 0, on_timer, NULL, NULL, NULL);
+    return NULL;
+}
+
+static void *stopper(void *arg) {
+    struct timespec ts = {0, 30 * 1000000L};
+    nanosleep(&ts, NULL);
+    myriad_loop_stop(arg);
+    return NULL;
+}
+
+static void run_until(myriad_loop_t *lp, atomic_int *v, int want) {
+    for (int i = 0; i < 2000 && atomic_load(v) < want; i++) myriad_loop_run_once(lp, 0);
+}
+
+static void test_loop(void) {
+    myriad_loop_t *lp = NULL;
+    CHECK(myriad_loop_new(NULL) == MYRIAD_EINVAL);
+    CHECK(myriad_loop_new_backend(&lp, S("nope")) == MYRIAD_EUNSUPPORTED);
+    CHECK(myriad_loop_new_backend(&lp, S("epoll")) == MYRIAD_OK);
+    myriad_loop_free(lp);
+    CHECK(myriad_loop_new(&lp) == MYRIAD_OK && lp);
+    CHECK(myriad_loop_backend_fd(lp) >= 0);
+    CHECK(myriad_loop_next_timeout(lp) == 0); /* its own registration is pending */
+    CHECK(myriad_loop_run_once(lp, 1) == 0);
+    CHECK(myriad_loop_next_timeout(lp) == -1); /* nothing armed: sleep on the fd */
+
+    /* timers */
+    uint64_t id = 0;
+    CHECK(myriad_timer_start(lp, 1, 0, NULL, NULL, NULL, &id) == MYRIAD_EINVAL);
+    CHECK(myriad_timer_start(lp, 10, 0, on_timer, NULL, count_dtor, &id) == MYRIAD_OK);
+    int64_t t = myriad_loop_next_timeout(lp);
+    CHECK(t >= 1 && t <= 10);
+    run_until(lp, &fired, 1);
+    CHECK(atomic_load(&fired) == 1);
+    CHECK(atomic_load(&dtors) == 1); /* one-shot: destructor after firing */
+    CHECK(myriad_timer_cancel(lp, id) == MYRIAD_ENOTFOUND);
+    CHECK(myriad_timer_start(lp, 1, 1, on_repeat, NULL, count_dtor, &rep_id) == MYRIAD_OK);
+    for (int i = 0; i < 200 && rep_ticks < 3; i++) myriad_loop_run_once(lp, 0);
+    CHECK(rep_ticks == 3);
+    CHECK(atomic_load(&dtors) == 2);
+    CHECK(myriad_timer_start(lp, 100000, 0, on_timer, NULL, count_dtor, &id) == MYRIAD_OK);
+    CHECK(myriad_timer_cancel(lp, id) == MYRIAD_OK);
+    CHECK(atomic_load(&dtors) == 3);
+
+    /* signals (this process is single-threaded here) */
+    uint64_t sid;
+    CHECK(myriad_signal_watch(lp, SIGKILL, on_signal, NULL, NULL, &sid) == MYRIAD_EINVAL);
+    CHECK(myriad_signal_watch(lp, SIGUSR1, NULL, NULL, NULL, &sid) == MYRIAD_EINVAL);
+    CHECK(myriad_signal_watch(lp, SIGUSR1, on_signal, NULL, count_dtor, &sid) == MYRIAD_OK);
+    kill(getpid(), SIGUSR1);
+    for (int i = 0; i < 100 && !got_signal; i++) myriad_loop_run_once(lp, 0);
+    CHECK(got_signal == SIGUSR1);
+    CHECK(myriad_signal_unwatch(lp, sid) == MYRIAD_OK);
+    CHECK(myriad_signal_unwatch(lp, sid) == MYRIAD_ENOTFOUND);
+    CHECK(atomic_load(&dtors) == 4);
+
+    /* fd watchers */
+    int p[2];
+    CHECK(pipe(p) == 0);
+    CHECK(fcntl(p[0], F_SETFL, O_NONBLOCK) == 0);
+    uint64_t wid;
+    CHECK(myriad_fd_watch(lp, -1, MYRIAD_READ, on_fd, NULL, NULL, &wid) == MYRIAD_EINVAL);
+    CHECK(myriad_fd_watch(lp, p[0], 0, on_fd, NULL, NULL, &wid) == MYRIAD_EINVAL);
+    CHECK(myriad_fd_watch(lp, p[0], 64, on_fd, NULL, NULL, &wid) == MYRIAD_EINVAL);
+    CHECK(myriad_fd_watch(lp, p[0], MYRIAD_READ, on_fd, NULL, count_dtor, &wid) == MYRIAD_OK);
+    CHECK(write(p[1], "x", 1) == 1);
+    for (int i = 0; i < 100 && !fd_events; i++) myriad_loop_run_once(lp, 0);
+    CHECK(fd_events & MYRIAD_READ);
+    CHECK(myriad_fd_unwatch(lp, wid) == MYRIAD_OK);
+    CHECK(myriad_fd_unwatch(lp, wid) == MYRIAD_ENOTFOUND);
+    CHECK(atomic_load(&dtors) == 5);
+    close(p[0]);
+    close(p[1]);
+
+    /* posts from 8 threads */
+    pthread_t th[8];
+    CHECK(myriad_loop_post(NULL, on_post, NULL, NULL) == MYRIAD_EINVAL);
+    CHECK(myriad_loop_post(lp, NULL, NULL, NULL) == MYRIAD_EINVAL);
+    for (int i = 0; i < 8; i++) pthread_create(&th[i], NULL, poster, lp);
+    for (int i = 0; i < 8; i++) pthread_join(th[i], NULL);
+    run_until(lp, &posted, 8000);
+    CHECK(atomic_load(&posted) == 8000);
+
+    /* wrong thread, stop from another thread */
+    struct wrong w = {lp, 0};
+    pthread_create(&th[0], NULL, wrong_thread, &w);
+    pthread_join(th[0], NULL);
+    CHECK(w.rc == MYRIAD_EWRONGTHREAD);
+    pthread_create(&th[0], NULL, stopper, lp);
+    CHECK(myriad_loop_run(lp) == MYRIAD_OK);
+    pthread_join(th[0], NULL);
+    CHECK(myriad_loop_stop(NULL) == MYRIAD_EINVAL);
+
+    myriad_stats_t st;
+    CHECK(myriad_loop_stats(lp, NULL) == MYRIAD_EINVAL);
+    CHECK(myriad_loop_stats(lp, &st) == MYRIAD_OK && st.wait > 0 && st.iterations > 0);
+    /* a timer still armed when the loop is freed: its destructor runs */
+    CHECK(myriad_timer_start(lp, 100000, 0, on_timer, NULL, count_dtor, NULL) == MYRIAD_OK);
+    myriad_loop_free(lp);
+    CHECK(atomic_load(&dtors) == 6);
+    myriad_loop_free(NULL);
+}
+
+/* ---- server tests ---- */
+
+static myriad_req_t *pending[8];
+static int npending;
+static pthread_barrier_t go;
+static atomic_int api_checked;
+
+static void *finisher(void *arg) {
+    myriad_req_t *r = arg;
+    pthread_barrier_wait(&go);
+    CHECK(myriad_req_send_async(r, 200, S("text/plain"), (const uint8_t *)"async", 5) == MYRIAD_OK);
+    return NULL;
+}
+
+static void posted_finish(myriad_req_t *req, void *ud) {
+    (void)ud;
+    CHECK(myriad_req_send(req, 200, S("text/plain"), (const uint8_t *)"posted", 6) == MYRIAD_OK);
+}
+
+static void *post_thread(void *arg) {
+    CHECK(myriad_req_post(arg, posted_finish, NULL) == MYRIAD_OK);
+    return NULL;
+}
+
+static char body_seen[64];
+static size_t body_len;
+static void on_body(myriad_req_t *req, const uint8_t *data, size_t len, int ev, void *ud) {
+    (void)ud;
+    if (ev == MYRIAD_BODY_DATA && body_len + len < sizeof body_seen) {
+        memcpy(body_seen + body_len, data, len);
+        body_len += len;
+    } else if (ev == MYRIAD_BODY_END) {
+        myriad_req_send(req, 200, S("text/plain"), (const uint8_t *)body_seen, body_len);
+    } else if (ev == MYRIAD_BODY_ABORTED) {
+        myriad_req_finish(req);
+    }
+}
+
+static void on_abort(myriad_req_t *req, void *ud) { (void)req; (void)ud; }
+
+static void check_accessors(myriad_req_t *req) {
+    const char *s, *v;
+    size_t n, vn;
+    char buf[128];
+    CHECK(myriad_req_method(req, &s, &n) == MYRIAD_OK && n == 3 && !memcmp(s, "GET", 3));
+    CHECK(myriad_req_method(req, NULL, &n) == MYRIAD_EINVAL);
+    CHECK(myriad_req_target(req, &s, &n) == MYRIAD_OK && n == 10 && !memcmp(s, "/api?a=1&b", 10));
+    CHECK(myriad_req_path(req, &s, &n) == MYRIAD_OK && n == 4 && !memcmp(s, "/api", 4));
+    CHECK(myriad_req_query(req, &s, &n) == MYRIAD_OK && n == 5 && !memcmp(s, "a=1&b", 5));
+    CHECK(myriad_req_header(req, S("x-test"), &s, &n) == MYRIAD_OK && n == 3 && !memcmp(s, "one", 3));
+    CHECK(myriad_req_header(req, S("missing"), &s, &n) == MYRIAD_ENOTFOUND);
+    CHECK(myriad_req_header_count(req) == 4);
+    CHECK(myriad_req_header_at(req, 2, &s, &n, &v, &vn) == MYRIAD_OK && n == 6 && vn == 3 && !memcmp(v, "two", 3));
+    CHECK(myriad_req_header_at(req, 9, &s, &n, &v, &vn) == MYRIAD_ENOTFOUND);
+    CHECK(myriad_req_cgi(req, S("QUERY_STRING"), &s, &n) == MYRIAD_OK && n == 5);
+    CHECK(myriad_req_cgi(req, S("NOPE"), &s, &n) == MYRIAD_ENOTFOUND);
+    int count = myriad_req_cgi_count(req);
+    CHECK(count > 8);
+    const char *prev = "";
+    size_t prevn = 0;
+    for (int i = 0; i < count; i++) {
+        CHECK(myriad_req_cgi_at(req, (size_t)i, &s, &n, &v, &vn) == MYRIAD_OK);
+        size_t m = n < prevn ? n : prevn;
+        int c = memcmp(prev, s, m);
+        CHECK(c < 0 || (c == 0 && prevn <= n)); /* sorted */
+        prev = s;
+        prevn = n;
+    }
+    CHECK(myriad_req_cgi_at(req, (size_t)count, &s, &n, &v, &vn) == MYRIAD_ENOTFOUND);
+    CHECK(myriad_req_peer(req, buf, 2) == MYRIAD_EINVAL);
+    CHECK(myriad_req_peer(req, buf, sizeof buf) > 0 && !strncmp(buf, "127.0.0.1:", 10));
+    CHECK(myriad_req_protocol(req) == MYRIAD_HTTP);
+    CHECK(myriad_req_loop(req) != NULL);
+    CHECK(myriad_req_status(req, 99) == MYRIAD_EINVAL);
+    CHECK(myriad_req_status(req, 201) == MYRIAD_OK);
+    CHECK(myriad_req_header_add(req, S("bad name"), S("v")) == MYRIAD_EINVAL);
+    CHECK(myriad_req_header_add(req, S("X-Ok"), S("a\r\nb")) == MYRIAD_EINVAL);
+    CHECK(myriad_req_header_add(req, S("Content-Length"), S("5")) == MYRIAD_EINVAL);
+    CHECK(myriad_req_header_add(req, S("X-Ok"), S("yes")) == MYRIAD_OK);
+    CHECK(myriad_req_write(req, NULL, 3) == MYRIAD_EINVAL);
+    CHECK(myriad_req_write(req, (const uint8_t *)"copy,", 5) == MYRIAD_OK);
+    CHECK(myriad_req_write_static(req, (const uint8_t *)"static,", 7) == MYRIAD_OK);
+    char *heap = malloc(6);
+    memcpy(heap, "freed.", 6);
+    CHECK(myriad_req_write_free(req, (const uint8_t *)heap, 6, buf_free, heap) == MYRIAD_OK);
+    CHECK(myriad_req_stderr(req, (const uint8_t *)"logged", 6) == MYRIAD_OK);
+    CHECK(myriad_req_is_aborted(req) == 0);
+    CHECK(myriad_req_queued(req) >= 18);
+    CHECK(myriad_req_flush(req) == MYRIAD_OK);
+    CHECK(myriad_req_status(req, 500) == MYRIAD_ESTATE); /* head sent */
+    CHECK(myriad_req_on_abort(req, on_abort, NULL, count_dtor) == MYRIAD_OK);
+    CHECK(myriad_req_finish(req) == MYRIAD_OK);
+    atomic_fetch_add(&api_checked, 1);
+}
+
+static void handler(myriad_req_t *req, void *ud) {
+    const char *p;
+    size_t pn;
+    (void)ud;
+    myriad_req_path(req, &p, &pn);
+    if (pn == 4 && !memcmp(p, "/api", 4)) {
+        check_accessors(req);
+    } else if (pn == 6 && !memcmp(p, "/async", 6)) {
+        pending[npending++] = req;
+        if (npending == 8) {
+            pthread_t th[8];
+            for (int i = 0; i < 8; i++) pthread_create(&th[i], NULL, finisher, pending[i]);
+            for (int i = 0; i < 8; i++) pthread_detach(th[i]);
+        }
+    } else if (pn == 5 && !memcmp(p, "/post", 5)) {
+        pthread_t th;
+        pthread_create(&th, NULL, post_thread, req);
+        pthread_detach(th);
+    } else if (pn == 5 && !memcmp(p, "/body", 5)) {
+        CHECK(myriad_req_on_body(req, NULL, NULL, NULL) == MYRIAD_EINVAL);
+        CHECK(myriad_req_on_body(req, on_body, NULL, count_dtor) == MYRIAD_OK);
+    } else {
+        CHECK(myriad_req_send(req, 404, S("text/plain"), (const uint8_t *)"nf", 2) == MYRIAD_OK);
+    }
+}
+
+static int port;
+
+/* A blocking HTTP/1.1 exchange (Connection: close); returns the malloc'd response. */
+static char *http(const char *req) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {0};
+    a.sin_family = AF_INET;
+    a.sin_port = htons((uint16_t)port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) { close(fd); return NULL; }
+    if (write(fd, req, strlen(req)) < 0) { close(fd); return NULL; }
+    size_t cap = 4096, len = 0;
+    char *out = malloc(cap);
+    ssize_t n;
+    while ((n = read(fd, out + len, cap - len - 1)) > 0) {
+        len += (size_t)n;
+        if (len + 1 == cap) out = realloc(out, cap *= 2);
+    }
+    out[len] = 0;
+    close(fd);
+    return out;
+}
+
+static myriad_server_t *srv;
+static myriad_loop_t *main_lp;
+
+static void *async_client(void *arg) {
+    (void)arg;
+    char *r = http("GET /async HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    CHECK(r && strstr(r, "\r\n\r\nasync"));
+    free(r);
+    return NULL;
+}
+
+static void drained(myriad_loop_t *lp, void *ud) { (void)ud; myriad_loop_stop(lp); }
+static void do_shutdown(myriad_loop_t *lp, void *ud) {
+    (void)lp; (void)ud;
+    CHECK(myriad_server_shutdown(srv, drained, NULL) == MYRIAD_OK);
+}
+
+static void *clients(void *arg) {
+    (void)arg;
+    char *r = http("GET /api?a=1&b HTTP/1.1\r\nHost: t\r\nX-Test: one\r\nX-Two2: two\r\nConnection: close\r\n\r\n");
+    CHECK(r && !strncmp(r, "HTTP/1.1 201", 12));
+    CHECK(r && strstr(r, "X-Ok: yes\r\n"));
+    CHECK(r && strstr(r, "copy,static,freed."));
+    free(r);
+    r = http("POST /body HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello");
+    CHECK(r && strstr(r, "\r\n\r\nhello"));
+    free(r);
+    r = http("GET /post HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    CHECK(r && strstr(r, "\r\n\r\nposted"));
+    free(r);
+    pthread_t th[8];
+    for (int i = 0; i < 8; i++) pthread_create(&th[i], NULL, async_client, NULL);
+    for (int i = 0; i < 8; i++) pthread_join(th[i], NULL);
+    myriad_loop_post(main_lp, do_shutdown, NULL, NULL);
+    return NULL;
+}
+
+static void test_server(void) {
+    char buf[128];
+    int proto = 0;
+    CHECK(myriad_server_new(NULL) == MYRIAD_EINVAL);
+    CHECK(myriad_server_new(&srv) == MYRIAD_OK);
+    CHECK(myriad_server_listen(srv, 7, S("127.0.0.1:0")) == MYRIAD_EINVAL);
+    CHECK(myriad_server_listen(srv, MYRIAD_HTTP, S("localhost")) == MYRIAD_EADDR);
+    CHECK(myriad_server_listen(srv, MYRIAD_HTTP, S("1.2.3.4:99999")) == MYRIAD_EADDR);
+    CHECK(myriad_server_set_threads(srv, 0) == MYRIAD_EINVAL);
+    CHECK(myriad_server_set_threads(srv, 2) == MYRIAD_OK);
+    CHECK(myriad_server_set_limit(srv, 999, 1) == MYRIAD_EINVAL);
+    CHECK(myriad_server_set_limit(srv, MYRIAD_HEADER_TIMEOUT_MS, 0) == MYRIAD_EINVAL);
+    CHECK(myriad_server_set_limit(srv, MYRIAD_MAX_BODY, 1 << 20) == MYRIAD_OK);
+    CHECK(myriad_server_set_limit(srv, MYRIAD_IDLE_TIMEOUT_MS, 5000) == MYRIAD_OK);
+    CHECK(myriad_server_set_handler(srv, NULL, NULL, NULL) == MYRIAD_EINVAL);
+    CHECK(myriad_loop_new(&main_lp) == MYRIAD_OK);
+    CHECK(myriad_server_start(srv, main_lp) == MYRIAD_EINVAL); /* no handler, no listener */
+    CHECK(myriad_server_listener_addr(srv, 0, &proto, buf, sizeof buf) == MYRIAD_ENOTFOUND);
+    CHECK(myriad_server_shutdown(srv, drained, NULL) == MYRIAD_ESTATE);
+    CHECK(myriad_server_listen(srv, MYRIAD_HTTP, S("127.0.0.1:0")) == MYRIAD_OK);
+    CHECK(myriad_server_set_handler(srv, handler, NULL, count_dtor) == MYRIAD_OK);
+    CHECK(myriad_server_start(srv, main_lp) == MYRIAD_OK);
+    CHECK(myriad_server_start(srv, main_lp) == MYRIAD_ESTATE);
+    CHECK(myriad_server_listen(srv, MYRIAD_FCGI, S("127.0.0.1:0")) == MYRIAD_ESTATE);
+    CHECK(myriad_server_listener_count(srv) == 1);
+    CHECK(myriad_server_listener_addr(srv, 0, &proto, buf, 3) == MYRIAD_EINVAL);
+    CHECK(myriad_server_listener_addr(srv, 0, &proto, buf, sizeof buf) > 0 && proto == MYRIAD_HTTP);
+    port = atoi(strrchr(buf, ':') + 1);
+    CHECK(port > 0);
+
+    /* In a callback outside a handler, handler-only calls fail cleanly (no request). */
+    CHECK(myriad_req_on_body(NULL, on_body, NULL, NULL) == MYRIAD_EINVAL);
+    CHECK(myriad_req_finish(NULL) == MYRIAD_EINVAL);
+    CHECK(myriad_req_send_async(NULL, 200, S("a"), NULL, 0) == MYRIAD_EINVAL);
+
+    pthread_barrier_init(&go, NULL, 8);
+    pthread_t c;
+    pthread_create(&c, NULL, clients, NULL);
+    int before = atomic_load(&dtors);
+    CHECK(myriad_loop_run(main_lp) == MYRIAD_OK);
+    pthread_join(c, NULL);
+    CHECK(atomic_load(&api_checked) == 1);
+    CHECK(atomic_load(&freed_bufs) == 1); /* write_free's buffer released after writing */
+    myriad_server_free(srv);
+    CHECK(atomic_load(&dtors) >= before + 2); /* handler userdata, on_abort, on_body dtors */
+    myriad_server_free(NULL);
+    myriad_loop_free(main_lp);
+    pthread_barrier_destroy(&go);
+}
+
+static void logger(int level, const char *msg, size_t len, void *ud) {
+    (void)level; (void)msg; (void)len; (void)ud;
+}
+
+int main(void) {
+    CHECK(strcmp(myriad_version(), MYRIAD_VERSION_STRING) == 0);
+    CHECK(MYRIAD_VERSION_MAJOR == 0 && MYRIAD_VERSION_MINOR >= 0 && MYRIAD_VERSION_PATCH >= 0);
+    int codes[] = {MYRIAD_OK, MYRIAD_EINVAL, MYRIAD_ENOMEM, MYRIAD_ESTATE, MYRIAD_ENOTFOUND, MYRIAD_EADDR,
+                   MYRIAD_EWRONGTHREAD, MYRIAD_EPANIC, MYRIAD_EGONE, MYRIAD_EUNSUPPORTED, 12345};
+    for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++) CHECK(myriad_strerror(codes[i]) != NULL);
+    CHECK(strstr(myriad_strerror(MYRIAD_EOS_BASE - 98), "in use") != NULL); /* EADDRINUSE */
+    CHECK(myriad_test_panic(1) == MYRIAD_EPANIC);
+    CHECK(myriad_test_panic(0) == MYRIAD_OK);
+    CHECK(myriad_set_logger(logger, NULL, 9) == MYRIAD_EINVAL);
+    CHECK(myriad_set_logger(logger, NULL, 2) == MYRIAD_OK);
+    CHECK(myriad_set_logger(NULL, NULL, 0) == MYRIAD_OK);
+    test_loop();
+    test_server();
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed ? 1 : 0;
+}
