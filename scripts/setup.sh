@@ -14,6 +14,8 @@ declare -A NEED=(
     [valgrind]=valgrind
     [g++]=g++
     [readelf]=binutils
+    [lua5.4]=lua5.4
+    [luajit]=luajit
 )
 
 missing=()
@@ -22,6 +24,9 @@ for cmd in "${!NEED[@]}"; do
         missing+=("${NEED[$cmd]}")
     fi
 done
+# Headers for building the Lua module.
+[ -f /usr/include/lua5.4/lua.h ] || missing+=(liblua5.4-dev)
+[ -f /usr/include/luajit-2.1/lua.h ] || missing+=(libluajit-5.1-dev)
 if ((${#missing[@]})); then
     echo "setup: installing ${missing[*]}"
     SUDO=""

@@ -1,0 +1,815 @@
+/*
+ * myriad.c — the Lua binding (require "myriad"), built only on include/myriad.h.
+ * Lua 5.4 and LuaJIT (5.1 API). One Lua state per process drives one myriad loop.
+ *
+ *   local myriad = require "myriad"
+ *   local srv = myriad.server{ http = {"127.0.0.1:0"}, fcgi = {...},
+ *                              handler = function(req, res) ... end, max_body = N, ... }
+ *   myriad.timer(ms, fn [, repeat_ms]) -> timer (t:cancel())
+ *   myriad.signal(signo, fn) -> watch (w:cancel())
+ *   myriad.sleep(ms)          -- inside a handler (or any coroutine driven by myriad)
+ *   myriad.run() / myriad.stop() / myriad.run_once([nowait]) / myriad.backend_fd() /
+ *   myriad.next_timeout()
+ *
+ * Handlers run as coroutines: req:body() and myriad.sleep() yield. req and res are two
+ * views of one request object. Errors in a handler give the client a 500 and go to stderr
+ * with a traceback; the server keeps serving.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lauxlib.h"
+#include "lua.h"
+#include "lualib.h"
+#include "myriad.h"
+
+#if LUA_VERSION_NUM < 502
+#define setfuncs(L, l) luaL_register(L, NULL, l)
+#define rawlen(L, i) lua_objlen(L, i)
+static int resume(lua_State *co, lua_State *from, int n, int *nres) {
+    int r;
+    (void)from;
+    r = lua_resume(co, n);
+    *nres = lua_gettop(co);
+    return r;
+}
+#else
+#define setfuncs(L, l) luaL_setfuncs(L, l, 0)
+#define rawlen(L, i) lua_rawlen(L, i)
+static int resume(lua_State *co, lua_State *from, int n, int *nres) {
+#if LUA_VERSION_NUM >= 504
+    return lua_resume(co, from, n, nres);
+#else
+    int r = lua_resume(co, from, n);
+    *nres = lua_gettop(co);
+    return r;
+#endif
+}
+#endif
+
+#define REQ_MT "myriad.request"
+#define SRV_MT "myriad.server"
+#define TIMER_MT "myriad.timer"
+#define SIG_MT "myriad.signal"
+
+static myriad_loop_t *LP;   /* the loop */
+static lua_State *CB;       /* a thread for calling Lua from C callbacks */
+static int live_requests;   /* for the GC test: request objects not yet collected */
+static int COREQ = LUA_NOREF; /* registry: weak-keyed table coroutine -> request */
+
+static void report(lua_State *L, const char *what) {
+    fprintf(stderr, "myriad: %s: %s\n", what, lua_tostring(L, -1) ? lua_tostring(L, -1) : "(error object)");
+}
+
+/* Calls the function on top of CB's stack with n args (below it), protected. */
+static void call_cb(int nargs, const char *what) {
+    if (lua_pcall(CB, nargs, 0, 0) != 0) {
+        report(CB, what);
+        lua_pop(CB, 1);
+    }
+}
+
+/* ---- requests ---- */
+
+typedef struct {
+    myriad_req_t *r;
+    int selfref;   /* registry ref keeping the object alive while C callbacks hold it */
+    int coref;     /* the handler coroutine */
+    int bodyref;   /* body callback (on_body) */
+    int in_handler;
+} lreq;
+
+static lreq *checkreq(lua_State *L, int i) {
+    return (lreq *)luaL_checkudata(L, i, REQ_MT);
+}
+
+static myriad_req_t *live(lua_State *L, int i) {
+    lreq *q = checkreq(L, i);
+    if (!q->r) luaL_error(L, "request already finished");
+    return q->r;
+}
+
+static void unref(lua_State *L, int *ref) {
+    if (*ref != LUA_NOREF) {
+        luaL_unref(L, LUA_REGISTRYINDEX, *ref);
+        *ref = LUA_NOREF;
+    }
+}
+
+static void finish(lua_State *L, lreq *q, int error_status) {
+    if (!q->r) return;
+    if (error_status) {
+        if (myriad_req_status(q->r, error_status) == MYRIAD_OK) {
+            myriad_req_header_add(q->r, "Content-Type", 12, "text/plain", 10);
+            myriad_req_write(q->r, (const uint8_t *)"Internal Server Error\n", 22);
+        }
+    }
+    myriad_req_finish(q->r);
+    q->r = NULL;
+    unref(L, &q->bodyref);
+    unref(L, &q->selfref);
+}
+
+/* The request a handler coroutine serves, or NULL. */
+static lreq *req_of(lua_State *co) {
+    lreq *q;
+    lua_rawgeti(CB, LUA_REGISTRYINDEX, COREQ);
+    lua_pushthread(co);
+    lua_xmove(co, CB, 1);
+    lua_rawget(CB, -2);
+    q = (lreq *)lua_touserdata(CB, -1);
+    lua_pop(CB, 2);
+    return q;
+}
+
+/* Resumes a handler (or sleeping) coroutine; on error answers 500 and logs a traceback. */
+static void run_co(lua_State *co, int nargs, lreq *q) {
+    int nres = 0;
+    int st = resume(co, CB, nargs, &nres);
+    if (st == LUA_YIELD) return;
+    if (!q) q = req_of(co);
+    if (st != 0) {
+#if LUA_VERSION_NUM >= 502 || defined(LUAJIT_VERSION)
+        luaL_traceback(CB, co, lua_tostring(co, -1), 0);
+        report(CB, "handler error");
+        lua_pop(CB, 1);
+#else
+        report(co, "handler error");
+#endif
+        if (q) finish(CB, q, 500);
+    }
+    lua_settop(co, 0);
+    if (q && q->coref != LUA_NOREF) unref(CB, &q->coref);
+}
+
+static int req_gc(lua_State *L) {
+    lreq *q = checkreq(L, 1);
+    live_requests--;
+    if (q->r) {
+        /* Dropped unanswered: the client gets a 500 instead of a hung connection. */
+        if (myriad_req_status(q->r, 500) == MYRIAD_OK)
+            myriad_req_write(q->r, (const uint8_t *)"Internal Server Error\n", 22);
+        myriad_req_finish(q->r);
+        q->r = NULL;
+    }
+    return 0;
+}
+
+static int push_str(lua_State *L, int rc, const char *s, size_t n) {
+    if (rc == MYRIAD_OK) lua_pushlstring(L, s, n);
+    else lua_pushnil(L);
+    return 1;
+}
+
+static int hexval(int c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+/* Pushes the url-decoded [s, s+n). */
+static void push_decoded(lua_State *L, const char *s, size_t n) {
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '+') luaL_addchar(&b, ' ');
+        else if (s[i] == '%' && i + 2 < n && hexval(s[i + 1]) >= 0 && hexval(s[i + 2]) >= 0) {
+            luaL_addchar(&b, (char)(hexval(s[i + 1]) * 16 + hexval(s[i + 2])));
+            i += 2;
+        } else luaL_addchar(&b, s[i]);
+    }
+    luaL_pushresult(&b);
+}
+
+static int headers_index(lua_State *L) {
+    /* case-insensitive lookup: retry with the lower-cased key */
+    size_t n;
+    const char *k = luaL_checklstring(L, 2, &n);
+    char buf[256];
+    if (n >= sizeof buf) return 0;
+    for (size_t i = 0; i < n; i++) buf[i] = (char)((k[i] >= 'A' && k[i] <= 'Z') ? k[i] + 32 : k[i]);
+    lua_pushlstring(L, buf, n);
+    lua_rawget(L, 1);
+    return 1;
+}
+
+static int req_index(lua_State *L) {
+    lreq *q = checkreq(L, 1);
+    const char *k = luaL_checkstring(L, 2);
+    const char *s, *v;
+    size_t n, vn;
+    lua_getmetatable(L, 1);
+    lua_getfield(L, -1, k);
+    if (!lua_isnil(L, -1)) return 1; /* a method */
+    lua_pop(L, 2);
+    if (!q->r) return 0;
+    if (!strcmp(k, "method")) { int rc = myriad_req_method(q->r, &s, &n); return push_str(L, rc, s, n); }
+    if (!strcmp(k, "path")) { int rc = myriad_req_path(q->r, &s, &n); return push_str(L, rc, s, n); }
+    if (!strcmp(k, "target") || !strcmp(k, "url")) { int rc = myriad_req_target(q->r, &s, &n); return push_str(L, rc, s, n); }
+    if (!strcmp(k, "query")) { int rc = myriad_req_query(q->r, &s, &n); return push_str(L, rc, s, n); }
+    if (!strcmp(k, "protocol")) {
+        lua_pushstring(L, myriad_req_protocol(q->r) == MYRIAD_FCGI ? "fcgi" : "http");
+        return 1;
+    }
+    if (!strcmp(k, "peer")) {
+        char buf[128];
+        if (myriad_req_peer(q->r, buf, sizeof buf) < 0) return 0;
+        lua_pushstring(L, buf);
+        return 1;
+    }
+    if (!strcmp(k, "args")) {
+        lua_newtable(L);
+        if (myriad_req_query(q->r, &s, &n) != MYRIAD_OK) return 1;
+        size_t i = 0;
+        while (i < n) {
+            size_t e = i, eq = 0;
+            while (e < n && s[e] != '&') {
+                if (s[e] == '=' && !eq) eq = e;
+                e++;
+            }
+            if (e > i) {
+                if (eq) {
+                    push_decoded(L, s + i, eq - i);
+                    push_decoded(L, s + eq + 1, e - eq - 1);
+                } else {
+                    push_decoded(L, s + i, e - i);
+                    lua_pushboolean(L, 1);
+                }
+                lua_settable(L, -3);
+            }
+            i = e + 1;
+        }
+        return 1;
+    }
+    if (!strcmp(k, "headers")) {
+        int c = myriad_req_header_count(q->r);
+        lua_newtable(L);
+        for (int i = 0; i < c; i++) {
+            if (myriad_req_header_at(q->r, (size_t)i, &s, &n, &v, &vn) != MYRIAD_OK) continue;
+            char buf[256];
+            if (n >= sizeof buf) continue;
+            for (size_t j = 0; j < n; j++) buf[j] = (char)((s[j] >= 'A' && s[j] <= 'Z') ? s[j] + 32 : s[j]);
+            lua_pushlstring(L, buf, n);
+            lua_pushvalue(L, -1);
+            lua_rawget(L, -3);
+            if (lua_isnil(L, -1)) {
+                lua_pop(L, 1);
+                lua_pushlstring(L, v, vn);
+            } else if (lua_type(L, -1) == LUA_TSTRING) {
+                /* repeated header: a list */
+                lua_newtable(L);
+                lua_insert(L, -2);
+                lua_rawseti(L, -2, 1);
+                lua_pushlstring(L, v, vn);
+                lua_rawseti(L, -2, 2);
+            } else {
+                lua_pushlstring(L, v, vn);
+                lua_rawseti(L, -2, (int)rawlen(L, -2) + 1);
+            }
+            lua_rawset(L, -3);
+        }
+        lua_newtable(L);
+        lua_pushcfunction(L, headers_index);
+        lua_setfield(L, -2, "__index");
+        lua_setmetatable(L, -2);
+        return 1;
+    }
+    if (!strcmp(k, "env")) {
+        int c = myriad_req_cgi_count(q->r);
+        lua_newtable(L);
+        for (int i = 0; i < c; i++) {
+            if (myriad_req_cgi_at(q->r, (size_t)i, &s, &n, &v, &vn) != MYRIAD_OK) continue;
+            lua_pushlstring(L, s, n);
+            lua_pushlstring(L, v, vn);
+            lua_rawset(L, -3);
+        }
+        return 1;
+    }
+    return 0;
+}
+
+static int check_rc(lua_State *L, int rc) {
+    if (rc != MYRIAD_OK) return luaL_error(L, "%s", myriad_strerror(rc));
+    return 0;
+}
+
+static int res_status(lua_State *L) {
+    check_rc(L, myriad_req_status(live(L, 1), (int)luaL_checkinteger(L, 2)));
+    lua_settop(L, 1);
+    return 1;
+}
+
+static int res_header(lua_State *L) {
+    size_t kn, vn;
+    const char *k = luaL_checklstring(L, 2, &kn);
+    const char *v = luaL_checklstring(L, 3, &vn);
+    check_rc(L, myriad_req_header_add(live(L, 1), k, kn, v, vn));
+    lua_settop(L, 1);
+    return 1;
+}
+
+static int res_write(lua_State *L) {
+    size_t n;
+    const char *s = luaL_checklstring(L, 2, &n);
+    int rc = myriad_req_write(live(L, 1), (const uint8_t *)s, n);
+    lua_pushboolean(L, rc == MYRIAD_OK); /* false: the client went away */
+    return 1;
+}
+
+static int res_flush(lua_State *L) {
+    lua_pushboolean(L, myriad_req_flush(live(L, 1)) == MYRIAD_OK);
+    return 1;
+}
+
+static int res_finish(lua_State *L) {
+    lreq *q = checkreq(L, 1);
+    if (!q->r) return luaL_error(L, "request already finished");
+    if (!lua_isnoneornil(L, 2)) {
+        size_t n;
+        const char *s = luaL_checklstring(L, 2, &n);
+        myriad_req_write(q->r, (const uint8_t *)s, n);
+    }
+    finish(L, q, 0);
+    return 0;
+}
+
+static int res_queued(lua_State *L) {
+    lua_pushinteger(L, (lua_Integer)myriad_req_queued(live(L, 1)));
+    return 1;
+}
+
+static int res_aborted(lua_State *L) {
+    lreq *q = checkreq(L, 1);
+    lua_pushboolean(L, !q->r || myriad_req_is_aborted(q->r) == 1);
+    return 1;
+}
+
+/* Whole body arrived: resume the coroutine (or call the callback) with it. */
+static void body_done(myriad_req_t *r, const uint8_t *data, size_t len, int status, void *ud) {
+    lreq *q = ud;
+    (void)r;
+    unref(CB, &q->selfref); /* the coroutine or callback references it from here on */
+    lua_rawgeti(CB, LUA_REGISTRYINDEX, q->bodyref);
+    if (lua_type(CB, -1) == LUA_TTHREAD) {
+        lua_State *co = lua_tothread(CB, -1);
+        lua_pop(CB, 1);
+        unref(CB, &q->bodyref);
+        if (status == MYRIAD_OK) lua_pushlstring(co, (const char *)data, len);
+        else lua_pushnil(co);
+        run_co(co, 1, q);
+    } else {
+        unref(CB, &q->bodyref);
+        if (status == MYRIAD_OK) lua_pushlstring(CB, (const char *)data, len);
+        else lua_pushnil(CB);
+        call_cb(1, "body callback");
+    }
+}
+
+/* req:body() yields until the whole body is there; req:body(fn) calls fn(body) later. */
+static int req_body(lua_State *L) {
+    lreq *q = checkreq(L, 1);
+    if (!q->r || !q->in_handler)
+        return luaL_error(L, "req:body() must be called before the handler first yields");
+    if (lua_isfunction(L, 2)) {
+        lua_pushvalue(L, 2);
+    } else if (lua_pushthread(L)) {
+        return luaL_error(L, "req:body() without a callback must run in the handler coroutine");
+    }
+    q->bodyref = luaL_ref(L, LUA_REGISTRYINDEX);
+    if (q->selfref == LUA_NOREF) {
+        lua_pushvalue(L, 1);
+        q->selfref = luaL_ref(L, LUA_REGISTRYINDEX); /* C holds `q` until the body ends */
+    }
+    check_rc(L, myriad_req_read_body(q->r, body_done, q, NULL));
+    if (lua_isfunction(L, 2)) return 0;
+    return lua_yield(L, 0);
+}
+
+static void body_piece(myriad_req_t *r, const uint8_t *data, size_t len, int ev, void *ud) {
+    lreq *q = ud;
+    (void)r;
+    lua_rawgeti(CB, LUA_REGISTRYINDEX, q->bodyref);
+    if (ev == MYRIAD_BODY_DATA) lua_pushlstring(CB, (const char *)data, len);
+    else lua_pushnil(CB);
+    if (ev != MYRIAD_BODY_DATA) {
+        unref(CB, &q->bodyref);
+        unref(CB, &q->selfref);
+    }
+    call_cb(1, "body callback");
+}
+
+/* req:on_body(fn): fn(chunk) for each piece, then fn(nil). */
+static int req_on_body(lua_State *L) {
+    lreq *q = checkreq(L, 1);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    if (!q->r || !q->in_handler) return luaL_error(L, "req:on_body() must be called in the handler");
+    lua_pushvalue(L, 2);
+    q->bodyref = luaL_ref(L, LUA_REGISTRYINDEX);
+    if (q->selfref == LUA_NOREF) {
+        lua_pushvalue(L, 1);
+        q->selfref = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+    check_rc(L, myriad_req_on_body(q->r, body_piece, q, NULL));
+    return 0;
+}
+
+static const luaL_Reg req_methods[] = {
+    {"status", res_status},   {"header", res_header},     {"write", res_write},
+    {"flush", res_flush},     {"finish", res_finish},     {"queued", res_queued},
+    {"aborted", res_aborted}, {"body", req_body},         {"on_body", req_on_body},
+    {NULL, NULL}};
+
+/* ---- servers ---- */
+
+typedef struct {
+    myriad_server_t *srv;
+    int handler;
+    int selfref;
+    int doneref;
+} lsrv;
+
+static void on_request(myriad_req_t *r, void *ud) {
+    lsrv *s = ud;
+    lua_State *co = lua_newthread(CB);
+    int coref = luaL_ref(CB, LUA_REGISTRYINDEX);
+    lreq *q = (lreq *)lua_newuserdata(co, sizeof *q);
+    q->r = r;
+    q->coref = coref;
+    q->bodyref = LUA_NOREF;
+    q->selfref = LUA_NOREF;
+    q->in_handler = 1;
+    live_requests++;
+    luaL_getmetatable(co, REQ_MT);
+    lua_setmetatable(co, -2);
+    /* coreq[co] = req, for errors after the handler yielded */
+    lua_rawgeti(co, LUA_REGISTRYINDEX, COREQ);
+    lua_pushthread(co);
+    lua_pushvalue(co, -3);
+    lua_rawset(co, -3);
+    lua_pop(co, 1);
+    lua_rawgeti(co, LUA_REGISTRYINDEX, s->handler);
+    lua_insert(co, -2);
+    lua_pushvalue(co, -1);
+    run_co(co, 2, q);
+    q->in_handler = 0;
+}
+
+static void srv_free_later(myriad_loop_t *lp, void *ud) {
+    (void)lp;
+    myriad_server_free(ud);
+}
+
+static void srv_drained(myriad_loop_t *lp, void *ud) {
+    lsrv *s = ud;
+    myriad_timer_start(lp, 0, 0, srv_free_later, s->srv, NULL, NULL);
+    s->srv = NULL;
+    if (s->doneref != LUA_NOREF) {
+        lua_rawgeti(CB, LUA_REGISTRYINDEX, s->doneref);
+        unref(CB, &s->doneref);
+        call_cb(0, "close callback");
+    }
+    unref(CB, &s->handler);
+    unref(CB, &s->selfref);
+}
+
+static int srv_close(lua_State *L) {
+    lsrv *s = (lsrv *)luaL_checkudata(L, 1, SRV_MT);
+    if (!s->srv || s->selfref == LUA_NOREF) return 0;
+    if (lua_isfunction(L, 2)) {
+        lua_pushvalue(L, 2);
+        s->doneref = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+    check_rc(L, myriad_server_shutdown(s->srv, srv_drained, s));
+    return 0;
+}
+
+static int srv_addresses(lua_State *L) {
+    lsrv *s = (lsrv *)luaL_checkudata(L, 1, SRV_MT);
+    lua_newtable(L);
+    if (!s->srv) return 1;
+    size_t n = myriad_server_listener_count(s->srv);
+    for (size_t i = 0; i < n; i++) {
+        char buf[256];
+        int proto;
+        if (myriad_server_listener_addr(s->srv, i, &proto, buf, sizeof buf) < 0) continue;
+        lua_newtable(L);
+        lua_pushstring(L, proto == MYRIAD_HTTP ? "http" : "fcgi");
+        lua_setfield(L, -2, "proto");
+        lua_pushstring(L, buf);
+        lua_setfield(L, -2, "addr");
+        lua_rawseti(L, -2, (int)i + 1);
+    }
+    return 1;
+}
+
+static int srv_gc(lua_State *L) {
+    lsrv *s = (lsrv *)luaL_checkudata(L, 1, SRV_MT);
+    /* Only reached once closed (a running server is anchored by selfref). */
+    if (s->srv) myriad_server_free(s->srv);
+    s->srv = NULL;
+    return 0;
+}
+
+static void listen_list(lua_State *L, myriad_server_t *srv, int proto, const char *field) {
+    lua_getfield(L, 1, field);
+    if (lua_isstring(L, -1)) {
+        size_t n;
+        const char *a = lua_tolstring(L, -1, &n);
+        if (myriad_server_listen(srv, proto, a, n) != MYRIAD_OK) luaL_error(L, "bad %s address '%s'", field, a);
+    } else if (lua_istable(L, -1)) {
+        for (int i = 1;; i++) {
+            lua_rawgeti(L, -1, i);
+            if (lua_isnil(L, -1)) { lua_pop(L, 1); break; }
+            size_t n;
+            const char *a = luaL_checklstring(L, -1, &n);
+            if (myriad_server_listen(srv, proto, a, n) != MYRIAD_OK) luaL_error(L, "bad %s address '%s'", field, a);
+            lua_pop(L, 1);
+        }
+    }
+    lua_pop(L, 1);
+}
+
+static const struct { const char *name; int which; } limits[] = {
+    {"max_body", MYRIAD_MAX_BODY},           {"max_head", MYRIAD_MAX_HEAD},
+    {"header_timeout", MYRIAD_HEADER_TIMEOUT_MS}, {"body_timeout", MYRIAD_BODY_TIMEOUT_MS},
+    {"idle_timeout", MYRIAD_IDLE_TIMEOUT_MS},  {"write_timeout", MYRIAD_WRITE_TIMEOUT_MS},
+    {"drain_timeout", MYRIAD_DRAIN_TIMEOUT_MS}, {"max_params", MYRIAD_MAX_PARAMS},
+};
+
+/* myriad.server{ http = ..., fcgi = ..., handler = fn, threads = 1, max_body = ... } */
+static int l_server(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_getfield(L, 1, "handler");
+    luaL_argcheck(L, lua_isfunction(L, -1), 1, "handler function required");
+    lua_getfield(L, 1, "threads");
+    if (!lua_isnil(L, -1) && lua_tointeger(L, -1) != 1)
+        return luaL_error(L, "threads: a Lua state is single-threaded; run several processes");
+    lua_pop(L, 1);
+    lsrv *s = (lsrv *)lua_newuserdata(L, sizeof *s);
+    memset(s, 0, sizeof *s);
+    s->handler = s->selfref = s->doneref = LUA_NOREF;
+    luaL_getmetatable(L, SRV_MT);
+    lua_setmetatable(L, -2);
+    if (myriad_server_new(&s->srv) != MYRIAD_OK) return luaL_error(L, "out of memory");
+    listen_list(L, s->srv, MYRIAD_HTTP, "http");
+    listen_list(L, s->srv, MYRIAD_FCGI, "fcgi");
+    for (size_t i = 0; i < sizeof limits / sizeof limits[0]; i++) {
+        lua_getfield(L, 1, limits[i].name);
+        if (!lua_isnil(L, -1)) {
+            lua_Integer v = luaL_checkinteger(L, -1);
+            if (v < 0 || myriad_server_set_limit(s->srv, limits[i].which, (uint64_t)v) != MYRIAD_OK)
+                return luaL_error(L, "bad value for %s", limits[i].name);
+        }
+        lua_pop(L, 1);
+    }
+    lua_pushvalue(L, -2); /* handler */
+    s->handler = luaL_ref(L, LUA_REGISTRYINDEX);
+    myriad_server_set_handler(s->srv, on_request, s, NULL);
+    int rc = myriad_server_start(s->srv, LP);
+    if (rc != MYRIAD_OK) {
+        unref(L, &s->handler);
+        return luaL_error(L, "cannot start server: %s", myriad_strerror(rc));
+    }
+    lua_pushvalue(L, -1);
+    s->selfref = luaL_ref(L, LUA_REGISTRYINDEX); /* serving: not collectable until closed */
+    return 1;
+}
+
+static const luaL_Reg srv_methods[] = {{"close", srv_close}, {"addresses", srv_addresses}, {NULL, NULL}};
+
+/* ---- timers, signals, sleep ---- */
+
+typedef struct {
+    uint64_t id;
+    int fn;      /* function, or the coroutine to resume (sleep) */
+    int selfref; /* anchored while armed */
+    int armed;
+} ltimer;
+
+static void timer_fire(myriad_loop_t *lp, void *ud) {
+    ltimer *t = ud;
+    (void)lp;
+    lua_rawgeti(CB, LUA_REGISTRYINDEX, t->fn);
+    if (lua_type(CB, -1) == LUA_TTHREAD) {
+        lua_State *co = lua_tothread(CB, -1);
+        lua_pop(CB, 1);
+        /* find the request this coroutine serves, if any (for errors) */
+        run_co(co, 0, NULL);
+    } else {
+        call_cb(0, "timer callback");
+    }
+}
+
+static void timer_release(void *ud) {
+    ltimer *t = ud;
+    t->armed = 0;
+    unref(CB, &t->fn);
+    unref(CB, &t->selfref);
+}
+
+static ltimer *new_timer(lua_State *L) {
+    ltimer *t = (ltimer *)lua_newuserdata(L, sizeof *t);
+    t->fn = LUA_NOREF;
+    t->selfref = LUA_NOREF;
+    t->armed = 0;
+    luaL_getmetatable(L, TIMER_MT);
+    lua_setmetatable(L, -2);
+    return t;
+}
+
+static int arm(lua_State *L, ltimer *t, lua_Integer ms, lua_Integer rep) {
+    lua_pushvalue(L, -1);
+    t->selfref = luaL_ref(L, LUA_REGISTRYINDEX);
+    int rc = myriad_timer_start(LP, (uint64_t)ms, (uint64_t)rep, timer_fire, t, timer_release, &t->id);
+    if (rc != MYRIAD_OK) {
+        unref(L, &t->selfref);
+        unref(L, &t->fn);
+        return luaL_error(L, "%s", myriad_strerror(rc));
+    }
+    t->armed = 1;
+    return 1;
+}
+
+/* myriad.timer(ms, fn [, repeat_ms]) */
+static int l_timer(lua_State *L) {
+    lua_Integer ms = luaL_checkinteger(L, 1);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    lua_Integer rep = luaL_optinteger(L, 3, 0);
+    luaL_argcheck(L, ms >= 0 && rep >= 0, 1, "negative time");
+    lua_pushvalue(L, 2);
+    int fn = luaL_ref(L, LUA_REGISTRYINDEX);
+    ltimer *t = new_timer(L);
+    t->fn = fn;
+    return arm(L, t, ms, rep);
+}
+
+/* myriad.sleep(ms): yields the running coroutine for ms milliseconds. */
+static int l_sleep(lua_State *L) {
+    lua_Integer ms = luaL_checkinteger(L, 1);
+    if (lua_pushthread(L)) return luaL_error(L, "myriad.sleep: not in a coroutine (call it from a handler)");
+    int fn = luaL_ref(L, LUA_REGISTRYINDEX);
+    ltimer *t = new_timer(L);
+    t->fn = fn;
+    arm(L, t, ms, 0);
+    lua_pop(L, 1);
+    return lua_yield(L, 0);
+}
+
+static int timer_cancel(lua_State *L) {
+    ltimer *t = (ltimer *)luaL_checkudata(L, 1, TIMER_MT);
+    lua_pushboolean(L, t->armed && myriad_timer_cancel(LP, t->id) == MYRIAD_OK);
+    return 1;
+}
+
+static const luaL_Reg timer_methods[] = {{"cancel", timer_cancel}, {NULL, NULL}};
+
+typedef struct {
+    uint64_t id;
+    int fn;
+    int active;
+} lsig;
+
+static void sig_fire(myriad_loop_t *lp, int signo, void *ud) {
+    lsig *s = ud;
+    (void)lp;
+    lua_rawgeti(CB, LUA_REGISTRYINDEX, s->fn);
+    lua_pushinteger(CB, signo);
+    call_cb(1, "signal callback");
+}
+
+static void sig_release(void *ud) {
+    lsig *s = ud;
+    s->active = 0;
+    unref(CB, &s->fn);
+}
+
+static int l_signal(lua_State *L) {
+    int signo;
+    if (lua_type(L, 1) == LUA_TSTRING) {
+        const char *n = lua_tostring(L, 1);
+        signo = !strcmp(n, "SIGTERM") || !strcmp(n, "TERM") ? SIGTERM
+              : !strcmp(n, "SIGINT") || !strcmp(n, "INT") ? SIGINT
+              : !strcmp(n, "SIGHUP") || !strcmp(n, "HUP") ? SIGHUP
+              : !strcmp(n, "SIGUSR1") || !strcmp(n, "USR1") ? SIGUSR1
+              : !strcmp(n, "SIGUSR2") || !strcmp(n, "USR2") ? SIGUSR2 : -1;
+    } else {
+        signo = (int)luaL_checkinteger(L, 1);
+    }
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    lsig *s = (lsig *)lua_newuserdata(L, sizeof *s);
+    luaL_getmetatable(L, SIG_MT);
+    lua_setmetatable(L, -2);
+    lua_pushvalue(L, 2);
+    s->fn = luaL_ref(L, LUA_REGISTRYINDEX);
+    /* the watch keeps its userdata alive (it is also its user data) */
+    lua_pushvalue(L, -1);
+    luaL_ref(L, LUA_REGISTRYINDEX);
+    int rc = myriad_signal_watch(LP, signo, sig_fire, s, sig_release, &s->id);
+    if (rc != MYRIAD_OK) {
+        unref(L, &s->fn);
+        return luaL_error(L, "cannot watch signal: %s", myriad_strerror(rc));
+    }
+    s->active = 1;
+    return 1;
+}
+
+static int sig_cancel(lua_State *L) {
+    lsig *s = (lsig *)luaL_checkudata(L, 1, SIG_MT);
+    lua_pushboolean(L, s->active && myriad_signal_unwatch(LP, s->id) == MYRIAD_OK);
+    return 1;
+}
+
+static const luaL_Reg sig_methods[] = {{"cancel", sig_cancel}, {NULL, NULL}};
+
+/* ---- the loop ---- */
+
+static int l_run(lua_State *L) {
+    check_rc(L, myriad_loop_run(LP));
+    return 0;
+}
+
+static int l_run_once(lua_State *L) {
+    int r = myriad_loop_run_once(LP, lua_toboolean(L, 1));
+    if (r < 0) return luaL_error(L, "%s", myriad_strerror(r));
+    lua_pushboolean(L, r == 1);
+    return 1;
+}
+
+static int l_stop(lua_State *L) {
+    (void)L;
+    myriad_loop_stop(LP);
+    return 0;
+}
+
+static int l_backend_fd(lua_State *L) {
+    lua_pushinteger(L, myriad_loop_backend_fd(LP));
+    return 1;
+}
+
+static int l_next_timeout(lua_State *L) {
+    lua_pushinteger(L, (lua_Integer)myriad_loop_next_timeout(LP));
+    return 1;
+}
+
+static int l_stats(lua_State *L) {
+    myriad_stats_t st;
+    myriad_loop_stats(LP, &st);
+    lua_newtable(L);
+#define F(x) lua_pushinteger(L, (lua_Integer)st.x); lua_setfield(L, -2, #x)
+    F(iterations); F(wait); F(ctl); F(read); F(write); F(accept); F(other); F(wakeups); F(accepted);
+#undef F
+    lua_pushinteger(L, live_requests);
+    lua_setfield(L, -2, "live_requests");
+    return 1;
+}
+
+static const luaL_Reg funcs[] = {
+    {"server", l_server}, {"timer", l_timer},       {"sleep", l_sleep},
+    {"signal", l_signal}, {"run", l_run},           {"run_once", l_run_once},
+    {"stop", l_stop},     {"backend_fd", l_backend_fd}, {"next_timeout", l_next_timeout},
+    {"stats", l_stats},   {NULL, NULL}};
+
+static void metatable(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction gc,
+                      lua_CFunction index) {
+    luaL_newmetatable(L, name);
+    setfuncs(L, methods);
+    if (index) {
+        lua_pushcfunction(L, index);
+    } else {
+        lua_pushvalue(L, -1);
+    }
+    lua_setfield(L, -2, "__index");
+    if (gc) {
+        lua_pushcfunction(L, gc);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_pop(L, 1);
+}
+
+int luaopen_myriad(lua_State *L) {
+    if (!LP) {
+        int rc = myriad_loop_new(&LP);
+        if (rc != MYRIAD_OK) return luaL_error(L, "myriad: %s", myriad_strerror(rc));
+        CB = lua_newthread(L);
+        luaL_ref(L, LUA_REGISTRYINDEX); /* anchored for the life of the state */
+        lua_newtable(L);
+        lua_newtable(L);
+        lua_pushstring(L, "k");
+        lua_setfield(L, -2, "__mode");
+        lua_setmetatable(L, -2);
+        COREQ = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+    metatable(L, REQ_MT, req_methods, req_gc, req_index);
+    metatable(L, SRV_MT, srv_methods, srv_gc, NULL);
+    metatable(L, TIMER_MT, timer_methods, NULL, NULL);
+    metatable(L, SIG_MT, sig_methods, NULL, NULL);
+    lua_newtable(L);
+    setfuncs(L, funcs);
+    lua_pushstring(L, myriad_version());
+    lua_setfield(L, -2, "version");
+    return 1;
+}

@@ -1,0 +1,193 @@
+-- Tests of the Lua binding, run with lua5.4 and luajit: every API function, handler
+-- errors, coroutine style, and registry/GC growth over 100,000 requests.
+-- Clients are curl processes in the background (the loop runs in this process).
+local myriad = require "myriad"
+io.stdout:setvbuf("no")
+local passed, failed = 0, 0
+local function check(cond, what)
+  if os.getenv("LT_VERBOSE") then print("check", what) end
+  if cond then passed = passed + 1 else failed = failed + 1; print("FAIL " .. what) end
+end
+local tmp = os.getenv("TMPDIR_TEST") or "/tmp"
+
+-- Runs the loop until done() or `secs` pass.
+local function run_until(done, secs)
+  local deadline = os.time() + (secs or 20)
+  -- a ticking timer so that the loop wakes up to look at files written by curl
+  local tick = myriad.timer(5, function() end, 5)
+  while not done() and os.time() <= deadline do myriad.run_once() end
+  tick:cancel()
+  return done()
+end
+
+local function read(path)
+  local f = io.open(path, "rb"); if not f then return nil end
+  local s = f:read("*a"); f:close(); return s
+end
+
+-- Starts curl in the background; returns a function telling whether it finished and its output.
+local n = 0
+local function curl(args)
+  n = n + 1
+  local out, done = tmp .. "/lt-" .. n .. ".out", tmp .. "/lt-" .. n .. ".done"
+  os.remove(done)
+  os.execute("(curl -sS --max-time 20 " .. args .. " > " .. out .. " 2>&1; touch " .. done .. ") &")
+  return function()
+    if read(done) then return true, read(out) end
+    return false
+  end
+end
+local function fetch(args)
+  local f = curl(args)
+  local body
+  run_until(function() local ok, b = f(); body = b; return ok end)
+  return body
+end
+
+-- timers: order, repeat, cancel
+local order = {}
+myriad.timer(30, function() order[#order + 1] = "b" end)
+myriad.timer(10, function() order[#order + 1] = "a" end)
+local t = myriad.timer(20, function() order[#order + 1] = "cancelled" end)
+check(t:cancel(), "cancel armed timer")
+check(not t:cancel(), "second cancel is false")
+local ticks = 0
+local rep
+rep = myriad.timer(1, function() ticks = ticks + 1; if ticks == 3 then rep:cancel() end end, 2)
+run_until(function() return #order == 2 and ticks == 3 end, 5)
+check(order[1] == "a" and order[2] == "b" and #order == 2, "timers fire in deadline order")
+check(ticks == 3, "repeating timer cancelled from inside")
+check(myriad.backend_fd() >= 0, "backend_fd")
+check(myriad.next_timeout() == -1 or myriad.next_timeout() == 0, "nothing armed: next_timeout -1")
+myriad.timer(50, function() end)
+local nt = myriad.next_timeout()
+check(nt >= 1 and nt <= 50, "next_timeout reports the timer: " .. nt)
+check(myriad.run_once(true) == false, "run_once(nowait)")
+
+-- signals
+local got
+local w = myriad.signal("SIGUSR1", function(s) got = s end)
+os.execute("kill -USR1 " .. (read("/proc/self/stat") and io.open("/proc/self/stat"):read("*n") or 0))
+run_until(function() return got ~= nil end, 5)
+check(got == 10, "signal delivered to its callback")
+check(w:cancel(), "signal watch cancelled")
+check(not pcall(myriad.signal, 9, function() end), "SIGKILL refused")
+
+-- server API
+check(not pcall(myriad.server, {}), "server needs a handler")
+check(not pcall(myriad.server, { http = { "nonsense" }, handler = print }), "bad address refused")
+check(not pcall(myriad.server, { http = { "127.0.0.1:0" }, threads = 2, handler = print }), "threads > 1 refused")
+local errors_seen = 0
+local srv = myriad.server {
+  http = { "127.0.0.1:0" }, fcgi = { "unix:" .. tmp .. "/lt.sock" },
+  max_body = 1000,
+  handler = function(req, res)
+    if req.path == "/req" then
+      local h = req.headers
+      res:header("X-Method", req.method)
+      res:header("X-Query", req.query)
+      res:header("X-Arg", tostring(req.args.b) .. "," .. tostring(req.args.flag))
+      res:header("X-Target", req.target)
+      res:header("X-Hdr", h["X-Test"] .. "|" .. table.concat(h.dup, ","))
+      res:header("X-Env", req.env.REQUEST_METHOD .. "|" .. req.env.QUERY_STRING)
+      res:header("X-Peer", req.peer:match("^127%.0%.0%.1:") and "ok" or req.peer)
+      res:header("X-Proto", req.protocol)
+      res:status(201)
+      res:write("a"); res:write("b"); res:flush()
+      check(res:queued() >= 0, "queued")
+      check(not res:aborted(), "not aborted")
+      res:finish("c")
+      check(not pcall(res.finish, res), "finish twice is an error")
+    elseif req.path == "/error" then
+      errors_seen = errors_seen + 1
+      error("boom")
+    elseif req.path == "/sleep" then
+      myriad.sleep(20)
+      res:finish("slept")
+    elseif req.path == "/error-later" then
+      myriad.sleep(5)
+      error("late boom")
+    elseif req.path == "/body" then
+      res:finish(req:body() or "nil")
+    elseif req.path == "/body-cb" then
+      req:body(function(b) res:finish("cb:" .. b) end)
+    elseif req.path == "/stream-in" then
+      local parts = {}
+      req:on_body(function(c) if c then parts[#parts + 1] = c else res:finish(#table.concat(parts) .. "") end end)
+    elseif req.path == "/forget" then
+      -- neither finished nor kept: collected, the client gets a 500
+    else
+      res:status(404); res:finish("nf")
+    end
+  end,
+}
+local addrs = srv:addresses()
+check(#addrs == 2 and addrs[1].proto == "http" and addrs[2].proto == "fcgi", "addresses")
+local base = "http://" .. addrs[1].addr
+local r = fetch("-i -H 'X-Test: one' -H 'dup: 1' -H 'dup: 2' '" .. base .. "/req?b=x%20y&flag'")
+check(r:match("^HTTP/1.1 201"), "status")
+check(r:match("X%-Method: GET"), "method")
+check(r:match("X%-Query: b=x%%20y&flag"), "query raw")
+check(r:match("X%-Arg: x y,true"), "args parsed and decoded")
+check(r:match("X%-Target: /req%?b=x%%20y&flag"), "target")
+check(r:match("X%-Hdr: one|1,2"), "headers case-insensitive, repeated as a list")
+check(r:match("X%-Env: GET|b=x%%20y&flag"), "env")
+check(r:match("X%-Peer: ok"), "peer")
+check(r:match("X%-Proto: http"), "protocol")
+check(r:match("\r\n\r\nabc$"), "write/flush/finish body: " .. r)
+check(fetch("-o /dev/null -w '%{http_code}' " .. base .. "/error") == "500", "handler error gives 500")
+check(fetch(base .. "/sleep") == "slept", "coroutine sleep")
+check(fetch("-o /dev/null -w '%{http_code}' " .. base .. "/error-later") == "500", "error after a yield gives 500")
+check(fetch("--data-binary hello " .. base .. "/body") == "hello", "req:body() yields for the body")
+check(fetch("--data-binary hi " .. base .. "/body-cb") == "cb:hi", "req:body(fn)")
+check(fetch("-H 'Transfer-Encoding: chunked' --data-binary 0123456789 " .. base .. "/stream-in") == "10", "on_body streams")
+local big = tmp .. "/lt-big"
+local bf = io.open(big, "wb"); bf:write(string.rep("x", 5000)); bf:close()
+check(fetch("-o /dev/null -w '%{http_code}' --data-binary @" .. big .. " " .. base .. "/body"):match("^413"), "max_body 413")
+local f = curl("-o /dev/null -w '%{http_code}' " .. base .. "/forget")
+run_until(function() collectgarbage(); return (f()) end)
+check(select(2, f()) == "500", "a request collected unfinished answers 500")
+check(fetch(base .. "/") == "nf", "server keeps serving after errors")
+check(errors_seen == 1, "handler ran once for /error")
+
+-- GC: registry and memory do not grow over 100,000 requests.
+local function registry_size()
+  local c = 0
+  for _ in pairs(debug.getregistry()) do c = c + 1 end
+  return c
+end
+local cfg = tmp .. "/lt-urls.cfg"
+local function batch(count)
+  local fh = io.open(cfg, "w")
+  for _ = 1, count do fh:write('url = "' .. base .. '/"\n', 'output = "/dev/null"\n') end
+  fh:close()
+  local done = curl("-K " .. cfg)
+  run_until(function() return (done()) end, 120)
+end
+batch(10000)
+collectgarbage(); collectgarbage()
+local reg0, mem0 = registry_size(), collectgarbage("count")
+local before = myriad.stats().accepted
+batch(100000)
+collectgarbage(); collectgarbage()
+local st = myriad.stats()
+local reg1, mem1 = registry_size(), collectgarbage("count")
+print(string.format("after 100000 requests: registry %d -> %d entries, Lua heap %.0f -> %.0f KiB, live requests %d",
+  reg0, reg1, mem0, mem1, st.live_requests))
+check(st.accepted - before <= 5, "curl reused its connection")
+check(reg1 <= reg0 + 2, "registry did not grow")
+check(mem1 < mem0 + 256, "Lua heap did not grow")
+check(st.live_requests == 0, "every request object collected")
+
+-- close: graceful, the callback runs, then new connections are refused
+local closed = false
+srv:close(function() closed = true end)
+run_until(function() return closed end, 10)
+check(closed, "close callback")
+local after = fetch("-o /dev/null -w '%{http_code}' " .. base .. "/")
+check(after:match("000") or after:match("Failed to connect"), "closed server refuses connections: " .. after)
+srv = nil
+collectgarbage()
+
+print(string.format("%d passed, %d failed", passed, failed))
+os.exit(failed == 0 and 0 or 1)

@@ -1,0 +1,102 @@
+-- hello.lua — the myriad demo app in Lua (same contract as examples/hello.c):
+--   hello.lua [--http ADDR]... [--fcgi ADDR]... [--threads N] [--backend NAME]
+-- /work is answered from a loop timer (a Lua state is single-threaded). --threads must
+-- be 1 and --backend "epoll" (or absent) in this binding.
+local myriad = require "myriad"
+
+local function usage(msg)
+  io.stderr:write("hello: ", msg, "\nusage: hello.lua [--http ADDR]... [--fcgi ADDR]... [--threads N] [--backend NAME]\n")
+  os.exit(2)
+end
+
+local http, fcgi = {}, {}
+local i = 1
+while i <= #arg do
+  local a, v = arg[i], arg[i + 1]
+  if a == "--http" or a == "--fcgi" then
+    if not v then usage("missing ADDR") end
+    table.insert(a == "--http" and http or fcgi, v)
+  elseif a == "--threads" then
+    if v ~= "1" then usage("--threads: this binding runs one thread (start more processes)") end
+  elseif a == "--backend" then
+    if v ~= "epoll" and v ~= "" then usage("--backend: only epoll") end
+  else
+    usage("unknown argument " .. tostring(a))
+  end
+  i = i + 2
+end
+if #http == 0 and #fcgi == 0 then http = { "127.0.0.1:8080" } end
+
+local function num(s, default, max)
+  local n = tonumber(s)
+  if not n or n < 0 or n ~= math.floor(n) then return default end
+  return math.min(n, max)
+end
+
+local function handler(req, res)
+  local m, p = req.method, req.path
+  if (m == "GET" or m == "HEAD") and p == "/" then
+    res:header("Content-Type", "text/plain")
+    res:finish("Hello, World!")
+  elseif (m == "POST" or m == "PUT") and p == "/echo" then
+    local ct = req.headers["content-type"] or "application/octet-stream"
+    if type(ct) == "table" then ct = ct[1] end
+    local body = req:body() -- yields until the whole body is there
+    if not body then return res:finish() end
+    res:header("Content-Type", ct)
+    res:finish(body)
+  elseif m == "GET" and p == "/env" then
+    local env, names = req.env, {}
+    for k in pairs(env) do names[#names + 1] = k end
+    table.sort(names)
+    local out = {}
+    for _, k in ipairs(names) do out[#out + 1] = k .. "=" .. env[k] .. "\n" end
+    res:header("Content-Type", "text/plain")
+    res:finish(table.concat(out))
+  elseif m == "GET" and p == "/stream" then
+    local args = req.args
+    local chunks, bytes = num(args.chunks, 1, 100000), num(args.bytes, 1, 1048576)
+    res:header("Content-Type", "text/plain")
+    for n = 0, chunks - 1 do
+      while res:queued() > 256 * 1024 do myriad.sleep(1) end -- a slow reader: wait
+      if res:aborted() then return res:finish() end
+      res:write(string.rep(string.char(97 + n % 26), bytes))
+      res:flush()
+      myriad.sleep(1)
+    end
+    res:finish()
+  elseif m == "GET" and p == "/delay" then
+    local ms = num(req.args.ms, 0, 60000)
+    myriad.sleep(ms)
+    res:header("Content-Type", "text/plain")
+    res:finish("delayed " .. ms)
+  elseif m == "GET" and p == "/work" then
+    local ms = num(req.args.ms, 0, 60000)
+    myriad.timer(ms, function()
+      res:header("Content-Type", "text/plain")
+      res:finish("worked " .. ms)
+    end)
+  else
+    res:status(404)
+    res:header("Content-Type", "text/plain")
+    res:finish("Not Found")
+  end
+end
+
+local ok, srv = pcall(myriad.server, { http = http, fcgi = fcgi, handler = handler, max_body = 64 * 1024 * 1024 })
+if not ok then
+  io.stderr:write("hello: ", tostring(srv), "\n")
+  os.exit(1)
+end
+for _, l in ipairs(srv:addresses()) do print("listening " .. l.proto .. " " .. l.addr) end
+io.stdout:flush()
+
+local stopping = false
+local function stop()
+  if stopping then return end
+  stopping = true
+  srv:close(function() myriad.stop() end)
+end
+myriad.signal("SIGTERM", stop)
+myriad.signal("SIGINT", stop)
+myriad.run()

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# End-to-end check of a demo implementation (hello.c, hello.lua, ...) against the demo
+# contract: every route over HTTP and over FastCGI (cgi-fcgi), graceful SIGTERM with a
+# request in flight (exit 0), bad flags (exit 2).
+#   tests/demo_e2e.sh COMMAND...   (the demo; "--http 127.0.0.1:0 --fcgi 127.0.0.1:0" is added)
+# Ends with "N passed, M failed".
+set -uo pipefail
+pass=0
+fail=0
+ok() { pass=$((pass + 1)); echo "ok   $1"; }
+bad() { fail=$((fail + 1)); echo "FAIL $1"; }
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"; [ -n "${DPID:-}" ] && kill "$DPID" 2>/dev/null' EXIT
+
+"$@" --http 127.0.0.1:0 --fcgi 127.0.0.1:0 >"$TMP/out" 2>"$TMP/err" &
+DPID=$!
+for _ in $(seq 1 300); do [ "$(grep -c '^listening' "$TMP/out")" = 2 ] && break; sleep 0.1; done
+H=$(awk '/^listening http/{print $3}' "$TMP/out")
+F=$(awk '/^listening fcgi/{print $3}' "$TMP/out")
+if [ -n "$H" ] && [ -n "$F" ]; then ok "prints 'listening http|fcgi ADDR'"; else bad "listening lines: $(cat "$TMP/out" "$TMP/err")"; fi
+
+expect() { # name, expected, command...
+    local name=$1 want=$2; shift 2
+    local got; got=$("$@" 2>/dev/null)
+    if [ "$got" = "$want" ]; then ok "$name"; else bad "$name: got [$got] want [$want]"; fi
+}
+fcgi() { # method uri [body] -> CGI response, CR stripped
+    local m=$1 uri=$2 body=${3:-} q=""
+    [[ $uri == *\?* ]] && q=${uri#*\?}
+    env -i REQUEST_METHOD="$m" REQUEST_URI="$uri" SCRIPT_NAME="${uri%%\?*}" QUERY_STRING="$q" \
+        SERVER_PROTOCOL=HTTP/1.1 REMOTE_ADDR=127.0.0.1 REMOTE_PORT=1234 CONTENT_TYPE=text/x \
+        CONTENT_LENGTH=${#body} "$(command -v cgi-fcgi)" -bind -connect "$F" <<<"$body" | tr -d '\r'
+}
+fbody() { fcgi "$@" | sed '1,/^$/d'; }
+fstatus() { fcgi "$@" | sed -n 's/^Status: \([0-9]*\).*/\1/p'; }
+fheader() { fcgi GET / | grep -i "^$1:" | sed 's/^[^:]*: //'; }
+
+C="curl -sS --max-time 10"
+expect "http GET /" "Hello, World!" $C "http://$H/"
+expect "http GET / content type" "text/plain" $C -o /dev/null -w '%{content_type}' "http://$H/"
+expect "http HEAD /" "200 13" $C -I -o /dev/null -w '%{http_code} %header{content-length}' "http://$H/"
+expect "http POST /echo" "echo body|text/x" $C -H 'Content-Type: text/x' --data-binary 'echo body' -w '|%{content_type}' "http://$H/echo"
+expect "http PUT /echo chunked, default type" "chunked!|application/octet-stream" $C -X PUT -H 'Content-Type:' -H 'Transfer-Encoding: chunked' --data-binary 'chunked!' -w '|%{content_type}' "http://$H/echo"
+expect "http GET /env sorted" "sorted" bash -c "$C 'http://$H/env' | cut -d= -f1 > $TMP/names; sort -c $TMP/names && echo sorted"
+expect "http GET /env vars" "REQUEST_METHOD=GET QUERY_STRING=a=1" bash -c "$C 'http://$H/env?a=1' | grep -E '^(REQUEST_METHOD|QUERY_STRING)=' | sort -r | tr '\n' ' ' | sed 's/ \$//'"
+expect "http GET /stream" "aaabbbccc" $C "http://$H/stream?chunks=3&bytes=3"
+expect "http GET /stream 30 pieces of 2" "60" bash -c "$C 'http://$H/stream?chunks=30&bytes=2' | wc -c | tr -d ' '"
+expect "http GET /delay" "delayed 50" $C "http://$H/delay?ms=50"
+expect "http GET /work" "worked 50" $C "http://$H/work?ms=50"
+expect "http 404" "404" $C -o /dev/null -w '%{http_code}' "http://$H/nope"
+expect "http 404 body" "Not Found" $C "http://$H/nope"
+# /delay does not block other requests
+( $C "http://$H/delay?ms=400" >/dev/null & )
+t0=$(date +%s%N); $C "http://$H/" >/dev/null; t1=$(date +%s%N)
+if [ $(( (t1 - t0) / 1000000 )) -lt 300 ]; then ok "other requests served during /delay"; else bad "blocked behind /delay"; fi
+expect "fcgi GET /" "Hello, World!" fbody GET /
+expect "fcgi GET / type" "text/plain" fheader Content-Type
+expect "fcgi POST /echo" "over fcgi" fbody POST /echo "over fcgi"
+expect "fcgi GET /env" "QUERY_STRING=x=1" bash -c "$(declare -f fcgi fbody); F=$F; fbody GET '/env?x=1' | grep '^QUERY_STRING='"
+expect "fcgi GET /stream" "aabbcc" fbody GET "/stream?chunks=3&bytes=2"
+expect "fcgi GET /delay" "delayed 20" fbody GET "/delay?ms=20"
+expect "fcgi GET /work" "worked 20" fbody GET "/work?ms=20"
+expect "fcgi 404" "404" fstatus GET /nope
+
+# Graceful stop with a request in flight: it completes; the demo exits 0.
+$C "http://$H/delay?ms=300" >"$TMP/inflight" &
+CPID=$!
+sleep 0.1
+kill -TERM "$DPID"
+wait "$CPID"
+if grep -q 'delayed 300' "$TMP/inflight"; then ok "in-flight request finished on SIGTERM"; else bad "in-flight request lost"; fi
+wait "$DPID"; rc=$?
+DPID=
+if [ "$rc" = 0 ]; then ok "exits 0 after SIGTERM"; else bad "exit code $rc: $(tail -5 "$TMP/err")"; fi
+
+"$@" --bogus 2>"$TMP/usage" >/dev/null; rc=$?
+if [ "$rc" = 2 ] && [ -s "$TMP/usage" ]; then ok "bad flag: usage and exit 2"; else bad "bad flag gave $rc"; fi
+
+echo "$pass passed, $fail failed"
+[ "$fail" = 0 ]
