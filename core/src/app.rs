@@ -500,6 +500,49 @@ impl Ctx {
         Some(f(e))
     }
 
+    /// Passes a body event to the exchange's body callback, taken out of the pool while it
+    /// runs (it may write the response); `Data` puts it back, `End`/`Aborted` drop it.
+    pub(crate) fn deliver_body(&self, id: ExId, b: Body<'_>) {
+        let cb: Option<BodyFn> = self
+            .with(id, |e| e.req.as_mut().and_then(|r| r.body_cb.take()))
+            .flatten();
+        let Some(mut cb) = cb else { return };
+        let end = !matches!(b, Body::Data(_));
+        cb(b);
+        if !end {
+            self.with(id, |e| {
+                if let Some(r) = e.req.as_mut() {
+                    if r.body_cb.is_none() {
+                        r.body_cb = Some(cb);
+                    }
+                }
+            });
+        }
+    }
+
+    /// Ends an exchange that will not complete (client gone, front end abort, bad input):
+    /// marks it aborted, tells the handler (abort callback if the response was not finished;
+    /// body `Aborted` if `body_pending`), and returns it to the pool.
+    pub(crate) fn abort(&self, id: ExId, body_pending: bool) {
+        let cbs = self.with(id, |e| {
+            e.aborted = true;
+            let done = e.phase == Phase::Done;
+            match e.req.as_mut() {
+                Some(r) => (r.abort_cb.take(), r.body_cb.take(), done),
+                None => (None, None, done),
+            }
+        });
+        if let Some((abort, body, done)) = cbs {
+            if let (false, Some(f)) = (done, abort) {
+                f();
+            }
+            if let (true, Some(mut f)) = (body_pending, body) {
+                f(Body::Aborted);
+            }
+        }
+        self.release(id);
+    }
+
     fn kick(&self, conn: Token) {
         if self.running.get() != Some(conn) {
             self.kicks.borrow_mut().push(conn);

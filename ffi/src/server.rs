@@ -490,6 +490,19 @@ unsafe fn req_ref<'a>(r: *mut myriad_req_t) -> Result<&'a mut myriad_req_t, c_in
     Ok(r)
 }
 
+/// Runs `f` on a live, unfinished request of this thread, behind the panic guard; the
+/// handle errors (NULL, wrong thread, finished) are returned as codes.
+fn with_req(req: *mut myriad_req_t, f: impl FnOnce(&mut myriad_req_t) -> c_int) -> c_int {
+    guard(|| {
+        // SAFETY: every caller is an extern function whose C contract is a live request
+        // handle (or NULL, rejected by req_ref).
+        match unsafe { req_ref(req) } {
+            Ok(r) => f(r),
+            Err(e) => e,
+        }
+    })
+}
+
 fn with_request<R>(r: &myriad_req_t, f: impl FnOnce(&Request) -> R) -> Option<R> {
     if !r.req.is_null() {
         // SAFETY: set only during the handler call, when the request is live.
@@ -516,12 +529,7 @@ unsafe fn str_getter(
     len: *mut usize,
     get: fn(&Request) -> &str,
 ) -> c_int {
-    guard(|| {
-        // SAFETY: forwarded.
-        let r = match unsafe { req_ref(req) } {
-            Ok(r) => r,
-            Err(e) => return e,
-        };
+    with_req(req, |r| {
         // SAFETY: the bytes live in the request's storage until it is finished.
         with_request(r, |q| unsafe { put_str(get(q).as_bytes(), out, len) }).unwrap_or(MYRIAD_EGONE)
     })
@@ -582,12 +590,7 @@ pub unsafe extern "C" fn myriad_req_header(
     out: *mut *const c_char,
     len: *mut usize,
 ) -> c_int {
-    guard(|| {
-        // SAFETY: forwarded.
-        let r = match unsafe { req_ref(req) } {
-            Ok(r) => r,
-            Err(e) => return e,
-        };
+    with_req(req, |r| {
         // SAFETY: forwarded.
         let Some(n) = (unsafe { c_str(name, name_len) }) else {
             return MYRIAD_EINVAL;
@@ -624,12 +627,7 @@ pub unsafe extern "C" fn myriad_req_header_at(
     value: *mut *const c_char,
     value_len: *mut usize,
 ) -> c_int {
-    guard(|| {
-        // SAFETY: forwarded.
-        let r = match unsafe { req_ref(req) } {
-            Ok(r) => r,
-            Err(e) => return e,
-        };
+    with_req(req, |r| {
         with_request(r, |q| match q.headers().nth(i) {
             // SAFETY: the bytes live in the request's storage until it is finished.
             Some((n, v)) => unsafe {
@@ -663,12 +661,7 @@ pub unsafe extern "C" fn myriad_req_cgi(
     out: *mut *const c_char,
     len: *mut usize,
 ) -> c_int {
-    guard(|| {
-        // SAFETY: forwarded.
-        let r = match unsafe { req_ref(req) } {
-            Ok(r) => r,
-            Err(e) => return e,
-        };
+    with_req(req, |r| {
         // SAFETY: forwarded.
         let Some(n) = (unsafe { c_str(name, name_len) }) else {
             return MYRIAD_EINVAL;
@@ -706,12 +699,7 @@ pub unsafe extern "C" fn myriad_req_cgi_at(
     value: *mut *const c_char,
     value_len: *mut usize,
 ) -> c_int {
-    guard(|| {
-        // SAFETY: forwarded.
-        let r = match unsafe { req_ref(req) } {
-            Ok(r) => r,
-            Err(e) => return e,
-        };
+    with_req(req, |r| {
         let Some(vars) = cgi_cache(r) else {
             return MYRIAD_EGONE;
         };
@@ -737,12 +725,7 @@ pub unsafe extern "C" fn myriad_req_peer(
     buf: *mut c_char,
     cap: usize,
 ) -> c_int {
-    guard(|| {
-        // SAFETY: forwarded.
-        let r = match unsafe { req_ref(req) } {
-            Ok(r) => r,
-            Err(e) => return e,
-        };
+    with_req(req, |r| {
         let Some(p) = with_request(r, |q| q.peer().to_string()) else {
             return MYRIAD_EGONE;
         };
@@ -809,12 +792,7 @@ pub unsafe extern "C" fn myriad_req_on_body(
     userdata: *mut c_void,
     dtor: myriad_free_fn,
 ) -> c_int {
-    guard(|| {
-        // SAFETY: forwarded.
-        let r = match unsafe { req_ref(req) } {
-            Ok(r) => r,
-            Err(e) => return e,
-        };
+    with_req(req, |r| {
         let Some(cb) = cb else { return MYRIAD_EINVAL };
         if r.req.is_null() {
             return MYRIAD_ESTATE;
@@ -869,12 +847,7 @@ pub unsafe extern "C" fn myriad_req_read_body(
     userdata: *mut c_void,
     dtor: myriad_free_fn,
 ) -> c_int {
-    guard(|| {
-        // SAFETY: forwarded.
-        let r = match unsafe { req_ref(req) } {
-            Ok(r) => r,
-            Err(e) => return e,
-        };
+    with_req(req, |r| {
         let Some(cb) = cb else { return MYRIAD_EINVAL };
         if r.req.is_null() {
             return MYRIAD_ESTATE;
@@ -917,12 +890,7 @@ pub unsafe extern "C" fn myriad_req_on_abort(
     userdata: *mut c_void,
     dtor: myriad_free_fn,
 ) -> c_int {
-    guard(|| {
-        // SAFETY: forwarded.
-        let r = match unsafe { req_ref(req) } {
-            Ok(r) => r,
-            Err(e) => return e,
-        };
+    with_req(req, |r| {
         let Some(cb) = cb else { return MYRIAD_EINVAL };
         if r.req.is_null() {
             return MYRIAD_ESTATE;
@@ -956,16 +924,9 @@ unsafe fn with_res(
     req: *mut myriad_req_t,
     f: impl FnOnce(&mut Response) -> Result<(), myriad::ResponseError>,
 ) -> c_int {
-    guard(|| {
-        // SAFETY: forwarded.
-        let r = match unsafe { req_ref(req) } {
-            Ok(r) => r,
-            Err(e) => return e,
-        };
-        match r.res.as_mut() {
-            Some(res) => f(res).map_or_else(res_err, |_| MYRIAD_OK),
-            None => MYRIAD_EGONE,
-        }
+    with_req(req, |r| match r.res.as_mut() {
+        Some(res) => f(res).map_or_else(res_err, |_| MYRIAD_OK),
+        None => MYRIAD_EGONE,
     })
 }
 
@@ -1130,12 +1091,7 @@ pub unsafe extern "C" fn myriad_req_stderr(
 /// just frees it. Loop thread.
 #[no_mangle]
 pub unsafe extern "C" fn myriad_req_finish(req: *mut myriad_req_t) -> c_int {
-    guard(|| {
-        // SAFETY: forwarded.
-        let r = match unsafe { req_ref(req) } {
-            Ok(r) => r,
-            Err(e) => return e,
-        };
+    with_req(req, |r| {
         r.finished = true;
         r.alive.set(false);
         let res = r.res.take();

@@ -7,7 +7,7 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use super::record::{self, kind, Decoder, Event};
-use crate::app::{Body, BodyFn, Ctx, ExId, Phase, PieceRef, Protocol as Proto, Response, Span};
+use crate::app::{Body, Ctx, ExId, Phase, PieceRef, Protocol as Proto, Response, Span};
 use crate::http::reason;
 use crate::net::{Io, PeerAddr, Protocol};
 use crate::reactor::{Loop, Token};
@@ -320,23 +320,7 @@ impl FcgiConn {
     }
 
     fn deliver(&self, ex: ExId, b: Body<'_>) {
-        let ctx = &self.sh.ctx;
-        let cb: Option<BodyFn> = ctx
-            .with(ex, |e| e.req.as_mut().and_then(|r| r.body_cb.take()))
-            .flatten();
-        if let Some(mut cb) = cb {
-            let end = !matches!(b, Body::Data(_));
-            cb(b);
-            if !end {
-                ctx.with(ex, |e| {
-                    if let Some(r) = e.req.as_mut() {
-                        if r.body_cb.is_none() {
-                            r.body_cb = Some(cb);
-                        }
-                    }
-                });
-            }
-        }
+        self.sh.ctx.deliver_body(ex, b);
     }
 
     fn stdin(&mut self, _io: &mut Io<'_>, id: u16, data: &[u8], end: bool) {
@@ -375,29 +359,7 @@ impl FcgiConn {
     }
 
     fn abort_exchange(&self, a: &Active) {
-        let ctx = &self.sh.ctx;
-        let cbs = ctx.with(a.ex, |e| {
-            e.aborted = true;
-            let done = e.phase == Phase::Done;
-            let r = e.req.as_mut();
-            match r {
-                Some(r) => (r.abort_cb.take(), r.body_cb.take(), done),
-                None => (None, None, done),
-            }
-        });
-        if let Some((abort, body, done)) = cbs {
-            if !done {
-                if let Some(f) = abort {
-                    f();
-                }
-            }
-            if a.stage == Stage::Stdin {
-                if let Some(mut f) = body {
-                    f(Body::Aborted);
-                }
-            }
-        }
-        ctx.release(a.ex);
+        self.sh.ctx.abort(a.ex, a.stage == Stage::Stdin);
     }
 
     /// Moves every request's output into STDOUT/STDERR records; ends finished requests.

@@ -9,7 +9,7 @@ use std::time::Instant;
 use super::chunked::{self, ChunkError, Decoder};
 use super::parse::{self, BodyKind, Limits};
 use super::reason;
-use crate::app::{Body, BodyFn, Ctx, ExId, Phase, PieceRef, Protocol as Proto, Response};
+use crate::app::{Body, Ctx, ExId, Phase, PieceRef, Protocol as Proto, Response};
 use crate::net::{Io, Protocol};
 use crate::reactor::{Loop, Token};
 use crate::server::{finish_drain, Shared};
@@ -153,27 +153,9 @@ impl HttpConn {
         self.arm(io, Timer::None);
     }
 
-    /// Tells the exchange's owner it is over (abort callback, body `Aborted`) and frees it.
+    /// Tells the exchange's owner it is over and frees it.
     fn abort_exchange(&mut self, id: ExId) {
-        let ctx = &self.sh.ctx;
-        let cbs = ctx.with(id, |e| {
-            e.aborted = true;
-            let r = e.req.as_mut().expect("request present");
-            (r.abort_cb.take(), r.body_cb.take(), e.phase == Phase::Done)
-        });
-        if let Some((abort, body, done)) = cbs {
-            if !done {
-                if let Some(f) = abort {
-                    f();
-                }
-            }
-            if self.st == St::Body {
-                if let Some(mut f) = body {
-                    f(Body::Aborted);
-                }
-            }
-        }
-        ctx.release(id);
+        self.sh.ctx.abort(id, self.st == St::Body);
     }
 
     /// Parses a head at the start of `input`; returns bytes consumed (0 = need more).
@@ -281,25 +263,10 @@ impl HttpConn {
         n
     }
 
-    /// Passes a body event to the handler's callback (taken out of the pool meanwhile).
+    /// Passes a body event to the handler's callback.
     fn deliver(&mut self, b: Body<'_>) {
-        let Some(id) = self.cur else { return };
-        let ctx = &self.sh.ctx;
-        let cb: Option<BodyFn> = ctx
-            .with(id, |e| e.req.as_mut().and_then(|r| r.body_cb.take()))
-            .flatten();
-        if let Some(mut cb) = cb {
-            let end = !matches!(b, Body::Data(_));
-            cb(b);
-            if !end {
-                ctx.with(id, |e| {
-                    if let Some(r) = e.req.as_mut() {
-                        if r.body_cb.is_none() {
-                            r.body_cb = Some(cb);
-                        }
-                    }
-                });
-            }
+        if let Some(id) = self.cur {
+            self.sh.ctx.deliver_body(id, b);
         }
     }
 
