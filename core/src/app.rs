@@ -333,8 +333,6 @@ pub(crate) struct Exchange {
     pub(crate) body_len: u64,
     pub(crate) flush: bool,
     pub(crate) aborted: bool,
-    /// The protocol may send a `100 Continue` (set by the handler wanting the body).
-    pub(crate) head_only: bool,
     /// Output handed to the connection and not yet written (as last reported by it).
     pub(crate) conn_queued: usize,
     /// Bytes for the front end's error log (FastCGI STDERR).
@@ -359,23 +357,36 @@ impl Exchange {
             body_len: 0,
             flush: false,
             aborted: false,
-            head_only: false,
             conn_queued: 0,
             errs: Vec::new(),
             proto: Protocol::Http,
         }
     }
 
-    /// Queues body bytes (copied).
+    /// Queues body bytes (copied), counting them in `body_len`.
     pub(crate) fn push_copy(&mut self, b: &[u8]) {
         if b.is_empty() {
             return;
         }
+        self.body_len += b.len() as u64;
         self.bytes.extend_from_slice(b);
         match self.pieces.last_mut() {
             Some(Piece::Copied(n)) => *n += b.len(),
             _ => self.pieces.push(Piece::Copied(b.len())),
         }
+    }
+
+    /// Replaces a response whose head was not sent with `status` and a text/plain `body`
+    /// (the library's own answers: 500 for a dropped response, 431 for oversized params).
+    pub(crate) fn canned(&mut self, status: u16, body: &[u8]) {
+        self.status = status;
+        self.hdrs.clear();
+        self.hdrs.extend_from_slice(b"Content-Type: text/plain\r\n");
+        self.has_content_type = true;
+        self.bytes.clear();
+        self.pieces.clear();
+        self.body_len = 0;
+        self.push_copy(body);
     }
 
     /// Takes queued pieces, calling `f` for each (with copied bytes as a slice).
@@ -456,7 +467,6 @@ impl Ctx {
         e.body_len = 0;
         e.flush = false;
         e.aborted = false;
-        e.head_only = false;
         e.conn_queued = 0;
         e.errs.clear();
         e.req
@@ -652,10 +662,7 @@ impl Response {
     /// Queues body bytes (copied). Before a flush they are held so that `finish` can send a
     /// Content-Length; after one they stream.
     pub fn write(&mut self, bytes: &[u8]) -> Result<(), ResponseError> {
-        self.queue(|e| {
-            e.body_len += bytes.len() as u64;
-            e.push_copy(bytes)
-        })
+        self.queue(|e| e.push_copy(bytes))
     }
 
     /// Queues body bytes that live forever, without copying.
@@ -796,17 +803,7 @@ impl Drop for Response {
             .unwrap_or(false);
         if open {
             log::warn!("response dropped unfinished: answering 500");
-            let _ = self.with(|e| {
-                e.status = 500;
-                e.hdrs.clear();
-                e.hdrs.extend_from_slice(b"Content-Type: text/plain\r\n");
-                e.has_content_type = true;
-                e.bytes.clear();
-                e.pieces.clear();
-                e.body_len = 0;
-                e.push_copy(b"Internal Server Error\n");
-                e.body_len = 22;
-            });
+            let _ = self.with(|e| e.canned(500, b"Internal Server Error\n"));
         }
         let _ = self.finish_inner();
     }

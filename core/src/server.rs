@@ -116,27 +116,6 @@ impl Loop {
     }
 }
 
-fn local_of(fd: std::os::fd::RawFd) -> Option<SocketAddr> {
-    // SAFETY: all-zero is a valid sockaddr_storage.
-    let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    // SAFETY: getsockname writes at most `len` bytes into `st`.
-    let r = unsafe {
-        libc::getsockname(
-            fd,
-            (&mut st as *mut libc::sockaddr_storage).cast(),
-            &mut len,
-        )
-    };
-    if r != 0 {
-        return None;
-    }
-    match crate::net::listener_peer_of(&st) {
-        PeerAddr::Inet(a) => Some(a),
-        PeerAddr::Unix => None,
-    }
-}
-
 impl Server {
     /// Serves `proto` on `l` from this loop. Returns the listener's token.
     pub fn listen(&self, lp: &mut Loop, l: Listener, proto: Proto) -> Token {
@@ -153,7 +132,10 @@ impl Server {
             }
             let extra = if wildcard {
                 lp.stats.other += 1;
-                local_of(std::os::fd::AsRawFd::as_raw_fd(&a.fd))
+                match crate::net::local_addr(std::os::fd::AsRawFd::as_raw_fd(&a.fd)) {
+                    Ok(PeerAddr::Inet(addr)) => Some(addr),
+                    _ => None,
+                }
             } else {
                 None
             };

@@ -190,13 +190,7 @@ impl FcgiConn {
                 self.reqs[i].rejected = true;
                 self.reqs[i].stage = Stage::Wait;
                 self.sh.ctx.with(ex, |e| {
-                    e.status = 431;
-                    e.hdrs.clear();
-                    e.hdrs.extend_from_slice(b"Content-Type: text/plain\r\n");
-                    e.bytes.clear();
-                    e.pieces.clear();
-                    e.push_copy(b"Request Header Fields Too Large\n");
-                    e.body_len = 32;
+                    e.canned(431, b"Request Header Fields Too Large\n");
                     e.phase = Phase::Done;
                 });
                 return;

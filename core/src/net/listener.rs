@@ -215,7 +215,8 @@ fn set_opt(fd: RawFd, level: i32, name: i32, val: i32) -> io::Result<()> {
     .map(drop)
 }
 
-fn local_addr(fd: RawFd) -> io::Result<PeerAddr> {
+/// The local address of a socket (getsockname).
+pub(crate) fn local_addr(fd: RawFd) -> io::Result<PeerAddr> {
     // SAFETY: all-zero is a valid sockaddr_storage.
     let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;

@@ -7,6 +7,6 @@ pub(crate) mod pool;
 
 pub use addr::{Addr, AddrError, PeerAddr};
 pub use conn::{ConnOptions, Io, Protocol};
-pub(crate) use listener::peer_of as listener_peer_of;
+pub(crate) use listener::local_addr;
 pub use listener::{AcceptFn, Accepted, ListenOptions, Listener};
 pub use pool::DEFAULT_BUF_SIZE;

@@ -396,16 +396,20 @@ impl Loop {
         self.stopped = true;
     }
 
-    /// Whether work is pending that must be handled without waiting: queued registrations,
-    /// deferred callbacks, sources to call again, posted messages or a stop request.
-    fn has_pending_work(&self) -> bool {
-        !self.changes.is_empty()
-            || !self.deferred.is_empty()
+    /// Work the next iteration must do without waiting for events: deferred callbacks,
+    /// sources to call again, kicked connections, posted messages or a stop request.
+    fn work_queued(&self) -> bool {
+        !self.deferred.is_empty()
             || !self.again_next.is_empty()
             || !self.kicks.borrow().is_empty()
-            || self.stopped
+            || self.stop_requested()
             || self.shared.has_posts()
-            || self.shared.stop.load(Ordering::Acquire)
+    }
+
+    /// `work_queued`, or registrations not yet handed to the backend (which a host polling
+    /// the backend fd would not see; the loop's own wait applies them itself).
+    fn has_pending_work(&self) -> bool {
+        !self.changes.is_empty() || self.work_queued()
     }
 
     /// How long a host loop may sleep before calling [`Loop::run_once_nowait`]: zero when
@@ -468,14 +472,9 @@ impl Loop {
 
     fn iterate(&mut self, block: bool) -> io::Result<()> {
         self.stats.iterations += 1;
+        let busy = !block || self.work_queued();
         std::mem::swap(&mut self.again, &mut self.again_next);
-        let timeout = if !block
-            || !self.again.is_empty()
-            || !self.deferred.is_empty()
-            || !self.kicks.borrow().is_empty()
-            || self.stop_requested()
-            || self.shared.has_posts()
-        {
+        let timeout = if busy {
             Some(Duration::ZERO)
         } else {
             self.timers
