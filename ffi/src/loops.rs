@@ -55,6 +55,29 @@ pub(crate) unsafe fn with_loop(
     f(unsafe { &mut *b.lp.get() })
 }
 
+/// Stores a new registration's id in the optional out-pointer `id`, or maps its error.
+unsafe fn registered(r: std::io::Result<u64>, id: *mut u64) -> c_int {
+    match r {
+        Ok(v) => {
+            if !id.is_null() {
+                // SAFETY: the caller passes NULL or a writable u64.
+                unsafe { *id = v };
+            }
+            MYRIAD_OK
+        }
+        Err(e) => os_err(&e),
+    }
+}
+
+/// MYRIAD_OK if something was removed, MYRIAD_ENOTFOUND if the id was stale.
+fn removed(found: bool) -> c_int {
+    if found {
+        MYRIAD_OK
+    } else {
+        MYRIAD_ENOTFOUND
+    }
+}
+
 /// Calls C code from a loop callback, making `lp` the loop for re-entrant calls.
 pub(crate) fn enter<R>(lb: *const c_void, lp: &mut Loop, f: impl FnOnce() -> R) -> R {
     let prev = CURRENT.with(|c| c.replace((lb, lp as *mut Loop)));
@@ -224,10 +247,7 @@ pub unsafe extern "C" fn myriad_timer_start(
                     move |l, _| call(l),
                 )
             };
-            if !id.is_null() {
-                *id = t.to_u64();
-            }
-            MYRIAD_OK
+            registered(Ok(t.to_u64()), id)
         })
     })
 }
@@ -237,15 +257,7 @@ pub unsafe extern "C" fn myriad_timer_start(
 #[no_mangle]
 pub unsafe extern "C" fn myriad_timer_cancel(lp: *mut myriad_loop_t, id: u64) -> c_int {
     // SAFETY: forwarded.
-    guard(|| unsafe {
-        with_loop(lp, |l| {
-            if l.cancel_timer(TimerId::from_u64(id)) {
-                MYRIAD_OK
-            } else {
-                MYRIAD_ENOTFOUND
-            }
-        })
-    })
+    guard(|| unsafe { with_loop(lp, |l| removed(l.cancel_timer(TimerId::from_u64(id)))) })
 }
 
 /// Signal callback: the loop, the signal number, user data.
@@ -273,15 +285,8 @@ pub unsafe extern "C" fn myriad_signal_watch(
     // SAFETY: forwarded.
     guard(move || unsafe {
         with_loop(lp, move |l| {
-            match l.watch_signal(signo, move |l, s| enter(lb, l, || cb(lp, s, ud.get()))) {
-                Ok(sid) => {
-                    if !id.is_null() {
-                        *id = sid.to_u64();
-                    }
-                    MYRIAD_OK
-                }
-                Err(e) => os_err(&e),
-            }
+            let r = l.watch_signal(signo, move |l, s| enter(lb, l, || cb(lp, s, ud.get())));
+            registered(r.map(|sid| sid.to_u64()), id)
         })
     })
 }
@@ -290,15 +295,7 @@ pub unsafe extern "C" fn myriad_signal_watch(
 #[no_mangle]
 pub unsafe extern "C" fn myriad_signal_unwatch(lp: *mut myriad_loop_t, id: u64) -> c_int {
     // SAFETY: forwarded.
-    guard(|| unsafe {
-        with_loop(lp, |l| {
-            if l.unwatch_signal(SignalId::from_u64(id)) {
-                MYRIAD_OK
-            } else {
-                MYRIAD_ENOTFOUND
-            }
-        })
-    })
+    guard(|| unsafe { with_loop(lp, |l| removed(l.unwatch_signal(SignalId::from_u64(id)))) })
 }
 
 /// Watch for readability.
@@ -361,15 +358,7 @@ pub unsafe extern "C" fn myriad_fd_watch(
                 }
                 enter(lb, l, || cb(lp, fd, ev, ud.get()));
             });
-            match r {
-                Ok(t) => {
-                    if !id.is_null() {
-                        *id = t.to_u64();
-                    }
-                    MYRIAD_OK
-                }
-                Err(e) => os_err(&e),
-            }
+            registered(r.map(|t| t.to_u64()), id)
         })
     })
 }
@@ -379,15 +368,7 @@ pub unsafe extern "C" fn myriad_fd_watch(
 #[no_mangle]
 pub unsafe extern "C" fn myriad_fd_unwatch(lp: *mut myriad_loop_t, id: u64) -> c_int {
     // SAFETY: forwarded.
-    guard(|| unsafe {
-        with_loop(lp, |l| {
-            if l.unwatch(Token::from_u64(id)) {
-                MYRIAD_OK
-            } else {
-                MYRIAD_ENOTFOUND
-            }
-        })
-    })
+    guard(|| unsafe { with_loop(lp, |l| removed(l.unwatch(Token::from_u64(id)))) })
 }
 
 /// Runs `cb` on the loop's thread in a later iteration. Any thread; many posts between
