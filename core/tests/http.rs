@@ -262,6 +262,34 @@ fn smuggling_attempts_get_400_and_close() {
     assert_eq!(c.read(false).status, 431);
 }
 
+/// Bytes that reach the server between its last read and its close (a request pipelined
+/// behind a rejected one) would turn the close into a reset that can destroy the error
+/// response. So a closing connection shuts down its write side and drains the peer's input
+/// until the peer's EOF, instead of closing while the peer may still be sending.
+#[test]
+fn error_close_lingers_until_the_client_is_done_sending() {
+    let s = srv();
+    let mut c = Client::connect(s.addr());
+    c.send(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n");
+    assert_eq!(c.read(false).status, 400);
+    assert!(c.closed(), "EOF: the server shut down its side");
+    // Still draining what we send: late input is read and discarded, not reset.
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(
+        s.inner.on_loop(|lp| lp.connection_count()),
+        1,
+        "closed without lingering"
+    );
+    c.send(b"GET /late HTTP/1.1\r\nHost: t\r\n\r\n");
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(s.inner.on_loop(|lp| lp.connection_count()), 1);
+    // Our EOF ends the linger at once.
+    drop(c);
+    s.inner.wait_for(5, "lingering connection closed", |lp| {
+        lp.connection_count() == 0
+    });
+}
+
 #[test]
 fn slow_reader_gets_a_streamed_response_in_bounded_memory() {
     let s = srv();

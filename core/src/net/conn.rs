@@ -393,9 +393,10 @@ impl Io<'_> {
     pub fn pause_reading(&mut self, paused: bool) {
         self.st.set(PAUSED_BY_PROTO, paused);
     }
-    /// Closes after queued output is written. If the peer may still be sending, the write
-    /// side is shut down and input drained for a while first, so that unread input does not
-    /// turn the close into a reset that destroys the response.
+    /// Closes after queued output is written. Unless the peer has already closed its side,
+    /// the write side is shut down and input drained (until the peer's EOF or the linger
+    /// timeout) first, so that late input does not turn the close into a reset that
+    /// destroys the response.
     pub fn close(&mut self) {
         self.st.set(CLOSING, true);
     }
@@ -683,8 +684,12 @@ impl<P: Protocol> Conn<P> {
                 if self.out.len > 0 {
                     return Next::Keep;
                 }
-                let unread = self.input.len() > 0 || (self.st.has(CAN_READ) && !self.st.has(EOF));
-                if unread && !self.st.has(PEER_CLOSED) {
+                // Unless the peer has finished sending, bytes may still arrive after our
+                // last read (a pipelined request behind a rejected one): closing now would
+                // answer them with a reset that can destroy the response in the peer's
+                // receive buffer. Shut down our side and drain until its EOF (or the linger
+                // deadline) instead.
+                if !self.st.has(PEER_CLOSED) && !self.st.has(EOF) {
                     self.start_linger(lp);
                     return if self.linger_read(lp) {
                         Next::Remove
