@@ -338,6 +338,8 @@ pub(crate) struct Exchange {
     /// Bytes for the front end's error log (FastCGI STDERR).
     pub(crate) errs: Vec<u8>,
     pub(crate) proto: Protocol,
+    /// Called once when the connection's output next empties (see [`Response::on_drain`]).
+    pub(crate) drain_cb: Option<Box<dyn FnOnce()>>,
 }
 
 impl Exchange {
@@ -360,6 +362,7 @@ impl Exchange {
             conn_queued: 0,
             errs: Vec::new(),
             proto: Protocol::Http,
+            drain_cb: None,
         }
     }
 
@@ -469,6 +472,7 @@ impl Ctx {
         e.aborted = false;
         e.conn_queued = 0;
         e.errs.clear();
+        e.drain_cb = None;
         e.req
             .get_or_insert_with(|| Box::new(Request::new()))
             .reset();
@@ -477,7 +481,7 @@ impl Ctx {
 
     /// Returns an exchange to the pool; response handles to it go stale.
     pub(crate) fn release(&self, id: ExId) {
-        let (body_cb, abort_cb) = {
+        let (body_cb, abort_cb, drain_cb) = {
             let mut ex = self.ex.borrow_mut();
             let Some(e) = ex.get_mut(id.slot as usize) else {
                 return;
@@ -492,12 +496,14 @@ impl Ctx {
             (
                 req.and_then(|r| r.body_cb.take()),
                 e.req.as_mut().and_then(|r| r.abort_cb.take()),
+                e.drain_cb.take(),
             )
         };
         self.free.borrow_mut().push(id.slot);
         // User closures are dropped outside the borrow: they may hold Responses.
         drop(body_cb);
         drop(abort_cb);
+        drop(drain_cb);
     }
 
     /// Runs `f` on a live exchange.
@@ -551,6 +557,22 @@ impl Ctx {
             }
         }
         self.release(id);
+    }
+
+    /// Whether the exchange waits for its connection's output to drain.
+    pub(crate) fn wants_drain(&self, id: ExId) -> bool {
+        self.with(id, |e| e.drain_cb.is_some()).unwrap_or(false)
+    }
+
+    /// The connection's output emptied: runs the exchange's drain callback at the end of
+    /// the iteration (outside the connection's own callback, so it may write freely).
+    pub(crate) fn drained(&self, lp: &mut Loop, id: ExId) {
+        if let Some(Some(f)) = self.with(id, |e| {
+            e.conn_queued = 0;
+            e.drain_cb.take()
+        }) {
+            lp.defer(move |_| f());
+        }
     }
 
     fn kick(&self, conn: Token) {
@@ -735,6 +757,22 @@ impl Response {
     /// Whether the client went away (or the front end aborted the request).
     pub fn is_aborted(&self) -> bool {
         self.ctx.with(self.id, |e| e.aborted).unwrap_or(true)
+    }
+
+    /// Calls `f` once, on the loop, when the response's output has all been written to the
+    /// connection (at once if nothing is queued): with [`Response::queued`], this paces a
+    /// body produced faster than the client reads (a proxy pauses its upstream, writes
+    /// again from `f`). Replaces an earlier callback; dropped unused if the exchange ends.
+    pub fn on_drain(&mut self, f: impl FnOnce() + 'static) -> Result<(), ResponseError> {
+        let conn = self
+            .ctx
+            .with(self.id, |e| {
+                e.drain_cb = Some(Box::new(f));
+                e.conn
+            })
+            .ok_or(ResponseError::Gone)?;
+        self.ctx.kick(conn);
+        Ok(())
     }
 
     /// Whether `finish` was called (or the handle was turned into a completion).

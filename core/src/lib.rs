@@ -18,7 +18,9 @@ pub mod server;
 mod sys;
 
 pub use app::{Body, Completion, Request, Response, ResponseError};
-pub use net::{Accepted, Addr, ConnOptions, Io, ListenOptions, Listener, PeerAddr, Protocol};
+pub use net::{
+    Accepted, Addr, ConnOptions, Io, ListenOptions, Listener, PeerAddr, Protocol, ResolveId, Target,
+};
 pub use reactor::{Closed, Handle, Loop, Posted, SignalId, Stats, TimerId, Token};
 pub use server::{Proto, Server, ServerOptions};
 pub use sys::{Interest, Ready};

@@ -292,10 +292,19 @@ fn error_close_lingers_until_the_client_is_done_sending() {
 
 #[test]
 fn slow_reader_gets_a_streamed_response_in_bounded_memory() {
+    slow_reader("/stream?chunks=512&bytes=16384");
+}
+
+#[test]
+fn on_drain_paces_a_streamed_response() {
+    slow_reader("/drained?chunks=512&bytes=16384");
+}
+
+fn slow_reader(target: &str) {
     let s = srv();
     let mut c = Client::connect(s.addr());
-    // 8 MiB produced at up to 16 MB/s; the client reads at most 8 KiB per millisecond.
-    c.send(b"GET /stream?chunks=512&bytes=16384 HTTP/1.1\r\nHost: t\r\n\r\n");
+    // 8 MiB produced as fast as allowed; the client reads at most 8 KiB per millisecond.
+    c.send(format!("GET {target} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
     let mut got = 0usize;
     let mut peak = 0u64;
     let mut buf = vec![0u8; 8 * 1024];

@@ -359,6 +359,9 @@ impl FcgiConn {
     /// Moves every request's output into STDOUT/STDERR records; ends finished requests.
     fn collect(&mut self, io: &mut Io<'_>) {
         let ctx = self.sh.ctx.clone();
+        if self.reqs.iter().any(|a| ctx.wants_drain(a.ex)) {
+            io.notify_drained();
+        }
         let mut i = 0;
         while i < self.reqs.len() {
             let a = &mut self.reqs[i];
@@ -496,6 +499,20 @@ impl Protocol for FcgiConn {
 
     fn on_wake(&mut self, io: &mut Io<'_>) {
         self.collect(io);
+    }
+
+    fn on_write_blocked(&mut self, io: &mut Io<'_>) {
+        // One connection carries every request's output: each one's queue is all of it.
+        let q = io.queued();
+        for a in &self.reqs {
+            self.sh.ctx.with(a.ex, |e| e.conn_queued = q);
+        }
+    }
+
+    fn on_drained(&mut self, io: &mut Io<'_>) {
+        for a in &self.reqs {
+            self.sh.ctx.drained(io.lp(), a.ex);
+        }
     }
 
     fn on_eof(&mut self, io: &mut Io<'_>) {

@@ -368,6 +368,9 @@ impl HttpConn {
     /// response is complete.
     fn collect(&mut self, io: &mut Io<'_>) -> bool {
         let Some(id) = self.cur else { return false };
+        if self.sh.ctx.wants_drain(id) {
+            io.notify_drained();
+        }
         if self.st == St::Head || self.st == St::Dead {
             return false;
         }
@@ -576,6 +579,7 @@ impl Protocol for HttpConn {
         } else {
             self.collect(io);
         }
+
         if self.st == St::Head && self.cur.is_none() && self.sh.draining.get() {
             self.st = St::Dead;
             io.close();
@@ -632,7 +636,7 @@ impl Protocol for HttpConn {
     fn on_drained(&mut self, io: &mut Io<'_>) {
         self.set(BLOCKED, false);
         if let Some(id) = self.cur {
-            self.sh.ctx.with(id, |e| e.conn_queued = 0);
+            self.sh.ctx.drained(io.lp(), id);
         }
         if self.timer == Timer::Write {
             let next = match self.st {

@@ -50,6 +50,12 @@ pub trait Protocol: 'static {
         let _ = io;
     }
 
+    /// An outbound connection (see [`Loop::connect`]) completed; queued output goes out
+    /// next. (A connection that fails or times out gets `on_close` with the error instead.)
+    fn on_connect(&mut self, io: &mut Io<'_>) {
+        let _ = io;
+    }
+
     /// The deadline set with [`Io::set_deadline`] passed. By default the connection is
     /// closed at once.
     fn on_timeout(&mut self, io: &mut Io<'_>) {
@@ -324,6 +330,12 @@ const WANT_DRAIN: u16 = 1 << 10;
 const BLOCKED: u16 = 1 << 11;
 /// The input buffer is full of bytes the protocol has not consumed yet.
 const INPUT_FULL: u16 = 1 << 12;
+/// An outbound connect is in progress.
+const CONNECTING: u16 = 1 << 13;
+/// Shut down the write side once output is written.
+const SHUT_PENDING: u16 = 1 << 14;
+/// The write side is shut down: nothing more is written.
+const SHUT_DONE: u16 = 1 << 15;
 
 /// Connection flags and bookkeeping visible to the protocol through [`Io`].
 pub(crate) struct State {
@@ -359,14 +371,14 @@ impl Io<'_> {
     }
     /// Queues a copy of `bytes` (into pool blocks).
     pub fn write(&mut self, bytes: &[u8]) {
-        if !self.st.has(ABORT) {
+        if !self.st.refuses_output() {
             self.out.copy(self.lp, bytes);
         }
     }
     /// Queues bytes that live forever, without copying (small ones that fit the current
     /// block are copied: cheaper than another iovec, and no queue growth).
     pub fn write_static(&mut self, bytes: &'static [u8]) {
-        if self.st.has(ABORT) || bytes.is_empty() {
+        if self.st.refuses_output() || bytes.is_empty() {
             return;
         }
         if bytes.len() <= 1024 && self.out.tail_room() >= bytes.len() {
@@ -377,7 +389,7 @@ impl Io<'_> {
     }
     /// Queues an owned buffer without copying; it is dropped once written.
     pub fn write_owned(&mut self, bytes: Box<dyn AsRef<[u8]>>) {
-        if !self.st.has(ABORT) && !(*bytes).as_ref().is_empty() {
+        if !self.st.refuses_output() && !(*bytes).as_ref().is_empty() {
             self.out.push(Chunk::Owned(bytes, 0));
         }
     }
@@ -408,6 +420,28 @@ impl Io<'_> {
     pub fn is_closing(&self) -> bool {
         self.st.has(CLOSING) || self.st.has(ABORT)
     }
+    /// Shuts down the write side (the peer reads EOF) once queued output is written;
+    /// reading goes on. Later writes are dropped.
+    pub fn shutdown_write(&mut self) {
+        self.st.set(SHUT_PENDING, true);
+    }
+    /// Whether the outbound connect is still in progress.
+    pub fn is_connecting(&self) -> bool {
+        self.st.has(CONNECTING)
+    }
+    /// Whether reading is paused (by [`Io::pause_reading`], or by output above the
+    /// high-water mark).
+    pub fn is_reading_paused(&self) -> bool {
+        self.st.has(PAUSED_BY_PROTO) || self.st.has(PAUSED_BY_OUTPUT)
+    }
+    /// Sets the output marks: reading pauses while more than `high` bytes are queued and
+    /// resumes at `low` or less (`low` is capped at `high`).
+    pub fn set_watermarks(&mut self, low: usize, high: usize) {
+        let c = |v: usize| v.min(u32::MAX as usize) as u32;
+        self.st.opts.high_water = c(high);
+        self.st.opts.low_water = c(low.min(high));
+    }
+
     /// Sets (or clears) the connection's deadline; [`Protocol::on_timeout`] runs when it
     /// passes. Costs no syscall; moving a deadline later costs nothing at all (the armed
     /// timer re-arms itself lazily when it fires).
@@ -419,6 +453,9 @@ impl Io<'_> {
 impl State {
     fn has(&self, f: u16) -> bool {
         self.flags & f != 0
+    }
+    fn refuses_output(&self) -> bool {
+        self.flags & (ABORT | SHUT_PENDING | SHUT_DONE) != 0
     }
     fn set(&mut self, f: u16, on: bool) {
         if on {
@@ -600,6 +637,11 @@ impl<P: Protocol> Conn<P> {
             return;
         }
         self.st.deadline = None;
+        if self.st.has(CONNECTING) {
+            self.st.error = Some(io::Error::from_raw_os_error(libc::ETIMEDOUT));
+            self.st.set(ABORT, true);
+            return;
+        }
         if self.st.has(LINGERING) {
             self.st.set(ABORT, true);
             return;
@@ -642,7 +684,55 @@ impl<P: Protocol> Conn<P> {
         false
     }
 
+    /// An event on a connecting socket: `Some` while it is still connecting (or failed).
+    fn connect_progress(&mut self, lp: &mut Loop, ready: Ready) -> Option<Next> {
+        if ready.intersects(Ready::ERROR | Ready::HUP) {
+            let mut err: libc::c_int = 0;
+            let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+            lp.stats.other += 1;
+            // SAFETY: SO_ERROR writes one c_int into `err`, whose size is in `len`.
+            let r = unsafe {
+                libc::getsockopt(
+                    self.fd.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_ERROR,
+                    (&mut err as *mut libc::c_int).cast(),
+                    &mut len,
+                )
+            };
+            let e = if r < 0 {
+                io::Error::last_os_error()
+            } else {
+                io::Error::from_raw_os_error(if err == 0 { libc::ECONNRESET } else { err })
+            };
+            return Some(self.fail(e));
+        }
+        if !ready.contains(Ready::WRITABLE) {
+            // Kicked (a write queued) or an early read edge: still connecting.
+            return Some(if self.st.has(ABORT) {
+                Next::Remove
+            } else {
+                Next::Keep
+            });
+        }
+        self.st.set(CONNECTING, false);
+        self.st.deadline = None;
+        log::debug!("connection {:?} connected", self.st.token);
+        let (proto, out, st) = self.io_parts();
+        proto.on_connect(&mut Io { lp, out, st });
+        None
+    }
+
     fn drive(&mut self, lp: &mut Loop, kicked: bool) -> Next {
+        if self.st.has(CONNECTING) {
+            // Nothing can be read or written yet; an abort takes effect now, a close once
+            // connected and flushed.
+            return if self.st.has(ABORT) {
+                Next::Remove
+            } else {
+                Next::Keep
+            };
+        }
         if self.st.has(LINGERING) {
             return if self.st.has(ABORT) || self.linger_read(lp) {
                 Next::Remove
@@ -680,6 +770,13 @@ impl<P: Protocol> Conn<P> {
                     continue;
                 }
             }
+            if self.st.has(SHUT_PENDING) && self.out.len == 0 {
+                self.st.set(SHUT_PENDING, false);
+                self.st.set(SHUT_DONE, true);
+                lp.stats.other += 1;
+                // SAFETY: plain shutdown(2) on the fd we own.
+                unsafe { libc::shutdown(self.fd.as_raw_fd(), libc::SHUT_WR) };
+            }
             if self.st.has(CLOSING) {
                 if self.out.len > 0 {
                     return Next::Keep;
@@ -689,7 +786,7 @@ impl<P: Protocol> Conn<P> {
                 // answer them with a reset that can destroy the response in the peer's
                 // receive buffer. Shut down our side and drain until its EOF (or the linger
                 // deadline) instead.
-                if !self.st.has(PEER_CLOSED) && !self.st.has(EOF) {
+                if !self.st.has(PEER_CLOSED) && !self.st.has(EOF) && !self.st.has(CONNECTING) {
                     self.start_linger(lp);
                     return if self.linger_read(lp) {
                         Next::Remove
@@ -747,6 +844,11 @@ impl<P: Protocol> Source for Conn<P> {
         if ready.contains(Ready::TIMER) {
             self.on_timer(lp);
         }
+        if self.st.has(CONNECTING) && !self.st.has(ABORT) {
+            if let Some(next) = self.connect_progress(lp, ready) {
+                return next;
+            }
+        }
         self.drive(lp, ready.is_empty())
     }
 
@@ -784,6 +886,35 @@ impl Loop {
         proto: P,
         opts: ConnOptions,
     ) -> Token {
+        self.add_conn_flags(conn, proto, opts, CAN_WRITE)
+    }
+
+    /// Adds a socket whose connect(2) is in progress; see [`Loop::connect`].
+    pub(crate) fn add_connecting<P: Protocol>(
+        &mut self,
+        conn: Accepted,
+        proto: P,
+        opts: ConnOptions,
+        timeout: Option<std::time::Duration>,
+    ) -> Token {
+        let token = self.add_conn_flags(conn, proto, opts, CONNECTING);
+        if let Some(t) = timeout {
+            let at = self.now() + t;
+            self.with_source::<Conn<P>, ()>(token, |c, lp, _| {
+                set_deadline(lp, &mut c.st, Some(at));
+                ((), Next::Keep)
+            });
+        }
+        token
+    }
+
+    fn add_conn_flags<P: Protocol>(
+        &mut self,
+        conn: Accepted,
+        proto: P,
+        opts: ConnOptions,
+        flags: u16,
+    ) -> Token {
         let fd = conn.fd.as_raw_fd();
         self.add_source(Some((fd, Interest::SOCKET)), |token| {
             Box::new(Conn {
@@ -794,7 +925,7 @@ impl Loop {
                     token,
                     peer: conn.peer,
                     opts: opts.into(),
-                    flags: CAN_WRITE,
+                    flags,
                     deadline: None,
                     armed: None,
                     error: None,
@@ -818,6 +949,24 @@ impl Loop {
             let next = c.drive(lp, true);
             (r, next)
         })
+    }
+
+    /// Runs `f` with connection `token`'s protocol and I/O without running any of its
+    /// callbacks now: what `f` queued or changed takes effect when the connection is called
+    /// at the end of this iteration (no re-entrancy; one write however many calls). Returns
+    /// `None` if the token is stale, not a `Conn<P>`, or the connection is running a
+    /// callback right now.
+    pub fn with_conn_later<P: Protocol, R>(
+        &mut self,
+        token: Token,
+        f: impl FnOnce(&mut P, &mut Io<'_>) -> R,
+    ) -> Option<R> {
+        let r = self.with_source::<Conn<P>, R>(token, |c, lp, _| {
+            let (proto, out, st) = c.io_parts();
+            (f(proto, &mut Io { lp, out, st }), Next::Keep)
+        })?;
+        self.kick_soon(token);
+        Some(r)
     }
 
     /// Asks connection `token` to offer its buffered input to its protocol again in the next

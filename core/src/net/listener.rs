@@ -133,7 +133,7 @@ impl Listener {
     }
 }
 
-fn sockaddr_of(sa: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+pub(crate) fn sockaddr_of(sa: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     // SAFETY: sockaddr_storage is plain data for which all-zero is valid.
     let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let len = match sa {
@@ -194,7 +194,7 @@ pub(crate) fn peer_of(st: &libc::sockaddr_storage) -> PeerAddr {
     }
 }
 
-fn new_socket(family: i32) -> io::Result<OwnedFd> {
+pub(crate) fn new_socket(family: i32) -> io::Result<OwnedFd> {
     let fd = syscall!(socket(
         family,
         libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
@@ -204,7 +204,7 @@ fn new_socket(family: i32) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-fn set_opt(fd: RawFd, level: i32, name: i32, val: i32) -> io::Result<()> {
+pub(crate) fn set_opt(fd: RawFd, level: i32, name: i32, val: i32) -> io::Result<()> {
     syscall!(setsockopt(
         fd,
         level,
@@ -272,7 +272,7 @@ fn stat_identity(path: &Path) -> io::Result<(u64, u64, bool)> {
     Ok((md.dev(), md.ino(), md.file_type().is_socket()))
 }
 
-fn unix_sockaddr(path: &Path) -> io::Result<(libc::sockaddr_un, libc::socklen_t)> {
+pub(crate) fn unix_sockaddr(path: &Path) -> io::Result<(libc::sockaddr_un, libc::socklen_t)> {
     // SAFETY: all-zero is a valid sockaddr_un.
     let mut sun: libc::sockaddr_un = unsafe { std::mem::zeroed() };
     sun.sun_family = libc::AF_UNIX as libc::sa_family_t;

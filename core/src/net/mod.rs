@@ -2,11 +2,13 @@
 
 mod addr;
 pub(crate) mod conn;
+pub(crate) mod connect;
 mod listener;
 pub(crate) mod pool;
 
 pub use addr::{Addr, AddrError, PeerAddr};
 pub use conn::{ConnOptions, Io, Protocol};
+pub use connect::{ResolveFn, ResolveId, Target};
 pub(crate) use listener::local_addr;
 pub use listener::{AcceptFn, Accepted, ListenOptions, Listener};
 pub use pool::DEFAULT_BUF_SIZE;

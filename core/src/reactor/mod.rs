@@ -140,6 +140,8 @@ pub struct Loop {
     pub(crate) signals: signal::Signals,
     shared: Arc<wake::Shared>,
     pub(crate) stats: Stats,
+    /// Host-name resolutions waiting for the resolver thread.
+    pub(crate) resolves: crate::net::connect::Resolves,
     pub(crate) pool: BufPool,
     pub(crate) now: Instant,
     stopped: bool,
@@ -178,6 +180,7 @@ impl Loop {
             signals: signal::Signals::new(),
             shared,
             stats: Stats::default(),
+            resolves: Default::default(),
             pool: BufPool::new(crate::net::pool::DEFAULT_BUF_SIZE, 64),
             now: Instant::now(),
             stopped: false,
@@ -378,6 +381,11 @@ impl Loop {
             }
             self.kicks_spare = batch;
         }
+    }
+
+    /// Calls source `token` with `Ready::EMPTY` at the end of this iteration.
+    pub(crate) fn kick_soon(&self, token: Token) {
+        self.kicks.borrow_mut().push(token);
     }
 
     /// Calls source `token` again next iteration with `Ready::EMPTY`.

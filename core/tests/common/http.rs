@@ -1,8 +1,10 @@
 //! An HTTP test server with the demo's routes, and a small raw-socket HTTP client.
 #![allow(dead_code)]
 
+use std::cell::RefCell;
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::rc::Rc;
 use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
@@ -15,6 +17,28 @@ fn param(query: &str, name: &str) -> Option<u64> {
         .filter_map(|kv| kv.split_once('='))
         .find(|(k, _)| *k == name)
         .and_then(|(_, v)| v.parse().ok())
+}
+
+type Pumped = Rc<RefCell<(Option<Response>, u64)>>;
+
+/// Writes until 256 KiB are queued, then waits for the connection to drain.
+fn pump(st: Pumped, chunks: u64, bytes: usize) {
+    let mut g = st.borrow_mut();
+    let (res, i) = &mut *g;
+    let Some(r) = res.as_mut() else { return };
+    while *i < chunks && r.queued() <= 256 * 1024 {
+        let _ = r.write(&vec![b'a' + (*i % 26) as u8; bytes]);
+        *i += 1;
+    }
+    if *i == chunks {
+        let _ = res.take().unwrap().finish();
+        return;
+    }
+    let _ = r.flush();
+    let again = st.clone();
+    if r.on_drain(move || pump(again, chunks, bytes)).is_err() {
+        *res = None;
+    }
 }
 
 /// The demo's routes (plus /status and /early for protocol tests).
@@ -99,6 +123,12 @@ pub fn routes(lp: &mut Loop, req: &mut Request, mut res: Response) {
                     lp.cancel_timer(id);
                 }
             });
+        }
+        ("GET", "/drained") => {
+            // Like /stream, paced by Response::on_drain instead of a polling timer.
+            let chunks = param(&q, "chunks").unwrap_or(1);
+            let bytes = param(&q, "bytes").unwrap_or(1) as usize;
+            pump(Rc::new(RefCell::new((Some(res), 0))), chunks, bytes);
         }
         ("GET", "/pace") => {
             // N pieces, M ms apart (to see streaming through a front end).
