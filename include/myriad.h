@@ -123,6 +123,32 @@
 // Body event: the body will not complete (client gone, timeout, bad framing).
 #define MYRIAD_BODY_ABORTED 2
 
+// Stream event: an outbound connection is established (queued output goes out now).
+#define MYRIAD_STREAM_CONNECTED 1
+
+// Stream event: all queued output was written after a write could not complete at once
+// (resume producing; see myriad_stream_queued).
+#define MYRIAD_STREAM_DRAINED 2
+
+// Stream event: the peer closed its side; nothing more will be read. The stream stays
+// open for writing until myriad_stream_close.
+#define MYRIAD_STREAM_EOF 3
+
+// Stream event: a read or write timeout passed (`error` is MYRIAD_READ or MYRIAD_WRITE).
+// The stream stays open; that timeout is re-armed by the next read or write progress.
+#define MYRIAD_STREAM_TIMEOUT 4
+
+// Stream event, always the last: the stream is closed (`error` is 0 for a close, or why it
+// failed: e.g. MYRIAD_EOS_BASE - ECONNREFUSED, MYRIAD_ETIMEDOUT for a connect timeout).
+// The handle and its user data are released when this callback returns.
+#define MYRIAD_STREAM_CLOSED 5
+
+// A connect (or name resolution) did not complete within its timeout.
+#define MYRIAD_ETIMEDOUT -10
+
+// A host name could not be resolved.
+#define MYRIAD_ERESOLVE -11
+
 // An event loop (opaque). Create with myriad_loop_new, free with myriad_loop_free.
 typedef struct myriad_loop_t myriad_loop_t;
 
@@ -133,6 +159,10 @@ typedef struct myriad_req_t myriad_req_t;
 // A server (opaque): listeners, threads, limits and a handler. Configure, then start on a
 // loop. Loop thread of the loop it is started on (configuration: any single thread).
 typedef struct myriad_server_t myriad_server_t;
+
+// A stream (opaque): a connection's buffered input and output. Valid from the accept
+// callback (or myriad_stream_connect) until its MYRIAD_STREAM_CLOSED event returns.
+typedef struct myriad_stream_t myriad_stream_t;
 
 // Log callback: level (1 error .. 5 trace), message bytes (not NUL-terminated), userdata.
 typedef void (*myriad_log_fn)(int level, const char *msg, size_t len, void *userdata);
@@ -188,6 +218,20 @@ typedef void (*myriad_abort_fn)(struct myriad_req_t *req, void *userdata);
 
 // A callback run on the request's loop thread (myriad_req_post).
 typedef void (*myriad_req_fn)(struct myriad_req_t *req, void *userdata);
+
+// Accept callback of a stream listener: a new stream and its peer address ("IP:PORT",
+// "[V6]:PORT" or "unix:"; `peer` is NUL-terminated and borrowed for the call). Set the
+// stream's callbacks here (myriad_stream_set_callbacks); until then its input is held.
+typedef void (*myriad_accept_fn)(struct myriad_stream_t *s, const char *peer, size_t peer_len, void *userdata);
+
+// Data callback: `len` bytes at `data` are buffered input (borrowed for the call). Return
+// how many were consumed; the rest stays buffered and is offered again, with more, later.
+// (Returning 0 with a full input buffer pauses reading until something is consumed.)
+typedef size_t (*myriad_stream_data_fn)(struct myriad_stream_t *s, const uint8_t *data, size_t len, void *userdata);
+
+// Event callback: one of MYRIAD_STREAM_CONNECTED, _DRAINED, _EOF, _TIMEOUT, _CLOSED, with
+// its error or direction (see each event).
+typedef void (*myriad_stream_event_fn)(struct myriad_stream_t *s, int event, int error, void *userdata);
 
 #ifdef __cplusplus
 extern "C" {
@@ -384,6 +428,13 @@ int myriad_req_read_body(struct myriad_req_t *req, myriad_whole_body_fn cb, void
 // handler call. Errors: MYRIAD_ESTATE, MYRIAD_EINVAL.
 int myriad_req_on_abort(struct myriad_req_t *req, myriad_abort_fn cb, void *userdata, myriad_free_fn dtor);
 
+// Calls `cb(req, userdata)` once, on the loop, when everything written so far has been
+// sent to the client (soon, if nothing is queued): with myriad_req_queued it paces a body
+// produced faster than the client reads (a proxy pauses its upstream stream until then).
+// Replaces an earlier drain callback; dropped uncalled if the request finishes or is
+// aborted first. Loop thread. Errors: MYRIAD_EINVAL, MYRIAD_EGONE.
+int myriad_req_on_drain(struct myriad_req_t *req, myriad_req_fn cb, void *userdata);
+
 // Sets the status (200..=999). Before the head is sent. Loop thread.
 // Errors: MYRIAD_EINVAL, MYRIAD_ESTATE (head sent), MYRIAD_EGONE.
 int myriad_req_status(struct myriad_req_t *req, int code);
@@ -439,6 +490,91 @@ int myriad_req_post(struct myriad_req_t *req, myriad_req_fn cb, void *userdata);
 // response is sent and the handle freed on the loop's thread. Errors: MYRIAD_EINVAL,
 // MYRIAD_ESTATE (the loop is gone).
 int myriad_req_send_async(struct myriad_req_t *req, int status, const char *content_type, size_t ct_len, const uint8_t *body, size_t body_len);
+
+// Listens on `addr` (HOST:PORT, [V6]:PORT, unix:PATH or fd:N) and calls `cb` with each
+// accepted stream. `*id` (optional) receives the listener's id for myriad_stream_unlisten.
+// `dtor(userdata)` runs when the listener is closed (or its loop freed). Loop thread.
+// Errors: MYRIAD_EINVAL, MYRIAD_EADDR, OS errors (bind, listen).
+int myriad_stream_listen(struct myriad_loop_t *lp, const char *addr, size_t addr_len, myriad_accept_fn cb, void *userdata, myriad_free_fn dtor, uint64_t *id);
+
+// Stops a stream listener (its streams stay open); its user data is released.
+// Loop thread. Errors: MYRIAD_ENOTFOUND for an unknown id.
+int myriad_stream_unlisten(struct myriad_loop_t *lp, uint64_t id);
+
+// Writes the bound address of stream listener `id` (e.g. "127.0.0.1:40123", useful after
+// binding port 0) into `buf` (NUL-terminated); returns its length. Loop thread.
+// Errors: MYRIAD_ENOTFOUND, MYRIAD_EINVAL (buf NULL or too small).
+int myriad_stream_listener_addr(struct myriad_loop_t *lp, uint64_t id, char *buf, size_t cap);
+
+// Starts a non-blocking connect to `addr`: HOST:PORT (a name is resolved on a helper
+// thread, never blocking the loop), [V6]:PORT, IP:PORT, unix:PATH, or fd:N (adopts an
+// already connected socket). `*out` receives the stream at once; set its callbacks, and
+// write if you like (output is queued until connected). MYRIAD_STREAM_CONNECTED follows,
+// or MYRIAD_STREAM_CLOSED with the error (MYRIAD_ETIMEDOUT after `timeout_ms`, 0 for
+// none; MYRIAD_ERESOLVE; MYRIAD_EOS_BASE - ECONNREFUSED...). Loop thread.
+// Errors (no stream is created): MYRIAD_EINVAL, MYRIAD_EADDR, immediate OS errors.
+int myriad_stream_connect(struct myriad_loop_t *lp, const char *addr, size_t addr_len, uint64_t timeout_ms, struct myriad_stream_t **out);
+
+// Sets (or replaces) the stream's callbacks and user data; a replaced user data's
+// destructor runs now. `data` NULL holds input buffered (reading stops when the buffer is
+// full); `event` NULL closes the stream at the peer's EOF. Loop thread.
+// Errors: MYRIAD_EINVAL, MYRIAD_EGONE.
+int myriad_stream_set_callbacks(struct myriad_stream_t *s, myriad_stream_data_fn data, myriad_stream_event_fn event, void *userdata, myriad_free_fn dtor);
+
+// Queues a copy of `len` bytes. Loop thread.
+// Errors: MYRIAD_EINVAL, MYRIAD_ESTATE (closing, or the write side was shut down),
+// MYRIAD_EGONE.
+int myriad_stream_write(struct myriad_stream_t *s, const uint8_t *data, size_t len);
+
+// Queues `len` bytes that stay valid and unchanged for the life of the process (string
+// literals), without copying. Loop thread. Errors: as myriad_stream_write.
+int myriad_stream_write_static(struct myriad_stream_t *s, const uint8_t *data, size_t len);
+
+// Queues `len` bytes at `data` without copying; `free_fn(userdata)` runs once they are
+// written or dropped with the stream. On error `free_fn` is NOT called. Loop thread.
+// Errors: as myriad_stream_write.
+int myriad_stream_write_free(struct myriad_stream_t *s, const uint8_t *data, size_t len, myriad_free_fn free_fn, void *userdata);
+
+// Output queued and not yet written (0 on a bad handle). Loop thread.
+size_t myriad_stream_queued(struct myriad_stream_t *s);
+
+// Stops (`paused` non-zero) or resumes reading and data callbacks; input already
+// buffered is offered again on resume. Loop thread. Errors: MYRIAD_EINVAL, MYRIAD_EGONE.
+int myriad_stream_pause(struct myriad_stream_t *s, int paused);
+
+// Output marks for backpressure: reading pauses while more than `high` bytes are queued,
+// and resumes at `low` or less (defaults 256 KiB / 64 KiB). Loop thread.
+// Errors: MYRIAD_EINVAL (low > high), MYRIAD_EGONE.
+int myriad_stream_set_watermarks(struct myriad_stream_t *s, size_t low, size_t high);
+
+// Read and write timeouts in ms (0 turns one off): MYRIAD_STREAM_TIMEOUT fires when
+// nothing was read for `read_ms` while reading, or queued output made no progress for
+// `write_ms`. Set before the connection completes, they start when it does. Loop thread.
+// Errors: MYRIAD_EINVAL, MYRIAD_EGONE.
+int myriad_stream_set_timeouts(struct myriad_stream_t *s, uint32_t read_ms, uint32_t write_ms);
+
+// Shuts down the write side once queued output is written (the peer reads EOF); reading
+// goes on. Later writes fail with MYRIAD_ESTATE. Loop thread.
+// Errors: MYRIAD_EINVAL, MYRIAD_EGONE.
+int myriad_stream_shutdown(struct myriad_stream_t *s);
+
+// Closes the stream once queued output is written; no more data callbacks. The
+// MYRIAD_STREAM_CLOSED event follows (never from inside this call). Loop thread.
+// Errors: MYRIAD_EINVAL, MYRIAD_EGONE.
+int myriad_stream_close(struct myriad_stream_t *s);
+
+// Closes the stream now, discarding queued output (a pending connect or name lookup is
+// cancelled). MYRIAD_STREAM_CLOSED follows (never from inside this call). Loop thread.
+// Errors: MYRIAD_EINVAL, MYRIAD_EGONE.
+int myriad_stream_abort(struct myriad_stream_t *s);
+
+// Writes the stream's peer address ("IP:PORT", "[V6]:PORT" or "unix:") into `buf`
+// (NUL-terminated); returns its length. Loop thread.
+// Errors: MYRIAD_EINVAL (buf NULL or too small), MYRIAD_ESTATE (still resolving).
+int myriad_stream_peer(struct myriad_stream_t *s, char *buf, size_t cap);
+
+// The stream's loop (NULL for a NULL stream). Any thread.
+struct myriad_loop_t *myriad_stream_loop(struct myriad_stream_t *s);
 
 #ifdef __cplusplus
 }  // extern "C"

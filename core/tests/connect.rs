@@ -221,6 +221,8 @@ struct Flood {
 
 impl Protocol for Flood {
     fn on_connect(&mut self, io: &mut Io<'_>) {
+        // Never read the echo: its output can only pile up on its side.
+        io.pause_reading(true);
         self.pump(io);
     }
     fn on_data(&mut self, _: &mut Io<'_>, input: &[u8]) -> usize {

@@ -13,9 +13,11 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 mod loops;
 mod server;
+mod stream;
 
 pub use loops::*;
 pub use server::*;
+pub use stream::*;
 
 /// ABI major version (the soname is libmyriad.so.MAJOR).
 pub const MYRIAD_VERSION_MAJOR: c_int = 0;
@@ -105,6 +107,51 @@ impl Drop for UserData {
 // SAFETY: user data crossing threads is the C caller's contract (documented per function).
 unsafe impl Send for UserData {}
 
+/// Copies `s` into the caller's `buf` of `cap` bytes with a terminating NUL; returns its
+/// length, or MYRIAD_EINVAL if `buf` is NULL or too small.
+pub(crate) unsafe fn copy_cstr(s: &str, buf: *mut c_char, cap: usize) -> c_int {
+    if buf.is_null() || cap < s.len() + 1 {
+        return MYRIAD_EINVAL;
+    }
+    // SAFETY: `buf` has `cap` > s.len() writable bytes.
+    unsafe {
+        std::ptr::copy_nonoverlapping(s.as_ptr(), buf.cast::<u8>(), s.len());
+        *buf.add(s.len()) = 0;
+    }
+    s.len() as c_int
+}
+
+/// Caller-owned bytes queued without copying; the caller's free function runs when the
+/// queue drops them (written, or discarded with the connection).
+pub(crate) struct FreeBuf {
+    p: *const u8,
+    len: usize,
+    _free: UserData,
+}
+
+impl FreeBuf {
+    pub(crate) fn new(p: *const u8, len: usize, free_fn: myriad_free_fn, ud: *mut c_void) -> Self {
+        FreeBuf {
+            p,
+            len,
+            _free: UserData {
+                ptr: ud,
+                dtor: free_fn,
+            },
+        }
+    }
+}
+
+impl AsRef<[u8]> for FreeBuf {
+    fn as_ref(&self) -> &[u8] {
+        if self.len == 0 {
+            return &[];
+        }
+        // SAFETY: the caller keeps the bytes valid until the free function runs.
+        unsafe { std::slice::from_raw_parts(self.p, self.len) }
+    }
+}
+
 /// Borrows a (ptr, len) string from C. NULL with len 0 is "".
 pub(crate) unsafe fn c_str<'a>(p: *const c_char, len: usize) -> Option<&'a str> {
     if p.is_null() {
@@ -145,6 +192,8 @@ pub extern "C" fn myriad_strerror(code: c_int) -> *const c_char {
         MYRIAD_EPANIC => "internal error (panic caught)\0",
         MYRIAD_EGONE => "the request is finished or was aborted\0",
         MYRIAD_EUNSUPPORTED => "not supported\0",
+        MYRIAD_ETIMEDOUT => "timed out\0",
+        MYRIAD_ERESOLVE => "host name could not be resolved\0",
         c if c <= MYRIAD_EOS_BASE && c > MYRIAD_EOS_BASE - 4096 => {
             // SAFETY: strerror returns a static (per-thread) string for any errno; glibc's
             // messages for known errno values are static.

@@ -12,8 +12,9 @@ use myriad::{
 
 use crate::loops::{enter, myriad_loop_t, with_loop};
 use crate::{
-    c_bytes, c_str, guard, guard_or, myriad_free_fn, os_err, UserData, MYRIAD_EADDR, MYRIAD_EGONE,
-    MYRIAD_EINVAL, MYRIAD_ENOTFOUND, MYRIAD_ESTATE, MYRIAD_EWRONGTHREAD, MYRIAD_OK,
+    c_bytes, c_str, copy_cstr, guard, guard_or, myriad_free_fn, os_err, FreeBuf, UserData,
+    MYRIAD_EADDR, MYRIAD_EGONE, MYRIAD_EINVAL, MYRIAD_ENOTFOUND, MYRIAD_ESTATE,
+    MYRIAD_EWRONGTHREAD, MYRIAD_OK,
 };
 
 /// Protocol: HTTP/1.1.
@@ -409,18 +410,13 @@ pub unsafe extern "C" fn myriad_server_listener_addr(
         let Some((a, p)) = s.bound.get(i) else {
             return MYRIAD_ENOTFOUND;
         };
-        if buf.is_null() || cap < a.len() + 1 {
-            return MYRIAD_EINVAL;
+        // SAFETY: `buf` has `cap` writable bytes.
+        let n = unsafe { copy_cstr(a, buf, cap) };
+        if n >= 0 && !proto.is_null() {
+            // SAFETY: `proto` is NULL or writable.
+            unsafe { *proto = *p };
         }
-        // SAFETY: `buf` has `cap` writable bytes; `proto` is NULL or writable.
-        unsafe {
-            std::ptr::copy_nonoverlapping(a.as_ptr(), buf.cast::<u8>(), a.len());
-            *buf.add(a.len()) = 0;
-            if !proto.is_null() {
-                *proto = *p;
-            }
-        }
-        a.len() as c_int
+        n
     })
 }
 
@@ -729,15 +725,8 @@ pub unsafe extern "C" fn myriad_req_peer(
         let Some(p) = with_request(r, |q| q.peer().to_string()) else {
             return MYRIAD_EGONE;
         };
-        if buf.is_null() || cap < p.len() + 1 {
-            return MYRIAD_EINVAL;
-        }
         // SAFETY: `buf` has `cap` writable bytes.
-        unsafe {
-            std::ptr::copy_nonoverlapping(p.as_ptr(), buf.cast::<u8>(), p.len());
-            *buf.add(p.len()) = 0;
-        }
-        p.len() as c_int
+        unsafe { copy_cstr(&p, buf, cap) }
     })
 }
 
@@ -912,6 +901,35 @@ pub unsafe extern "C" fn myriad_req_on_abort(
     })
 }
 
+/// Calls `cb(req, userdata)` once, on the loop, when everything written so far has been
+/// sent to the client (soon, if nothing is queued): with myriad_req_queued it paces a body
+/// produced faster than the client reads (a proxy pauses its upstream stream until then).
+/// Replaces an earlier drain callback; dropped uncalled if the request finishes or is
+/// aborted first. Loop thread. Errors: MYRIAD_EINVAL, MYRIAD_EGONE.
+#[no_mangle]
+pub unsafe extern "C" fn myriad_req_on_drain(
+    req: *mut myriad_req_t,
+    cb: myriad_req_fn,
+    userdata: *mut c_void,
+) -> c_int {
+    let Some(cb) = cb else { return MYRIAD_EINVAL };
+    // SAFETY: a live request or NULL (rejected).
+    let alive = match unsafe { req_ref(req) } {
+        Ok(r) => r.alive.clone(),
+        Err(e) => return e,
+    };
+    let ud = userdata as usize;
+    let rp = req as usize;
+    let on_drain = move || {
+        if alive.get() {
+            // SAFETY: `alive` says the handle is not finished, so it is live.
+            unsafe { cb(rp as *mut myriad_req_t, ud as *mut c_void) };
+        }
+    };
+    // SAFETY: forwarded.
+    unsafe { with_res(req, move |res| res.on_drain(on_drain)) }
+}
+
 fn res_err(e: myriad::ResponseError) -> c_int {
     match e {
         myriad::ResponseError::Gone => MYRIAD_EGONE,
@@ -996,19 +1014,6 @@ pub unsafe extern "C" fn myriad_req_write_static(
     unsafe { with_res(req, |res| res.write_static(d)) }
 }
 
-struct FreeBuf {
-    p: *const u8,
-    len: usize,
-    /// Dropped after the bytes are written: runs the caller's free function.
-    _free: UserData,
-}
-impl AsRef<[u8]> for FreeBuf {
-    fn as_ref(&self) -> &[u8] {
-        // SAFETY: the caller keeps the bytes valid until the free function runs.
-        unsafe { std::slice::from_raw_parts(self.p, self.len) }
-    }
-}
-
 /// Queues `len` bytes at `data` without copying; `free_fn(userdata)` runs once they are
 /// written (or dropped with the connection). On error `free_fn` is NOT called: the buffer
 /// stays the caller's. Loop thread. Errors: MYRIAD_EINVAL, MYRIAD_EGONE.
@@ -1027,14 +1032,7 @@ pub unsafe extern "C" fn myriad_req_write_free(
     if let Err(e) = unsafe { req_ref(req) } {
         return e;
     }
-    let buf = FreeBuf {
-        p: data,
-        len,
-        _free: UserData {
-            ptr: userdata,
-            dtor: free_fn,
-        },
-    };
+    let buf = FreeBuf::new(data, len, free_fn, userdata);
     // SAFETY: forwarded.
     unsafe { with_res(req, |res| res.write_owned(Box::new(buf))) }
 }

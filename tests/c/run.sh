@@ -24,6 +24,10 @@ check "api test compiles" gcc $WARN -g -Iinclude tests/c/test_api.c -o "$TMP/tes
 out=$("$TMP/test_api" 2>/dev/null)
 echo "$out" | grep -E '^FAIL' || true
 check "api test: $(echo "$out" | tail -1)" grep -q '^[0-9]* passed, 0 failed$' <<<"$out"
+check "stream test compiles" gcc $WARN -g -Iinclude tests/c/test_stream.c -o "$TMP/test_stream" -L"$LIB" -Wl,-rpath,"$LIB" -lmyriad -lpthread
+out=$(timeout 120 "$TMP/test_stream" 2>/dev/null)
+echo "$out" | grep -E '^(FAIL|  )' || true
+check "stream test: $(echo "$out" | tail -1)" grep -q '^[0-9]* passed, 0 failed$' <<<"$out"
 
 # ---- the demo under valgrind: every route over HTTP and FastCGI ----
 out=$(bash tests/demo_e2e.sh valgrind -q --leak-check=full --errors-for-leak-kinds=definite,indirect \

@@ -899,7 +899,8 @@ impl Loop {
     ) -> Token {
         let token = self.add_conn_flags(conn, proto, opts, CONNECTING);
         if let Some(t) = timeout {
-            let at = self.now() + t;
+            // The real clock: the cached iteration time may be stale outside callbacks.
+            let at = Instant::now() + t;
             self.with_source::<Conn<P>, ()>(token, |c, lp, _| {
                 set_deadline(lp, &mut c.st, Some(at));
                 ((), Next::Keep)

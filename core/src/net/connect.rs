@@ -67,8 +67,42 @@ struct Job {
     handle: Handle,
 }
 
-/// The process's resolver thread (started on first use; lives as long as the process).
+/// The resolver thread (started on demand; it exits after a few idle seconds, so that a
+/// process that stopped resolving holds no thread and no resolver state).
 static RESOLVER: Mutex<Option<mpsc::Sender<Job>>> = Mutex::new(None);
+const RESOLVER_IDLE: Duration = Duration::from_secs(5);
+
+fn lookup(j: Job) {
+    let res = (j.host.as_str(), j.port)
+        .to_socket_addrs()
+        .map(|it| it.collect::<Vec<_>>());
+    let id = j.id;
+    // A loop that is gone no longer wants the answer.
+    let _ = j.handle.post(move |lp| lp.resolved(id, res));
+}
+
+fn resolver(r: mpsc::Receiver<Job>) {
+    loop {
+        match r.recv_timeout(RESOLVER_IDLE) {
+            Ok(j) => lookup(j),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                // Retire unless a job raced in; submitters hold the lock while sending.
+                let mut tx = RESOLVER.lock().unwrap_or_else(|e| e.into_inner());
+                match r.try_recv() {
+                    Ok(j) => {
+                        drop(tx);
+                        lookup(j);
+                    }
+                    Err(_) => {
+                        *tx = None;
+                        return;
+                    }
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        }
+    }
+}
 
 fn submit(job: Job) -> io::Result<()> {
     let mut tx = RESOLVER.lock().unwrap_or_else(|e| e.into_inner());
@@ -76,24 +110,13 @@ fn submit(job: Job) -> io::Result<()> {
         let (s, r) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("myriad-resolver".into())
-            .spawn(move || {
-                for j in r {
-                    let res = (j.host.as_str(), j.port)
-                        .to_socket_addrs()
-                        .map(|it| it.collect::<Vec<_>>());
-                    let id = j.id;
-                    // A loop that is gone no longer wants the answer.
-                    let _ = j.handle.post(move |lp| lp.resolved(id, res));
-                }
-            })?;
+            .spawn(move || resolver(r))?;
         *tx = Some(s);
     }
-    let job = tx
-        .as_ref()
+    tx.as_ref()
         .expect("started above")
         .send(job)
-        .map_err(|_| io::Error::other("resolver thread is gone"));
-    job
+        .map_err(|_| io::Error::other("resolver thread is gone"))
 }
 
 impl Loop {
