@@ -1,4 +1,4 @@
-# Builds the C library (libmyriad.so / .a), the C demo, and installs library, header and
+# Builds the C library (libmyriad.so / .a), the C demo and examples, and installs library, header and
 # pkg-config file:   make && make install PREFIX=/usr/local
 PREFIX ?= /usr/local
 DESTDIR ?=
@@ -14,9 +14,9 @@ ifeq ($(PROFILE),release)
 CARGO_FLAGS := --release
 endif
 
-.PHONY: all lib hello install clean build/myriad.pc
+.PHONY: all lib hello examples install clean build/myriad.pc
 
-all: lib hello
+all: lib hello examples
 
 lib:
 	$(CARGO) build $(CARGO_FLAGS) -p myriad-ffi
@@ -26,6 +26,14 @@ hello: lib
 	mkdir -p build
 	$(CC) $(WARN) $(CFLAGS) -Iinclude examples/hello.c -o build/hello \
 		-L$(TARGET) -Wl,-rpath,$(abspath $(TARGET)) -lmyriad -lpthread
+
+# The stream examples: a TCP echo server and an HTTP proxy.
+examples: lib
+	mkdir -p build
+	for x in echo proxy; do \
+		$(CC) $(WARN) $(CFLAGS) -Iinclude examples/$$x.c -o build/$$x \
+			-L$(TARGET) -Wl,-rpath,$(abspath $(TARGET)) -lmyriad || exit 1; \
+	done
 
 build/myriad.pc:
 	mkdir -p build

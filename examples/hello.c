@@ -82,7 +82,7 @@ static void *worker(void *arg) {
 }
 
 static void pool_push(myriad_req_t *req, unsigned ms) {
-    struct job *j = malloc(sizeof *j);
+    struct job *j = (struct job *)malloc(sizeof *j);
     if (!j) {
         myriad_req_send(req, 503, S("text/plain"), (const uint8_t *)"busy", 4);
         return;
@@ -132,7 +132,7 @@ static unsigned long param(myriad_req_t *req, const char *name, unsigned long de
 /* ---- routes ---- */
 
 static void echo_done(myriad_req_t *req, const uint8_t *data, size_t len, int status, void *ud) {
-    char *ct = ud; /* "len:bytes" copied in the handler */
+    char *ct = (char *)ud; /* "len:bytes" copied in the handler */
     if (status != MYRIAD_OK) {
         myriad_req_finish(req); /* aborted: just release it */
         return;
@@ -149,13 +149,13 @@ struct stream {
 };
 
 static void stream_free(void *ud) {
-    struct stream *s = ud;
+    struct stream *s = (struct stream *)ud;
     free(s->buf);
     free(s);
 }
 
 static void stream_tick(myriad_loop_t *lp, void *ud) {
-    struct stream *s = ud;
+    struct stream *s = (struct stream *)ud;
     if (myriad_req_is_aborted(s->req) == 1) {
         myriad_req_finish(s->req);
         myriad_timer_cancel(lp, s->timer); /* frees s */
@@ -177,7 +177,7 @@ struct delay {
 };
 
 static void delay_fire(myriad_loop_t *lp, void *ud) {
-    struct delay *d = ud;
+    struct delay *d = (struct delay *)ud;
     char body[64];
     int n = snprintf(body, sizeof body, "delayed %lu", d->ms);
     (void)lp;
@@ -188,13 +188,13 @@ static void route_env(myriad_req_t *req) {
     /* The library gives the CGI variables sorted by name already. */
     int n = myriad_req_cgi_count(req);
     size_t cap = 256, len = 0;
-    char *out = malloc(cap);
+    char *out = (char *)malloc(cap);
     for (int i = 0; out && i < n; i++) {
         const char *k, *v;
         size_t kl, vl;
         if (myriad_req_cgi_at(req, (size_t)i, &k, &kl, &v, &vl) != MYRIAD_OK) continue;
         while (len + kl + vl + 2 > cap) {
-            char *bigger = realloc(out, cap *= 2);
+            char *bigger = (char *)realloc(out, cap *= 2);
             if (!bigger) { free(out); out = NULL; break; }
             out = bigger;
         }
@@ -226,7 +226,7 @@ static void handler(myriad_req_t *req, void *ud) {
             ct = "application/octet-stream";
             ctl = strlen(ct);
         }
-        char *copy = malloc(ctl + 1);
+        char *copy = (char *)malloc(ctl + 1);
         if (!copy) { myriad_req_send(req, 500, S("text/plain"), NULL, 0); return; }
         memcpy(copy, ct, ctl);
         copy[ctl] = 0;
@@ -237,12 +237,12 @@ static void handler(myriad_req_t *req, void *ud) {
     } else if (eq(m, ml, "GET") && eq(p, pl, "/env")) {
         route_env(req);
     } else if (eq(m, ml, "GET") && eq(p, pl, "/stream")) {
-        struct stream *s = calloc(1, sizeof *s);
+        struct stream *s = (struct stream *)calloc(1, sizeof *s);
         if (!s) { myriad_req_send(req, 500, S("text/plain"), NULL, 0); return; }
         s->req = req;
         s->chunks = param(req, "chunks", 1, 100000);
         s->bytes = param(req, "bytes", 1, 1 << 20);
-        s->buf = malloc(s->bytes ? s->bytes : 1);
+        s->buf = (char *)malloc(s->bytes ? s->bytes : 1);
         myriad_req_header_add(req, S("Content-Type"), S("text/plain"));
         if (s->chunks == 0 || !s->buf) {
             myriad_req_finish(req);
@@ -251,7 +251,7 @@ static void handler(myriad_req_t *req, void *ud) {
         }
         myriad_timer_start(myriad_req_loop(req), 0, 1, stream_tick, s, stream_free, &s->timer);
     } else if (eq(m, ml, "GET") && eq(p, pl, "/delay")) {
-        struct delay *d = malloc(sizeof *d);
+        struct delay *d = (struct delay *)malloc(sizeof *d);
         if (!d) { myriad_req_send(req, 500, S("text/plain"), NULL, 0); return; }
         d->req = req;
         d->ms = param(req, "ms", 0, 60000);

@@ -11,7 +11,7 @@ ok() { pass=$((pass + 1)); echo "ok   $1"; }
 bad() { fail=$((fail + 1)); echo "FAIL $1"; }
 check() { local name=$1; shift; if "$@"; then ok "$name"; else bad "$name"; fi; }
 
-make -s PROFILE=debug hello >/dev/null || { echo "0 passed, 1 failed"; exit 1; }
+make -s PROFILE=debug hello examples >/dev/null || { echo "0 passed, 1 failed"; exit 1; }
 LIB=$ROOT/target/debug
 WARN="-std=c11 -Wall -Wextra -Werror -pedantic"
 TMP=$(mktemp -d)
@@ -19,7 +19,9 @@ trap 'rm -rf "$TMP"; [ -n "${VPID:-}" ] && kill "$VPID" 2>/dev/null' EXIT
 
 check "header compiles as C++" bash -c "echo '#include \"myriad.h\"
 int main() { return myriad_version() == nullptr; }' | g++ -x c++ -std=c++11 -Wall -Wextra -Werror -pedantic -Iinclude - -o $TMP/cxx -L$LIB -lmyriad"
-check "examples compile as strict C11" gcc $WARN -Iinclude -fsyntax-only examples/hello.c
+for x in hello echo proxy; do
+    check "examples/$x.c compiles as strict C11 and as C++" bash -c "gcc $WARN -Iinclude -fsyntax-only examples/$x.c && g++ -x c++ -std=c++17 -Wall -Wextra -Werror -Iinclude -fsyntax-only examples/$x.c"
+done
 check "api test compiles" gcc $WARN -g -Iinclude tests/c/test_api.c -o "$TMP/test_api" -L"$LIB" -Wl,-rpath,"$LIB" -lmyriad -lpthread
 out=$("$TMP/test_api" 2>/dev/null)
 echo "$out" | grep -E '^FAIL' || true
@@ -35,6 +37,19 @@ out=$(bash tests/demo_e2e.sh valgrind -q --leak-check=full --errors-for-leak-kin
 echo "$out" | sed 's/^/  /'
 check "demo end to end under valgrind: $(echo "$out" | tail -1)" grep -q '^[0-9]* passed, 0 failed$' <<<"$out"
 [ -s "$TMP/vg.log" ] && { echo "valgrind:"; cat "$TMP/vg.log"; }
+
+# ---- the echo example answers, over TCP ----
+build/echo --listen 127.0.0.1:0 >"$TMP/echo.out" &
+EPID=$!
+for _ in $(seq 100); do grep -q listening "$TMP/echo.out" && break; sleep 0.05; done
+EP=$(sed -n 's/^listening .*://p' "$TMP/echo.out")
+check "examples/echo.c echoes" bash -c "exec 3<>/dev/tcp/127.0.0.1/$EP; printf 'ping 123' >&3; head -c 8 <&3 | grep -qx 'ping 123'"
+kill "$EPID"; wait "$EPID" 2>/dev/null
+
+# ---- the proxy example against a real nginx, under valgrind ----
+out=$(bash tests/proxy_e2e.sh build/proxy 2>&1)
+echo "$out" | sed 's/^/  /'
+check "proxy end to end: $(echo "$out" | tail -1)" grep -q '^[0-9]* passed, 0 failed$' <<<"$out"
 
 # ---- install + pkg-config ----
 make -s PROFILE=debug install PREFIX="$TMP/prefix" >/dev/null
