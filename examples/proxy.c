@@ -384,18 +384,27 @@ static void handler(myriad_req_t *req, void *ud) {
     append(&head, &len, &cap, " ", 1);
     append(&head, &len, &cap, t, tl);
     append(&head, &len, &cap, S(" HTTP/1.1\r\n"));
-    int n = myriad_req_header_count(req), has_len = 0, has_te = 0;
+    int n = myriad_req_header_count(req), has_len = 0, has_te = 0, has_host = 0;
     for (int i = 0; i < n; i++) {
         const char *hn;
         size_t hl;
         myriad_req_header_at(req, (size_t)i, &hn, &hl, &v, &vl);
         if (header_is(hn, hl, "content-length")) has_len = 1;
         if (header_is(hn, hl, "transfer-encoding")) has_te = 1;
+        if (header_is(hn, hl, "host")) has_host = 1;
         /* Hop-by-hop headers stay here; so does Expect: this front answers 100-continue. */
         if (hop_by_hop(hn, hl) || header_is(hn, hl, "expect")) continue;
         append(&head, &len, &cap, hn, hl);
         append(&head, &len, &cap, ": ", 2);
         append(&head, &len, &cap, v, vl);
+        append(&head, &len, &cap, "\r\n", 2);
+    }
+    if (!has_host) { /* HTTP/1.0 clients and FastCGI front ends may send none */
+        append(&head, &len, &cap, S("Host: "));
+        if (strncmp(upstream, "unix:", 5) == 0 || strncmp(upstream, "fd:", 3) == 0)
+            append(&head, &len, &cap, S("localhost"));
+        else
+            append(&head, &len, &cap, upstream, strlen(upstream));
         append(&head, &len, &cap, "\r\n", 2);
     }
     char peer[64];

@@ -64,7 +64,7 @@ valgrind -q --leak-check=full --show-possibly-lost=no --errors-for-leak-kinds=de
     >"$T/proxy.out" 2>"$T/proxy.err" &
 VPID=$!
 PIDS+=($VPID)
-"$PROXY" --upstream "localhost:$HP" --http 127.0.0.1:0 >"$T/proxy2.out" 2>&1 &
+"$PROXY" --upstream "localhost:$HP" --http 127.0.0.1:0 --fcgi "unix:$T/px.sock" >"$T/proxy2.out" 2>&1 &
 PIDS+=($!)
 wait_line "$T/proxy.out" listening && wait_line "$T/proxy2.out" listening || { echo "0 passed, 1 failed"; exit 1; }
 for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$NG/hello" && break; sleep 0.05; done
@@ -86,6 +86,14 @@ check "chunked upload is re-chunked to the upstream" \
     bash -c "curl -s -H 'Transfer-Encoding: chunked' --data-binary @$T/up.bin http://127.0.0.1:$P2/echo | cmp -s - $T/up.bin"
 check "a streamed upstream response arrives whole" \
     bash -c "[ \"\$(curl -s 'http://127.0.0.1:$P2/stream?chunks=3&bytes=4')\" = aaaabbbbcccc ]"
+
+# The same handler behind FastCGI: the upstream's answer goes out as a CGI response.
+fcgi_get() {
+    env -i REQUEST_METHOD=GET REQUEST_URI="$1" SCRIPT_NAME="${1%%\?*}" QUERY_STRING="${1#*\?}" \
+        SERVER_PROTOCOL=HTTP/1.1 REMOTE_ADDR=127.0.0.1 REMOTE_PORT=1234 \
+        "$(command -v cgi-fcgi)" -bind -connect "$T/px.sock" </dev/null | tr -d '\r'
+}
+check "a FastCGI request is proxied too" bash -c "$(declare -f fcgi_get); T=$T; fcgi_get '/stream?chunks=2&bytes=3' | tail -1 | grep -qx aaabbb"
 
 # A client that stops a slow (2 MB/s) download after 0.5 s: its upstream connection must
 # close at once (nginx logs the request as soon as its connection goes).
