@@ -90,7 +90,9 @@ static void echo_event(myriad_stream_t *s, int ev, int err, void *ud) {
 static void on_accept(myriad_stream_t *s, const char *peer, size_t len, void *ud) {
     (void)ud;
     atomic_fetch_add(&accepted_n, 1);
-    if (len < 9 || strncmp(peer, "127.0.0.1", 9) != 0) failed++, printf("FAIL bad peer %s\n", peer);
+    int ok_peer = (len > 10 && strncmp(peer, "127.0.0.1:", 10) == 0) || strcmp(peer, "unix:") == 0 ||
+                  (len > 6 && strncmp(peer, "[::1]:", 6) == 0);
+    if (!ok_peer || strlen(peer) != len) failed++, printf("FAIL bad peer %s\n", peer);
     myriad_stream_set_callbacks(s, echo_data, echo_event, NULL, NULL);
     if (echo_read_ms) myriad_stream_set_timeouts(s, (uint32_t)echo_read_ms, 0);
     if (echo_high) myriad_stream_set_watermarks(s, echo_high / 4, echo_high);
@@ -464,8 +466,72 @@ static void test_server_side(void) {
     myriad_loop_free(lp);
 }
 
+/* ---- write timeout; unix sockets and IPv6 ---- */
+
+static int wt_fired;
+static double wt_at;
+static void wt_event(myriad_stream_t *s, int ev, int err, void *ud) {
+    (void)ud;
+    if (ev == MYRIAD_STREAM_TIMEOUT && err == MYRIAD_WRITE) {
+        wt_fired++;
+        wt_at = now_ms();
+        myriad_stream_abort(s);
+    }
+}
+static void wt_accept(myriad_stream_t *s, const char *peer, size_t len, void *ud) {
+    (void)peer; (void)len; (void)ud;
+    myriad_stream_set_callbacks(s, NULL, wt_event, NULL, NULL);
+    myriad_stream_set_timeouts(s, 0, 150);
+    /* 16 MiB to a peer that never reads: the write stalls, the timeout fires. */
+    static uint8_t big[1 << 20];
+    for (int i = 0; i < 16; i++) myriad_stream_write_static(s, big, sizeof big);
+}
+
+static void test_write_timeout_and_families(void) {
+    myriad_loop_t *lp;
+    CHECK(myriad_loop_new(&lp) == MYRIAD_OK);
+    uint64_t id;
+    CHECK(myriad_stream_listen(lp, S("127.0.0.1:0"), wt_accept, NULL, NULL, &id) == MYRIAD_OK);
+    int fd = tcp_connect(port_of(lp, id));
+    double t0 = now_ms();
+    while (!wt_fired && now_ms() - t0 < 5000) myriad_loop_run_once(lp, 0);
+    CHECK(wt_fired == 1);
+    CHECK(wt_at - t0 >= 140 && wt_at - t0 < 2000);
+    close(fd);
+    myriad_stream_unlisten(lp, id);
+
+    /* The same echo over a Unix socket and over IPv6 loopback. */
+    echo_read_ms = 0;
+    echo_high = 0;
+    char path[64], addr[96];
+    snprintf(path, sizeof path, "/tmp/myriad-stream-%d.sock", (int)getpid());
+    const char *fams[2] = {"unix", "v6"};
+    for (int f = 0; f < 2; f++) {
+        int n = f == 0 ? snprintf(addr, sizeof addr, "unix:%s", path) : snprintf(addr, sizeof addr, "[::1]:0");
+        int rc = myriad_stream_listen(lp, addr, (size_t)n, on_accept, NULL, NULL, &id);
+        if (f == 1 && rc != MYRIAD_OK) { printf("  (no IPv6 loopback here: %s)\n", myriad_strerror(rc)); break; }
+        CHECK(rc == MYRIAD_OK);
+        char bound[96];
+        n = myriad_stream_listener_addr(lp, id, bound, sizeof bound);
+        CHECK(n > 0);
+        struct outcome o = {0};
+        myriad_stream_t *s;
+        CHECK(myriad_stream_connect(lp, bound, (size_t)n, 2000, &s) == MYRIAD_OK);
+        myriad_stream_set_callbacks(s, out_data, out_event, &o, NULL);
+        myriad_stream_write(s, (const uint8_t *)S("family"));
+        myriad_stream_shutdown(s);
+        run_for(lp, 3000);
+        CHECK(o.connected == 1 && o.got_len == 6 && memcmp(o.got, "family", 6) == 0);
+        if (!(o.connected == 1 && o.got_len == 6)) printf("  %s failed\n", fams[f]);
+        CHECK(o.closed == 1 && o.error == 0);
+        myriad_stream_unlisten(lp, id);
+    }
+    myriad_loop_free(lp);
+}
+
 int main(void) {
     test_echo_thousand();
+    test_write_timeout_and_families();
     test_outbound();
     test_server_side();
     printf("%d passed, %d failed\n", passed, failed);
