@@ -18,16 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "myriad.h"
-
-#define S(lit) (lit), (sizeof(lit) - 1)
-
-static int passed, failed;
-#define CHECK(cond)                                                             \
-    do {                                                                        \
-        if (cond) passed++;                                                     \
-        else { failed++; printf("FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond); } \
-    } while (0)
+#include "check.h"
 
 static atomic_int dtors, fired, posted, freed_bufs;
 static void count_dtor(void *ud) { (void)ud; atomic_fetch_add(&dtors, 1); }

@@ -22,16 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "myriad.h"
-
-#define S(lit) (lit), (sizeof(lit) - 1)
-
-static int passed, failed;
-#define CHECK(cond)                                                             \
-    do {                                                                        \
-        if (cond) passed++;                                                     \
-        else { failed++; printf("FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond); } \
-    } while (0)
+#include "check.h"
 
 static double now_ms(void) {
     struct timespec t;
