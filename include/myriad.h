@@ -493,7 +493,8 @@ int myriad_req_send_async(struct myriad_req_t *req, int status, const char *cont
 
 // Listens on `addr` (HOST:PORT, [V6]:PORT, unix:PATH or fd:N) and calls `cb` with each
 // accepted stream. `*id` (optional) receives the listener's id for myriad_stream_unlisten.
-// `dtor(userdata)` runs when the listener is closed (or its loop freed). Loop thread.
+// `dtor(userdata)` runs when the listener is closed (or its loop freed); on an error return
+// it does not run (the user data stays the caller's). Loop thread.
 // Errors: MYRIAD_EINVAL, MYRIAD_EADDR, OS errors (bind, listen).
 int myriad_stream_listen(struct myriad_loop_t *lp, const char *addr, size_t addr_len, myriad_accept_fn cb, void *userdata, myriad_free_fn dtor, uint64_t *id);
 

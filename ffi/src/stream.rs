@@ -414,7 +414,8 @@ fn stream_opts() -> ConnOptions {
 
 /// Listens on `addr` (HOST:PORT, [V6]:PORT, unix:PATH or fd:N) and calls `cb` with each
 /// accepted stream. `*id` (optional) receives the listener's id for myriad_stream_unlisten.
-/// `dtor(userdata)` runs when the listener is closed (or its loop freed). Loop thread.
+/// `dtor(userdata)` runs when the listener is closed (or its loop freed); on an error return
+/// it does not run (the user data stays the caller's). Loop thread.
 /// Errors: MYRIAD_EINVAL, MYRIAD_EADDR, OS errors (bind, listen).
 #[no_mangle]
 pub unsafe extern "C" fn myriad_stream_listen(
@@ -426,10 +427,7 @@ pub unsafe extern "C" fn myriad_stream_listen(
     dtor: myriad_free_fn,
     id: *mut u64,
 ) -> c_int {
-    let ud = UserData {
-        ptr: userdata,
-        dtor,
-    };
+    let ud = userdata as usize;
     guard(|| {
         let Some(cb) = cb else {
             return MYRIAD_EINVAL;
@@ -442,25 +440,33 @@ pub unsafe extern "C" fn myriad_stream_listen(
             return MYRIAD_EADDR;
         };
         let lb = lp.cast_const();
-        let on_accept = move |lp: &mut Loop, acc: Accepted| {
-            let h = myriad_stream_t::new(lb, State::Open);
-            h.peer.set(Some(acc.peer));
-            let token = lp.add_conn_with(acc, StreamProto { h: h.clone() }, stream_opts());
-            h.token.set(Some(token));
-            let peer = format!("{}\0", h.peer.get().expect("set above"));
-            let ud = ud.get();
-            // SAFETY: the callback gets the new handle, a NUL-terminated peer string
-            // borrowed for the call, and its user data.
-            enter(lb.cast(), lp, || unsafe {
-                cb(h.ptr(), peer.as_ptr().cast(), peer.len() - 1, ud)
-            });
+        // Owned (with its destructor) only once the listener exists: an error return
+        // leaves the user data the caller's.
+        let make_accept = move |ud: UserData| {
+            move |lp: &mut Loop, acc: Accepted| {
+                let h = myriad_stream_t::new(lb, State::Open);
+                h.peer.set(Some(acc.peer));
+                let token = lp.add_conn_with(acc, StreamProto { h: h.clone() }, stream_opts());
+                h.token.set(Some(token));
+                let peer = format!("{}\0", h.peer.get().expect("set above"));
+                let ud = ud.get();
+                // SAFETY: the callback gets the new handle, a NUL-terminated peer string
+                // borrowed for the call, and its user data.
+                enter(lb.cast(), lp, || unsafe {
+                    cb(h.ptr(), peer.as_ptr().cast(), peer.len() - 1, ud)
+                });
+            }
         };
         let body = move |lp: &mut Loop| {
             let l = match Listener::bind(&a, &ListenOptions::default()) {
                 Ok(l) => l,
                 Err(e) => return os_err(&e),
             };
-            let t = lp.listen(l, on_accept);
+            let ud = UserData {
+                ptr: ud as *mut c_void,
+                dtor,
+            };
+            let t = lp.listen(l, make_accept(ud));
             if !id.is_null() {
                 // SAFETY: NULL or writable, as documented.
                 unsafe { *id = t.to_u64() };

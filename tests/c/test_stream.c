@@ -346,7 +346,10 @@ static void test_outbound(void) {
     CHECK(myriad_stream_connect(NULL, S("127.0.0.1:1"), 100, &s) == MYRIAD_EINVAL);
     CHECK(myriad_stream_write(NULL, (const uint8_t *)S("x")) == MYRIAD_EINVAL);
     CHECK(myriad_stream_queued(NULL) == 0);
-    CHECK(myriad_stream_listen(lp, S("nonsense"), on_accept, NULL, NULL, NULL) == MYRIAD_EADDR);
+    int freed_before = atomic_load(&ud_freed);
+    CHECK(myriad_stream_listen(lp, S("nonsense"), on_accept, NULL, ud_free, NULL) == MYRIAD_EADDR);
+    CHECK(myriad_stream_listen(lp, S("192.0.2.1:1"), on_accept, NULL, ud_free, NULL) < MYRIAD_EOS_BASE);
+    CHECK(atomic_load(&ud_freed) == freed_before); /* an error leaves the user data alone */
     CHECK(myriad_stream_listen(lp, S("127.0.0.1:0"), NULL, NULL, NULL, NULL) == MYRIAD_EINVAL);
     CHECK(myriad_stream_listener_addr(lp, 987654321, peer, sizeof peer) == MYRIAD_ENOTFOUND);
     CHECK(myriad_stream_loop(NULL) == NULL);
