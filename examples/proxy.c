@@ -102,6 +102,7 @@ static void done(struct px *x) {
     finish(x, 0, NULL);
     myriad_stream_t *up = x->up;
     x->up = NULL;
+    if (x->paused) myriad_stream_pause(up, 0); /* the next user must find it reading */
     if (x->reusable) pool_put(up); /* replaces the callbacks: drops x's reference */
     else myriad_stream_close(up);
 }

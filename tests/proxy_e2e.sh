@@ -67,25 +67,31 @@ PIDS+=($VPID)
 "$PROXY" --upstream "localhost:$HP" --http 127.0.0.1:0 --fcgi "unix:$T/px.sock" >"$T/proxy2.out" 2>&1 &
 PIDS+=($!)
 wait_line "$T/proxy.out" listening && wait_line "$T/proxy2.out" listening || { echo "0 passed, 1 failed"; exit 1; }
-for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$NG/hello" && break; sleep 0.05; done
+for _ in $(seq 100); do curl -s --max-time 20 -o /dev/null "http://127.0.0.1:$NG/hello" && break; sleep 0.05; done
 P=$(port_in "$T/proxy.out" listening)
 P2=$(port_in "$T/proxy2.out" listening)
 U="http://127.0.0.1:$P"
 
-check "GET through the proxy" bash -c "[ \"\$(curl -s $U/hello)\" = 'hello from nginx' ]"
-check "upstream status passes through (404)" bash -c "[ \"\$(curl -s -o /dev/null -w '%{http_code}' $U/missing)\" = 404 ]"
+check "GET through the proxy" bash -c "[ \"\$(curl -s --max-time 20 $U/hello)\" = 'hello from nginx' ]"
+check "upstream status passes through (404)" bash -c "[ \"\$(curl -s --max-time 20 -o /dev/null -w '%{http_code}' $U/missing)\" = 404 ]"
 before=$(wc -l <"$T/ng/access.log")
-for _ in $(seq 20); do curl -s -o /dev/null "$U/hello"; done
+for _ in $(seq 20); do curl -s --max-time 20 -o /dev/null "$U/hello"; done
 conns=$(tail -n +$((before + 1)) "$T/ng/access.log" | awk '{print $1}' | sort -u | wc -l)
 check "20 sequential requests reuse one upstream connection (saw $conns)" [ "$conns" = 1 ]
-check "32 MiB download streams intact" bash -c "curl -s $U/big.bin | cmp -s - $T/www/big.bin"
+check "32 MiB download streams intact" bash -c "curl -s --max-time 20 $U/big.bin | cmp -s - $T/www/big.bin"
 head -c 5000000 /dev/urandom >"$T/up.bin"
 check "5 MB upload streams to the upstream and back (Content-Length)" \
-    bash -c "curl -s --data-binary @$T/up.bin http://127.0.0.1:$P2/echo | cmp -s - $T/up.bin"
+    bash -c "curl -s --max-time 20 --data-binary @$T/up.bin http://127.0.0.1:$P2/echo | cmp -s - $T/up.bin"
 check "chunked upload is re-chunked to the upstream" \
-    bash -c "curl -s -H 'Transfer-Encoding: chunked' --data-binary @$T/up.bin http://127.0.0.1:$P2/echo | cmp -s - $T/up.bin"
+    bash -c "curl -s --max-time 20 -H 'Transfer-Encoding: chunked' --data-binary @$T/up.bin http://127.0.0.1:$P2/echo | cmp -s - $T/up.bin"
 check "a streamed upstream response arrives whole" \
-    bash -c "[ \"\$(curl -s 'http://127.0.0.1:$P2/stream?chunks=3&bytes=4')\" = aaaabbbbcccc ]"
+    bash -c "[ \"\$(curl -s --max-time 20 'http://127.0.0.1:$P2/stream?chunks=3&bytes=4')\" = aaaabbbbcccc ]"
+
+# A slow client makes the proxy pause its upstream; the connection must go back to the pool
+# reading again, so the next request on it is answered.
+check "a slowly read 8 MiB response arrives whole" bash -c "[ \"\$(curl -s --max-time 20 --limit-rate 16M 'http://127.0.0.1:$P2/stream?chunks=128&bytes=65536' | wc -c)\" = 8388608 ]"
+check "the upstream connection paused for it serves the next request" \
+    bash -c "[ \"\$(curl -s --max-time 5 'http://127.0.0.1:$P2/stream?chunks=1&bytes=3')\" = aaa ]"
 
 # The same handler behind FastCGI: the upstream's answer goes out as a CGI response.
 fcgi_get() {
@@ -109,7 +115,7 @@ done
 check "client abort closes the upstream connection (nginx saw it close)" [ "$closed" = 1 ]
 for _ in $(seq 40); do [ "$(fds)" -le "$base" ] && break; sleep 0.05; done
 check "no fd left behind by the aborted exchange ($(fds) <= $base)" [ "$(fds)" -le "$base" ]
-check "the proxy keeps serving after the abort" bash -c "[ \"\$(curl -s $U/hello)\" = 'hello from nginx' ]"
+check "the proxy keeps serving after the abort" bash -c "[ \"\$(curl -s --max-time 20 $U/hello)\" = 'hello from nginx' ]"
 
 # An upstream that refuses: 502.
 DEAD=$(free_port)
@@ -117,7 +123,7 @@ DEAD=$(free_port)
 PIDS+=($!)
 wait_line "$T/proxy3.out" listening
 P3=$(port_in "$T/proxy3.out" listening)
-check "refused upstream gives 502" bash -c "[ \"\$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:$P3/)\" = 502 ]"
+check "refused upstream gives 502" bash -c "[ \"\$(curl -s --max-time 20 -o /dev/null -w '%{http_code}' http://127.0.0.1:$P3/)\" = 502 ]"
 
 kill -TERM "$VPID"
 wait "$VPID"

@@ -47,7 +47,7 @@ check "examples/echo.c echoes" bash -c "exec 3<>/dev/tcp/127.0.0.1/$EP; printf '
 kill "$EPID"; wait "$EPID" 2>/dev/null
 
 # ---- the proxy example against a real nginx, under valgrind ----
-out=$(bash tests/proxy_e2e.sh build/proxy 2>&1)
+out=$(timeout 300 bash tests/proxy_e2e.sh build/proxy 2>&1)
 echo "$out" | sed 's/^/  /'
 check "proxy end to end: $(echo "$out" | tail -1)" grep -q '^[0-9]* passed, 0 failed$' <<<"$out"
 
