@@ -559,11 +559,6 @@ impl Ctx {
         self.release(id);
     }
 
-    /// Whether the exchange waits for its connection's output to drain.
-    pub(crate) fn wants_drain(&self, id: ExId) -> bool {
-        self.with(id, |e| e.drain_cb.is_some()).unwrap_or(false)
-    }
-
     /// The connection's output emptied: runs the exchange's drain callback at the end of
     /// the iteration (outside the connection's own callback, so it may write freely).
     pub(crate) fn drained(&self, lp: &mut Loop, id: ExId) {

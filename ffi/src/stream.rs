@@ -161,15 +161,20 @@ impl myriad_stream_t {
     }
 
     /// Calls the event callback (`io` is this stream's I/O, when it has a connection).
-    fn event(&self, lp: &mut Loop, io: Option<*mut Io<'_>>, ev: c_int, err: c_int) {
+    fn event(&self, lp: &mut Loop, io: *mut c_void, ev: c_int, err: c_int) {
         let Some(f) = self.event_fn.get() else { return };
         let ud = self.ud();
-        let prev = self
-            .io
-            .replace(io.map_or(std::ptr::null_mut(), |p| p.cast()));
         // SAFETY: the callback gets this live handle and its own user data.
-        enter(self.lb.cast(), lp, || unsafe { f(self.ptr(), ev, err, ud) });
+        self.call_c(lp, io, || unsafe { f(self.ptr(), ev, err, ud) });
+    }
+
+    /// Runs `call` (into C) with `io` (this stream's I/O, or NULL) reachable from calls on
+    /// the stream and `lp` as the loop for re-entrant calls.
+    fn call_c<R>(&self, lp: &mut Loop, io: *mut c_void, call: impl FnOnce() -> R) -> R {
+        let prev = self.io.replace(io);
+        let r = enter(self.lb.cast(), lp, call);
         self.io.set(prev);
+        r
     }
 
     /// The last event: CLOSED, then the user data is released (its destructor runs).
@@ -183,7 +188,7 @@ impl myriad_stream_t {
         if let Some(r) = self.resolve.take() {
             lp.cancel_resolve(r);
         }
-        self.event(lp, None, MYRIAD_STREAM_CLOSED, err);
+        self.event(lp, std::ptr::null_mut(), MYRIAD_STREAM_CLOSED, err);
         self.data_fn.set(None);
         self.event_fn.set(None);
         drop(self.ud.borrow_mut().take());
@@ -212,6 +217,16 @@ impl myriad_stream_t {
     }
 }
 
+/// A callback's I/O as the loop and the I/O pointer C re-entry uses, both derived from one
+/// raw pointer: while C code runs, the callback's own frame does not touch `io`, and each
+/// re-entrant call uses one of the two at a time.
+fn split(io: &mut Io<'_>) -> (*mut Loop, *mut c_void) {
+    let iop: *mut Io<'_> = io;
+    // SAFETY: `iop` is the live I/O of the running callback.
+    let lp = unsafe { (*iop).lp() as *mut Loop };
+    (lp, iop.cast())
+}
+
 /// The connection side of a stream.
 struct StreamProto {
     h: Rc<myriad_stream_t>,
@@ -220,12 +235,9 @@ struct StreamProto {
 impl StreamProto {
     /// Runs an event with this connection's I/O reachable from C.
     fn event(&self, io: &mut Io<'_>, ev: c_int, err: c_int) {
-        let iop: *mut Io<'_> = io;
-        // SAFETY: `iop` is the live I/O of this callback; the loop inside it is used for
-        // re-entrant calls only while C code runs, which does not touch `io` otherwise.
-        let lp = unsafe { (*iop).lp() as *mut Loop };
-        // SAFETY: as above.
-        self.h.event(unsafe { &mut *lp }, Some(iop), ev, err);
+        let (lp, iop) = split(io);
+        // SAFETY: see `split`.
+        self.h.event(unsafe { &mut *lp }, iop, ev, err);
     }
 }
 
@@ -241,15 +253,12 @@ impl Protocol for StreamProto {
             return 0;
         }
         let ud = h.ud();
-        let iop: *mut Io<'_> = io;
-        h.io.set(iop.cast());
-        // SAFETY: `iop` is live for this call; see StreamProto::event.
-        let lp = unsafe { (*iop).lp() as *mut Loop };
-        // SAFETY: the callback gets the live handle, borrowed input and its user data.
-        let n = enter(h.lb.cast(), unsafe { &mut *lp }, || unsafe {
+        let (lp, iop) = split(io);
+        // SAFETY: see `split`; the callback gets the live handle, borrowed input and its
+        // user data.
+        let n = h.call_c(unsafe { &mut *lp }, iop, || unsafe {
             f(h.ptr(), input.as_ptr(), input.len(), ud)
         });
-        h.io.set(std::ptr::null_mut());
         n.min(input.len())
     }
 
@@ -408,10 +417,6 @@ fn with_open(
     )
 }
 
-fn stream_opts() -> ConnOptions {
-    ConnOptions::default()
-}
-
 /// Listens on `addr` (HOST:PORT, [V6]:PORT, unix:PATH or fd:N) and calls `cb` with each
 /// accepted stream. `*id` (optional) receives the listener's id for myriad_stream_unlisten.
 /// `dtor(userdata)` runs when the listener is closed (or its loop freed); on an error return
@@ -446,7 +451,8 @@ pub unsafe extern "C" fn myriad_stream_listen(
             move |lp: &mut Loop, acc: Accepted| {
                 let h = myriad_stream_t::new(lb, State::Open);
                 h.peer.set(Some(acc.peer));
-                let token = lp.add_conn_with(acc, StreamProto { h: h.clone() }, stream_opts());
+                let token =
+                    lp.add_conn_with(acc, StreamProto { h: h.clone() }, ConnOptions::default());
                 h.token.set(Some(token));
                 let peer = format!("{}\0", h.peer.get().expect("set above"));
                 let ud = ud.get();
@@ -573,7 +579,12 @@ fn start_connect(
     a: &Addr,
     timeout: Option<Duration>,
 ) -> std::io::Result<()> {
-    let t = lp.connect(a, timeout, stream_opts(), StreamProto { h: h.clone() })?;
+    let t = lp.connect(
+        a,
+        timeout,
+        ConnOptions::default(),
+        StreamProto { h: h.clone() },
+    )?;
     h.token.set(Some(t));
     if let Addr::Tcp(sa) = a {
         h.peer.set(Some(PeerAddr::Inet(*sa)));

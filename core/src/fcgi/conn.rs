@@ -359,9 +359,6 @@ impl FcgiConn {
     /// Moves every request's output into STDOUT/STDERR records; ends finished requests.
     fn collect(&mut self, io: &mut Io<'_>) {
         let ctx = self.sh.ctx.clone();
-        if self.reqs.iter().any(|a| ctx.wants_drain(a.ex)) {
-            io.notify_drained();
-        }
         let mut i = 0;
         while i < self.reqs.len() {
             let a = &mut self.reqs[i];
@@ -372,6 +369,9 @@ impl FcgiConn {
             let scratch = &mut self.scratch;
             let done = ctx
                 .with(a.ex, |e| {
+                    if e.drain_cb.is_some() {
+                        io.notify_drained();
+                    }
                     if !a.head_sent {
                         if e.phase == Phase::Open && !e.flush {
                             return false;

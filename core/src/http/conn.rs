@@ -368,14 +368,14 @@ impl HttpConn {
     /// response is complete.
     fn collect(&mut self, io: &mut Io<'_>) -> bool {
         let Some(id) = self.cur else { return false };
-        if self.sh.ctx.wants_drain(id) {
-            io.notify_drained();
-        }
         if self.st == St::Head || self.st == St::Dead {
             return false;
         }
         let ctx = self.sh.ctx.clone();
         let r = ctx.with(id, |e| {
+            if e.drain_cb.is_some() {
+                io.notify_drained();
+            }
             if !self.has(HEAD_SENT) {
                 if e.phase == Phase::Open && !e.flush {
                     return false;
