@@ -1,0 +1,507 @@
+// myriad for Node.js: HTTP/1.1 and FastCGI served by myriad's event loop, which Node's own
+// libuv loop drives (src/addon.c) — no extra thread.
+//
+//   const myriad = require('myriad');
+//   const srv = myriad.createServer(async (req, res) => {
+//     res.setHeader('Content-Type', 'text/plain');
+//     res.end(`hello ${req.path}`);
+//   });
+//   await srv.listen({ http: ['127.0.0.1:0'], fcgi: ['unix:/tmp/app.sock'] });
+//   await srv.close();
+'use strict';
+const { EventEmitter } = require('node:events');
+const querystring = require('node:querystring');
+const path = require('node:path');
+
+const native = require(path.join(__dirname, '..', 'build', 'myriad.node'));
+
+const EGONE = -8;
+const BODY_DATA = 0;
+const BODY_END = 1;
+const SLOT_SPAN = 2 ** 24; // a handle is generation * 2^24 + slot
+const HIGH_WATER = 64 * 1024; // write() returns false above this many queued bytes
+// Managed by myriad (framing, keep-alive, Date): ignored when set.
+const MANAGED = new Set(['content-length', 'transfer-encoding', 'connection', 'date']);
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+const BAD_VALUE = /[\r\n\0]|[^\t\x20-\xff]/;
+const LIMITS = ['maxBody', 'maxHead', 'headerTimeout', 'bodyTimeout', 'idleTimeout', 'writeTimeout', 'drainTimeout', 'maxParams'];
+
+const servers = new Map(); // id -> Server (listening or closing)
+const live = []; // slot -> Response, for body, abort and drain events
+let nextId = 1;
+
+function codeError(message, code) {
+  const e = new Error(message);
+  e.code = code;
+  return e;
+}
+
+// Events are rare on requests and responses: the emitter is made on first use.
+class Lazy {
+  on(event, fn) {
+    (this._ee ??= new EventEmitter()).on(event, fn);
+    return this;
+  }
+
+  once(event, fn) {
+    (this._ee ??= new EventEmitter()).once(event, fn);
+    return this;
+  }
+
+  off(event, fn) {
+    this._ee?.off(event, fn);
+    return this;
+  }
+
+  _emit(event, ...args) {
+    if (this._ee) this._ee.emit(event, ...args);
+  }
+}
+
+/** The request: properties are read from myriad when first used; read what you need
+ * before ending the response (afterwards unread ones are undefined). */
+class Request extends Lazy {
+  constructor(h, method, path, flags) {
+    super();
+    this._h = h;
+    this.method = method;
+    this.path = path;
+    this.protocol = flags & 2 ? 'fcgi' : 'http';
+    this.aborted = false;
+    this._url = undefined;
+    this._query = undefined;
+    this._headers = undefined;
+    this._env = undefined;
+    this._peer = undefined;
+    this._ac = undefined;
+    // The body: chunks not yet consumed, then the end or the error.
+    this._chunks = flags & 1 ? [] : null;
+    this._ended = !(flags & 1);
+    this._error = null;
+    this._wake = null;
+    this._reading = false;
+  }
+
+  /** The request target as sent: "/path?query". */
+  get url() {
+    return (this._url ??= native.target(this._h));
+  }
+
+  /** The raw query string without '?' ("" if none). */
+  get rawQuery() {
+    const u = this.url;
+    if (u === undefined) return undefined;
+    const i = u.indexOf('?');
+    return i < 0 ? '' : u.slice(i + 1);
+  }
+
+  /** The query string parsed: { a: '1', b: ['x', 'y'] }. */
+  get query() {
+    if (this._query === undefined) {
+      const q = this.rawQuery;
+      if (q !== undefined) this._query = querystring.parse(q);
+    }
+    return this._query;
+  }
+
+  /** Headers with lower-cased names; repeated ones joined with ", " ("; " for cookie),
+   * set-cookie as an array — as Node's http does. */
+  get headers() {
+    if (this._headers === undefined) {
+      const flat = native.headers(this._h);
+      if (flat === undefined) return undefined;
+      const h = {};
+      for (let i = 0; i < flat.length; i += 2) {
+        const k = flat[i];
+        const v = flat[i + 1];
+        const old = h[k];
+        if (k === 'set-cookie') (old ? old : (h[k] = [])).push(v);
+        else if (old === undefined) h[k] = v;
+        else h[k] = old + (k === 'cookie' ? '; ' : ', ') + v;
+      }
+      this._headers = h;
+    }
+    return this._headers;
+  }
+
+  /** CGI variables: the FastCGI params, or derived from the HTTP request. */
+  get env() {
+    if (this._env === undefined) {
+      const flat = native.env(this._h);
+      if (flat === undefined) return undefined;
+      const e = {};
+      for (let i = 0; i < flat.length; i += 2) e[flat[i]] = flat[i + 1];
+      this._env = e;
+    }
+    return this._env;
+  }
+
+  /** The client: "127.0.0.1:5678", "[::1]:5678" or "unix:". */
+  get peer() {
+    return (this._peer ??= native.peer(this._h));
+  }
+
+  /** An AbortSignal aborted when the client goes away before the response ends. */
+  get signal() {
+    if (!this._ac) {
+      this._ac = new AbortController();
+      if (this.aborted) this._ac.abort(codeError('client went away', 'ECONNRESET'));
+    }
+    return this._ac.signal;
+  }
+
+  /** The whole body as one Buffer (bounded by the server's maxBody). */
+  async body() {
+    const parts = [];
+    let n = 0;
+    for await (const c of this) {
+      parts.push(c);
+      n += c.length;
+    }
+    return parts.length === 1 ? parts[0] : Buffer.concat(parts, n);
+  }
+
+  /** The body as it arrives, one Buffer per piece. */
+  async *[Symbol.asyncIterator]() {
+    if (this._reading) throw codeError('the body is already being read', 'ERR_BODY_CONSUMED');
+    this._reading = true;
+    for (;;) {
+      const chunks = this._chunks;
+      if (chunks && chunks.length) {
+        this._chunks = [];
+        yield* chunks;
+        continue;
+      }
+      if (this._error) throw this._error;
+      if (this._ended) return;
+      await new Promise((resolve) => {
+        this._wake = resolve;
+      });
+    }
+  }
+
+  _wakeUp() {
+    const w = this._wake;
+    this._wake = null;
+    if (w) w();
+  }
+}
+
+function validateHeader(name, value) {
+  if (typeof name !== 'string' || !TOKEN.test(name)) {
+    throw new TypeError(`Header name must be a valid HTTP token ["${name}"]`);
+  }
+  for (const v of Array.isArray(value) ? value : [value]) {
+    if (v === undefined) throw new TypeError(`Invalid value "undefined" for header "${name}"`);
+    if (BAD_VALUE.test(String(v))) throw new TypeError(`Invalid character in header content ["${name}"]`);
+  }
+}
+
+/** The response: the head (statusCode and headers) goes out with the first write() or
+ * with end(). */
+class Response extends Lazy {
+  constructor(h, req, server) {
+    super();
+    this._h = h;
+    this.req = req;
+    this._server = server;
+    this.statusCode = 200;
+    this._fields = null; // lower-cased name -> [name, value]
+    this.headersSent = false;
+    this.writableEnded = false;
+    this._drainWanted = false;
+  }
+
+  setHeader(name, value) {
+    if (this.headersSent) throw codeError('Cannot set headers after they are sent to the client', 'ERR_HTTP_HEADERS_SENT');
+    validateHeader(name, value);
+    (this._fields ??= Object.create(null))[name.toLowerCase()] = [name, value];
+    return this;
+  }
+
+  getHeader(name) {
+    return this._fields?.[String(name).toLowerCase()]?.[1];
+  }
+
+  hasHeader(name) {
+    return this.getHeader(name) !== undefined;
+  }
+
+  removeHeader(name) {
+    if (this.headersSent) throw codeError('Cannot remove headers after they are sent to the client', 'ERR_HTTP_HEADERS_SENT');
+    if (this._fields) delete this._fields[String(name).toLowerCase()];
+  }
+
+  getHeaders() {
+    const o = {};
+    for (const k in this._fields) o[k] = this._fields[k][1];
+    return o;
+  }
+
+  /** Sets the status and headers (an object or a flat [name, value, ...] array); they are
+   * sent with the first write() or end(). */
+  writeHead(status, headers) {
+    if (this.headersSent) throw codeError('Cannot write headers after they are sent to the client', 'ERR_HTTP_HEADERS_SENT');
+    if (typeof headers === 'string') headers = arguments[2]; // writeHead(status, message, headers)
+    this.statusCode = status;
+    if (Array.isArray(headers)) {
+      for (let i = 0; i + 1 < headers.length; i += 2) this.setHeader(headers[i], headers[i + 1]);
+    } else if (headers) {
+      for (const k of Object.keys(headers)) this.setHeader(k, headers[k]);
+    }
+    return this;
+  }
+
+  _head() {
+    const status = this.statusCode;
+    if (!Number.isInteger(status) || status < 100 || status > 999) {
+      throw codeError(`Invalid status code: ${status}`, 'ERR_HTTP_INVALID_STATUS_CODE');
+    }
+    let flat;
+    if (this._fields) {
+      flat = [];
+      for (const k in this._fields) {
+        if (MANAGED.has(k)) continue;
+        const [name, value] = this._fields[k];
+        if (Array.isArray(value)) for (const v of value) flat.push(name, String(v));
+        else flat.push(name, String(value));
+      }
+    }
+    this.headersSent = true;
+    return flat;
+  }
+
+  /** Sends a piece of the body (string, Buffer, TypedArray, ArrayBuffer). Returns false
+   * once 64 KiB wait to be sent or the client is gone: wait for 'drain' (or
+   * `await res.drain()`) before writing more. */
+  write(chunk) {
+    if (this.writableEnded) throw codeError('write after end', 'ERR_STREAM_WRITE_AFTER_END');
+    const status = this.headersSent ? 0 : this.statusCode;
+    const flat = this.headersSent ? undefined : this._head();
+    const q = native.write(this._h, status, flat, chunk);
+    if (q < 0) return false;
+    if (q >= HIGH_WATER) {
+      this._wantDrain();
+      return false;
+    }
+    return true;
+  }
+
+  /** Ends the response, with a last piece of body if given. */
+  end(chunk) {
+    if (this.writableEnded) return this;
+    if (typeof chunk === 'function') chunk = undefined;
+    const status = this.headersSent ? 0 : this.statusCode;
+    const flat = this.headersSent ? undefined : this._head();
+    this.writableEnded = true;
+    const h = this._h;
+    if (live[h % SLOT_SPAN] === this) live[h % SLOT_SPAN] = undefined;
+    native.end(h, status, flat, chunk);
+    this._emit('finish');
+    return this;
+  }
+
+  /** Bytes written and not yet sent to the client. */
+  get writableLength() {
+    return native.queued(this._h);
+  }
+
+  /** Resolves once everything written so far has been sent (at once if it has, or if the
+   * response ended or the client went away). */
+  drain() {
+    if (this.writableEnded || this.req.aborted || native.queued(this._h) === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.once('drain', resolve);
+      this.once('close', resolve);
+      this._wantDrain();
+    });
+  }
+
+  _wantDrain() {
+    if (this._drainWanted) return;
+    this._drainWanted = true;
+    native.onDrain(this._h);
+  }
+
+  /** Sends a message to the front end's error log (FastCGI STDERR; over HTTP, myriad's log). */
+  log(message) {
+    native.log(this._h, String(message));
+  }
+}
+
+function report(server, err, req) {
+  if (server.listenerCount('error') > 0) server.emit('error', err, req);
+  else console.error('myriad: request handler failed:', err);
+}
+
+function failed(server, req, res, err) {
+  report(server, err, req);
+  if (res.writableEnded) return;
+  if (!res.headersSent) {
+    res._fields = null;
+    res.statusCode = 500;
+    res.setHeader('Content-Type', 'text/plain');
+    res.end('Internal Server Error');
+  } else {
+    res.end(); // the head is out: the body ends short
+  }
+}
+
+// ---- events from the addon ----
+
+function dispatch(sid, h, method, path, flags) {
+  const server = servers.get(sid);
+  if (server === undefined) {
+    native.end(h, 503, undefined, undefined);
+    return;
+  }
+  const req = new Request(h, method, path, flags);
+  const res = new Response(h, req, server);
+  live[h % SLOT_SPAN] = res;
+  let r;
+  try {
+    r = server._handler(req, res);
+  } catch (e) {
+    failed(server, req, res, e);
+    return;
+  }
+  if (r !== undefined && r !== null && typeof r.then === 'function') {
+    r.then(undefined, (e) => failed(server, req, res, e));
+  }
+}
+
+function responseOf(h) {
+  const res = live[h % SLOT_SPAN];
+  return res !== undefined && res._h === h ? res : undefined;
+}
+
+function onBody(h, buf, event) {
+  const res = responseOf(h);
+  if (!res) return;
+  const req = res.req;
+  if (event === BODY_DATA) req._chunks.push(buf);
+  else if (event === BODY_END) req._ended = true;
+  else req._error ??= codeError('the request body was cut short (client gone or over maxBody)', 'ECONNRESET');
+  req._wakeUp();
+}
+
+function onAbort(h) {
+  const res = responseOf(h);
+  if (!res) return;
+  const req = res.req;
+  live[h % SLOT_SPAN] = undefined;
+  req.aborted = true;
+  req._error ??= codeError('client went away', 'ECONNRESET');
+  req._wakeUp();
+  req._ac?.abort(req._error);
+  req._emit('aborted');
+  res._emit('close');
+}
+
+function onDrain(h) {
+  const res = responseOf(h);
+  if (!res) return;
+  res._drainWanted = false;
+  res._emit('drain');
+}
+
+function onClosed(id) {
+  const server = servers.get(id);
+  servers.delete(id);
+  if (!server) return;
+  server._listening = false;
+  const done = server._closing;
+  server._closing = null;
+  server._addresses = [];
+  if (done) done.resolve();
+  server.emit('close');
+}
+
+native.init(dispatch, onBody, onAbort, onDrain, onClosed);
+
+// ---- servers ----
+
+const asList = (v, what) => {
+  if (v === undefined || v === null) return [];
+  const list = Array.isArray(v) ? v : [v];
+  for (const a of list) if (typeof a !== 'string') throw new TypeError(`${what} addresses must be strings`);
+  return list;
+};
+
+class Server extends EventEmitter {
+  constructor(options, handler) {
+    super();
+    if (typeof options === 'function') [options, handler] = [handler, options];
+    if (typeof handler !== 'function') throw new TypeError('createServer: a handler function is required');
+    this._handler = handler;
+    this._options = { ...options };
+    this._id = 0;
+    this._listening = false;
+    this._closing = null;
+    this._addresses = [];
+  }
+
+  get listening() {
+    return this._listening;
+  }
+
+  /** Binds the listeners and starts serving. `what`: { http: ADDR | ADDR[], fcgi: ADDR |
+   * ADDR[], ...limits } or one HTTP address. ADDR is HOST:PORT, [V6]:PORT, unix:PATH or
+   * fd:N (port 0 picks a free port). Resolves to the bound addresses. */
+  async listen(what) {
+    if (this._listening || this._closing) throw codeError('already listening', 'ERR_SERVER_ALREADY_LISTEN');
+    const o = typeof what === 'string' ? { http: what } : { ...this._options, ...what };
+    if (o.threads !== undefined && o.threads !== 1) {
+      throw codeError('threads: a Node.js thread runs one loop (use worker_threads or more processes)', 'ERR_INVALID_ARG_VALUE');
+    }
+    const http = asList(o.http, 'http');
+    const fcgi = asList(o.fcgi, 'fcgi');
+    if (!http.length && !fcgi.length) throw codeError('listen: no http or fcgi address', 'ERR_INVALID_ARG_VALUE');
+    const limits = {};
+    for (const k of LIMITS) if (o[k] !== undefined) limits[k] = o[k];
+    const id = nextId++;
+    native.listen(id, http, fcgi, limits); // throws on a bad address or limit, or bind errors
+    this._id = id;
+    this._listening = true;
+    servers.set(id, this);
+    const flat = native.addresses(id);
+    this._addresses = [];
+    for (let i = 0; i < flat.length; i += 2) this._addresses.push({ proto: flat[i], addr: flat[i + 1] });
+    this.emit('listening');
+    return this.addresses();
+  }
+
+  /** The bound addresses: [{ proto: 'http' | 'fcgi', addr: '127.0.0.1:40123' }]. */
+  addresses() {
+    return this._addresses.map((a) => ({ ...a }));
+  }
+
+  /** Stops accepting, lets in-flight requests finish (up to drainTimeout), closes idle
+   * connections. Resolves once drained; Node may then exit by itself. */
+  close() {
+    if (this._closing) return this._closing.promise;
+    if (!this._listening) return Promise.reject(codeError('not listening', 'ERR_SERVER_NOT_RUNNING'));
+    let resolve;
+    const promise = new Promise((r) => {
+      resolve = r;
+    });
+    this._closing = { promise, resolve };
+    native.close(this._id);
+    return promise;
+  }
+}
+
+/** Creates a server: `createServer([options,] handler)`; options are limits (maxBody,
+ * maxHead, headerTimeout, bodyTimeout, idleTimeout, writeTimeout, drainTimeout, maxParams),
+ * also accepted by listen(). */
+function createServer(options, handler) {
+  return new Server(options, handler);
+}
+
+/** Loop counters: { requests (live handles), servers, iterations, wait, ctl, read, write,
+ * accept, other, wakeups, accepted }. */
+function stats() {
+  return native.stats();
+}
+
+module.exports = { createServer, Server, Request, Response, stats, version: native.version };

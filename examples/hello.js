@@ -1,0 +1,150 @@
+#!/usr/bin/env node
+// hello.js — the myriad demo app in JavaScript (same contract as examples/hello.c):
+//   node hello.js [--http ADDR]... [--fcgi ADDR]... [--threads N] [--backend NAME]
+// ADDR is HOST:PORT, [V6]:PORT, unix:PATH or fd:N. With no listener flag it serves FastCGI
+// on fd 0 when started by spawn-fcgi, else HTTP on 127.0.0.1:8080. Prints "listening
+// http|fcgi ADDR" per listener. SIGTERM/SIGINT: stop accepting, finish in-flight requests,
+// exit 0. Bad flags: usage on stderr, exit 2.
+// /work runs on a pool of worker_threads workers. Node's thread runs one loop, so
+// --threads must be 1 and --backend epoll (or absent).
+// Routes: GET|HEAD / ; POST|PUT /echo ; GET /env ; GET /stream?chunks=N&bytes=B ;
+// GET /delay?ms=M ; GET /work?ms=M ; 404.
+'use strict';
+const fs = require('node:fs');
+const { Worker } = require('node:worker_threads');
+const { setTimeout: sleep } = require('node:timers/promises');
+const myriad = require('myriad');
+
+function usage(msg) {
+  process.stderr.write(`hello: ${msg}\nusage: hello.js [--http ADDR]... [--fcgi ADDR]... [--threads N] [--backend NAME]\n`);
+  process.exit(2);
+}
+
+const http = [];
+const fcgi = [];
+const argv = process.argv.slice(2);
+for (let i = 0; i < argv.length; i += 2) {
+  const [a, v] = [argv[i], argv[i + 1]];
+  if (a === '--http' || a === '--fcgi') {
+    if (v === undefined) usage('missing ADDR');
+    (a === '--http' ? http : fcgi).push(v);
+  } else if (a === '--threads') {
+    if (v !== '1') usage('--threads: this binding runs one thread (start more processes)');
+  } else if (a === '--backend') {
+    if (v !== 'epoll' && v !== '') usage('--backend: only epoll');
+  } else {
+    usage(`unknown argument ${a}`);
+  }
+}
+if (!http.length && !fcgi.length) {
+  let socket = false;
+  try {
+    socket = fs.fstatSync(0).isSocket(); // spawn-fcgi passes its listening socket as fd 0
+  } catch {
+    // no fd 0
+  }
+  if (socket) fcgi.push('fd:0');
+  else http.push('127.0.0.1:8080');
+}
+
+// ---- a pool of four workers for /work ----
+const WORKER = `
+const { parentPort } = require('node:worker_threads');
+const cell = new Int32Array(new SharedArrayBuffer(4));
+parentPort.on('message', ({ id, ms }) => {
+  Atomics.wait(cell, 0, 0, ms); // the "work": this thread is busy for ms
+  parentPort.postMessage({ id, ms });
+});`;
+const pending = new Map();
+let jobs = 0;
+const workers = Array.from({ length: 4 }, () => {
+  const w = new Worker(WORKER, { eval: true });
+  w.on('message', ({ id, ms }) => {
+    const done = pending.get(id);
+    pending.delete(id);
+    if (pending.size === 0) for (const x of workers) x.unref();
+    done(ms);
+  });
+  w.unref(); // idle workers do not keep the process alive
+  return w;
+});
+function work(ms) {
+  const id = ++jobs;
+  const w = workers[id % workers.length];
+  w.ref(); // a job in progress does
+  w.postMessage({ id, ms });
+  return new Promise((resolve) => pending.set(id, resolve));
+}
+
+function num(s, dflt, max) {
+  const n = Number(s);
+  if (s === undefined || s === '' || !Number.isInteger(n) || n < 0) return dflt;
+  return Math.min(n, max);
+}
+
+const one = (v) => (Array.isArray(v) ? v[0] : v);
+
+async function handler(req, res) {
+  const { method: m, path: p } = req;
+  if ((m === 'GET' || m === 'HEAD') && p === '/') {
+    res.setHeader('Content-Type', 'text/plain');
+    res.end('Hello, World!');
+  } else if ((m === 'POST' || m === 'PUT') && p === '/echo') {
+    const ct = req.headers['content-type'] || 'application/octet-stream';
+    const body = await req.body();
+    res.setHeader('Content-Type', ct);
+    res.end(body);
+  } else if (m === 'GET' && p === '/env') {
+    const env = req.env;
+    const out = Object.keys(env)
+      .sort()
+      .map((k) => `${k}=${env[k]}\n`)
+      .join('');
+    res.setHeader('Content-Type', 'text/plain');
+    res.end(out);
+  } else if (m === 'GET' && p === '/stream') {
+    const q = req.query;
+    const chunks = num(one(q.chunks), 1, 100000);
+    const bytes = num(one(q.bytes), 1, 1 << 20);
+    res.setHeader('Content-Type', 'text/plain');
+    for (let n = 0; n < chunks && !req.aborted; n++) {
+      if (!res.write(String.fromCharCode(97 + (n % 26)).repeat(bytes))) await res.drain(); // a slow reader
+      await sleep(1);
+    }
+    res.end();
+  } else if (m === 'GET' && p === '/delay') {
+    const ms = num(one(req.query.ms), 0, 60000);
+    await sleep(ms);
+    res.setHeader('Content-Type', 'text/plain');
+    res.end(`delayed ${ms}`);
+  } else if (m === 'GET' && p === '/work') {
+    const ms = await work(num(one(req.query.ms), 0, 60000));
+    res.setHeader('Content-Type', 'text/plain');
+    res.end(`worked ${ms}`);
+  } else {
+    res.statusCode = 404;
+    res.setHeader('Content-Type', 'text/plain');
+    res.end('Not Found');
+  }
+}
+
+const srv = myriad.createServer({ maxBody: 64 * 1024 * 1024 }, handler);
+srv.listen({ http, fcgi }).then(
+  (addrs) => {
+    for (const a of addrs) process.stdout.write(`listening ${a.proto} ${a.addr}\n`);
+  },
+  (err) => {
+    process.stderr.write(`hello: ${err.message}\n`);
+    process.exit(1);
+  },
+);
+
+// Graceful stop: in-flight requests finish, then nothing holds the loop and Node exits 0.
+let stopping = false;
+function stop() {
+  if (stopping) return;
+  stopping = true;
+  srv.close();
+}
+process.on('SIGTERM', stop);
+process.on('SIGINT', stop);
