@@ -210,6 +210,7 @@ class Response extends Lazy {
     this.headersSent = false;
     this.writableEnded = false;
     this._drainWanted = false;
+    this._drainers = null;
   }
 
   setHeader(name, value) {
@@ -267,7 +268,6 @@ class Response extends Lazy {
         else flat.push(name, String(value));
       }
     }
-    this.headersSent = true;
     return flat;
   }
 
@@ -278,7 +278,8 @@ class Response extends Lazy {
     if (this.writableEnded) throw codeError('write after end', 'ERR_STREAM_WRITE_AFTER_END');
     const status = this.headersSent ? 0 : this.statusCode;
     const flat = this.headersSent ? undefined : this._head();
-    const q = native.write(this._h, status, flat, chunk);
+    const q = native.write(this._h, status, flat, chunk); // throws for a bad chunk type
+    this.headersSent = true;
     if (q < 0) return false;
     if (q >= HIGH_WATER) {
       this._wantDrain();
@@ -293,10 +294,11 @@ class Response extends Lazy {
     if (typeof chunk === 'function') chunk = undefined;
     const status = this.headersSent ? 0 : this.statusCode;
     const flat = this.headersSent ? undefined : this._head();
-    this.writableEnded = true;
     const h = this._h;
+    native.end(h, status, flat, chunk); // throws for a bad chunk type
+    this.headersSent = true;
+    this.writableEnded = true;
     if (live[h % SLOT_SPAN] === this) live[h % SLOT_SPAN] = undefined;
-    native.end(h, status, flat, chunk);
     this._emit('finish');
     return this;
   }
@@ -311,10 +313,15 @@ class Response extends Lazy {
   drain() {
     if (this.writableEnded || this.req.aborted || native.queued(this._h) === 0) return Promise.resolve();
     return new Promise((resolve) => {
-      this.once('drain', resolve);
-      this.once('close', resolve);
+      (this._drainers ??= []).push(resolve);
       this._wantDrain();
     });
+  }
+
+  _drained() {
+    const d = this._drainers;
+    this._drainers = null;
+    if (d) for (const resolve of d) resolve();
   }
 
   _wantDrain() {
@@ -395,6 +402,7 @@ function onAbort(h) {
   req._wakeUp();
   req._ac?.abort(req._error);
   req._emit('aborted');
+  res._drained();
   res._emit('close');
 }
 
@@ -402,6 +410,7 @@ function onDrain(h) {
   const res = responseOf(h);
   if (!res) return;
   res._drainWanted = false;
+  res._drained();
   res._emit('drain');
 }
 

@@ -1,0 +1,144 @@
+// TypeScript declarations for myriad's Node.js binding (lib/index.js).
+/// <reference types="node" />
+import { EventEmitter } from 'node:events';
+
+/** A listener address: HOST:PORT, [V6]:PORT, unix:PATH or fd:N (port 0 picks a free port). */
+export type Address = string;
+
+/** Limits and timeouts (milliseconds), as myriad_server_set_limit takes them. */
+export interface Limits {
+  /** Largest request body in bytes (default 1 MiB): over it the client gets 413. */
+  maxBody?: number;
+  /** Largest request head in bytes: over it the client gets 431. */
+  maxHead?: number;
+  headerTimeout?: number;
+  bodyTimeout?: number;
+  idleTimeout?: number;
+  writeTimeout?: number;
+  /** How long close() waits for in-flight requests. */
+  drainTimeout?: number;
+  /** Most FastCGI params per request. */
+  maxParams?: number;
+}
+
+export interface ListenOptions extends Limits {
+  http?: Address | Address[];
+  fcgi?: Address | Address[];
+  /** Must be 1 (or absent): a Node.js thread runs one loop; use worker_threads for more. */
+  threads?: 1;
+}
+
+export interface BoundAddress {
+  proto: 'http' | 'fcgi';
+  addr: string;
+}
+
+export type Chunk = string | Buffer | ArrayBufferView | ArrayBuffer;
+
+/** The request. Properties other than method, path and protocol are read from myriad on
+ * first use: read what you need before ending the response (afterwards, unread ones are
+ * undefined). */
+export declare class Request implements AsyncIterable<Buffer> {
+  readonly method: string;
+  /** The path part of the target, as sent ("/a%20b"). */
+  readonly path: string;
+  readonly protocol: 'http' | 'fcgi';
+  /** True once the client went away before the response ended. */
+  readonly aborted: boolean;
+  /** The request target as sent: "/path?query". */
+  readonly url: string;
+  /** The query string without '?' ("" if none). */
+  readonly rawQuery: string;
+  /** The query parsed (querystring.parse): repeated keys give arrays. */
+  readonly query: Record<string, string | string[]>;
+  /** Lower-cased names; repeated headers joined with ", " ("; " for cookie), set-cookie
+   * as an array. */
+  readonly headers: Record<string, string | string[] | undefined>;
+  /** CGI variables: the FastCGI params, or derived from the HTTP request. */
+  readonly env: Record<string, string>;
+  /** The client: "127.0.0.1:5678", "[::1]:5678" or "unix:". */
+  readonly peer: string;
+  /** Aborted when the client goes away before the response ends. */
+  readonly signal: AbortSignal;
+  /** The whole body (bounded by maxBody). Rejects (code ECONNRESET) if it is cut short. */
+  body(): Promise<Buffer>;
+  /** The body piece by piece as it arrives. Throws (code ECONNRESET) if it is cut short. */
+  [Symbol.asyncIterator](): AsyncIterator<Buffer>;
+  on(event: 'aborted', listener: () => void): this;
+  once(event: 'aborted', listener: () => void): this;
+  off(event: 'aborted', listener: () => void): this;
+}
+
+/** The response: the head goes out with the first write() or with end(). */
+export declare class Response {
+  readonly req: Request;
+  statusCode: number;
+  readonly headersSent: boolean;
+  readonly writableEnded: boolean;
+  /** Bytes written and not yet sent to the client. */
+  readonly writableLength: number;
+  /** Content-Length, Transfer-Encoding, Connection and Date are managed by myriad and
+   * ignored here. Throws a TypeError for an invalid name or value. */
+  setHeader(name: string, value: string | number | ReadonlyArray<string | number>): this;
+  getHeader(name: string): string | number | ReadonlyArray<string | number> | undefined;
+  hasHeader(name: string): boolean;
+  removeHeader(name: string): void;
+  getHeaders(): Record<string, string | number | ReadonlyArray<string | number>>;
+  writeHead(status: number, headers?: Record<string, string | number | ReadonlyArray<string | number>> | string[]): this;
+  writeHead(status: number, message: string, headers?: Record<string, string | number | ReadonlyArray<string | number>> | string[]): this;
+  /** Sends a piece of the body. False once 64 KiB wait to be sent or the client is gone:
+   * wait for 'drain' (or `await res.drain()`) before writing more. */
+  write(chunk: Chunk): boolean;
+  /** Ends the response, with a last piece of body if given. A second call does nothing. */
+  end(chunk?: Chunk): this;
+  /** Resolves once everything written so far has been sent, or the client is gone. */
+  drain(): Promise<void>;
+  /** A message for the front end's error log (FastCGI STDERR; over HTTP, myriad's log). */
+  log(message: string): void;
+  on(event: 'drain' | 'close' | 'finish', listener: () => void): this;
+  once(event: 'drain' | 'close' | 'finish', listener: () => void): this;
+  off(event: 'drain' | 'close' | 'finish', listener: () => void): this;
+}
+
+export type Handler = (req: Request, res: Response) => void | Promise<void>;
+
+export declare class Server extends EventEmitter {
+  readonly listening: boolean;
+  /** Binds every listener and starts serving; resolves to the bound addresses. Rejects
+   * with code MYRIAD_EADDR (bad address), MYRIAD_EINVAL (bad limit), MYRIAD_EOS (bind
+   * failed: the message says why), ERR_SERVER_ALREADY_LISTEN. */
+  listen(what: ListenOptions | Address): Promise<BoundAddress[]>;
+  addresses(): BoundAddress[];
+  /** Stops accepting, closes idle connections, lets in-flight requests finish (up to
+   * drainTimeout). Resolves once drained; Node may then exit by itself. */
+  close(): Promise<void>;
+  /** A handler threw or rejected (the client got a 500). Without a listener the error goes
+   * to stderr. */
+  on(event: 'error', listener: (err: unknown, req: Request) => void): this;
+  on(event: 'listening' | 'close', listener: () => void): this;
+}
+
+export declare function createServer(handler: Handler): Server;
+export declare function createServer(options: Limits, handler: Handler): Server;
+
+export interface Stats {
+  /** Live request handles (not yet ended or aborted). */
+  requests: number;
+  /** Servers listening or draining. */
+  servers: number;
+  iterations: number;
+  wait: number;
+  ctl: number;
+  read: number;
+  write: number;
+  accept: number;
+  other: number;
+  wakeups: number;
+  accepted: number;
+}
+
+/** This thread's loop counters. */
+export declare function stats(): Stats;
+
+/** The library version, e.g. "0.1.0". */
+export declare const version: string;

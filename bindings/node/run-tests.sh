@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Builds the Node.js addon the way users do (`npm install` in bindings/node, which runs
+# build.js: no node-gyp, no download) against the debug libmyriad, type-checks
+# lib/index.d.ts with tsc, runs the node --test suites, and the demo contract against
+# examples/hello.js. Ends with "N passed, M failed".
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+pass=0
+fail=0
+count() { # name, passed, failed
+    echo "[node] $1: $2 passed, $3 failed"
+    pass=$((pass + $2))
+    fail=$((fail + $3))
+}
+
+if ! (cd bindings/node && MYRIAD_PROFILE=debug npm install --no-audit --no-fund --loglevel=error >/dev/null); then
+    echo "FAIL [node] npm install (build)"
+    echo "$pass passed, 1 failed"
+    exit 1
+fi
+count "npm install builds build/myriad.node" 1 0
+
+# The declarations: tsc (from the registry, into build/, not a dependency of the package).
+TSC=build/tsc/node_modules/.bin/tsc
+if [ -x "$TSC" ] || npm install --prefix build/tsc --no-audit --no-fund --loglevel=error typescript@5 @types/node@20 >/dev/null; then
+    if "$TSC" --strict --noEmit --target es2022 --module commonjs --typeRoots build/tsc/node_modules/@types \
+        --types node bindings/node/test/types.ts; then
+        count "index.d.ts type-checks" 1 0
+    else
+        echo "FAIL [node] index.d.ts"; count "index.d.ts type-checks" 0 1
+    fi
+else
+    echo "FAIL [node] cannot install typescript"; count "typescript" 0 1
+fi
+
+out=$(cd bindings/node && timeout 600 node --expose-gc --test --test-timeout=120000 --test-reporter=tap test/*.test.js 2>&1)
+echo "$out" | grep -E '^\s*not ok' | sed 's/^/FAIL [node] /'
+p=$(echo "$out" | sed -n 's/^# pass \([0-9]*\)$/\1/p' | tail -1)
+f=$(echo "$out" | sed -n 's/^# fail \([0-9]*\)$/\1/p' | tail -1)
+if [ -z "$p" ]; then
+    echo "$out" | tail -20
+    count "node --test" 0 1
+else
+    count "node --test" "$p" "$f"
+fi
+
+# The demo contract against examples/hello.js, with `require('myriad')` resolving to here.
+mkdir -p build/node_modules
+ln -sfn "$ROOT/bindings/node" build/node_modules/myriad
+res=$(NODE_PATH="$ROOT/build/node_modules" timeout 300 bash tests/demo_e2e.sh node examples/hello.js 2>&1)
+echo "$res" | grep -E '^FAIL' | sed 's/^/[node] /'
+line=$(echo "$res" | tail -1)
+p=$(echo "$line" | sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1/p')
+f=$(echo "$line" | sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\2/p')
+if [ -z "$p" ]; then echo "$res" | tail -5; count "demo_e2e hello.js" 0 1; else count "demo_e2e hello.js" "$p" "$f"; fi
+
+echo "$pass passed, $fail failed"
+[ "$fail" = 0 ]

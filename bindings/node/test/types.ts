@@ -1,0 +1,34 @@
+// Type-checked (not run) by run-tests.sh with `tsc --strict --noEmit`: the declarations in
+// lib/index.d.ts describe the API as the tests use it. Each @ts-expect-error line must fail.
+import * as myriad from '../lib/index';
+
+const srv: myriad.Server = myriad.createServer({ maxBody: 1 << 20 }, async (req, res) => {
+  const m: string = req.method;
+  const q = req.query['a'];
+  const h = req.headers['content-type'];
+  const body: Buffer = await req.body();
+  for await (const piece of req) piece.byteLength;
+  req.signal.addEventListener('abort', () => {});
+  res.statusCode = 201;
+  res.setHeader('X-List', ['a', 'b']).setHeader('X-Num', 1);
+  if (!res.write(body)) await res.drain();
+  res.on('drain', () => {});
+  res.end(`${m} ${String(q)} ${String(h)} ${req.peer} ${req.env['QUERY_STRING']}`);
+  // @ts-expect-error a number is not a body chunk
+  res.write(42);
+});
+srv.on('error', (err, req) => console.error(err, req.path));
+
+async function main(): Promise<void> {
+  const addrs: myriad.BoundAddress[] = await srv.listen({ http: ['127.0.0.1:0'], fcgi: 'unix:/tmp/x.sock' });
+  const proto: 'http' | 'fcgi' = addrs[0].proto;
+  void proto;
+  // @ts-expect-error addresses are strings
+  await srv.listen({ http: [8080] });
+  // @ts-expect-error one thread per loop
+  await srv.listen({ http: '127.0.0.1:0', threads: 4 });
+  const s: myriad.Stats = myriad.stats();
+  console.log(s.requests, myriad.version);
+  await srv.close();
+}
+void main();
