@@ -13,7 +13,14 @@
 const fs = require('node:fs');
 const { Worker } = require('node:worker_threads');
 const { setTimeout: sleep } = require('node:timers/promises');
-const myriad = require('myriad');
+// The installed package, or the binding in this source tree (after `npm install` there).
+let myriad;
+try {
+  myriad = require('myriad');
+} catch (e) {
+  if (e.code !== 'MODULE_NOT_FOUND') throw e;
+  myriad = require('../bindings/node');
+}
 
 function usage(msg) {
   process.stderr.write(`hello: ${msg}\nusage: hello.js [--http ADDR]... [--fcgi ADDR]... [--threads N] [--backend NAME]\n`);

@@ -16,6 +16,8 @@ declare -A NEED=(
     [readelf]=binutils
     [lua5.4]=lua5.4
     [luajit]=luajit
+    [node]=nodejs
+    [npm]=npm
 )
 
 missing=()
@@ -27,6 +29,13 @@ done
 # Headers for building the Lua module.
 [ -f /usr/include/lua5.4/lua.h ] || missing+=(liblua5.4-dev)
 [ -f /usr/include/luajit-2.1/lua.h ] || missing+=(libluajit-5.1-dev)
+# Node-API and uv.h for the Node addon: Node's own include/node, else Debian's libnode-dev.
+if command -v node >/dev/null 2>&1; then
+    inc="$(dirname "$(readlink -f "$(command -v node)")")/../include/node"
+    [ -f "$inc/node_api.h" ] || [ -f /usr/include/node/node_api.h ] || missing+=(libnode-dev)
+else
+    missing+=(libnode-dev)
+fi
 if ((${#missing[@]})); then
     echo "setup: installing ${missing[*]}"
     SUDO=""

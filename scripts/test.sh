@@ -14,6 +14,7 @@ status=0
 cargo test --workspace 2>&1 | tee "$log" || status=$?
 bash tests/c/run.sh 2>&1 | tee -a "$log" || status=$?
 bash bindings/lua/run-tests.sh 2>&1 | tee -a "$log" || status=$?
+bash bindings/node/run-tests.sh 2>&1 | tee -a "$log" || status=$?
 
 passed=$(grep -hoE '(ok|FAILED)\. [0-9]+ passed' "$log" | awk '{s+=$2} END {print s+0}')
 failed=$(grep -hoE '[0-9]+ passed; [0-9]+ failed' "$log" | awk '{s+=$3} END {print s+0}')
