@@ -89,8 +89,12 @@ export declare class Response {
   /** Sends a piece of the body. False once 64 KiB wait to be sent or the client is gone:
    * wait for 'drain' (or `await res.drain()`) before writing more. */
   write(chunk: Chunk): boolean;
-  /** Ends the response, with a last piece of body if given. A second call does nothing. */
-  end(chunk?: Chunk): this;
+  /** Sends the status and headers now (they otherwise go with the first write or end). */
+  flushHeaders(): void;
+  /** Ends the response, with a last piece of body if given; `callback` runs after. A
+   * second call does nothing. */
+  end(callback?: () => void): this;
+  end(chunk: Chunk, callback?: () => void): this;
   /** Resolves once everything written so far has been sent, or the client is gone. */
   drain(): Promise<void>;
   /** A message for the front end's error log (FastCGI STDERR; over HTTP, myriad's log). */

@@ -288,10 +288,20 @@ class Response extends Lazy {
     return true;
   }
 
-  /** Ends the response, with a last piece of body if given. */
-  end(chunk) {
-    if (this.writableEnded) return this;
-    if (typeof chunk === 'function') chunk = undefined;
+  /** Sends the status and headers now (they otherwise go with the first write or end). */
+  flushHeaders() {
+    if (!this.headersSent && !this.writableEnded) this.write(undefined);
+  }
+
+  /** Ends the response, with a last piece of body if given; `callback` runs once it is
+   * handed to myriad (end(chunk, callback) or end(callback)). */
+  end(chunk, callback) {
+    if (typeof chunk === 'function') [chunk, callback] = [undefined, chunk];
+    if (this.writableEnded) {
+      if (typeof callback === 'function') process.nextTick(callback);
+      return this;
+    }
+    if (typeof callback === 'function') this.once('finish', () => process.nextTick(callback));
     const status = this.headersSent ? 0 : this.statusCode;
     const flat = this.headersSent ? undefined : this._head();
     const h = this._h;

@@ -3,7 +3,8 @@
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const path = require('node:path');
-const { myriad, serve, request, raw, fcgi, tmpdir } = require('./helpers');
+const net = require('node:net');
+const { myriad, serve, request, raw, fcgi, tmpdir, until } = require('./helpers');
 
 test('request properties over HTTP', async () => {
   let seen;
@@ -243,5 +244,37 @@ test('stats and version', async () => {
   assert.ok(after.accepted >= before.accepted + 1);
   assert.ok(after.iterations > before.iterations);
   assert.ok(after.servers >= 1);
+  await srv.close();
+});
+
+test('flushHeaders sends the head before the body; end callbacks run', async () => {
+  let release;
+  const gate = new Promise((r) => {
+    release = r;
+  });
+  const calls = [];
+  const { srv, addr } = await serve(async (req, res) => {
+    res.writeHead(202, { 'X-Early': 'yes' });
+    res.flushHeaders();
+    assert.equal(res.headersSent, true);
+    await gate;
+    res.end('late', () => calls.push('first'));
+    res.end(() => calls.push('second'));
+  });
+  const [host, port] = addr.split(':');
+  const s = net.connect({ host, port: Number(port) });
+  s.write('GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+  let got = '';
+  s.on('data', (c) => {
+    got += c.toString('latin1');
+  });
+  assert.ok(await until(() => /\r\n\r\n/.test(got)), 'the head arrived while the handler waited');
+  assert.match(got, /^HTTP\/1\.1 202/);
+  assert.match(got, /X-Early: yes/);
+  assert.doesNotMatch(got, /late/);
+  release();
+  await new Promise((r) => s.on('close', r));
+  assert.match(got, /late/);
+  assert.deepEqual(calls, ['first', 'second']);
   await srv.close();
 });
