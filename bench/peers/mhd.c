@@ -10,7 +10,14 @@ static struct MHD_Response *resp;
 
 static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *url, const char *method,
                                const char *version, const char *upload, size_t *upload_size, void **ptr) {
-    (void)cls; (void)url; (void)method; (void)version; (void)upload; (void)upload_size; (void)ptr;
+    static int marker;
+    (void)cls; (void)url; (void)method; (void)version; (void)upload; (void)upload_size;
+    /* The first call only announces the request: a response queued then (before MHD knows
+     * the request is complete) makes it answer "Connection: close" and drop keep-alive. */
+    if (*ptr != &marker) {
+        *ptr = &marker;
+        return MHD_YES;
+    }
     return MHD_queue_response(c, MHD_HTTP_OK, resp);
 }
 

@@ -532,8 +532,10 @@ impl<P: Protocol> Conn<P> {
         let space = &mut buf[self.input.end as usize..];
         let want = space.len();
         lp.stats.read += 1;
+        // recv, not read: on a socket it skips the VFS layer (file position checks and
+        // fsnotify) that read(2) goes through first.
         // SAFETY: reads at most `want` bytes into the live slice `space`.
-        let n = unsafe { libc::read(self.fd.as_raw_fd(), space.as_mut_ptr().cast(), want) };
+        let n = unsafe { libc::recv(self.fd.as_raw_fd(), space.as_mut_ptr().cast(), want, 0) };
         if n < 0 {
             let e = io::Error::last_os_error();
             return match e.kind() {
@@ -672,7 +674,7 @@ impl<P: Protocol> Conn<P> {
             lp.stats.read += 1;
             // SAFETY: reads into a live stack buffer of its length.
             let n =
-                unsafe { libc::read(self.fd.as_raw_fd(), sink.as_mut_ptr().cast(), sink.len()) };
+                unsafe { libc::recv(self.fd.as_raw_fd(), sink.as_mut_ptr().cast(), sink.len(), 0) };
             if n == 0 || (n < 0 && io::Error::last_os_error().kind() != io::ErrorKind::WouldBlock) {
                 return true;
             }
