@@ -19,7 +19,6 @@
  */
 #define _GNU_SOURCE
 #define NAPI_VERSION 8
-#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
