@@ -320,6 +320,18 @@ static void set_active(inst *I, int delta) {
 
 /* ---- myriad's callbacks ---- */
 
+/* Calls JS function `which` with one number (a handle or a server id), unless the
+ * environment is going away. */
+static void notify(inst *I, int which, double value) {
+    jscope sc;
+    napi_value argv[1];
+    if (I->closing || !I->have_js) return;
+    js_enter(I, &sc);
+    argv[0] = num(I->env, value);
+    call_js(I, which, 1, argv);
+    js_leave(I, &sc);
+}
+
 static void on_body(myriad_req_t *r, const uint8_t *data, size_t len, int event, void *ud) {
     slot *s = ud;
     inst *I = s->I;
@@ -344,14 +356,7 @@ static void on_abort(myriad_req_t *r, void *ud) {
     slot *s = ud;
     inst *I = s->I;
     double h = handle_of(s);
-    if (!I->closing && I->have_js) {
-        jscope sc;
-        napi_value argv[1];
-        js_enter(I, &sc);
-        argv[0] = num(I->env, h);
-        call_js(I, JS_ABORT, 1, argv);
-        js_leave(I, &sc);
-    }
+    notify(I, JS_ABORT, h);
     /* Unless JS ended it meanwhile, the aborted request is released here. */
     if (slot_of(I, h) == s) {
         slot_release(s);
@@ -361,15 +366,8 @@ static void on_abort(myriad_req_t *r, void *ud) {
 
 static void on_drain(myriad_req_t *r, void *ud) {
     slot *s = ud;
-    inst *I = s->I;
-    jscope sc;
-    napi_value argv[1];
     (void)r;
-    if (I->closing || !I->have_js) return;
-    js_enter(I, &sc);
-    argv[0] = num(I->env, handle_of(s));
-    call_js(I, JS_DRAIN, 1, argv);
-    js_leave(I, &sc);
+    notify(s->I, JS_DRAIN, handle_of(s));
 }
 
 static int nonzero_length(const char *v, size_t n) {
@@ -440,14 +438,7 @@ static void on_drained(myriad_loop_t *lp, void *ud) {
     /* The server cannot be freed inside its own callback: on the next iteration. */
     myriad_timer_start(lp, 0, 0, server_free_later, S, NULL, NULL);
     set_active(I, -1);
-    if (!I->closing && I->have_js) {
-        jscope sc;
-        napi_value argv[1];
-        js_enter(I, &sc);
-        argv[0] = num(I->env, S->id);
-        call_js(I, JS_CLOSED, 1, argv);
-        js_leave(I, &sc);
-    }
+    notify(I, JS_CLOSED, S->id);
 }
 
 /* ---- argument helpers ---- */
