@@ -822,25 +822,39 @@ static napi_value int_result(napi_env env, int v) {
     return r;
 }
 
-/* write(h, status, headers, chunk) -> bytes queued and not yet sent, or a negative error
- * (MYRIAD_EGONE once the client is gone). `status` 0: the head was sent already. Throws
- * a TypeError for a chunk of the wrong type. */
-static napi_value js_write(napi_env env, napi_callback_info info) {
+/* The start of write() and end(), whose arguments are (h, status, headers, chunk): finds
+ * the request (*sp, NULL once it is gone: MYRIAD_EGONE), sends the head unless status is 0
+ * (the head went already), queues the chunk. Returns MYRIAD_OK or an error; *thrown is set
+ * when a TypeError was thrown for a chunk of the wrong type. */
+static int put(napi_env env, napi_callback_info info, char *stack, size_t cap, slot **sp, int *thrown) {
     napi_value argv[4];
-    slot *s;
     chunk c;
-    char stack[4096];
     int rc;
-    if (get_args(env, info, 4, argv) < 0) return NULL;
-    if (get_chunk(env, argv[3], &c, stack, sizeof stack) < 0)
-        return throw_type(env, "chunk must be a string, a Buffer, a TypedArray or an ArrayBuffer");
-    if (!(s = arg_slot(env, the_inst(env), argv[0]))) {
-        free(c.heap);
-        return int_result(env, MYRIAD_EGONE);
+    *sp = NULL;
+    *thrown = 0;
+    if (get_args(env, info, 4, argv) < 0) return MYRIAD_EINVAL;
+    if (get_chunk(env, argv[3], &c, stack, cap) < 0) {
+        throw_type(env, "chunk must be a string, a Buffer, a TypedArray or an ArrayBuffer");
+        *thrown = 1;
+        return MYRIAD_EINVAL;
     }
-    rc = send_head(env, s->r, argv[1], argv[2]);
-    if (rc == MYRIAD_OK) rc = write_chunk(env, s->r, &c);
+    if (!(*sp = arg_slot(env, the_inst(env), argv[0]))) {
+        free(c.heap);
+        return MYRIAD_EGONE;
+    }
+    rc = send_head(env, (*sp)->r, argv[1], argv[2]);
+    if (rc == MYRIAD_OK) rc = write_chunk(env, (*sp)->r, &c);
     free(c.heap);
+    return rc;
+}
+
+/* write(h, status, headers, chunk) -> bytes queued and not yet sent, or a negative error
+ * (MYRIAD_EGONE once the client is gone). */
+static napi_value js_write(napi_env env, napi_callback_info info) {
+    char stack[4096];
+    slot *s;
+    int thrown, rc = put(env, info, stack, sizeof stack, &s, &thrown);
+    if (thrown) return NULL;
     if (rc == MYRIAD_OK) rc = myriad_req_flush(s->r);
     if (rc != MYRIAD_OK) return int_result(env, rc);
     return num(env, (double)myriad_req_queued(s->r));
@@ -850,23 +864,13 @@ static napi_value js_write(napi_env env, napi_callback_info info) {
  * releases the handle, even on error (after the head was refused, the client gets a
  * 500 instead). */
 static napi_value js_end(napi_env env, napi_callback_info info) {
-    napi_value argv[4];
-    slot *s;
-    chunk c;
     char stack[16384];
+    slot *s;
     myriad_req_t *r;
-    int rc;
-    if (get_args(env, info, 4, argv) < 0) return NULL;
-    if (get_chunk(env, argv[3], &c, stack, sizeof stack) < 0)
-        return throw_type(env, "chunk must be a string, a Buffer, a TypedArray or an ArrayBuffer");
-    if (!(s = arg_slot(env, the_inst(env), argv[0]))) {
-        free(c.heap);
-        return int_result(env, MYRIAD_EGONE);
-    }
+    int thrown, rc = put(env, info, stack, sizeof stack, &s, &thrown);
+    if (thrown) return NULL;
+    if (!s) return int_result(env, rc);
     r = s->r;
-    rc = send_head(env, r, argv[1], argv[2]);
-    if (rc == MYRIAD_OK) rc = write_chunk(env, r, &c);
-    free(c.heap);
     slot_release(s);
     if (rc == MYRIAD_EINVAL) {
         static const char ERR[] = "Internal Server Error";
