@@ -200,11 +200,10 @@ function validateHeader(name, value) {
 /** The response: the head (statusCode and headers) goes out with the first write() or
  * with end(). */
 class Response extends Lazy {
-  constructor(h, req, server) {
+  constructor(h, req) {
     super();
     this._h = h;
     this.req = req;
-    this._server = server;
     this.statusCode = 200;
     this._fields = null; // lower-cased name -> [name, value]
     this.headersSent = false;
@@ -373,7 +372,7 @@ function dispatch(sid, h, method, path, flags) {
     return;
   }
   const req = new Request(h, method, path, flags);
-  const res = new Response(h, req, server);
+  const res = new Response(h, req);
   live[h % SLOT_SPAN] = res;
   let r;
   try {
