@@ -608,10 +608,26 @@ pub struct Response {
     pub(crate) done: bool,
 }
 
+/// RFC 9110 tchar, as a table: header names are checked on every `header` call.
+const TCHAR: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = b.is_ascii_alphanumeric();
+        c += 1;
+    }
+    let extra = b"!#$%&'*+-.^_`|~";
+    let mut i = 0;
+    while i < extra.len() {
+        t[extra[i] as usize] = true;
+        i += 1;
+    }
+    t
+};
+
 fn valid_token(s: &[u8]) -> bool {
-    !s.is_empty()
-        && s.iter()
-            .all(|&c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c))
+    !s.is_empty() && s.iter().all(|&c| TCHAR[usize::from(c)])
 }
 
 fn valid_value(s: &[u8]) -> bool {

@@ -90,6 +90,8 @@ fn large_message_is_echoed_whole_across_partial_writes() {
     let mut w = s.try_clone().unwrap();
     let d2 = data.clone();
     let writer = std::thread::spawn(move || w.write_all(&d2).unwrap());
+    // Read only later, so that the server's socket buffer fills and its writes come up short.
+    std::thread::sleep(Duration::from_millis(200));
     let mut back = vec![0u8; data.len()];
     s.read_exact(&mut back).unwrap();
     writer.join().unwrap();
@@ -97,6 +99,49 @@ fn large_message_is_echoed_whole_across_partial_writes() {
     let st = srv.stats();
     // Backpressure bounded the queue: reading paused instead of buffering 8 MB.
     assert!(st.buffers_in_use <= 1, "{st:?}");
+    // Write interest is added once, at the first short write, however often it blocks
+    // after that: registration, the listener, the loop's eventfd, plus that one change.
+    assert_eq!(st.ctl, st.accepted + 1 + 1 + 1, "{st:?}");
+}
+
+#[test]
+fn a_peer_reading_over_a_unix_socket_does_not_wake_the_loop() {
+    // On a Unix socket every read by the peer frees space and signals writability. A
+    // connection registered for writes from the start would wake the loop once more per
+    // exchange for that edge; one registered for reads only wakes once, for the message.
+    let dir = tempdir();
+    let path = format!("{dir}/wake.sock");
+    let srv = Server::start(&format!("unix:{path}"));
+    let mut u = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    u.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut back = [0u8; 8];
+    u.write_all(b"warm-up!").unwrap();
+    u.read_exact(&mut back).unwrap();
+    let before = srv.stats();
+    let n = 100;
+    for i in 0..n {
+        let msg = format!("msg {i:04}");
+        u.write_all(msg.as_bytes()).unwrap();
+        u.read_exact(&mut back).unwrap();
+        assert_eq!(&back, msg.as_bytes());
+        // Let the loop go back to sleep: an edge from our read would wake it on its own.
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // Let any write edge from the last read arrive before counting.
+    std::thread::sleep(Duration::from_millis(50));
+    let after = srv.stats();
+    let waits = after.wait - before.wait;
+    assert!(
+        waits <= n + 5,
+        "{waits} loop wakeups for {n} exchanges: {before:?} -> {after:?}"
+    );
+    assert_eq!(
+        after.ctl, before.ctl,
+        "no interest change without a short write"
+    );
+    drop(u);
+    srv.stop();
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

@@ -68,6 +68,19 @@ pub(crate) fn os_err(e: &std::io::Error) -> c_int {
     }
 }
 
+thread_local! {
+    static THIS_THREAD: std::thread::ThreadId = std::thread::current().id();
+}
+
+/// This thread's id, for the handles' owner checks. Cached: `thread::current()` clones an
+/// `Arc` on every call, and every request and loop call checks its thread.
+pub(crate) fn this_thread() -> std::thread::ThreadId {
+    // During thread exit, after the slot is gone, ask the thread itself.
+    THIS_THREAD
+        .try_with(|t| *t)
+        .unwrap_or_else(|_| std::thread::current().id())
+}
+
 /// Runs `f`, turning a panic into `MYRIAD_EPANIC`.
 pub(crate) fn guard(f: impl FnOnce() -> c_int) -> c_int {
     catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| {

@@ -24,7 +24,7 @@ impl myriad_loop_t {
         Box::new(myriad_loop_t {
             lp: UnsafeCell::new(lp),
             handle,
-            owner: std::thread::current().id(),
+            owner: crate::this_thread(),
         })
     }
 }
@@ -41,7 +41,7 @@ pub(crate) unsafe fn with_loop(
     }
     // SAFETY: the caller passes a live loop from myriad_loop_new.
     let b = unsafe { &*lb };
-    if std::thread::current().id() != b.owner {
+    if crate::this_thread() != b.owner {
         return MYRIAD_EWRONGTHREAD;
     }
     let (cur, lp) = CURRENT.with(|c| c.get());

@@ -266,7 +266,7 @@ fn make_server(
             res: Some(res),
             lp: lb,
             handle: handle.clone(),
-            owner: std::thread::current().id(),
+            owner: crate::this_thread(),
             in_handler: true,
             finished: false,
             alive: Rc::new(Cell::new(true)),
@@ -477,7 +477,7 @@ unsafe fn req_ref<'a>(r: *mut myriad_req_t) -> Result<&'a mut myriad_req_t, c_in
     let Some(r) = (unsafe { r.as_mut() }) else {
         return Err(MYRIAD_EINVAL);
     };
-    if std::thread::current().id() != r.owner {
+    if crate::this_thread() != r.owner {
         return Err(MYRIAD_EWRONGTHREAD);
     }
     if r.finished {

@@ -4,11 +4,10 @@
 
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::Instant;
 
 use super::record::{self, kind, Decoder, Event};
 use crate::app::{Body, Ctx, ExId, Phase, PieceRef, Protocol as Proto, Response, Span};
-use crate::http::reason;
+use crate::http::{decimal, reason};
 use crate::net::{Io, PeerAddr, Protocol};
 use crate::reactor::{Loop, Token};
 use crate::server::{finish_drain, Shared};
@@ -50,6 +49,79 @@ fn span_in(base: &[u8], part: &[u8]) -> Span {
     (start as u32, (start + part.len()) as u32)
 }
 
+/// The parameters the request model is built from.
+#[derive(Clone, Copy)]
+enum Known {
+    Method,
+    Uri,
+    DocumentUri,
+    ScriptName,
+    Query,
+    Protocol,
+    ContentLength,
+    RemoteAddr,
+    RemotePort,
+    ServerAddr,
+    ServerPort,
+}
+
+const KNOWN: [(&[u8], Known); 11] = [
+    (b"REQUEST_METHOD", Known::Method),
+    (b"REQUEST_URI", Known::Uri),
+    (b"DOCUMENT_URI", Known::DocumentUri),
+    (b"SCRIPT_NAME", Known::ScriptName),
+    (b"QUERY_STRING", Known::Query),
+    (b"SERVER_PROTOCOL", Known::Protocol),
+    (b"CONTENT_LENGTH", Known::ContentLength),
+    (b"REMOTE_ADDR", Known::RemoteAddr),
+    (b"REMOTE_PORT", Known::RemotePort),
+    (b"SERVER_ADDR", Known::ServerAddr),
+    (b"SERVER_PORT", Known::ServerPort),
+];
+
+/// One pass over the params stream in `req.buf`: fills `req.params` (spans into the
+/// buffer) and `req.headers` (HTTP_* names turned back into lower-case header names,
+/// stored after the params; CONTENT_TYPE and CONTENT_LENGTH when not empty), and returns
+/// the last value of each [`Known`] parameter. `None`: the stream is malformed.
+fn index_params(req: &mut crate::app::Request) -> Option<[Option<Span>; KNOWN.len()]> {
+    let mut known = [None; KNOWN.len()];
+    let end = req.buf.len();
+    req.params.clear();
+    req.headers.clear();
+    let mut at = 0;
+    while at < end {
+        let (left, (name, value)) = record::nv_pair(&req.buf[at..end]).ok()?;
+        let (n, v) = (span_in(&req.buf, name), span_in(&req.buf, value));
+        let http = name.starts_with(b"HTTP_");
+        let header: Option<&'static [u8]> = match name {
+            b"CONTENT_TYPE" if v.0 != v.1 => Some(b"content-type"),
+            b"CONTENT_LENGTH" if v.0 != v.1 => Some(b"content-length"),
+            _ => None,
+        };
+        if let Some(&(_, k)) = KNOWN.iter().find(|(kn, _)| *kn == name) {
+            known[k as usize] = Some(v);
+        }
+        at = end - left.len();
+        req.params.push((n, v));
+        if http {
+            let start = req.buf.len();
+            for k in n.0 as usize + 5..n.1 as usize {
+                let c = req.buf[k];
+                req.buf.push(if c == b'_' {
+                    b'-'
+                } else {
+                    c.to_ascii_lowercase()
+                });
+            }
+            req.headers.push(((start as u32, req.buf.len() as u32), v));
+        } else if let Some(h) = header {
+            let hn = req.store(h);
+            req.headers.push((hn, v));
+        }
+    }
+    Some(known)
+}
+
 impl FcgiConn {
     pub(crate) fn new(sh: Rc<Shared>) -> FcgiConn {
         FcgiConn {
@@ -67,7 +139,7 @@ impl FcgiConn {
     }
 
     pub(crate) fn start(&mut self, io: &mut Io<'_>) {
-        io.set_deadline(Some(Instant::now() + self.sh.opts.idle_timeout));
+        io.set_deadline(Some(io.now() + self.sh.opts.idle_timeout));
     }
 
     pub(crate) fn drain(&mut self, io: &mut Io<'_>) {
@@ -209,12 +281,7 @@ impl FcgiConn {
             return;
         };
         let params_end = req.buf.len();
-        let pairs: Option<Vec<(Span, Span)>> = record::nv_pairs(&req.buf[..params_end]).map(|v| {
-            v.iter()
-                .map(|(n, val)| (span_in(&req.buf, n), span_in(&req.buf, val)))
-                .collect()
-        });
-        let Some(pairs) = pairs else {
+        let Some(known) = index_params(&mut req) else {
             // Malformed params: the front end is broken; end this request.
             ctx.with(ex, |e| e.req = Some(req));
             let a = self.reqs.remove(i);
@@ -223,19 +290,12 @@ impl FcgiConn {
             self.flush_scratch(io);
             return;
         };
-        req.params = pairs;
-        let get = |req: &crate::app::Request, name: &[u8]| -> Option<Span> {
-            req.params
-                .iter()
-                .rev()
-                .find(|(n, _)| req.span(*n) == name)
-                .map(|(_, v)| *v)
-        };
+        let get = |k: Known| known[k as usize];
         let empty = (params_end as u32, params_end as u32);
-        let method = get(&req, b"REQUEST_METHOD").unwrap_or_else(|| req.store(b"GET"));
-        let target = get(&req, b"REQUEST_URI")
-            .or_else(|| get(&req, b"DOCUMENT_URI"))
-            .or_else(|| get(&req, b"SCRIPT_NAME"))
+        let method = get(Known::Method).unwrap_or_else(|| req.store(b"GET"));
+        let target = get(Known::Uri)
+            .or(get(Known::DocumentUri))
+            .or(get(Known::ScriptName))
             .unwrap_or_else(|| req.store(b"/"));
         let qpos = req.span(target).iter().position(|&c| c == b'?');
         req.method = method;
@@ -244,59 +304,24 @@ impl FcgiConn {
             Some(p) => (target.0, target.0 + p as u32),
             None => target,
         };
-        req.query = get(&req, b"QUERY_STRING").unwrap_or(empty);
-        req.minor = if get(&req, b"SERVER_PROTOCOL").is_some_and(|v| req.span(v) == b"HTTP/1.0") {
+        req.query = get(Known::Query).unwrap_or(empty);
+        req.minor = if get(Known::Protocol).is_some_and(|v| req.span(v) == b"HTTP/1.0") {
             0
         } else {
             1
         };
-        // Headers from HTTP_* (and CONTENT_TYPE / CONTENT_LENGTH).
-        let mut headers = std::mem::take(&mut req.headers);
-        headers.clear();
-        for k in 0..req.params.len() {
-            let (n, v) = req.params[k];
-            let name = req.span(n).to_vec();
-            let hname: Option<Vec<u8>> = if let Some(rest) = name.strip_prefix(b"HTTP_") {
-                Some(
-                    rest.iter()
-                        .map(|&c| {
-                            if c == b'_' {
-                                b'-'
-                            } else {
-                                c.to_ascii_lowercase()
-                            }
-                        })
-                        .collect(),
-                )
-            } else if name == b"CONTENT_TYPE" && v.0 != v.1 {
-                Some(b"content-type".to_vec())
-            } else if name == b"CONTENT_LENGTH" && v.0 != v.1 {
-                Some(b"content-length".to_vec())
-            } else {
-                None
-            };
-            if let Some(h) = hname {
-                let hn = req.store(&h);
-                headers.push((hn, v));
-            }
-        }
-        req.headers = headers;
-        req.content_length = get(&req, b"CONTENT_LENGTH")
+        req.content_length = get(Known::ContentLength)
             .and_then(|v| std::str::from_utf8(req.span(v)).ok()?.parse().ok());
-        let addr = |req: &crate::app::Request, a: &[u8], p: &[u8]| -> Option<SocketAddr> {
-            let ip = std::str::from_utf8(req.span(get(req, a)?))
-                .ok()?
-                .parse()
-                .ok()?;
-            let port = std::str::from_utf8(req.span(get(req, p)?))
-                .ok()?
-                .parse()
-                .ok()?;
+        let addr = |a: Known, p: Known| -> Option<SocketAddr> {
+            let ip = std::str::from_utf8(req.span(get(a)?)).ok()?.parse().ok()?;
+            let port = std::str::from_utf8(req.span(get(p)?)).ok()?.parse().ok()?;
             Some(SocketAddr::new(ip, port))
         };
-        req.peer =
-            addr(&req, b"REMOTE_ADDR", b"REMOTE_PORT").map_or(PeerAddr::Unix, PeerAddr::Inet);
-        req.local = addr(&req, b"SERVER_ADDR", b"SERVER_PORT");
+        let peer =
+            addr(Known::RemoteAddr, Known::RemotePort).map_or(PeerAddr::Unix, PeerAddr::Inet);
+        let local = addr(Known::ServerAddr, Known::ServerPort);
+        req.peer = peer;
+        req.local = local;
         req.proto = Proto::Fcgi;
         self.reqs[i].no_body = req.method() == "HEAD";
         self.reqs[i].stage = Stage::Stdin;
@@ -377,21 +402,22 @@ impl FcgiConn {
                             return false;
                         }
                         // The response head as CGI headers.
-                        let mut head = Vec::with_capacity(64 + e.hdrs.len());
-                        head.extend_from_slice(b"Status: ");
-                        head.extend_from_slice(e.status.to_string().as_bytes());
-                        head.push(b' ');
-                        head.extend_from_slice(reason(e.status).as_bytes());
-                        head.extend_from_slice(b"\r\n");
-                        head.extend_from_slice(&e.hdrs);
                         let bodiless = e.status == 204 || e.status == 304;
-                        if e.phase == Phase::Done && !bodiless {
-                            head.extend_from_slice(b"Content-Length: ");
-                            head.extend_from_slice(e.body_len.to_string().as_bytes());
+                        record::put_record_with(scratch, kind::STDOUT, a.id, |head| {
+                            let t = &mut [0; 20];
+                            head.extend_from_slice(b"Status: ");
+                            head.extend_from_slice(decimal(e.status.into(), t));
+                            head.push(b' ');
+                            head.extend_from_slice(reason(e.status).as_bytes());
                             head.extend_from_slice(b"\r\n");
-                        }
-                        head.extend_from_slice(b"\r\n");
-                        record::put_record(scratch, kind::STDOUT, a.id, &head);
+                            head.extend_from_slice(&e.hdrs);
+                            if e.phase == Phase::Done && !bodiless {
+                                head.extend_from_slice(b"Content-Length: ");
+                                head.extend_from_slice(decimal(e.body_len, t));
+                                head.extend_from_slice(b"\r\n");
+                            }
+                            head.extend_from_slice(b"\r\n");
+                        });
                         a.head_sent = true;
                         a.no_body |= bodiless;
                     }
@@ -449,7 +475,7 @@ impl FcgiConn {
             if self.close_when_idle || self.draining {
                 io.close();
             } else {
-                io.set_deadline(Some(Instant::now() + self.sh.opts.idle_timeout));
+                io.set_deadline(Some(io.now() + self.sh.opts.idle_timeout));
             }
         }
     }

@@ -291,12 +291,18 @@ pub(crate) fn put_pair(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 
 /// Appends a record header for `len` content bytes, returning the padding to add after.
 pub(crate) fn put_header(out: &mut Vec<u8>, kind: u8, id: u16, len: usize) -> usize {
+    let (h, pad) = encode_header(kind, id, len);
+    out.extend_from_slice(&h);
+    pad
+}
+
+/// A record header for `len` content bytes, and the padding that follows the content.
+fn encode_header(kind: u8, id: u16, len: usize) -> ([u8; 8], usize) {
     debug_assert!(len <= 65535);
     let pad = (8 - len % 8) % 8;
     let id = id.to_be_bytes();
     let l = (len as u16).to_be_bytes();
-    out.extend_from_slice(&[1, kind, id[0], id[1], l[0], l[1], pad as u8, 0]);
-    pad
+    ([1, kind, id[0], id[1], l[0], l[1], pad as u8, 0], pad)
 }
 
 /// Appends a whole record (content split into records of at most 65535 bytes; an empty
@@ -311,6 +317,29 @@ pub(crate) fn put_record(out: &mut Vec<u8>, kind: u8, id: u16, content: &[u8]) {
         out.extend_from_slice(piece);
         out.extend_from_slice(&[0u8; 8][..pad]);
     }
+}
+
+/// Appends one record whose content `fill` appends to `out` (no staging copy); content
+/// over 65535 bytes is split like [`put_record`]'s.
+pub(crate) fn put_record_with(
+    out: &mut Vec<u8>,
+    kind: u8,
+    id: u16,
+    fill: impl FnOnce(&mut Vec<u8>),
+) {
+    let start = out.len();
+    out.extend_from_slice(&[0; 8]);
+    fill(out);
+    let len = out.len() - start - 8;
+    if len == 0 || len > 65535 {
+        let content = out.split_off(start + 8);
+        out.truncate(start);
+        put_record(out, kind, id, &content);
+        return;
+    }
+    let (h, pad) = encode_header(kind, id, len);
+    out[start..start + 8].copy_from_slice(&h);
+    out.extend_from_slice(&[0u8; 8][..pad]);
 }
 
 /// Appends an END_REQUEST record.
@@ -472,5 +501,22 @@ mod tests {
         let (_, h2) = header(&v[second..]).unwrap();
         assert_eq!((h2.len, h2.pad), (4465, 7));
         assert_eq!(v.len() % 8, 0);
+    }
+
+    #[test]
+    fn records_filled_in_place_match_staged_ones() {
+        for content in [
+            &b""[..],
+            b"Status: 200 OK\r\n\r\n",
+            &[b'q'; 65535],
+            &[b'z'; 70_000],
+        ] {
+            let (mut staged, mut filled) = (vec![7u8], vec![7u8]);
+            put_record(&mut staged, kind::STDOUT, 9, content);
+            put_record_with(&mut filled, kind::STDOUT, 9, |o| {
+                o.extend_from_slice(content)
+            });
+            assert_eq!(filled, staged, "{} bytes", content.len());
+        }
     }
 }

@@ -4,7 +4,6 @@
 //! back any other connection). Everything answered from one read leaves in one write.
 
 use std::rc::Rc;
-use std::time::Instant;
 
 use super::chunked::{self, ChunkError, Decoder};
 use super::parse::{self, BodyKind, Limits};
@@ -110,7 +109,8 @@ impl HttpConn {
             Timer::Write => Some(o.write_timeout),
         };
         self.timer = t;
-        io.set_deadline(d.map(|d| Instant::now() + d));
+        let now = io.now();
+        io.set_deadline(d.map(|d| now + d));
     }
 
     /// Graceful shutdown: close now if idle, else after the current response.
@@ -138,7 +138,7 @@ impl HttpConn {
             head.push(b' ');
             head.extend_from_slice(body.as_bytes());
             head.extend_from_slice(b"\r\nDate: ");
-            head.extend_from_slice(&super::http_date());
+            head.extend_from_slice(&super::date::http_date_at(io.now()));
             head.extend_from_slice(b"\r\nContent-Type: text/plain\r\nContent-Length: ");
             head.extend_from_slice((body.len() + 1).to_string().as_bytes());
             head.extend_from_slice(b"\r\nConnection: close\r\n\r\n");
@@ -442,7 +442,7 @@ impl HttpConn {
         w.put(b" ");
         w.put(reason(status).as_bytes());
         w.put(b"\r\nDate: ");
-        w.put(&super::http_date());
+        w.put(&super::date::http_date_at(io.now()));
         w.put(b"\r\n");
         w.put(hdrs);
         if done {
@@ -521,18 +521,8 @@ impl Writer<'_> {
             self.spill = Some(v);
         }
     }
-    fn put_num(&mut self, mut v: u64) {
-        let mut t = [0u8; 20];
-        let mut i = t.len();
-        loop {
-            i -= 1;
-            t[i] = b'0' + (v % 10) as u8;
-            v /= 10;
-            if v == 0 {
-                break;
-            }
-        }
-        self.put(&t[i..]);
+    fn put_num(&mut self, v: u64) {
+        self.put(super::decimal(v, &mut [0; 20]));
     }
 }
 

@@ -1,24 +1,33 @@
 //! The `Date` header value (IMF-fixdate), formatted at most once per second per thread.
 
 use std::cell::Cell;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 thread_local! {
-    static CACHE: Cell<(u64, [u8; 29])> = const { Cell::new((u64::MAX, [0; 29])) };
+    /// The formatted date and the instant until which it stays right.
+    static CACHE: Cell<(Option<Instant>, [u8; 29])> = const { Cell::new((None, [0; 29])) };
 }
 
 /// The current time as an HTTP date ("Sun, 06 Nov 1994 08:49:37 GMT"), cached per second.
 pub fn http_date() -> [u8; 29] {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    http_date_at(Instant::now())
+}
+
+/// [`http_date`] for a caller that already knows the time (the loop's cached time): the
+/// wall clock is read and formatted once per second, not per response.
+pub(crate) fn http_date_at(now: Instant) -> [u8; 29] {
     CACHE.with(|c| {
-        let (secs, buf) = c.get();
-        if secs == now {
+        let (until, buf) = c.get();
+        if until.is_some_and(|u| now < u) {
             return buf;
         }
-        let buf = format_date(now);
-        c.set((now, buf));
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let buf = format_date(wall.as_secs());
+        // Valid until the wall clock's next second starts.
+        let left = Duration::from_nanos(u64::from(1_000_000_000 - wall.subsec_nanos()));
+        c.set((Some(Instant::now() + left), buf));
         buf
     })
 }

@@ -10,6 +10,19 @@ pub(crate) mod parse;
 pub(crate) use conn::HttpConn;
 pub use date::http_date;
 
+/// `v` in decimal, written into the end of `t`.
+pub(crate) fn decimal(mut v: u64, t: &mut [u8; 20]) -> &[u8] {
+    let mut i = t.len();
+    loop {
+        i -= 1;
+        t[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            return &t[i..];
+        }
+    }
+}
+
 /// The reason phrase of a status code.
 pub fn reason(code: u16) -> &'static str {
     match code {

@@ -2,6 +2,8 @@
 //! requests from being smuggled (framing conflicts, bad lengths, bare LF, missing or
 //! repeated Host...). Sans-IO: bytes in, a filled [`Request`] and its framing out.
 
+use std::mem::MaybeUninit;
+
 use crate::app::{Request, Span};
 
 /// Most headers per request (more gives 431).
@@ -67,9 +69,10 @@ pub(crate) fn parse_head(
     limits: &Limits,
     req: &mut Request,
 ) -> Result<Option<(usize, Framing)>, Reject> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut r = httparse::Request::new(&mut headers);
-    let n = match r.parse(buf) {
+    // Uninitialised: initialising 100 headers (3.2 KB) per request cost more than the parse.
+    let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut r = httparse::Request::new(&mut []);
+    let n = match r.parse_with_uninit_headers(buf, &mut headers) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => {
             // Skip the empty lines a client may send before the request line.

@@ -144,6 +144,8 @@ pub struct Loop {
     pub(crate) resolves: crate::net::connect::Resolves,
     pub(crate) pool: BufPool,
     pub(crate) now: Instant,
+    /// Inside an iteration's dispatch: `now` is fresh.
+    iterating: bool,
     stopped: bool,
     /// Sources to call (with `Ready::EMPTY`) at the end of the iteration: connections whose
     /// responses got output from outside their own callbacks.
@@ -183,6 +185,7 @@ impl Loop {
             resolves: Default::default(),
             pool: BufPool::new(crate::net::pool::DEFAULT_BUF_SIZE, 64),
             now: Instant::now(),
+            iterating: false,
             stopped: false,
             kicks: Rc::default(),
             kicks_spare: Vec::new(),
@@ -204,9 +207,15 @@ impl Loop {
         }
     }
 
-    /// The loop's cached time, updated once per iteration after the wait.
+    /// The current time, without a clock read inside an iteration: the time cached right
+    /// after the iteration's wait while callbacks run, the clock itself outside them (so a
+    /// deadline set from outside the loop never starts from a stale time).
     pub fn now(&self) -> Instant {
-        self.now
+        if self.iterating {
+            self.now
+        } else {
+            Instant::now()
+        }
     }
 
     /// A snapshot of the loop's counters.
@@ -504,6 +513,7 @@ impl Loop {
             self.events = events;
             return Err(e);
         }
+        self.iterating = true;
         self.report_failed_changes();
 
         let mut woken = false;
@@ -530,6 +540,7 @@ impl Loop {
         self.run_kicks();
         self.run_deferred();
         self.run_kicks();
+        self.iterating = false;
         Ok(())
     }
 
@@ -649,17 +660,25 @@ impl Loop {
         let Some(&(_, fd)) = self.watched.iter().find(|w| w.0 == token) else {
             return false;
         };
-        // A registration still queued is simply replaced.
+        self.reregister(fd, token, interest);
+        true
+    }
+
+    /// Changes what a registered fd is watched for (one `epoll_ctl` at the next wait).
+    pub(crate) fn reregister(&mut self, fd: RawFd, token: Token, interest: Interest) {
+        // A change still queued is updated in place (an add stays an add).
         if let Some(c) = self.changes.iter_mut().find(|c| c.token == token.0) {
-            c.op = Op::Add(interest);
-            return true;
+            c.op = match c.op {
+                Op::Add(_) => Op::Add(interest),
+                _ => Op::Modify(interest),
+            };
+            return;
         }
         self.changes.push(Change {
             fd,
             token: token.0,
             op: Op::Modify(interest),
         });
-        true
     }
 
     /// Stops watching a user fd (which stays open). Safe from inside its own callback.

@@ -118,8 +118,11 @@ impl Interest {
     pub const EDGE: Interest = Interest(4);
     /// Only one of several loops watching the same fd is woken (shared listeners).
     pub const EXCLUSIVE: Interest = Interest(8);
-    /// What sockets are registered with, once, at creation: read + write + edge.
+    /// A socket that waits for writability: read + write + edge.
     pub const SOCKET: Interest = Interest(1 | 2 | 4);
+    /// What connections are registered with at creation: read + edge. Write interest is
+    /// added ([`Interest::SOCKET`]) only once a write comes up short.
+    pub const SOCKET_READ: Interest = Interest(1 | 4);
 
     /// Whether every bit of `other` is set.
     pub fn contains(self, other: Interest) -> bool {
