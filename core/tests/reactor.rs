@@ -157,6 +157,31 @@ fn arming_and_cancelling_100k_timers_costs_no_syscall() {
 }
 
 #[test]
+fn now_is_cached_inside_an_iteration_and_fresh_outside() {
+    let mut lp = Loop::new().unwrap();
+    // Outside an iteration: the clock, not the time of the last wait.
+    lp.run_once_nowait().unwrap();
+    let a = lp.now();
+    thread::sleep(Duration::from_millis(20));
+    assert!(
+        lp.now() - a >= Duration::from_millis(20),
+        "stale outside the loop"
+    );
+    // Inside: one time per iteration, however long the callbacks take.
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let s = seen.clone();
+    lp.timer(Duration::ZERO, move |lp| {
+        let first = lp.now();
+        thread::sleep(Duration::from_millis(20));
+        s.borrow_mut().push((first, lp.now()));
+    });
+    run_until(&mut lp, 5, || !seen.borrow().is_empty());
+    let (first, second) = seen.borrow()[0];
+    assert_eq!(first, second, "the cached time moved inside a callback");
+    assert!(lp.now() - second >= Duration::from_millis(20));
+}
+
+#[test]
 fn deferred_runs_at_end_of_same_iteration() {
     let mut lp = Loop::new().unwrap();
     let log: Rc<RefCell<Vec<(String, u64)>>> = Rc::default();
