@@ -12,7 +12,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Instant;
 
 use super::{Accepted, PeerAddr};
-use crate::reactor::{Loop, Next, Source, TimerId, Token};
+use crate::reactor::{Loop, Next, Source, Token};
 use crate::sys::{Interest, Ready};
 
 /// Most iovecs handed to one `sendmsg`.
@@ -350,8 +350,9 @@ pub(crate) struct State {
     peer: PeerAddr,
     opts: Limits,
     deadline: Option<Instant>,
-    /// The timer armed for this connection (its deadline is in the loop's timer slab).
-    armed: Option<TimerId>,
+    /// The earliest wake-up pending for this connection in the loop's timer heap, in
+    /// nanoseconds since the loop started (0: none).
+    armed: u64,
     error: Option<io::Error>,
 }
 
@@ -479,16 +480,10 @@ impl State {
 fn set_deadline(lp: &mut Loop, st: &mut State, deadline: Option<Instant>) {
     st.deadline = deadline;
     let Some(d) = deadline else { return };
-    let armed_at = st.armed.and_then(|id| lp.timers.deadline_of(id));
-    match armed_at {
-        // Armed earlier: when it fires it re-arms for the later deadline.
-        Some(at) if at <= d => {}
-        _ => {
-            if let Some(id) = st.armed {
-                lp.cancel_timer(id);
-            }
-            st.armed = Some(lp.source_timer(d, st.token));
-        }
+    // A wake-up at or before `d` pending: when it comes it re-arms for `d`. Otherwise a
+    // new one; a later one still pending will find nothing due and be ignored.
+    if st.armed == 0 || st.armed > lp.timers.ns(d) {
+        st.armed = lp.wake_at(d, st.token);
     }
 }
 
@@ -650,7 +645,11 @@ impl<P: Protocol> Conn<P> {
     }
 
     fn on_timer(&mut self, lp: &mut Loop) {
-        self.st.armed = None;
+        if self.st.armed > lp.timers.ns(lp.now()) {
+            // A superseded wake-up: the pending one is still ahead.
+            return;
+        }
+        self.st.armed = 0;
         let Some(d) = self.st.deadline else { return };
         if d > lp.now() {
             let d2 = d;
@@ -874,9 +873,6 @@ impl<P: Protocol> Source for Conn<P> {
     }
 
     fn close(&mut self, lp: &mut Loop, token: Token) {
-        if let Some(id) = self.st.armed.take() {
-            lp.cancel_timer(id);
-        }
         self.input.release(lp);
         self.out.clear(lp);
         let err = self.st.error.take();
@@ -954,7 +950,7 @@ impl Loop {
                     opts: opts.into(),
                     flags,
                     deadline: None,
-                    armed: None,
+                    armed: 0,
                     error: None,
                 },
                 proto,

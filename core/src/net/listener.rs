@@ -439,14 +439,14 @@ impl Source for ListenSource {
                         }
                         self.paused = true;
                         let at = lp.now() + EMFILE_BACKOFF;
-                        lp.source_timer(at, token);
+                        lp.wake_at(at, token);
                         return Next::Keep;
                     }
                     _ => {
                         log::error!("accept on {}: {e}", self.l.addr());
                         self.paused = true;
                         let at = lp.now() + EMFILE_BACKOFF;
-                        lp.source_timer(at, token);
+                        lp.wake_at(at, token);
                         return Next::Keep;
                     }
                 },

@@ -2,6 +2,10 @@
 //! cancelling is O(1) (the slot is freed; its heap entry goes stale and is skipped, and the
 //! heap is compacted when stale entries dominate). No syscall is made to arm or cancel: the
 //! earliest deadline becomes the timeout of the backend's wait.
+//!
+//! Sources' deadlines (connection timeouts, one per idle connection) skip the slab: a
+//! second heap holds just (deadline, token), 16 bytes. They are never cancelled; an entry
+//! whose source is gone or no longer due wakes nobody (the source checks its own deadline).
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -33,19 +37,12 @@ impl TimerId {
 /// A timer callback: gets the loop and its own id (to cancel a repeating timer).
 pub type TimerFn = Box<dyn FnMut(&mut Loop, TimerId)>;
 
-pub(crate) enum Action {
-    /// A user callback.
-    Call(TimerFn),
-    /// Wake a source with `Ready::TIMER` (connection timeouts: no allocation per arm).
-    Source(Token),
-}
-
 struct Slot {
     gen: u32,
     live: bool,
     deadline: Instant,
     repeat: Option<Duration>,
-    action: Option<Action>,
+    action: Option<TimerFn>,
 }
 
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
@@ -64,6 +61,10 @@ pub(crate) struct Timers {
     seq: u64,
     live: usize,
     due: Vec<(TimerId, Instant)>,
+    /// Sources' wake-ups: (nanoseconds since `base`, token).
+    src: BinaryHeap<Reverse<(u64, u64)>>,
+    src_due: Vec<Token>,
+    base: Instant,
 }
 
 impl Timers {
@@ -75,7 +76,23 @@ impl Timers {
             seq: 0,
             live: 0,
             due: Vec::new(),
+            src: BinaryHeap::new(),
+            src_due: Vec::new(),
+            base: Instant::now(),
         }
+    }
+
+    /// `t` as nanoseconds since the loop started, at least 1 (0 can mean "none").
+    pub(crate) fn ns(&self, t: Instant) -> u64 {
+        let d = t.saturating_duration_since(self.base).as_nanos();
+        u64::try_from(d).unwrap_or(u64::MAX).max(1)
+    }
+
+    /// The earliest source wake-up (stale ones included: they cost one empty wake-up).
+    fn next_source(&self) -> Option<Instant> {
+        self.src
+            .peek()
+            .map(|Reverse((at, _))| self.base + Duration::from_nanos(*at))
     }
 
     /// Number of armed timers.
@@ -87,7 +104,7 @@ impl Timers {
         &mut self,
         deadline: Instant,
         repeat: Option<Duration>,
-        action: Action,
+        action: TimerFn,
     ) -> TimerId {
         let slot = match self.free.pop() {
             Some(s) => s,
@@ -136,12 +153,6 @@ impl Timers {
         });
     }
 
-    /// The deadline of an armed timer.
-    pub(crate) fn deadline_of(&self, id: TimerId) -> Option<Instant> {
-        self.valid(id)
-            .then(|| self.slots[id.slot as usize].deadline)
-    }
-
     fn valid(&self, id: TimerId) -> bool {
         self.slots
             .get(id.slot as usize)
@@ -150,14 +161,14 @@ impl Timers {
 
     /// Cancels a timer in O(1). Returns whether it was armed, and its action (absent when
     /// cancelled from inside its own callback) for the caller to drop outside any borrow.
-    pub(crate) fn cancel(&mut self, id: TimerId) -> (bool, Option<Action>) {
+    pub(crate) fn cancel(&mut self, id: TimerId) -> (bool, Option<TimerFn>) {
         if !self.valid(id) {
             return (false, None);
         }
         (true, self.release(id.slot))
     }
 
-    fn release(&mut self, slot: u32) -> Option<Action> {
+    fn release(&mut self, slot: u32) -> Option<TimerFn> {
         let s = &mut self.slots[slot as usize];
         s.live = false;
         s.gen = s.gen.wrapping_add(1);
@@ -166,8 +177,17 @@ impl Timers {
         s.action.take()
     }
 
-    /// The earliest live deadline, skipping (and popping) stale heap entries.
+    /// The earliest deadline: of a live timer (stale heap entries are popped on the way)
+    /// or of a source's wake-up.
     pub(crate) fn next_deadline(&mut self) -> Option<Instant> {
+        let t = self.next_timer();
+        match (t, self.next_source()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn next_timer(&mut self) -> Option<Instant> {
         while let Some(Reverse(e)) = self.heap.peek() {
             let s = &self.slots[e.slot as usize];
             if s.live && s.gen == e.gen && s.deadline == e.deadline {
@@ -182,7 +202,15 @@ impl Timers {
     /// Timers armed while the due list runs wait for the next pass, so a 0 ms timer that
     /// re-arms itself cannot starve I/O.
     fn collect_due(&mut self, now: Instant) {
-        while let Some(d) = self.next_deadline() {
+        let limit = self.ns(now);
+        while let Some(Reverse((at, token))) = self.src.peek() {
+            if *at > limit {
+                break;
+            }
+            self.src_due.push(Token(*token));
+            self.src.pop();
+        }
+        while let Some(d) = self.next_timer() {
             if d > now {
                 break;
             }
@@ -203,6 +231,13 @@ impl Loop {
     pub(crate) fn run_timers(&mut self) {
         let now = self.now;
         self.timers.collect_due(now);
+        if !self.timers.src_due.is_empty() {
+            let mut due = std::mem::take(&mut self.timers.src_due);
+            for token in due.drain(..) {
+                self.dispatch(token, crate::Ready::TIMER);
+            }
+            self.timers.src_due = due;
+        }
         if self.timers.due.is_empty() {
             return;
         }
@@ -216,19 +251,16 @@ impl Loop {
                 continue;
             }
             match slot.repeat {
-                None => match self.timers.release(id.slot) {
-                    Some(Action::Call(mut f)) => f(self, id),
-                    Some(Action::Source(token)) => self.dispatch(token, crate::Ready::TIMER),
-                    None => {}
-                },
+                None => {
+                    if let Some(mut f) = self.timers.release(id.slot) {
+                        f(self, id)
+                    }
+                }
                 Some(every) => {
                     let Some(mut action) = slot.action.take() else {
                         continue;
                     };
-                    match &mut action {
-                        Action::Call(f) => f(self, id),
-                        Action::Source(token) => self.dispatch(*token, crate::Ready::TIMER),
-                    }
+                    action(self, id);
                     // Re-arm unless the callback cancelled it.
                     if self.timers.valid(id) {
                         let now = self.now;
@@ -254,11 +286,11 @@ impl Loop {
         self.timers.add(
             deadline,
             None,
-            Action::Call(Box::new(move |lp, _| {
+            Box::new(move |lp, _| {
                 if let Some(f) = f.take() {
                     f(lp)
                 }
-            })),
+            }),
         )
     }
 
@@ -272,8 +304,7 @@ impl Loop {
     ) -> TimerId {
         let every = every.max(Duration::from_millis(1));
         let deadline = self.deadline_after(first);
-        self.timers
-            .add(deadline, Some(every), Action::Call(Box::new(f)))
+        self.timers.add(deadline, Some(every), Box::new(f))
     }
 
     /// Cancels a timer in O(1), without a syscall. Returns false if it had already fired
@@ -284,9 +315,24 @@ impl Loop {
         was_armed
     }
 
-    /// Arms a timer that wakes source `token` with [`crate::Ready::TIMER`].
-    pub(crate) fn source_timer(&mut self, deadline: Instant, token: Token) -> TimerId {
-        self.timers.add(deadline, None, Action::Source(token))
+    /// Wakes source `token` with [`crate::Ready::TIMER`] once `deadline` has passed. Not
+    /// cancellable: the source ignores a wake-up it no longer needs. Returns the deadline as
+    /// [`Timers::ns`] gives it.
+    pub(crate) fn wake_at(&mut self, deadline: Instant, token: Token) -> u64 {
+        let t = &mut self.timers;
+        // Entries of closed sources wait for their deadline; drop them once they dominate.
+        if t.src.len() > 2 * self.live + 1024 {
+            let slots = &self.slots;
+            t.src.retain(|Reverse((_, tok))| {
+                let tok = Token(*tok);
+                slots
+                    .get(tok.slot())
+                    .is_some_and(|s| s.used && s.gen == tok.gen())
+            });
+        }
+        let at = t.ns(deadline);
+        t.src.push(Reverse((at, token.0)));
+        at
     }
 
     /// Number of armed timers.
@@ -311,16 +357,8 @@ mod tests {
     fn heap_orders_and_cancel_is_lazy() {
         let mut t = Timers::new();
         let base = Instant::now();
-        let a = t.add(
-            base + Duration::from_millis(30),
-            None,
-            Action::Source(Token(1)),
-        );
-        let _b = t.add(
-            base + Duration::from_millis(10),
-            None,
-            Action::Source(Token(2)),
-        );
+        let a = t.add(base + Duration::from_millis(30), None, Box::new(|_, _| {}));
+        let _b = t.add(base + Duration::from_millis(10), None, Box::new(|_, _| {}));
         assert_eq!(t.next_deadline(), Some(base + Duration::from_millis(10)));
         assert!(t.cancel(a).0);
         assert!(!t.cancel(a).0, "double cancel");
@@ -338,7 +376,7 @@ mod tests {
             let id = t.add(
                 base + Duration::from_secs(1000 + i),
                 None,
-                Action::Source(Token(i)),
+                Box::new(|_, _| {}),
             );
             t.cancel(id);
         }
@@ -349,5 +387,23 @@ mod tests {
             t.heap.len()
         );
         assert!(t.slots.len() == 1, "slots reused: {}", t.slots.len());
+    }
+
+    #[test]
+    fn source_wakeups_of_closed_sources_are_bounded() {
+        let mut lp = Loop::new().unwrap();
+        let far = Instant::now() + Duration::from_secs(1000);
+        for i in 0..100_000usize {
+            // Tokens of no live source, like connections that closed before their deadline.
+            lp.wake_at(far, Token::new(i, 3));
+        }
+        let n = lp.timers.src.len();
+        assert!(n <= 1024 + 1, "{n} stale wake-ups kept");
+        assert_eq!(
+            lp.timers
+                .next_deadline()
+                .map(|d| d >= far - Duration::from_millis(1)),
+            Some(true)
+        );
     }
 }
