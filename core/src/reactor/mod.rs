@@ -288,9 +288,7 @@ impl Loop {
     }
 
     fn slot_of(&self, token: Token) -> Option<usize> {
-        let i = token.slot();
-        let s = self.slots.get(i)?;
-        (s.used && s.gen == token.gen()).then_some(i)
+        live_slot(&self.slots, token)
     }
 
     /// Removes a source: it is closed now, or right after its running callback returns.
@@ -590,6 +588,13 @@ impl Drop for Loop {
         }
         self.deferred.clear();
     }
+}
+
+/// The slot of `token` if it still names a live source (slot in use, same generation).
+fn live_slot(slots: &[Slot], token: Token) -> Option<usize> {
+    let i = token.slot();
+    let s = slots.get(i)?;
+    (s.used && s.gen == token.gen()).then_some(i)
 }
 
 /// An fd watcher callback: gets the loop, the watcher's token and what is ready.

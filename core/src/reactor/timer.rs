@@ -323,12 +323,8 @@ impl Loop {
         // Entries of closed sources wait for their deadline; drop them once they dominate.
         if t.src.len() > 2 * self.live + 1024 {
             let slots = &self.slots;
-            t.src.retain(|Reverse((_, tok))| {
-                let tok = Token(*tok);
-                slots
-                    .get(tok.slot())
-                    .is_some_and(|s| s.used && s.gen == tok.gen())
-            });
+            t.src
+                .retain(|Reverse((_, tok))| super::live_slot(slots, Token(*tok)).is_some());
         }
         let at = t.ns(deadline);
         t.src.push(Reverse((at, token.0)));
