@@ -29,7 +29,8 @@ fcgi() { # method uri [body] -> CGI response, CR stripped
     [[ $uri == *\?* ]] && q=${uri#*\?}
     env -i REQUEST_METHOD="$m" REQUEST_URI="$uri" SCRIPT_NAME="${uri%%\?*}" QUERY_STRING="$q" \
         SERVER_PROTOCOL=HTTP/1.1 REMOTE_ADDR=127.0.0.1 REMOTE_PORT=1234 CONTENT_TYPE=text/x \
-        CONTENT_LENGTH=${#body} "$(command -v cgi-fcgi)" -bind -connect "$F" <<<"$body" | tr -d '\r'
+        CONTENT_LENGTH=${#body} "$(command -v timeout)" 10 "$(command -v cgi-fcgi)" -bind -connect "$F" \
+        <<<"$body" | tr -d '\r'
 }
 fbody() { fcgi "$@" | sed '1,/^$/d'; }
 fstatus() { fcgi "$@" | sed -n 's/^Status: \([0-9]*\).*/\1/p'; }

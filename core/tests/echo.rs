@@ -42,10 +42,12 @@ fn thousand_connections_register_once_and_cost_one_read_one_write() {
     let st = srv.stats();
     assert_eq!(st.accepted, 1000);
     // Register once: one epoll_ctl per accepted connection, plus the listener, plus the
-    // loop's own eventfd (registered when the loop was created).
+    // loop's own eventfd (registered when the loop was created). io_uring submits its
+    // registrations with its waits: no syscall at all.
+    let uring = srv.backend() == "io_uring";
     assert_eq!(
         st.ctl,
-        st.accepted + 1 + 1,
+        if uring { 0 } else { st.accepted + 1 + 1 },
         "epoll_ctl calls must equal accepted connections + listeners: {st:?}"
     );
 
@@ -101,7 +103,13 @@ fn large_message_is_echoed_whole_across_partial_writes() {
     assert!(st.buffers_in_use <= 1, "{st:?}");
     // Write interest is added once, at the first short write, however often it blocks
     // after that: registration, the listener, the loop's eventfd, plus that one change.
-    assert_eq!(st.ctl, st.accepted + 1 + 1 + 1, "{st:?}");
+    // (On io_uring these changes ride in the waits.)
+    let want = if srv.backend() == "io_uring" {
+        0
+    } else {
+        st.accepted + 1 + 1 + 1
+    };
+    assert_eq!(st.ctl, want, "{st:?}");
 }
 
 #[test]
@@ -131,8 +139,13 @@ fn a_peer_reading_over_a_unix_socket_does_not_wake_the_loop() {
     std::thread::sleep(Duration::from_millis(50));
     let after = srv.stats();
     let waits = after.wait - before.wait;
+    // On io_uring each exchange takes two enters: the wait that reports the message, and
+    // the one that submits the answer (its completion is posted at once, so that enter
+    // returns without sleeping; under load it is also the next wait). A write edge would
+    // add a third.
+    let per = if srv.backend() == "io_uring" { 2 } else { 1 };
     assert!(
-        waits <= n + 5,
+        waits <= per * n + 5,
         "{waits} loop wakeups for {n} exchanges: {before:?} -> {after:?}"
     );
     assert_eq!(

@@ -1,7 +1,7 @@
 //! Loops, timers, signals, fd watchers and cross-thread posts.
 
 use std::cell::UnsafeCell;
-use std::ffi::{c_int, c_void};
+use std::ffi::{c_char, c_int, c_void};
 use std::time::Duration;
 
 use myriad::{Handle, Interest, Loop, SignalId, TimerId, Token};
@@ -91,8 +91,10 @@ pub(crate) fn enter<R>(lb: *const c_void, lp: &mut Loop, f: impl FnOnce() -> R) 
     f()
 }
 
-/// Creates a loop on the default backend (epoll) and stores it in `*out`. The loop belongs
-/// to the calling thread: loop functions must be called from it (or from its callbacks).
+/// Creates a loop on the default backend and stores it in `*out`: the one named by the
+/// environment variable MYRIAD_BACKEND ("epoll", "io_uring") if set, else epoll. The loop
+/// belongs to the calling thread: loop functions must be called from it (or from its
+/// callbacks).
 /// Errors: MYRIAD_EINVAL (out is NULL), OS errors.
 #[no_mangle]
 pub unsafe extern "C" fn myriad_loop_new(out: *mut *mut myriad_loop_t) -> c_int {
@@ -100,12 +102,13 @@ pub unsafe extern "C" fn myriad_loop_new(out: *mut *mut myriad_loop_t) -> c_int 
     unsafe { myriad_loop_new_backend(out, std::ptr::null(), 0) }
 }
 
-/// Like myriad_loop_new with a backend name ("epoll"; NULL or "" for the default).
+/// Like myriad_loop_new with a backend name: "epoll" or "io_uring" (Linux 5.11+); NULL or ""
+/// for the default.
 /// Errors: MYRIAD_EINVAL, MYRIAD_EUNSUPPORTED (unknown backend), OS errors.
 #[no_mangle]
 pub unsafe extern "C" fn myriad_loop_new_backend(
     out: *mut *mut myriad_loop_t,
-    name: *const std::ffi::c_char,
+    name: *const c_char,
     name_len: usize,
 ) -> c_int {
     guard(|| {
@@ -183,7 +186,28 @@ pub unsafe extern "C" fn myriad_loop_stop(lp: *const myriad_loop_t) -> c_int {
     })
 }
 
-/// The fd a host loop polls for readability (epoll fd), or a negative error. Loop thread.
+/// The loop's backend, "epoll" or "io_uring" (static, NUL-terminated); NULL for a NULL loop
+/// or a call from another thread. Loop thread.
+#[no_mangle]
+pub unsafe extern "C" fn myriad_loop_backend(lp: *mut myriad_loop_t) -> *const c_char {
+    let mut name = "";
+    // SAFETY: forwarded.
+    let r = guard(|| unsafe {
+        with_loop(lp, |l| {
+            name = l.backend_name();
+            MYRIAD_OK
+        })
+    });
+    let s: &'static str = match (r, name) {
+        (MYRIAD_OK, "epoll") => "epoll\0",
+        (MYRIAD_OK, "io_uring") => "io_uring\0",
+        _ => return std::ptr::null(),
+    };
+    s.as_ptr().cast()
+}
+
+/// The fd a host loop polls for readability (the epoll or io_uring fd), or a negative
+/// error. Loop thread.
 #[no_mangle]
 pub unsafe extern "C" fn myriad_loop_backend_fd(lp: *mut myriad_loop_t) -> c_int {
     // SAFETY: forwarded.
@@ -409,13 +433,13 @@ pub unsafe extern "C" fn myriad_loop_post(
 pub struct myriad_stats_t {
     /// Loop iterations.
     pub iterations: u64,
-    /// Backend waits.
+    /// Backend waits (epoll_wait, io_uring_enter).
     pub wait: u64,
-    /// Interest changes (epoll_ctl).
+    /// Interest changes made by syscall (epoll_ctl; io_uring's ride in its waits).
     pub ctl: u64,
     /// Reads.
     pub read: u64,
-    /// Writes.
+    /// Writes (on io_uring: sends submitted by the next wait, no syscall of their own).
     pub write: u64,
     /// accept4 calls.
     pub accept: u64,

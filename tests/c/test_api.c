@@ -77,8 +77,16 @@ static void test_loop(void) {
     CHECK(myriad_loop_new(NULL) == MYRIAD_EINVAL);
     CHECK(myriad_loop_new_backend(&lp, S("nope")) == MYRIAD_EUNSUPPORTED);
     CHECK(myriad_loop_new_backend(&lp, S("epoll")) == MYRIAD_OK);
+    CHECK(strcmp(myriad_loop_backend(lp), "epoll") == 0);
     myriad_loop_free(lp);
+    CHECK(myriad_loop_new_backend(&lp, S("io_uring")) == MYRIAD_OK);
+    CHECK(strcmp(myriad_loop_backend(lp), "io_uring") == 0);
+    myriad_loop_free(lp);
+    CHECK(myriad_loop_backend(NULL) == NULL);
     CHECK(myriad_loop_new(&lp) == MYRIAD_OK && lp);
+    /* The default is MYRIAD_BACKEND's, else epoll. */
+    const char *env = getenv("MYRIAD_BACKEND");
+    CHECK(strcmp(myriad_loop_backend(lp), env && !strcmp(env, "io_uring") ? "io_uring" : "epoll") == 0);
     CHECK(myriad_loop_backend_fd(lp) >= 0);
     CHECK(myriad_loop_next_timeout(lp) == 0); /* its own registration is pending */
     CHECK(myriad_loop_run_once(lp, 1) == 0);

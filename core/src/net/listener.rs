@@ -456,10 +456,10 @@ impl Source for ListenSource {
         Next::Again
     }
 
-    fn close(&mut self, lp: &mut Loop, _token: Token) {
+    fn close(&mut self, lp: &mut Loop, token: Token) {
         if Arc::strong_count(&self.l.inner) > 1 {
             // Other loops keep the socket open, so it stays in our epoll set unless removed.
-            let _ = lp.deregister_fd(self.l.fd());
+            let _ = lp.deregister_fd(self.l.fd(), token);
         }
     }
 

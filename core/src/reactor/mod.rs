@@ -58,13 +58,14 @@ impl Token {
 pub struct Stats {
     /// Loop iterations (one backend wait each).
     pub iterations: u64,
-    /// Backend waits (`epoll_wait`).
+    /// Backend waits (`epoll_wait`, `io_uring_enter`).
     pub wait: u64,
-    /// Interest changes (`epoll_ctl`).
+    /// Interest changes made by syscall (`epoll_ctl`; io_uring's ride in its wait).
     pub ctl: u64,
     /// Reads (`read`/`recv`), including signalfd reads.
     pub read: u64,
-    /// Writes (`send`/`sendmsg`/`write`) on connections.
+    /// Writes on connections: `send`/`sendmsg` calls, or on io_uring sends submitted by
+    /// the next wait (no syscall of their own).
     pub write: u64,
     /// `accept4` calls, successful or not.
     pub accept: u64,
@@ -95,6 +96,11 @@ pub(crate) enum Next {
 pub(crate) trait Source: Any {
     /// Handles readiness (or `Ready::TIMER`, or `Ready::EMPTY` for an `Again` call).
     fn ready(&mut self, lp: &mut Loop, token: Token, ready: Ready) -> Next;
+    /// A send the source queued with [`Loop::queue_send`] completed: `res` bytes were sent,
+    /// or `res` is a negated errno.
+    fn sent(&mut self, _lp: &mut Loop, _token: Token, _res: i32) -> Next {
+        Next::Keep
+    }
     /// The source is being removed (or the loop dropped): release fds and tell the owner.
     fn close(&mut self, lp: &mut Loop, token: Token);
     /// For downcasting in [`Loop::with_source`].
@@ -151,18 +157,25 @@ pub struct Loop {
     /// responses got output from outside their own callbacks.
     kicks: Rc<RefCell<Vec<Token>>>,
     kicks_spare: Vec<Token>,
+    /// The backend takes sends ([`Loop::queue_send`]) into its next wait.
+    pub(crate) batch_sends: bool,
+    /// What closed sources left with a send in flight, kept until its completion.
+    orphans: Vec<(u64, crate::net::conn::Out)>,
 }
 
 impl Loop {
-    /// Creates a loop on the platform's default backend (epoll on Linux).
+    /// Creates a loop on the default backend: `$MYRIAD_BACKEND` if set ("epoll",
+    /// "io_uring"), else the platform's (epoll on Linux).
     pub fn new() -> io::Result<Loop> {
         Loop::with_backend("")
     }
 
-    /// Creates a loop on the named backend: "epoll" (Linux); "" or "default" picks the
-    /// platform's default. Unknown or unavailable names give `Unsupported`.
+    /// Creates a loop on the named backend: "epoll" or "io_uring" (Linux); "" or "default"
+    /// picks `$MYRIAD_BACKEND` if set, else the platform's default. Unknown or unavailable
+    /// names give `Unsupported`.
     pub fn with_backend(name: &str) -> io::Result<Loop> {
         let backend = sys::new_backend(name)?;
+        let batch_sends = backend.batches_sends();
         let shared = Arc::new(wake::Shared::new()?);
         let mut lp = Loop {
             backend,
@@ -189,13 +202,15 @@ impl Loop {
             stopped: false,
             kicks: Rc::default(),
             kicks_spare: Vec::new(),
+            batch_sends,
+            orphans: Vec::new(),
         };
         let efd = lp.shared.fd();
         lp.register(efd, Token(WAKE_TOKEN), Interest::READ | Interest::EDGE);
         Ok(lp)
     }
 
-    /// The backend's name ("epoll").
+    /// The backend's name ("epoll", "io_uring").
     pub fn backend_name(&self) -> &'static str {
         self.backend.name()
     }
@@ -321,6 +336,9 @@ impl Loop {
             self.conns -= 1;
         }
         src.close(self, token);
+        // After `close`, which may have deregistered the fd itself. A listener must stop
+        // accepting now; a connection's close can ride the next wait.
+        self.backend.forget(token.0, !is_conn, &mut self.stats);
     }
 
     /// Calls source `token` with `ready`, taking it out of its slot for the duration.
@@ -361,9 +379,44 @@ impl Loop {
         Some(r)
     }
 
-    /// Takes `fd` out of the backend now (for fds that stay open after their source goes).
-    pub(crate) fn deregister_fd(&mut self, fd: RawFd) -> io::Result<()> {
-        self.backend.deregister(fd, &mut self.stats)
+    /// Takes `fd` (registered as `token`) out of the backend now (for fds that stay open
+    /// after their source goes).
+    pub(crate) fn deregister_fd(&mut self, fd: RawFd, token: Token) -> io::Result<()> {
+        self.backend.deregister(fd, token.0, &mut self.stats)
+    }
+
+    /// Queues a send of `iov` for source `token`, submitted by the next wait (see
+    /// [`Loop::batch_sends`]); the source hears the result through [`Source::sent`]. The
+    /// buffers must stay untouched until then.
+    pub(crate) fn queue_send(&mut self, token: Token, fd: RawFd, iov: &[libc::iovec]) {
+        let queued = self.backend.queue_send(token.0, fd, iov);
+        debug_assert!(queued, "queue_send on a backend that does not batch sends");
+    }
+
+    /// A source closes with a send queued or in flight: the send is submitted now, while
+    /// its fd is still open (on epoll those bytes would have been written already), and
+    /// `bufs`, what it reads from, are kept until its completion arrives.
+    pub(crate) fn abandon_send(&mut self, token: Token, bufs: crate::net::conn::Out) {
+        if let Err(e) = self.backend.submit_pending(&mut self.stats) {
+            log::warn!("submitting before a close: {e}");
+        }
+        self.orphans.push((token.0, bufs));
+    }
+
+    /// Routes a send completion to its source (or frees what a closed source left).
+    fn dispatch_sent(&mut self, token: Token, res: i32) {
+        let Some(i) = self.slot_of(token) else {
+            if let Some(k) = self.orphans.iter().position(|o| o.0 == token.0) {
+                let (_, mut out) = self.orphans.swap_remove(k);
+                out.clear(self);
+            }
+            return;
+        };
+        let Some(mut src) = self.slots[i].src.take() else {
+            return;
+        };
+        let next = src.sent(self, token, res);
+        self.settle(i, token, src, next);
     }
 
     /// The queue of sources to call at the end of the iteration (shared with response
@@ -424,7 +477,7 @@ impl Loop {
     /// `work_queued`, or registrations not yet handed to the backend (which a host polling
     /// the backend fd would not see; the loop's own wait applies them itself).
     fn has_pending_work(&self) -> bool {
-        !self.changes.is_empty() || self.work_queued()
+        !self.changes.is_empty() || self.backend.has_queued() || self.work_queued()
     }
 
     /// How long a host loop may sleep before calling [`Loop::run_once_nowait`]: zero when
@@ -453,13 +506,14 @@ impl Loop {
             self.iterate(true)?;
         }
         self.clear_stop();
-        Ok(())
+        self.backend.submit_pending(&mut self.stats)
     }
 
     /// Runs one iteration, waiting for at least one event or timer if nothing is pending.
     /// Returns whether a stop was requested (the request is consumed).
     pub fn run_once(&mut self) -> io::Result<bool> {
         self.iterate(true)?;
+        self.backend.submit_pending(&mut self.stats)?;
         Ok(self.take_stop())
     }
 
@@ -467,6 +521,7 @@ impl Loop {
     /// request is consumed).
     pub fn run_once_nowait(&mut self) -> io::Result<bool> {
         self.iterate(false)?;
+        self.backend.submit_pending(&mut self.stats)?;
         Ok(self.take_stop())
     }
 
@@ -519,6 +574,7 @@ impl Loop {
             match ev.token {
                 WAKE_TOKEN => woken = true,
                 SIGNAL_TOKEN => self.dispatch_signals(),
+                t if ev.ready == Ready::SENT => self.dispatch_sent(Token(t), ev.res),
                 t => self.dispatch(Token(t), ev.ready),
             }
         }
@@ -615,12 +671,12 @@ impl Source for Watcher {
         Next::Keep
     }
 
-    fn close(&mut self, lp: &mut Loop, _token: Token) {
+    fn close(&mut self, lp: &mut Loop, token: Token) {
         // The fd is the user's and stays open: take it out of the backend now, before the
         // user closes it and its number is reused. (A registration still queued was dropped
         // instead, and then this fails harmlessly with ENOENT.)
         if self.registered {
-            let _ = lp.backend.deregister(self.fd, &mut lp.stats);
+            let _ = lp.backend.deregister(self.fd, token.0, &mut lp.stats);
         }
         self.cb = None;
     }

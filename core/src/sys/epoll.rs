@@ -51,7 +51,8 @@ impl Epoll {
     }
 }
 
-fn epoll_bits(i: Interest) -> u32 {
+/// The epoll event bits for `i` (io_uring polls use the same bits).
+pub(super) fn epoll_bits(i: Interest) -> u32 {
     let mut bits = 0u32;
     if i.contains(Interest::READ) {
         bits |= libc::EPOLLIN as u32;
@@ -73,7 +74,8 @@ fn epoll_bits(i: Interest) -> u32 {
     bits
 }
 
-fn ready_of(bits: u32) -> Ready {
+/// What poll bits `bits` mean as readiness.
+pub(super) fn ready_of(bits: u32) -> Ready {
     let mut r = Ready::EMPTY;
     if bits & (libc::EPOLLIN | libc::EPOLLPRI) as u32 != 0 {
         r |= Ready::READABLE;
@@ -141,12 +143,13 @@ impl Backend for Epoll {
             events.push(Event {
                 token: ev.u64,
                 ready: ready_of(ev.events),
+                res: 0,
             });
         }
         Ok(())
     }
 
-    fn deregister(&mut self, fd: RawFd, stats: &mut Stats) -> io::Result<()> {
+    fn deregister(&mut self, fd: RawFd, _token: u64, stats: &mut Stats) -> io::Result<()> {
         stats.ctl += 1;
         self.ctl(&Change {
             fd,

@@ -10,6 +10,8 @@ use crate::reactor::Stats;
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub(crate) mod epoll;
+#[cfg(target_os = "linux")]
+pub(crate) mod uring;
 
 /// Turns a libc call's `-1` into `io::Error::last_os_error()`.
 macro_rules! syscall {
@@ -46,6 +48,8 @@ impl Ready {
     pub const ERROR: Ready = Ready(16);
     /// A timer owned by the source fired.
     pub const TIMER: Ready = Ready(32);
+    /// A send queued with [`Backend::queue_send`] completed (`Event::res` has its result).
+    pub(crate) const SENT: Ready = Ready(64);
 
     /// Whether every bit of `other` is set in `self`.
     pub fn contains(self, other: Ready) -> bool {
@@ -170,6 +174,8 @@ pub(crate) enum Op {
 pub(crate) struct Event {
     pub token: u64,
     pub ready: Ready,
+    /// For [`Ready::SENT`]: bytes sent, or a negated errno.
+    pub res: i32,
 }
 
 /// An OS readiness backend. Implementations count their own syscalls in `stats`.
@@ -186,18 +192,55 @@ pub(crate) trait Backend {
         timeout: Option<Duration>,
         stats: &mut Stats,
     ) -> io::Result<()>;
-    /// Removes `fd` now (not at the next wait): the caller may close it and the number may be
-    /// reused before the next wait. Only needed for fds that stay open (user watchers).
-    fn deregister(&mut self, fd: RawFd, stats: &mut Stats) -> io::Result<()>;
+    /// Removes `fd` (registered as `token`) now, not at the next wait: the caller may close
+    /// it and the number may be reused before the next wait. Only needed for fds that stay
+    /// open (user watchers, shared listeners).
+    fn deregister(&mut self, fd: RawFd, token: u64, stats: &mut Stats) -> io::Result<()>;
+    /// The source `token` is gone and its fd closed (which is enough for epoll and kqueue;
+    /// an io_uring poll holds the file open until it is removed). `now`: tell the kernel
+    /// now rather than with the next wait.
+    fn forget(&mut self, _token: u64, _now: bool, _stats: &mut Stats) {}
+    /// Submits queued work (sends, removals) without waiting: before the loop returns to
+    /// its caller, who may not wait on it again soon.
+    fn submit_pending(&mut self, _stats: &mut Stats) -> io::Result<()> {
+        Ok(())
+    }
+    /// Whether the backend takes sends into its wait ([`Backend::queue_send`]).
+    fn batches_sends(&self) -> bool {
+        false
+    }
+    /// Queues a send of `iov` on `fd` for `token`, submitted by the next wait, whose events
+    /// then include a [`Ready::SENT`] for it. The buffers must stay untouched until then.
+    /// Returns false when the backend does not batch sends (the caller sends itself).
+    fn queue_send(&mut self, _token: u64, _fd: RawFd, _iov: &[libc::iovec]) -> bool {
+        false
+    }
+    /// Whether work is queued that only the next wait submits (a host loop polling the
+    /// backend fd must not sleep on it).
+    fn has_queued(&self) -> bool {
+        false
+    }
     /// The backend's name ("epoll", ...).
     fn name(&self) -> &'static str;
 }
 
-/// Creates the backend named `name` ("epoll", or "" / "default" for the platform default).
+/// The environment variable that picks the default backend ("epoll", "io_uring").
+pub const BACKEND_ENV: &str = "MYRIAD_BACKEND";
+
+/// Creates the backend named `name`: "epoll" or "io_uring" ("uring") on Linux; "" or
+/// "default" means `$MYRIAD_BACKEND` if set, else the platform default (epoll).
 pub(crate) fn new_backend(name: &str) -> io::Result<Box<dyn Backend>> {
+    if name.is_empty() || name == "default" {
+        return match std::env::var(BACKEND_ENV) {
+            Ok(v) if !v.is_empty() && v != "default" => new_backend(&v),
+            _ => new_backend("epoll"),
+        };
+    }
     match name {
         #[cfg(any(target_os = "linux", target_os = "android"))]
-        "" | "default" | "epoll" => Ok(Box::new(epoll::Epoll::new()?)),
+        "epoll" => Ok(Box::new(epoll::Epoll::new()?)),
+        #[cfg(target_os = "linux")]
+        "io_uring" | "uring" => Ok(Box::new(uring::Uring::new()?)),
         _ => Err(io::Error::new(
             io::ErrorKind::Unsupported,
             format!("backend {name:?} is not available on this platform"),

@@ -44,10 +44,19 @@ impl Server {
         addr: &str,
         setup: impl FnOnce(&mut Loop, Listener) + Send + 'static,
     ) -> Server {
+        Server::start_on("", addr, setup)
+    }
+
+    /// [`Server::start_with`] on the named backend ("" for the default).
+    pub fn start_on(
+        backend: &'static str,
+        addr: &str,
+        setup: impl FnOnce(&mut Loop, Listener) + Send + 'static,
+    ) -> Server {
         let addr: Addr = addr.parse().expect("address");
         let (tx, rx) = mpsc::channel();
         let thread = thread::spawn(move || {
-            let mut lp = Loop::new().expect("loop");
+            let mut lp = Loop::with_backend(backend).expect("loop");
             let l = Listener::bind(&addr, &ListenOptions::default()).expect("bind");
             let bound = l.addr().clone();
             setup(&mut lp, l);
@@ -82,6 +91,11 @@ impl Server {
             .expect("post");
         rx.recv_timeout(Duration::from_secs(20))
             .expect("loop answered")
+    }
+
+    /// The loop's backend ("epoll", "io_uring": `MYRIAD_BACKEND` picks it).
+    pub fn backend(&self) -> &'static str {
+        self.on_loop(|lp| lp.backend_name())
     }
 
     /// The loop's stats now.
