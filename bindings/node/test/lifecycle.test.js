@@ -121,14 +121,28 @@ test('20,000 requests leave no request handle and no growing memory behind', asy
       );
     }
   };
-  await batch(0, 4000); // warm up
-  global.gc?.();
-  const rss0 = process.memoryUsage().rss;
-  await batch(4000, 16000);
-  global.gc?.();
-  const grew = process.memoryUsage().rss - rss0;
-  agent.destroy();
-  assert.equal(myriad.stats().requests, 0);
-  assert.ok(grew < 32 << 20, `RSS grew ${grew} bytes over 16,000 requests`);
-  await srv.close();
+  // What JS keeps (after a full GC) is measured precisely; RSS, which also shows native
+  // memory, moves by 10-30 MB with the GC's timing alone, so its bound only catches a
+  // native leak of 4 KB or more per request.
+  const js = () => {
+    const m = process.memoryUsage();
+    return m.heapUsed + m.external + m.arrayBuffers;
+  };
+  try {
+    await batch(0, 4000); // warm up
+    global.gc?.();
+    const js0 = js();
+    const rss0 = process.memoryUsage().rss;
+    await batch(4000, 16000);
+    global.gc?.();
+    const jsGrew = js() - js0;
+    const rssGrew = process.memoryUsage().rss - rss0;
+    assert.equal(myriad.stats().requests, 0);
+    assert.ok(jsGrew < 4 << 20, `JS memory grew ${jsGrew} bytes over 16,000 requests`);
+    assert.ok(rssGrew < 64 << 20, `RSS grew ${rssGrew} bytes over 16,000 requests`);
+  } finally {
+    // A failed assertion must not leave the server keeping the test file alive.
+    agent.destroy();
+    await srv.close();
+  }
 });
