@@ -211,9 +211,9 @@ pub(crate) trait Backend {
     }
     /// Queues a send of `iov` on `fd` for `token`, submitted by the next wait, whose events
     /// then include a [`Ready::SENT`] for it. The buffers must stay untouched until then.
-    /// Returns false when the backend does not batch sends (the caller sends itself).
-    fn queue_send(&mut self, _token: u64, _fd: RawFd, _iov: &[libc::iovec]) -> bool {
-        false
+    /// Only called when [`Backend::batches_sends`] says so.
+    fn queue_send(&mut self, _token: u64, _fd: RawFd, _iov: &[libc::iovec]) {
+        unreachable!("queue_send on a backend that does not batch sends")
     }
     /// Whether work is queued that only the next wait submits (a host loop polling the
     /// backend fd must not sleep on it).

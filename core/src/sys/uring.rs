@@ -530,11 +530,21 @@ impl Uring {
                 self.poll_remove(c.token, stats)?;
                 self.poll_add(c.token, reg, stats)
             }
-            Op::Delete => {
-                self.regs.remove(c.token);
-                self.poll_remove(c.token, stats)
-            }
+            Op::Delete => self.unregister(c.token, stats).map(drop),
         }
+    }
+
+    /// Forgets `token`'s registration and queues the removal of its poll; false if it had
+    /// none.
+    fn unregister(&mut self, token: u64, stats: &mut Stats) -> io::Result<bool> {
+        if !self.regs.remove(token) {
+            return Ok(false);
+        }
+        if !self.rearm.is_empty() {
+            self.rearm.retain(|t| *t != token);
+        }
+        self.poll_remove(token, stats)?;
+        Ok(true)
     }
 
     /// After an enter: makes sure everything was submitted (the kernel takes less only
@@ -562,9 +572,12 @@ impl Uring {
         Ok(())
     }
 
-    /// Pushes the queued sends; their iovecs and message headers stay put until the enter
-    /// that submits them returns.
-    fn push_sends(&mut self, stats: &mut Stats) -> io::Result<()> {
+    /// Pushes the queued sends, if any (returns whether there were); their iovecs and
+    /// message headers stay put until the enter that submits them returns.
+    fn push_sends(&mut self, stats: &mut Stats) -> io::Result<bool> {
+        if self.queued.is_empty() {
+            return Ok(false);
+        }
         self.msgs.clear();
         let multi = self.queued.iter().filter(|q| q.n > 1).count();
         self.msgs.reserve(multi);
@@ -614,7 +627,7 @@ impl Uring {
             };
             self.ring.push(sqe, stats)?;
         }
-        Ok(())
+        Ok(true)
     }
 }
 
@@ -645,10 +658,7 @@ impl Backend for Uring {
         for c in changes {
             self.apply(c, stats)?;
         }
-        let sends = !self.queued.is_empty();
-        if sends {
-            self.push_sends(stats)?;
-        }
+        let sends = self.push_sends(stats)?;
         let (ready, overflow) = self.ring.has_completions();
         if self.ring.unsubmitted > 0 || overflow || !ready {
             let wait_nr = u32::from(timeout != Some(Duration::ZERO) && !ready);
@@ -717,13 +727,11 @@ impl Backend for Uring {
     }
 
     fn deregister(&mut self, _fd: RawFd, token: u64, stats: &mut Stats) -> io::Result<()> {
-        if !self.regs.remove(token) {
+        if !self.unregister(token, stats)? {
             return Ok(());
         }
-        self.rearm.retain(|t| *t != token);
         // Submitted now: the poll holds a reference to the file, which must not outlive
         // the caller's close by a whole iteration.
-        self.poll_remove(token, stats)?;
         stats.ctl += 1;
         self.ring.submit()
     }
@@ -732,11 +740,7 @@ impl Backend for Uring {
         // The fd is closed already, but the poll keeps the file open (a listener would
         // still accept, a socket would not send its FIN) until this removal is submitted:
         // by the next wait, or now.
-        if self.regs.remove(token) {
-            if !self.rearm.is_empty() {
-                self.rearm.retain(|t| *t != token);
-            }
-            let _ = self.poll_remove(token, stats);
+        if let Ok(true) = self.unregister(token, stats) {
             if now {
                 let _ = self.submit_pending(stats);
             }
@@ -744,10 +748,7 @@ impl Backend for Uring {
     }
 
     fn submit_pending(&mut self, stats: &mut Stats) -> io::Result<()> {
-        let sends = !self.queued.is_empty();
-        if sends {
-            self.push_sends(stats)?;
-        }
+        let sends = self.push_sends(stats)?;
         self.submitted(sends, stats)
     }
 
@@ -755,7 +756,7 @@ impl Backend for Uring {
         true
     }
 
-    fn queue_send(&mut self, token: u64, fd: RawFd, iov: &[libc::iovec]) -> bool {
+    fn queue_send(&mut self, token: u64, fd: RawFd, iov: &[libc::iovec]) {
         self.queued.push(Queued {
             token,
             fd,
@@ -763,7 +764,6 @@ impl Backend for Uring {
             n: iov.len() as u32,
         });
         self.iov.extend_from_slice(iov);
-        true
     }
 
     fn has_queued(&self) -> bool {
