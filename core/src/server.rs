@@ -3,7 +3,7 @@
 //! over except by asking ([`crate::Request::protocol`]).
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
@@ -69,14 +69,45 @@ impl Default for ServerOptions {
 /// Called once a graceful shutdown has closed every connection.
 pub(crate) type DoneFn = Box<dyn FnOnce(&mut Loop)>;
 
+/// Interned local addresses (see [`Shared::locals`]); index 0 means "the listener's".
+#[derive(Default)]
+pub(crate) struct Locals {
+    addrs: Vec<SocketAddr>,
+    index: HashMap<SocketAddr, u16>,
+}
+
+impl Locals {
+    /// The index of `a` (from 1), or 0 once 65,535 distinct addresses are taken.
+    fn intern(&mut self, a: SocketAddr) -> u16 {
+        if let Some(&i) = self.index.get(&a) {
+            return i;
+        }
+        let Ok(i) = u16::try_from(self.addrs.len() + 1) else {
+            return 0;
+        };
+        self.addrs.push(a);
+        self.index.insert(a, i);
+        i
+    }
+
+    /// The address of index `i` (0: none).
+    pub(crate) fn get(&self, i: u16) -> Option<SocketAddr> {
+        self.addrs.get(usize::from(i).checked_sub(1)?).copied()
+    }
+}
+
 pub(crate) struct Shared {
     pub(crate) ctx: Rc<Ctx>,
     pub(crate) opts: ServerOptions,
     pub(crate) handler: HandlerFn,
-    pub(crate) conns: RefCell<HashSet<Token>>,
+    /// Connections open (the loop keeps the connections themselves; [`Server::shutdown`]
+    /// finds this server's among them).
+    pub(crate) conns: Cell<usize>,
     pub(crate) listeners: RefCell<Vec<(Token, Option<SocketAddr>)>>,
-    /// Local addresses of connections accepted on wildcard listeners.
-    pub(crate) locals: RefCell<HashMap<Token, SocketAddr>>,
+    /// Local addresses seen by connections accepted on wildcard listeners, each once: a
+    /// connection keeps an index into it (a host has a few addresses; ten thousand
+    /// connections to one of them cost two bytes each, not a map entry).
+    pub(crate) locals: RefCell<Locals>,
     pub(crate) draining: Cell<bool>,
     pub(crate) on_drained: RefCell<Option<DoneFn>>,
 }
@@ -106,7 +137,7 @@ impl Loop {
                 ctx: Rc::new(Ctx::new(self)),
                 opts,
                 handler: Rc::new(handler),
-                conns: RefCell::default(),
+                conns: Cell::new(0),
                 listeners: RefCell::default(),
                 locals: RefCell::default(),
                 draining: Cell::new(false),
@@ -130,24 +161,25 @@ impl Server {
             if sh.draining.get() {
                 return;
             }
-            let extra = if wildcard {
+            let local = if wildcard {
                 lp.stats.other += 1;
                 match crate::net::local_addr(std::os::fd::AsRawFd::as_raw_fd(&a.fd)) {
-                    Ok(PeerAddr::Inet(addr)) => Some(addr),
-                    _ => None,
+                    Ok(PeerAddr::Inet(addr)) => sh.locals.borrow_mut().intern(addr),
+                    _ => 0,
                 }
             } else {
-                None
+                0
             };
-            let t = match proto {
+            match proto {
                 Proto::Http => {
                     let opts = crate::net::ConnOptions {
                         max_input: sh.opts.max_head.max(16 * 1024),
                         ..Default::default()
                     };
-                    let t = lp.add_conn_with(a, HttpConn::new(sh.clone(), idx as u8), opts);
+                    sh.conns.set(sh.conns.get() + 1);
+                    let conn = HttpConn::new(sh.clone(), idx as u8, local);
+                    let t = lp.add_conn_with(a, conn, opts);
                     lp.with_conn::<HttpConn, ()>(t, |p, io| p.start(io));
-                    t
                 }
                 Proto::Fcgi => {
                     if let (false, PeerAddr::Inet(peer)) =
@@ -163,14 +195,10 @@ impl Server {
                         max_input: 128 * 1024,
                         ..Default::default()
                     };
+                    sh.conns.set(sh.conns.get() + 1);
                     let t = lp.add_conn_with(a, FcgiConn::new(sh.clone()), opts);
                     lp.with_conn::<FcgiConn, ()>(t, |p, io| p.start(io));
-                    t
                 }
-            };
-            sh.conns.borrow_mut().insert(t);
-            if let Some(addr) = extra {
-                sh.locals.borrow_mut().insert(t, addr);
             }
         });
         self.sh.listeners.borrow_mut().push((token, local));
@@ -179,7 +207,7 @@ impl Server {
 
     /// Connections open on this server.
     pub fn connection_count(&self) -> usize {
-        self.sh.conns.borrow().len()
+        self.sh.conns.get()
     }
 
     /// Graceful shutdown: stops accepting, closes idle connections now, lets in-flight
@@ -192,8 +220,7 @@ impl Server {
         for (t, _) in sh.listeners.borrow_mut().drain(..) {
             lp.close_listener(t);
         }
-        let conns: Vec<Token> = sh.conns.borrow().iter().copied().collect();
-        for t in conns {
+        for t in conns_of(lp, sh) {
             if lp
                 .with_conn::<HttpConn, ()>(t, |p, io| p.drain(io))
                 .is_none()
@@ -203,7 +230,7 @@ impl Server {
         }
         let sh2 = self.sh.clone();
         lp.timer(sh.opts.drain_timeout, move |lp| {
-            let left: Vec<Token> = sh2.conns.borrow().iter().copied().collect();
+            let left = conns_of(lp, &sh2);
             if !left.is_empty() {
                 log::warn!("drain timeout: closing {} connections", left.len());
             }
@@ -216,9 +243,20 @@ impl Server {
     }
 }
 
+/// The connections of server `sh` (those not inside one of their callbacks right now).
+fn conns_of(lp: &mut Loop, sh: &Rc<Shared>) -> Vec<Token> {
+    let mut mine = lp.conn_tokens();
+    mine.retain(|&t| {
+        lp.peek_conn::<HttpConn, _>(t, |p| p.serves(sh))
+            .or_else(|| lp.peek_conn::<FcgiConn, _>(t, |p| p.serves(sh)))
+            .unwrap_or(false)
+    });
+    mine
+}
+
 /// Calls the shutdown callback once no connection is left.
 pub(crate) fn finish_drain(lp: &mut Loop, sh: &Rc<Shared>) {
-    if sh.draining.get() && sh.conns.borrow().is_empty() {
+    if sh.draining.get() && sh.conns.get() == 0 {
         let done = sh.on_drained.borrow_mut().take();
         if let Some(done) = done {
             lp.defer(done);

@@ -444,6 +444,70 @@ fn graceful_shutdown_finishes_in_flight_requests() {
 }
 
 #[test]
+fn shutdown_drains_only_its_own_servers_connections() {
+    // Two servers on one loop: shutting down the first leaves the second's connection open
+    // and serving.
+    let second = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let s2 = second.clone();
+    let s = srv();
+    let other_port = s.inner.on_loop(move |lp| {
+        let l = myriad::Listener::bind(
+            &"127.0.0.1:0".parse().unwrap(),
+            &myriad::ListenOptions::default(),
+        )
+        .unwrap();
+        let port = match l.addr() {
+            myriad::Addr::Tcp(a) => a.port(),
+            a => panic!("not tcp: {a}"),
+        };
+        let srv = lp.server(ServerOptions::default(), common::http::routes);
+        srv.listen(lp, l, myriad::Proto::Http);
+        *s2.lock().unwrap() = Some(common::http::SendServer(srv));
+        port
+    });
+    let other = std::net::SocketAddr::from(([127, 0, 0, 1], other_port));
+    let mut mine = Client::connect(s.addr());
+    let mut theirs = Client::connect(other);
+    theirs.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(theirs.read(false).status, 200);
+    s.inner
+        .wait_for(5, "both connected", |lp| lp.connection_count() == 2);
+    let done = s.shutdown();
+    assert!(
+        mine.closed(),
+        "the first server's idle connection is closed"
+    );
+    done.recv_timeout(Duration::from_secs(5))
+        .expect("shutdown completed");
+    theirs.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+    let r = theirs.read(false);
+    assert_eq!((r.status, &r.body[..]), (200, &b"Hello, World!"[..]));
+    assert!(r.header("connection").is_none(), "still keep-alive");
+    let count = s.inner.on_loop(move |_| {
+        let srv = second.lock().unwrap();
+        srv.as_ref().unwrap().0.connection_count()
+    });
+    assert_eq!(count, 1);
+}
+
+#[test]
+fn a_wildcard_listener_reports_the_address_each_connection_reached() {
+    let s = HttpSrv::start_proto(ServerOptions::default(), myriad::Proto::Http, "0.0.0.0:0");
+    let port = s.addr().port();
+    // 127.0.0.2 is another local address on the loopback interface.
+    for ip in ["127.0.0.1", "127.0.0.2", "127.0.0.1", "127.0.0.2"] {
+        let mut c = Client::connect(format!("{ip}:{port}").parse().unwrap());
+        for _ in 0..2 {
+            c.send(b"GET /env HTTP/1.1\r\nHost: t\r\n\r\n");
+            let env = String::from_utf8(c.read(false).body).unwrap();
+            for want in [format!("SERVER_ADDR={ip}"), format!("SERVER_PORT={port}")] {
+                assert!(env.lines().any(|l| l == want), "{want} missing in\n{env}");
+            }
+        }
+    }
+}
+
+#[test]
 fn a_keep_alive_request_costs_one_read_one_write_no_ctl() {
     let s = srv();
     let mut c = Client::connect(s.addr());

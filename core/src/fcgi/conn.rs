@@ -134,6 +134,11 @@ impl FcgiConn {
         }
     }
 
+    /// Whether this connection belongs to the server of `sh`.
+    pub(crate) fn serves(&self, sh: &Rc<Shared>) -> bool {
+        Rc::ptr_eq(&self.sh, sh)
+    }
+
     pub(crate) fn ctx(&self) -> Rc<Ctx> {
         self.sh.ctx.clone()
     }
@@ -572,7 +577,7 @@ impl Protocol for FcgiConn {
         for a in std::mem::take(&mut self.reqs) {
             self.abort_exchange(&a);
         }
-        self.sh.conns.borrow_mut().remove(&token);
+        self.sh.conns.set(self.sh.conns.get() - 1);
         finish_drain(lp, &self.sh);
     }
 }

@@ -61,10 +61,13 @@ pub(crate) struct HttpConn {
     minor: u8,
     timer: Timer,
     listener: u8,
+    /// The local address, as an index into the server's interned addresses (0: the
+    /// listener's own).
+    local: u16,
 }
 
 impl HttpConn {
-    pub(crate) fn new(sh: Rc<Shared>, listener: u8) -> HttpConn {
+    pub(crate) fn new(sh: Rc<Shared>, listener: u8, local: u16) -> HttpConn {
         HttpConn {
             sh,
             cur: None,
@@ -75,7 +78,13 @@ impl HttpConn {
             minor: 1,
             timer: Timer::None,
             listener,
+            local,
         }
+    }
+
+    /// Whether this connection belongs to the server of `sh`.
+    pub(crate) fn serves(&self, sh: &Rc<Shared>) -> bool {
+        Rc::ptr_eq(&self.sh, sh)
     }
 
     fn has(&self, f: u16) -> bool {
@@ -207,19 +216,13 @@ impl HttpConn {
         };
         req.peer = io.peer();
         req.proto = Proto::Http;
-        req.local = self
-            .sh
-            .locals
-            .borrow()
-            .get(&io.token())
-            .copied()
-            .or_else(|| {
-                self.sh
-                    .listeners
-                    .borrow()
-                    .get(self.listener as usize)
-                    .and_then(|l| l.1)
-            });
+        req.local = self.sh.locals.borrow().get(self.local).or_else(|| {
+            self.sh
+                .listeners
+                .borrow()
+                .get(self.listener as usize)
+                .and_then(|l| l.1)
+        });
         self.arm(io, Timer::None);
 
         // Call the handler, with the request out of the pool's RefCell.
@@ -645,8 +648,7 @@ impl Protocol for HttpConn {
         if let Some(id) = self.cur.take() {
             self.abort_exchange(id);
         }
-        self.sh.conns.borrow_mut().remove(&token);
-        self.sh.locals.borrow_mut().remove(&token);
+        self.sh.conns.set(self.sh.conns.get() - 1);
         finish_drain(lp, &self.sh);
     }
 }

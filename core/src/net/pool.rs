@@ -1,6 +1,8 @@
 //! A per-loop pool of fixed-size byte blocks. Connections take blocks when they have bytes
 //! to hold and give them back as soon as they are empty, so an idle connection holds none.
 
+use super::conn::Queue;
+
 /// Default block size: one read or one small response.
 pub const DEFAULT_BUF_SIZE: usize = 16 * 1024;
 
@@ -11,6 +13,11 @@ pub(crate) struct BufPool {
     free: Vec<Box<[u8]>>,
     /// Blocks handed out and not yet returned.
     pub(crate) out: usize,
+    /// Empty output queues kept for reuse (a connection holds one only while it has output
+    /// queued; at most `max_free` are kept). Boxed on purpose: the boxes are what gets
+    /// reused, so taking and returning a queue allocates nothing.
+    #[allow(clippy::vec_box)]
+    queues: Vec<Box<Queue>>,
 }
 
 impl BufPool {
@@ -20,6 +27,20 @@ impl BufPool {
             max_free,
             free: Vec::with_capacity(max_free),
             out: 0,
+            queues: Vec::new(),
+        }
+    }
+
+    /// An empty output queue.
+    pub(crate) fn queue(&mut self) -> Box<Queue> {
+        self.queues.pop().unwrap_or_default()
+    }
+
+    /// Returns an empty output queue (its chunk buffer, if it grew one, is kept with it).
+    pub(crate) fn put_queue(&mut self, q: Box<Queue>) {
+        debug_assert!(q.is_empty());
+        if self.queues.len() < self.max_free {
+            self.queues.push(q);
         }
     }
 

@@ -252,6 +252,15 @@ impl Loop {
         self.conns
     }
 
+    /// The tokens of the connections open on this loop, except one inside its callback.
+    pub(crate) fn conn_tokens(&self) -> Vec<Token> {
+        let conn = |s: &Slot| s.src.as_ref().is_some_and(|s| s.is_connection());
+        (self.slots.iter().enumerate())
+            .filter(|(_, s)| s.used && !s.doomed && conn(s))
+            .map(|(i, s)| Token::new(i, s.gen))
+            .collect()
+    }
+
     /// Queues a registration, applied by the backend's next wait.
     pub(crate) fn register(&mut self, fd: RawFd, token: Token, interest: Interest) {
         self.changes.push(Change {

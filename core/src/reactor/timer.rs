@@ -319,6 +319,12 @@ impl Loop {
     /// cancellable: the source ignores a wake-up it no longer needs. Returns the deadline as
     /// [`Timers::ns`] gives it.
     pub(crate) fn wake_at(&mut self, deadline: Instant, token: Token) -> u64 {
+        let at = self.timers.ns(deadline);
+        self.wake_at_ns(at, token)
+    }
+
+    /// [`Loop::wake_at`] with the deadline in nanoseconds since the loop started.
+    pub(crate) fn wake_at_ns(&mut self, at: u64, token: Token) -> u64 {
         let t = &mut self.timers;
         // Entries of closed sources wait for their deadline; drop them once they dominate.
         if t.src.len() > 2 * self.live + 1024 {
@@ -326,7 +332,6 @@ impl Loop {
             t.src
                 .retain(|Reverse((_, tok))| super::live_slot(slots, Token(*tok)).is_some());
         }
-        let at = t.ns(deadline);
         t.src.push(Reverse((at, token.0)));
         at
     }
