@@ -555,8 +555,12 @@ impl Loop {
         let timeout = if busy {
             Some(Duration::ZERO)
         } else {
-            self.timers
-                .next_deadline()
+            // The pool's trim counts as a deadline: a loop left idle after a burst gives
+            // the blocks back without waiting for an event.
+            let pool = self.pool.trim_deadline();
+            (self.timers.next_deadline().into_iter())
+                .chain(pool)
+                .min()
                 .map(|d| d.saturating_duration_since(Instant::now()))
         };
         let mut events = std::mem::take(&mut self.events);
@@ -570,6 +574,7 @@ impl Loop {
         );
         self.changes.clear();
         self.now = Instant::now();
+        self.pool.tick(self.now);
         if let Err(e) = res {
             self.events = events;
             return Err(e);
