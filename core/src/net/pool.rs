@@ -93,15 +93,15 @@ impl BufPool {
     /// Called once per loop iteration with the loop's time: once a period has passed, frees
     /// the blocks that stayed unused through all of it (keeping `min_free`).
     pub(crate) fn tick(&mut self, now: Instant) {
-        match self.next_trim {
-            Some(t) if now < t => return,
-            _ => {}
+        if self.next_trim.is_some_and(|t| now < t) {
+            return;
         }
         let excess = self.low.min(self.free.len().saturating_sub(self.min_free));
         if excess > 0 {
             self.free.truncate(self.free.len() - excess);
-            if self.free.capacity() > 4 * self.free.len().max(self.min_free) {
-                self.free.shrink_to(self.free.len().max(self.min_free));
+            let keep = self.free.len().max(self.min_free);
+            if self.free.capacity() > 4 * keep {
+                self.free.shrink_to(keep);
             }
         }
         self.low = self.free.len();
