@@ -59,6 +59,9 @@ pub struct Request {
     pub(crate) body_cb: Option<BodyFn>,
     pub(crate) abort_cb: Option<Box<dyn FnOnce()>>,
     pub(crate) expect_continue: bool,
+    /// The method, target, path and query spans are known to be UTF-8: the HTTP parser
+    /// sets them from `&str` views. (FastCGI's come unchecked from the front end.)
+    pub(crate) str_spans: bool,
 }
 
 fn ascii_eq(a: &[u8], b: &[u8]) -> bool {
@@ -84,6 +87,7 @@ impl Request {
             body_cb: None,
             abort_cb: None,
             expect_continue: false,
+            str_spans: false,
         }
     }
 
@@ -97,6 +101,7 @@ impl Request {
         self.abort_cb = None;
         self.expect_continue = false;
         self.local = None;
+        self.str_spans = false;
     }
 
     pub(crate) fn span(&self, s: Span) -> &[u8] {
@@ -104,8 +109,15 @@ impl Request {
     }
 
     fn span_str(&self, s: Span) -> &str {
-        // Spans are validated as UTF-8 (ASCII for HTTP's request line) when stored.
-        std::str::from_utf8(self.span(s)).unwrap_or("")
+        let b = self.span(s);
+        if self.str_spans {
+            // SAFETY: `str_spans` is set only by the HTTP parser once these four spans
+            // are views of `&str`s (split at ASCII bytes) copied whole into `buf`, which is
+            // only appended to until `reset` clears the flag.
+            unsafe { std::str::from_utf8_unchecked(b) }
+        } else {
+            std::str::from_utf8(b).unwrap_or("")
+        }
     }
 
     /// Appends bytes to the request's storage, returning their span.
@@ -626,12 +638,29 @@ const TCHAR: [bool; 256] = {
     t
 };
 
+// The checks below scan without an early exit: names and values are short, and a fold
+// compiles to vector-wide steps.
+
 fn valid_token(s: &[u8]) -> bool {
-    !s.is_empty() && s.iter().all(|&c| TCHAR[usize::from(c)])
+    !s.is_empty() && s.iter().fold(true, |ok, &c| ok & TCHAR[usize::from(c)])
 }
 
 fn valid_value(s: &[u8]) -> bool {
-    s.iter().all(|&c| c == b'\t' || (c >= 0x20 && c != 0x7f))
+    s.iter().fold(true, |ok, &c| {
+        ok & ((c == b'\t') | ((c >= 0x20) & (c != 0x7f)))
+    })
+}
+
+/// Whether the token `name` equals `lower` (lowercase letters and '-') ignoring case.
+/// Setting bit 0x20 lowercases a letter; the only other byte it maps to one of `lower`'s
+/// is CR (to '-'), and CR is not a token byte.
+fn token_is(name: &[u8], lower: &[u8]) -> bool {
+    name.len() == lower.len()
+        && name
+            .iter()
+            .zip(lower)
+            .fold(0, |diff, (&a, &b)| diff | ((a | 0x20) ^ b))
+            == 0
 }
 
 impl Response {
@@ -659,23 +688,32 @@ impl Response {
     /// Adds a header. `Content-Length`, `Transfer-Encoding`, `Connection` and `Date` are
     /// managed by the server and refused as `Invalid`.
     pub fn header(&mut self, name: &str, value: &[u8]) -> Result<(), ResponseError> {
-        let n = name.as_bytes();
-        if !valid_token(n) || !valid_value(value) {
+        self.header_bytes(name.as_bytes(), value)
+    }
+
+    /// [`Response::header`] with the name as bytes (it must be a token: ASCII).
+    pub fn header_bytes(&mut self, name: &[u8], value: &[u8]) -> Result<(), ResponseError> {
+        if !valid_token(name) || !valid_value(value) {
             return Err(ResponseError::Invalid);
         }
-        for managed in ["content-length", "transfer-encoding", "connection", "date"] {
-            if name.eq_ignore_ascii_case(managed) {
-                return Err(ResponseError::Invalid);
-            }
+        let managed: &[u8] = match name.len() {
+            4 => b"date",
+            10 => b"connection",
+            14 => b"content-length",
+            17 => b"transfer-encoding",
+            _ => b"",
+        };
+        if token_is(name, managed) {
+            return Err(ResponseError::Invalid);
         }
+        let content_type = token_is(name, b"content-type");
         self.with(|e| {
             if e.phase != Phase::Open {
                 return Err(ResponseError::HeadSent);
             }
-            if name.eq_ignore_ascii_case("content-type") {
-                e.has_content_type = true;
-            }
-            e.hdrs.extend_from_slice(n);
+            e.has_content_type |= content_type;
+            e.hdrs.reserve(name.len() + value.len() + 4);
+            e.hdrs.extend_from_slice(name);
             e.hdrs.extend_from_slice(b": ");
             e.hdrs.extend_from_slice(value);
             e.hdrs.extend_from_slice(b"\r\n");

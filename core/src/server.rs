@@ -109,6 +109,8 @@ pub(crate) struct Shared {
     /// connections to one of them cost two bytes each, not a map entry).
     pub(crate) locals: RefCell<Locals>,
     pub(crate) draining: Cell<bool>,
+    /// HTTP response heads' status line and Date, formatted once per second.
+    pub(crate) head: RefCell<crate::http::head::HeadCache>,
     pub(crate) on_drained: RefCell<Option<DoneFn>>,
 }
 
@@ -141,6 +143,7 @@ impl Loop {
                 listeners: RefCell::default(),
                 locals: RefCell::default(),
                 draining: Cell::new(false),
+                head: RefCell::new(crate::http::head::HeadCache::new()),
                 on_drained: RefCell::new(None),
             }),
         }

@@ -68,17 +68,17 @@ pub(crate) fn os_err(e: &std::io::Error) -> c_int {
     }
 }
 
-thread_local! {
-    static THIS_THREAD: std::thread::ThreadId = std::thread::current().id();
-}
+/// Identifies a thread for the handles' owner checks.
+pub(crate) type ThreadKey = libc::pthread_t;
 
-/// This thread's id, for the handles' owner checks. Cached: `thread::current()` clones an
-/// `Arc` on every call, and every request and loop call checks its thread.
-pub(crate) fn this_thread() -> std::thread::ThreadId {
-    // During thread exit, after the slot is gone, ask the thread itself.
-    THIS_THREAD
-        .try_with(|t| *t)
-        .unwrap_or_else(|_| std::thread::current().id())
+/// This thread's key: `pthread_self`, one load from the thread pointer. (A thread-local
+/// costs a `__tls_get_addr` call in a shared library, and every request and loop call
+/// checks its thread.) A key may be reused after its thread exits; handles do not outlive
+/// their owner thread's use of them, so the check still catches one live thread using
+/// another's handle.
+pub(crate) fn this_thread() -> ThreadKey {
+    // SAFETY: pthread_self has no preconditions.
+    unsafe { libc::pthread_self() }
 }
 
 /// Runs `f`, turning a panic into `MYRIAD_EPANIC`.

@@ -15,7 +15,7 @@ use crate::{
 pub struct myriad_loop_t {
     lp: UnsafeCell<Loop>,
     pub(crate) handle: Handle,
-    owner: std::thread::ThreadId,
+    owner: crate::ThreadKey,
 }
 
 impl myriad_loop_t {

@@ -53,11 +53,57 @@ pub struct myriad_req_t {
     res: Option<Response>,
     lp: *mut myriad_loop_t,
     handle: Handle,
-    owner: std::thread::ThreadId,
+    owner: crate::ThreadKey,
     in_handler: bool,
     finished: bool,
-    alive: Rc<Cell<bool>>,
+    /// Set to false when the handle is finished; callbacks that may outlive it (body,
+    /// abort, drain) hold a clone. Made on the first such registration.
+    alive: Option<Rc<Cell<bool>>>,
     cgi: Option<Vec<(String, String)>>,
+    /// The server's free handles: a finished handle goes back there (a request then
+    /// allocates nothing here).
+    pool: std::rc::Weak<ReqPool>,
+}
+
+/// Finished request handles kept for reuse by one server on one loop.
+type ReqPool = RefCell<Vec<Box<myriad_req_t>>>;
+
+/// Most finished handles a server keeps.
+const REQ_POOL_MAX: usize = 256;
+
+impl myriad_req_t {
+    /// The flag callbacks check before using the handle (see `alive`).
+    fn alive(&mut self) -> Rc<Cell<bool>> {
+        self.alive
+            .get_or_insert_with(|| Rc::new(Cell::new(true)))
+            .clone()
+    }
+
+    /// Marks the handle finished: callbacks holding `alive` will not touch it.
+    fn finish_handle(&mut self) {
+        self.finished = true;
+        if let Some(a) = self.alive.take() {
+            a.set(false);
+        }
+    }
+}
+
+/// Frees a finished handle: back to its server's pool, or dropped.
+///
+/// # Safety
+/// `r` came from `Box::into_raw` in the server's handler and is not used again.
+unsafe fn release_req(r: *mut myriad_req_t) {
+    // SAFETY: per the contract above.
+    let mut b = unsafe { Box::from_raw(r) };
+    drop(b.res.take());
+    b.cgi = None;
+    b.req = std::ptr::null_mut();
+    if let Some(pool) = b.pool.upgrade() {
+        let mut free = pool.borrow_mut();
+        if free.len() < REQ_POOL_MAX {
+            free.push(b);
+        }
+    }
 }
 
 /// Request handler: called on a loop thread for each request. With several threads it is
@@ -260,19 +306,31 @@ fn make_server(
     h: Arc<CHandler>,
 ) -> Server {
     let handle = l.handle();
+    let pool: Rc<ReqPool> = Rc::new(RefCell::new(Vec::new()));
     l.server(opts, move |l, req, res| {
-        let r = Box::into_raw(Box::new(myriad_req_t {
-            req: req as *mut Request,
-            res: Some(res),
-            lp: lb,
-            handle: handle.clone(),
-            owner: crate::this_thread(),
-            in_handler: true,
-            finished: false,
-            alive: Rc::new(Cell::new(true)),
-            cgi: None,
-        }));
-        let h = h.clone();
+        let reused = pool.borrow_mut().pop();
+        let b = match reused {
+            Some(mut b) => {
+                b.req = req as *mut Request;
+                b.res = Some(res);
+                b.in_handler = true;
+                b.finished = false;
+                b
+            }
+            None => Box::new(myriad_req_t {
+                req: req as *mut Request,
+                res: Some(res),
+                lp: lb,
+                handle: handle.clone(),
+                owner: crate::this_thread(),
+                in_handler: true,
+                finished: false,
+                alive: None,
+                cgi: None,
+                pool: Rc::downgrade(&pool),
+            }),
+        };
+        let r = Box::into_raw(b);
         // SAFETY: the C handler gets the request handle; it stays valid until finished.
         enter(lb as *const c_void, l, || unsafe { (h.cb)(r, h.ud.ptr) });
         // SAFETY: `r` is freed only here or by a finish outside the handler call.
@@ -280,7 +338,7 @@ fn make_server(
             (*r).in_handler = false;
             (*r).req = std::ptr::null_mut();
             if (*r).finished {
-                drop(Box::from_raw(r));
+                release_req(r);
             }
         }
     })
@@ -790,7 +848,7 @@ pub unsafe extern "C" fn myriad_req_on_body(
             ptr: userdata,
             dtor,
         };
-        let alive = r.alive.clone();
+        let alive = r.alive();
         let rp = req as usize;
         // SAFETY: in the handler call the request pointer is live.
         unsafe { &mut *r.req }.on_body(move |b| {
@@ -845,7 +903,7 @@ pub unsafe extern "C" fn myriad_req_read_body(
             ptr: userdata,
             dtor,
         };
-        let alive = r.alive.clone();
+        let alive = r.alive();
         let rp = req as usize;
         // SAFETY: in the handler call the request pointer is live.
         unsafe { &mut *r.req }.read_body(move |b| {
@@ -888,7 +946,7 @@ pub unsafe extern "C" fn myriad_req_on_abort(
             ptr: userdata,
             dtor,
         };
-        let alive = r.alive.clone();
+        let alive = r.alive();
         let rp = req as usize;
         // SAFETY: in the handler call the request pointer is live.
         unsafe { &mut *r.req }.on_abort(move || {
@@ -915,7 +973,7 @@ pub unsafe extern "C" fn myriad_req_on_drain(
     let Some(cb) = cb else { return MYRIAD_EINVAL };
     // SAFETY: a live request or NULL (rejected).
     let alive = match unsafe { req_ref(req) } {
-        Ok(r) => r.alive.clone(),
+        Ok(r) => r.alive(),
         Err(e) => return e,
     };
     let ud = userdata as usize;
@@ -971,13 +1029,13 @@ pub unsafe extern "C" fn myriad_req_header_add(
     value_len: usize,
 ) -> c_int {
     // SAFETY: forwarded.
-    let (Some(n), Some(v)) = (unsafe { c_str(name, name_len) }, unsafe {
+    let (Some(n), Some(v)) = (unsafe { c_bytes(name.cast(), name_len) }, unsafe {
         c_bytes(value.cast(), value_len)
     }) else {
         return MYRIAD_EINVAL;
     };
     // SAFETY: forwarded.
-    unsafe { with_res(req, |res| res.header(n, v)) }
+    unsafe { with_res(req, |res| res.header_bytes(n, v)) }
 }
 
 /// Queues body bytes, copied (the caller keeps ownership of `data`). Loop thread.
@@ -1090,8 +1148,7 @@ pub unsafe extern "C" fn myriad_req_stderr(
 #[no_mangle]
 pub unsafe extern "C" fn myriad_req_finish(req: *mut myriad_req_t) -> c_int {
     with_req(req, |r| {
-        r.finished = true;
-        r.alive.set(false);
+        r.finish_handle();
         let res = r.res.take();
         let code = match res {
             Some(res) => res.finish().map_or_else(res_err, |_| MYRIAD_OK),
@@ -1099,7 +1156,7 @@ pub unsafe extern "C" fn myriad_req_finish(req: *mut myriad_req_t) -> c_int {
         };
         if !r.in_handler {
             // SAFETY: the handle came from Box::into_raw and is not used again.
-            drop(unsafe { Box::from_raw(req) });
+            unsafe { release_req(req) };
         }
         if code == MYRIAD_EGONE {
             MYRIAD_OK

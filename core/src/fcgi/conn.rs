@@ -144,7 +144,7 @@ impl FcgiConn {
     }
 
     pub(crate) fn start(&mut self, io: &mut Io<'_>) {
-        io.set_deadline(Some(io.now() + self.sh.opts.idle_timeout));
+        io.set_timeout(Some(self.sh.opts.idle_timeout));
     }
 
     pub(crate) fn drain(&mut self, io: &mut Io<'_>) {
@@ -243,7 +243,7 @@ impl FcgiConn {
             no_body: false,
             rejected: false,
         });
-        io.set_deadline(None);
+        io.set_timeout(None);
     }
 
     fn params(&mut self, io: &mut Io<'_>, id: u16, data: &[u8], end: bool) {
@@ -480,7 +480,7 @@ impl FcgiConn {
             if self.close_when_idle || self.draining {
                 io.close();
             } else {
-                io.set_deadline(Some(io.now() + self.sh.opts.idle_timeout));
+                io.set_timeout(Some(self.sh.opts.idle_timeout));
             }
         }
     }

@@ -6,6 +6,7 @@
 use std::rc::Rc;
 
 use super::chunked::{self, ChunkError, Decoder};
+use super::head::Fixed;
 use super::parse::{self, BodyKind, Limits};
 use super::reason;
 use crate::app::{Body, Ctx, ExId, Phase, PieceRef, Protocol as Proto, Response};
@@ -118,8 +119,7 @@ impl HttpConn {
             Timer::Write => Some(o.write_timeout),
         };
         self.timer = t;
-        let now = io.now();
-        io.set_deadline(d.map(|d| now + d));
+        io.set_timeout(d);
     }
 
     /// Graceful shutdown: close now if idle, else after the current response.
@@ -430,33 +430,17 @@ impl HttpConn {
     fn write_head(&mut self, io: &mut Io<'_>, status: u16, hdrs: &[u8], done: bool, len: u64) {
         let no_body = self.has(IS_HEAD) || status == 204 || status == 304 || status < 200;
         self.set(NO_BODY, no_body);
-        let mut h = [0u8; 512];
-        let mut w = Writer {
-            buf: &mut h,
-            n: 0,
-            spill: None,
-        };
-        w.put(if self.minor == 0 {
-            b"HTTP/1.0 "
-        } else {
-            b"HTTP/1.1 "
-        });
-        w.put_num(u64::from(status));
-        w.put(b" ");
-        w.put(reason(status).as_bytes());
-        w.put(b"\r\nDate: ");
-        w.put(&super::date::http_date_at(io.now()));
-        w.put(b"\r\n");
-        w.put(hdrs);
+        // The framing: at most 38 (Content-Length) + 24 (Connection) + 2 bytes.
+        let mut t = Fixed::<96>::new();
         if done {
             if status != 204 && status != 304 && status >= 200 {
-                w.put(b"Content-Length: ");
-                w.put_num(len);
-                w.put(b"\r\n");
+                t.put(b"Content-Length: ");
+                t.put(super::decimal(len, &mut [0; 20]));
+                t.put(b"\r\n");
             }
         } else if !no_body || self.has(IS_HEAD) {
             if self.minor == 1 {
-                w.put(b"Transfer-Encoding: chunked\r\n");
+                t.put(b"Transfer-Encoding: chunked\r\n");
                 self.set(CHUNKED_OUT, !no_body);
             } else {
                 // HTTP/1.0 streaming: the body ends when the connection closes.
@@ -467,19 +451,15 @@ impl HttpConn {
             self.set(KEEP_ALIVE, false);
         }
         if !self.has(KEEP_ALIVE) {
-            w.put(b"Connection: close\r\n");
+            t.put(b"Connection: close\r\n");
         } else if self.minor == 0 {
-            w.put(b"Connection: keep-alive\r\n");
+            t.put(b"Connection: keep-alive\r\n");
         }
-        w.put(b"\r\n");
-        match w.spill {
-            Some(v) => io.write(&v),
-            None => {
-                let n = w.n;
-                io.write(&h[..n]);
-            }
-        }
+        t.put(b"\r\n");
         self.set(HEAD_SENT, true);
+        let mut cache = self.sh.head.borrow_mut();
+        let prefix = cache.prefix(io.now(), self.minor, status);
+        io.write_parts(&[prefix, hdrs, t.bytes()]);
     }
 
     /// Finishes the current exchange if its response is complete and its body read.
@@ -501,31 +481,6 @@ impl HttpConn {
             io.close();
         }
         true
-    }
-}
-
-/// A small stack buffer for response heads that spills to the heap when too long.
-struct Writer<'a> {
-    buf: &'a mut [u8; 512],
-    n: usize,
-    spill: Option<Vec<u8>>,
-}
-
-impl Writer<'_> {
-    fn put(&mut self, b: &[u8]) {
-        if let Some(v) = self.spill.as_mut() {
-            v.extend_from_slice(b);
-        } else if self.n + b.len() <= self.buf.len() {
-            self.buf[self.n..self.n + b.len()].copy_from_slice(b);
-            self.n += b.len();
-        } else {
-            let mut v = self.buf[..self.n].to_vec();
-            v.extend_from_slice(b);
-            self.spill = Some(v);
-        }
-    }
-    fn put_num(&mut self, v: u64) {
-        self.put(super::decimal(v, &mut [0; 20]));
     }
 }
 

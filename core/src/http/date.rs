@@ -16,10 +16,15 @@ pub fn http_date() -> [u8; 29] {
 /// [`http_date`] for a caller that already knows the time (the loop's cached time): the
 /// wall clock is read and formatted once per second, not per response.
 pub(crate) fn http_date_at(now: Instant) -> [u8; 29] {
+    http_date_until(now).0
+}
+
+/// The date at `now` and the instant it goes stale (the wall clock's next second).
+pub(crate) fn http_date_until(now: Instant) -> ([u8; 29], Instant) {
     CACHE.with(|c| {
         let (until, buf) = c.get();
-        if until.is_some_and(|u| now < u) {
-            return buf;
+        if let Some(u) = until.filter(|u| now < *u) {
+            return (buf, u);
         }
         let wall = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -27,8 +32,9 @@ pub(crate) fn http_date_at(now: Instant) -> [u8; 29] {
         let buf = format_date(wall.as_secs());
         // Valid until the wall clock's next second starts.
         let left = Duration::from_nanos(u64::from(1_000_000_000 - wall.subsec_nanos()));
-        c.set((Some(Instant::now() + left), buf));
-        buf
+        let u = Instant::now() + left;
+        c.set((Some(u), buf));
+        (buf, u)
     })
 }
 

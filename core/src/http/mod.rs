@@ -5,6 +5,7 @@
 pub(crate) mod chunked;
 mod conn;
 mod date;
+pub(crate) mod head;
 pub(crate) mod parse;
 
 pub(crate) use conn::HttpConn;

@@ -57,9 +57,15 @@ fn tokens(v: &[u8]) -> impl Iterator<Item = &[u8]> {
 /// Every LF must follow a CR (no bare LF line endings: a smuggling vector between parsers
 /// that disagree on them).
 fn has_bare_lf(head: &[u8]) -> bool {
-    head.iter()
-        .enumerate()
-        .any(|(i, &c)| c == b'\n' && (i == 0 || head[i - 1] != b'\r'))
+    let Some((&first, rest)) = head.split_first() else {
+        return false;
+    };
+    // No early exit: the whole head is scanned in vector-wide steps (it is short).
+    first == b'\n'
+        || head
+            .iter()
+            .zip(rest)
+            .fold(false, |bad, (&p, &c)| bad | ((c == b'\n') & (p != b'\r')))
 }
 
 /// Parses the head at the start of `buf` into `req`. `Ok(None)`: incomplete (read more);
@@ -155,10 +161,12 @@ pub(crate) fn parse_head(
     } else {
         return Err(400);
     };
-    if path_part.contains('#') {
+    let b = path_part.as_bytes();
+    if b.contains(&b'#') {
         return Err(400);
     }
-    let (path, query) = match path_part.find('?') {
+    // '?' is ASCII: the split is at a char boundary.
+    let (path, query) = match b.iter().position(|&c| c == b'?') {
         Some(i) => (&path_part[..i], &path_part[i..]),
         None => (path_part, ""),
     };
@@ -202,6 +210,10 @@ fn finish(
         req.headers
             .push((span_of(base, h.name.as_bytes()), span_of(base, h.value)));
         let name = h.name.as_bytes();
+        // Only these five names matter here; their lengths tell them apart.
+        if !matches!(name.len(), 4 | 6 | 10 | 14 | 17) {
+            continue;
+        }
         if name.eq_ignore_ascii_case(b"host") {
             hosts += 1;
         } else if name.eq_ignore_ascii_case(b"content-length") {
@@ -263,6 +275,8 @@ fn finish(
     };
     req.content_length = cl;
     req.expect_continue = expect && body != BodyKind::None;
+    // Method, target, path and query were all set from `&str` views of `base`.
+    req.str_spans = true;
     let keep_alive = if minor == 1 {
         !conn_close
     } else {

@@ -150,6 +150,8 @@ pub struct Loop {
     pub(crate) resolves: crate::net::connect::Resolves,
     pub(crate) pool: BufPool,
     pub(crate) now: Instant,
+    /// `now` in nanoseconds since the loop started (the unit of sources' deadlines).
+    now_ns: u64,
     /// Inside an iteration's dispatch: `now` is fresh.
     iterating: bool,
     stopped: bool,
@@ -198,6 +200,7 @@ impl Loop {
             resolves: Default::default(),
             pool: BufPool::new(crate::net::pool::DEFAULT_BUF_SIZE, 64),
             now: Instant::now(),
+            now_ns: 1,
             iterating: false,
             stopped: false,
             kicks: Rc::default(),
@@ -230,6 +233,15 @@ impl Loop {
             self.now
         } else {
             Instant::now()
+        }
+    }
+
+    /// [`Loop::now`] in nanoseconds since the loop started (at least 1).
+    pub(crate) fn now_ns(&self) -> u64 {
+        if self.iterating {
+            self.now_ns
+        } else {
+            self.timers.ns(Instant::now())
         }
     }
 
@@ -574,6 +586,7 @@ impl Loop {
         );
         self.changes.clear();
         self.now = Instant::now();
+        self.now_ns = self.timers.ns(self.now);
         self.pool.tick(self.now);
         if let Err(e) = res {
             self.events = events;
