@@ -11,6 +11,8 @@ use std::cell::Cell;
 use std::ffi::{c_char, c_int, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+#[cfg(test)]
+mod alloc_test;
 mod loops;
 mod server;
 mod stream;
