@@ -129,10 +129,8 @@ fn serve_counting(backend: &str) -> (u64, u64) {
     let after = ALLOCS.load(Ordering::Relaxed);
     drop(s);
     // SAFETY: the loop is alive until its thread returns; stop is thread-safe.
-    assert_eq!(
-        unsafe { myriad_loop_stop(lp as *const myriad_loop_t) },
-        MYRIAD_OK
-    );
+    let rc = unsafe { myriad_loop_stop(lp as *const myriad_loop_t) };
+    assert_eq!(rc, MYRIAD_OK);
     t.join().unwrap();
     (before, after - before)
 }
