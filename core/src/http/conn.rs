@@ -246,7 +246,9 @@ impl HttpConn {
             .unwrap_or(true);
         match self.body {
             BodyState::None => {
-                self.deliver(Body::End);
+                if wants_body {
+                    self.deliver(Body::End);
+                }
                 self.st = St::Wait;
             }
             _ if expect && !wants_body => {
