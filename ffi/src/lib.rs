@@ -70,8 +70,9 @@ pub(crate) fn os_err(e: &std::io::Error) -> c_int {
     }
 }
 
-/// Identifies a thread for the handles' owner checks.
-pub(crate) type ThreadKey = libc::pthread_t;
+/// Identifies a thread for the handles' owner checks (its `pthread_t`, an integer on
+/// Linux and a pointer on the BSDs, as a plain number).
+pub(crate) type ThreadKey = usize;
 
 /// This thread's key: `pthread_self`, one load from the thread pointer. (A thread-local
 /// costs a `__tls_get_addr` call in a shared library, and every request and loop call
@@ -80,7 +81,7 @@ pub(crate) type ThreadKey = libc::pthread_t;
 /// another's handle.
 pub(crate) fn this_thread() -> ThreadKey {
     // SAFETY: pthread_self has no preconditions.
-    unsafe { libc::pthread_self() }
+    unsafe { libc::pthread_self() as usize }
 }
 
 /// Runs `f`, turning a panic into `MYRIAD_EPANIC`.
