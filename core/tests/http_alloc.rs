@@ -3,49 +3,15 @@
 
 mod common;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-struct Counting;
-
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-thread_local! {
-    static COUNTED: Cell<bool> = const { Cell::new(false) };
-}
-
-fn counted() -> bool {
-    COUNTED.try_with(|c| c.get()).unwrap_or(false)
-}
-
-// SAFETY: forwards to the system allocator, only counting calls.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        if counted() {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        // SAFETY: same contract as ours.
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        if counted() {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: same contract as ours.
-        unsafe { System.realloc(p, l, new) }
-    }
-}
+#[path = "support/counting.rs"]
+mod counting;
 
 #[global_allocator]
-static A: Counting = Counting;
+static A: counting::Counting = counting::Counting;
 
 #[test]
 fn hello_world_makes_zero_allocations_after_warm_up() {
@@ -61,7 +27,7 @@ fn hello_world_makes_zero_allocations_after_warm_up() {
         });
         s.listen(lp, l, myriad::Proto::Http);
         // From here on, count what this (the loop's) thread allocates.
-        COUNTED.with(|c| c.set(true));
+        counting::count_this_thread(true);
     });
     let mut s = TcpStream::connect(srv.tcp()).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -80,11 +46,11 @@ fn hello_world_makes_zero_allocations_after_warm_up() {
     for _ in 0..200 {
         roundtrip(&mut s);
     }
-    let before = ALLOCS.load(Ordering::Relaxed);
+    let before = counting::allocs();
     for _ in 0..1000 {
         roundtrip(&mut s);
     }
-    let after = ALLOCS.load(Ordering::Relaxed);
+    let after = counting::allocs();
     assert_eq!(
         after - before,
         0,

@@ -2,53 +2,19 @@
 //! (this crate's unit-test binary only) counts the loop thread's allocations while a C-style
 //! handler answers keep-alive requests through the exported functions.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::ffi::{c_char, c_void};
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use crate::*;
 
-struct Counting;
-
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-thread_local! {
-    static COUNTED: Cell<bool> = const { Cell::new(false) };
-}
-
-fn counted() -> bool {
-    COUNTED.try_with(|c| c.get()).unwrap_or(false)
-}
-
-// SAFETY: forwards to the system allocator, only counting calls.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        if counted() {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        // SAFETY: same contract as ours.
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        if counted() {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: same contract as ours.
-        unsafe { System.realloc(p, l, new) }
-    }
-}
+#[path = "../../core/tests/support/counting.rs"]
+mod counting;
 
 #[global_allocator]
-static A: Counting = Counting;
+static A: counting::Counting = counting::Counting;
 
 /// The demo's "/" route, through the same calls as examples/hello.c.
 unsafe extern "C" fn hello(req: *mut myriad_req_t, _ud: *mut c_void) {
@@ -113,9 +79,9 @@ fn serve_counting(backend: &str) -> (u64, u64) {
             let addr = std::slice::from_raw_parts(addr.as_ptr().cast::<u8>(), n as usize);
             tx.send((String::from_utf8(addr.to_vec()).unwrap(), lp as usize))
                 .unwrap();
-            COUNTED.with(|c| c.set(true));
+            counting::count_this_thread(true);
             assert_eq!(myriad_loop_run(lp), MYRIAD_OK);
-            COUNTED.with(|c| c.set(false));
+            counting::count_this_thread(false);
             myriad_server_free(srv);
             myriad_loop_free(lp);
         }
@@ -124,9 +90,9 @@ fn serve_counting(backend: &str) -> (u64, u64) {
     let mut s = TcpStream::connect(&addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     exchange(&mut s, 200);
-    let before = ALLOCS.load(Ordering::Relaxed);
+    let before = counting::allocs();
     exchange(&mut s, 1000);
-    let after = ALLOCS.load(Ordering::Relaxed);
+    let after = counting::allocs();
     drop(s);
     // SAFETY: the loop is alive until its thread returns; stop is thread-safe.
     let rc = unsafe { myriad_loop_stop(lp as *const myriad_loop_t) };

@@ -168,6 +168,19 @@ impl Out {
         }
     }
 
+    /// Appends an empty pool block to copy into.
+    fn push_block(&mut self, lp: &mut Loop) {
+        let buf = lp.pool.get();
+        self.push(
+            lp,
+            Chunk::Block {
+                buf,
+                start: 0,
+                end: 0,
+            },
+        );
+    }
+
     /// Free bytes in the last block, if the last chunk is a block.
     fn tail_room(&self) -> usize {
         let Some(q) = self.q.as_deref() else { return 0 };
@@ -202,15 +215,7 @@ impl Out {
                 bytes = &bytes[n..];
                 continue;
             }
-            let buf = lp.pool.get();
-            self.push(
-                lp,
-                Chunk::Block {
-                    buf,
-                    start: 0,
-                    end: 0,
-                },
-            );
+            self.push_block(lp);
         }
     }
 
@@ -219,15 +224,7 @@ impl Out {
     fn copy_parts(&mut self, lp: &mut Loop, parts: &[&[u8]]) {
         let total: usize = parts.iter().map(|p| p.len()).sum();
         if total > 0 && self.last_mut().is_none() {
-            let buf = lp.pool.get();
-            self.push(
-                lp,
-                Chunk::Block {
-                    buf,
-                    start: 0,
-                    end: 0,
-                },
-            );
+            self.push_block(lp);
         }
         if let Some(Chunk::Block { buf, end, .. }) = self.last_mut() {
             let mut e = *end as usize;
