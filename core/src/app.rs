@@ -691,7 +691,8 @@ impl Response {
         self.header_bytes(name.as_bytes(), value)
     }
 
-    /// [`Response::header`] with the name as bytes (it must be a token: ASCII).
+    /// [`Response::header`] with the name as bytes (a name that is not an RFC 9110 token,
+    /// non-ASCII included, is refused as `Invalid`).
     pub fn header_bytes(&mut self, name: &[u8], value: &[u8]) -> Result<(), ResponseError> {
         if !valid_token(name) || !valid_value(value) {
             return Err(ResponseError::Invalid);
