@@ -140,20 +140,14 @@ impl HttpConn {
             self.abort_exchange(id);
         }
         if !self.has(HEAD_SENT) {
-            let mut head = Vec::with_capacity(160);
-            let body = reason(status);
-            head.extend_from_slice(b"HTTP/1.1 ");
-            head.extend_from_slice(status.to_string().as_bytes());
-            head.push(b' ');
-            head.extend_from_slice(body.as_bytes());
-            head.extend_from_slice(b"\r\nDate: ");
-            head.extend_from_slice(&super::date::http_date_at(io.now()));
-            head.extend_from_slice(b"\r\nContent-Type: text/plain\r\nContent-Length: ");
-            head.extend_from_slice((body.len() + 1).to_string().as_bytes());
-            head.extend_from_slice(b"\r\nConnection: close\r\n\r\n");
-            head.extend_from_slice(body.as_bytes());
-            head.push(b'\n');
-            io.write(&head);
+            let body = reason(status).as_bytes();
+            let mut t = Fixed::<96>::new();
+            t.put(b"Content-Type: text/plain\r\nContent-Length: ");
+            t.put(super::decimal(body.len() as u64 + 1, &mut [0; 20]));
+            t.put(b"\r\nConnection: close\r\n\r\n");
+            let mut cache = self.sh.head.borrow_mut();
+            let prefix = cache.prefix(io.now(), 1, status);
+            io.write_parts(&[prefix, t.bytes(), body, b"\n"]);
             io.close();
         } else {
             io.abort();

@@ -10,16 +10,11 @@ thread_local! {
 
 /// The current time as an HTTP date ("Sun, 06 Nov 1994 08:49:37 GMT"), cached per second.
 pub fn http_date() -> [u8; 29] {
-    http_date_at(Instant::now())
+    http_date_until(Instant::now()).0
 }
 
-/// [`http_date`] for a caller that already knows the time (the loop's cached time): the
-/// wall clock is read and formatted once per second, not per response.
-pub(crate) fn http_date_at(now: Instant) -> [u8; 29] {
-    http_date_until(now).0
-}
-
-/// The date at `now` and the instant it goes stale (the wall clock's next second).
+/// The date at `now` (the loop's cached time, for responses) and the instant it goes
+/// stale: the wall clock is read and formatted once per second, not per response.
 pub(crate) fn http_date_until(now: Instant) -> ([u8; 29], Instant) {
     CACHE.with(|c| {
         let (until, buf) = c.get();

@@ -12,9 +12,8 @@ pub(crate) struct HeadCache {
     until: Option<Instant>,
     status: u16,
     minor: u8,
-    len: usize,
     /// The longest reason phrase (31 bytes) gives 83 bytes.
-    line: [u8; 96],
+    line: Fixed<96>,
 }
 
 impl HeadCache {
@@ -23,8 +22,7 @@ impl HeadCache {
             until: None,
             status: 0,
             minor: 0,
-            len: 0,
-            line: [0; 96],
+            line: Fixed::new(),
         }
     }
 
@@ -33,7 +31,8 @@ impl HeadCache {
         let stale = self.until.is_none_or(|u| now >= u);
         if stale || self.status != status || self.minor != minor {
             let (d, until) = date::http_date_until(now);
-            let mut w = Fixed::<96>::new();
+            let w = &mut self.line;
+            *w = Fixed::new();
             w.put(if minor == 0 {
                 b"HTTP/1.0 "
             } else {
@@ -45,20 +44,18 @@ impl HeadCache {
             w.put(b"\r\nDate: ");
             w.put(&d);
             w.put(b"\r\n");
-            self.line = w.buf;
-            self.len = w.n;
             self.until = Some(until);
             self.status = status;
             self.minor = minor;
         }
-        &self.line[..self.len]
+        self.line.bytes()
     }
 }
 
 /// A fixed-size buffer for short, bounded pieces of a head.
 pub(crate) struct Fixed<const N: usize> {
-    pub(crate) buf: [u8; N],
-    pub(crate) n: usize,
+    buf: [u8; N],
+    n: usize,
 }
 
 impl<const N: usize> Fixed<N> {
@@ -72,6 +69,7 @@ impl<const N: usize> Fixed<N> {
         self.n += b.len();
     }
 
+    /// What was appended.
     pub(crate) fn bytes(&self) -> &[u8] {
         &self.buf[..self.n]
     }
