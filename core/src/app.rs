@@ -621,34 +621,44 @@ pub struct Response {
 }
 
 /// RFC 9110 tchar, as a table: header names are checked on every `header` call.
-const TCHAR: [bool; 256] = {
-    let mut t = [false; 256];
+/// Byte classes for response header checks: `TCHAR` (RFC 9110 token) and `VCHAR` (allowed
+/// in a field value: visible ASCII, space, tab and obs-text).
+const CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
     let mut c = 0;
     while c < 256 {
         let b = c as u8;
-        t[c] = b.is_ascii_alphanumeric();
+        if b.is_ascii_alphanumeric() {
+            t[c] |= TCHAR;
+        }
+        if b == b'\t' || (b >= 0x20 && b != 0x7f) {
+            t[c] |= VCHAR;
+        }
         c += 1;
     }
     let extra = b"!#$%&'*+-.^_`|~";
     let mut i = 0;
     while i < extra.len() {
-        t[extra[i] as usize] = true;
+        t[extra[i] as usize] |= TCHAR;
         i += 1;
     }
     t
 };
+const TCHAR: u8 = 1;
+const VCHAR: u8 = 2;
 
-// The checks below scan without an early exit: names and values are short, and a fold
-// compiles to vector-wide steps.
+/// Whether every byte of `s` is in `class` (one table lookup per byte, no early exit:
+/// names and values are short).
+fn all_in(s: &[u8], class: u8) -> bool {
+    s.iter().fold(class, |acc, &c| acc & CLASS[usize::from(c)]) != 0
+}
 
 fn valid_token(s: &[u8]) -> bool {
-    !s.is_empty() && s.iter().fold(true, |ok, &c| ok & TCHAR[usize::from(c)])
+    !s.is_empty() && all_in(s, TCHAR)
 }
 
 fn valid_value(s: &[u8]) -> bool {
-    s.iter().fold(true, |ok, &c| {
-        ok & ((c == b'\t') | ((c >= 0x20) & (c != 0x7f)))
-    })
+    all_in(s, VCHAR)
 }
 
 /// Whether the token `name` equals `lower` (lowercase letters and '-') ignoring case.
@@ -945,3 +955,46 @@ impl Drop for Completion {
 /// A request handler: called on the loop's thread when a request head is complete, with the
 /// loop (to arm timers, watch fds, post work).
 pub type HandlerFn = Rc<dyn Fn(&mut Loop, &mut Request, Response)>;
+
+#[cfg(test)]
+mod tests {
+    use super::{token_is, valid_token, valid_value};
+
+    #[test]
+    fn header_names_are_tokens() {
+        assert!(valid_token(b"Content-Type"));
+        assert!(valid_token(b"x!#$%&'*+-.^_`|~09AZaz"));
+        assert!(!valid_token(b""));
+        for bad in [
+            &b"a b"[..],
+            b"a:b",
+            b"a\r",
+            b"a\n",
+            b"a\0",
+            b"a\x7f",
+            b"\xc3\xa9",
+            b"(a)",
+        ] {
+            assert!(!valid_token(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn header_values_refuse_controls_only() {
+        assert!(valid_value(b""));
+        assert!(valid_value(b"text/plain; charset=utf-8"));
+        assert!(valid_value(b"a\tb c"));
+        assert!(valid_value(b"caf\xc3\xa9 \x80\xff"));
+        for bad in [&b"a\r\nb"[..], b"a\nb", b"a\0", b"\x7f", b"\x1f", b"ok\x01"] {
+            assert!(!valid_value(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn managed_names_match_in_any_case() {
+        assert!(token_is(b"CONTENT-length", b"content-length"));
+        assert!(token_is(b"Date", b"date"));
+        assert!(!token_is(b"Dates", b"date"));
+        assert!(!token_is(b"Dat\r", b"date"));
+    }
+}

@@ -581,7 +581,7 @@ unsafe fn str_getter(
     req: *mut myriad_req_t,
     out: *mut *const c_char,
     len: *mut usize,
-    get: fn(&Request) -> &str,
+    get: impl for<'a> Fn(&'a Request) -> &'a str,
 ) -> c_int {
     with_req(req, |r| {
         // SAFETY: the bytes live in the request's storage until it is finished.

@@ -9,8 +9,8 @@ use super::chunked::{self, ChunkError, Decoder};
 use super::head::Fixed;
 use super::parse::{self, BodyKind, Limits};
 use super::reason;
-use crate::app::{Body, Ctx, ExId, Phase, PieceRef, Protocol as Proto, Response};
-use crate::net::{Io, Protocol};
+use crate::app::{Body, Ctx, ExId, Phase, Piece, PieceRef, Protocol as Proto, Response};
+use crate::net::{Io, Protocol, SMALL_STATIC};
 use crate::reactor::{Loop, Token};
 use crate::server::{finish_drain, Shared};
 
@@ -42,6 +42,17 @@ enum Timer {
 }
 
 // Flags.
+/// What a response head says (see [`HttpConn::write_head`]).
+struct Head<'a> {
+    status: u16,
+    /// The user's header lines, CRLF-terminated.
+    hdrs: &'a [u8],
+    /// Whether the response is finished (its length known).
+    done: bool,
+    /// Body length, when `done`.
+    len: u64,
+}
+
 const KEEP_ALIVE: u16 = 1;
 const IS_HEAD: u16 = 2;
 const HEAD_SENT: u16 = 4;
@@ -379,7 +390,26 @@ impl HttpConn {
                 if e.phase == Phase::Open && !e.flush {
                     return false;
                 }
-                self.write_head(io, e.status, &e.hdrs, e.phase == Phase::Done, e.body_len);
+                let done = e.phase == Phase::Done;
+                // A finished response whose body is one copied or small static piece goes
+                // out with its head in one copy.
+                let inline: Option<&[u8]> = match (done, e.pieces.as_slice()) {
+                    (true, []) => Some(&[]),
+                    (true, [Piece::Copied(n)]) => Some(&e.bytes[..*n]),
+                    (true, [Piece::Static(s)]) if s.len() <= SMALL_STATIC => Some(s),
+                    _ => None,
+                };
+                let head = Head {
+                    status: e.status,
+                    hdrs: &e.hdrs,
+                    done,
+                    len: e.body_len,
+                };
+                self.write_head(io, head, inline.unwrap_or_default());
+                if inline.is_some() {
+                    e.pieces.clear();
+                    e.bytes.clear();
+                }
             }
             let no_body = self.has(NO_BODY);
             let chunked = self.has(CHUNKED_OUT);
@@ -423,7 +453,15 @@ impl HttpConn {
         r.unwrap_or(false)
     }
 
-    fn write_head(&mut self, io: &mut Io<'_>, status: u16, hdrs: &[u8], done: bool, len: u64) {
+    /// Writes the response head, followed by `body` (the whole body of a finished response,
+    /// or empty) unless the response has none.
+    fn write_head(&mut self, io: &mut Io<'_>, head: Head<'_>, body: &[u8]) {
+        let Head {
+            status,
+            hdrs,
+            done,
+            len,
+        } = head;
         let no_body = self.has(IS_HEAD) || status == 204 || status == 304 || status < 200;
         self.set(NO_BODY, no_body);
         // The framing: at most 38 (Content-Length) + 24 (Connection) + 2 bytes.
@@ -455,7 +493,8 @@ impl HttpConn {
         self.set(HEAD_SENT, true);
         let mut cache = self.sh.head.borrow_mut();
         let prefix = cache.prefix(io.now(), self.minor, status);
-        io.write_parts(&[prefix, hdrs, t.bytes()]);
+        let body = if no_body { &[][..] } else { body };
+        io.write_parts(&[prefix, hdrs, t.bytes(), body]);
     }
 
     /// Finishes the current exchange if its response is complete and its body read.

@@ -8,6 +8,7 @@
 use std::any::Any;
 use std::collections::VecDeque;
 use std::io;
+use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
@@ -17,6 +18,10 @@ use crate::sys::{Interest, Ready};
 
 /// Most iovecs handed to one `sendmsg`.
 const MAX_IOV: usize = 64;
+
+/// Static output up to this size is copied into the output block rather than queued as a
+/// piece of its own (cheaper than another iovec).
+pub(crate) const SMALL_STATIC: usize = 1024;
 /// Read/process rounds per event before yielding to other sources.
 const MAX_ROUNDS: usize = 8;
 
@@ -469,7 +474,7 @@ impl Io<'_> {
         if self.st.refuses_output() || bytes.is_empty() {
             return;
         }
-        if bytes.len() <= 1024 && self.out.tail_room() >= bytes.len() {
+        if bytes.len() <= SMALL_STATIC && self.out.tail_room() >= bytes.len() {
             self.out.copy(self.lp, bytes);
         } else {
             self.out.push(self.lp, Chunk::Static(bytes));
@@ -664,10 +669,9 @@ impl<P: Protocol> Conn<P> {
     /// that batches sends, queues that one send for the loop's next wait instead.
     fn flush(&mut self, lp: &mut Loop) -> io::Result<()> {
         while self.out.len() > 0 && self.st.has(CAN_WRITE) && !self.st.has(SENDING) {
-            let mut iov = [libc::iovec {
-                iov_base: std::ptr::null_mut(),
-                iov_len: 0,
-            }; MAX_IOV];
+            // Uninitialised: zeroing 1 KiB of iovecs cost more than the usual one or two
+            // pieces they describe.
+            let mut slots = [const { MaybeUninit::<libc::iovec>::uninit() }; MAX_IOV];
             let mut n_iov = 0;
             let mut total = 0;
             for c in self.out.chunks() {
@@ -675,22 +679,26 @@ impl<P: Protocol> Conn<P> {
                 if b.is_empty() {
                     continue;
                 }
-                iov[n_iov] = libc::iovec {
+                slots[n_iov].write(libc::iovec {
                     iov_base: b.as_ptr() as *mut libc::c_void,
                     iov_len: b.len(),
-                };
+                });
                 total += b.len();
                 n_iov += 1;
                 if n_iov == MAX_IOV {
                     break;
                 }
             }
+            // SAFETY: the first `n_iov` slots were written just above; MaybeUninit<T> has
+            // T's layout.
+            let iov: &mut [libc::iovec] =
+                unsafe { std::slice::from_raw_parts_mut(slots.as_mut_ptr().cast(), n_iov) };
             lp.stats.write += 1;
             let fd = self.fd.as_raw_fd();
             if lp.batch_sends {
                 // The chunks stay put until the completion: output only grows at the back,
                 // and `consume`/`clear` wait for `sent`.
-                lp.queue_send(self.st.token, fd, &iov[..n_iov]);
+                lp.queue_send(self.st.token, fd, iov);
                 self.st.set(SENDING, true);
                 self.st.sending = total.min(u32::MAX as usize) as u32;
                 return Ok(());

@@ -7,6 +7,7 @@ mod listener;
 pub(crate) mod pool;
 
 pub use addr::{Addr, AddrError, PeerAddr};
+pub(crate) use conn::SMALL_STATIC;
 pub use conn::{ConnOptions, Io, Protocol};
 pub use connect::{ResolveFn, ResolveId, Target};
 pub(crate) use listener::local_addr;
