@@ -154,6 +154,9 @@ typedef struct myriad_loop_t myriad_loop_t;
 
 // A request and its response (opaque). Valid from the handler call until
 // myriad_req_finish (or myriad_req_send / myriad_req_send_async), which frees it.
+// Using it after that is a bug the library catches only for a while: a finished handle
+// is usually kept for reuse, and until it is reused (never within the next 64 requests
+// of the same server and loop) every call on it returns MYRIAD_EGONE.
 typedef struct myriad_req_t myriad_req_t;
 
 // A server (opaque): listeners, threads, limits and a handler. Configure, then start on a

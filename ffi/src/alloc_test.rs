@@ -1,10 +1,12 @@
 //! The C ABI's request path allocates nothing once warmed up: a counting global allocator
 //! (this crate's unit-test binary only) counts the loop thread's allocations while a C-style
-//! handler answers keep-alive requests through the exported functions.
+//! handler answers keep-alive requests through the exported functions. Also here, since it
+//! needs the same harness: pooled handles are not reused right after their finish.
 
 use std::ffi::{c_char, c_void};
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -54,7 +56,14 @@ fn exchange(s: &mut TcpStream, n: usize) {
     }
 }
 
-fn serve_counting(backend: &str) -> (u64, u64) {
+/// Serves with `handler` on `backend`; sends `warm` requests, then `n` counted ones.
+/// Returns the allocations seen during the warm-up and during the counted requests.
+fn serve_counting(
+    backend: &str,
+    handler: unsafe extern "C" fn(*mut myriad_req_t, *mut c_void),
+    warm: usize,
+    n: usize,
+) -> (u64, u64) {
     let (tx, rx) = mpsc::channel();
     let backend = backend.to_string();
     let t = std::thread::spawn(move || {
@@ -70,7 +79,7 @@ fn serve_counting(backend: &str) -> (u64, u64) {
                 myriad_server_listen(srv, MYRIAD_HTTP, a.as_ptr().cast(), a.len()),
                 0
             );
-            let rc = myriad_server_set_handler(srv, Some(hello), std::ptr::null_mut(), None);
+            let rc = myriad_server_set_handler(srv, Some(handler), std::ptr::null_mut(), None);
             assert_eq!(rc, MYRIAD_OK);
             assert_eq!(myriad_server_start(srv, lp), MYRIAD_OK);
             let mut addr = [0 as c_char; 128];
@@ -89,9 +98,9 @@ fn serve_counting(backend: &str) -> (u64, u64) {
     let (addr, lp) = rx.recv().unwrap();
     let mut s = TcpStream::connect(&addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    exchange(&mut s, 200);
+    exchange(&mut s, warm);
     let before = counting::allocs();
-    exchange(&mut s, 1000);
+    exchange(&mut s, n);
     let after = counting::allocs();
     drop(s);
     // SAFETY: the loop is alive until its thread returns; stop is thread-safe.
@@ -104,8 +113,52 @@ fn serve_counting(backend: &str) -> (u64, u64) {
 #[test]
 fn c_handler_requests_make_zero_allocations_after_warm_up() {
     for backend in ["epoll", "io_uring"] {
-        let (warm, n) = serve_counting(backend);
+        let (warm, n) = serve_counting(backend, hello, 200, 1000);
         assert!(warm > 0, "{backend}: the counter saw the warm-up");
         assert_eq!(n, 0, "{backend}: allocations over 1000 warmed-up requests");
     }
+}
+
+/// The first request's handle, and what using it in later requests returned.
+static FIRST: AtomicUsize = AtomicUsize::new(0);
+static PROBES: AtomicUsize = AtomicUsize::new(0);
+static PROBE_NOT_GONE: AtomicI32 = AtomicI32::new(0);
+
+/// Answers like `hello`; from the second request on, first calls an accessor on the first
+/// request's handle, finished since (a C bug the pool must not turn into acting on this
+/// request).
+unsafe extern "C" fn stale_probe(req: *mut myriad_req_t, ud: *mut c_void) {
+    let first = FIRST.load(Ordering::Relaxed);
+    if first == 0 {
+        FIRST.store(req as usize, Ordering::Relaxed);
+    } else {
+        PROBES.fetch_add(1, Ordering::Relaxed);
+        let (mut m, mut ml) = (std::ptr::null(), 0);
+        // SAFETY: the stale handle's memory is kept by the server's pool (this is the
+        // behaviour under test); only the pool's bookkeeping is read.
+        let rc = unsafe { myriad_req_method(first as *mut myriad_req_t, &mut m, &mut ml) };
+        if rc != MYRIAD_EGONE {
+            PROBE_NOT_GONE.store(if rc == 0 { 1 } else { rc }, Ordering::Relaxed);
+        }
+    }
+    // SAFETY: forwarded.
+    unsafe { hello(req, ud) }
+}
+
+#[test]
+fn finished_handles_wait_before_reuse() {
+    // One connection, one request at a time: each handle is finished before the next
+    // request starts, so reusing the latest freed one would hand out the first request's
+    // handle again at once.
+    serve_counting("epoll", stale_probe, 1, 50);
+    assert_eq!(
+        PROBES.load(Ordering::Relaxed),
+        50,
+        "every later request probed"
+    );
+    assert_eq!(
+        PROBE_NOT_GONE.load(Ordering::Relaxed),
+        0,
+        "a finished handle answered other than MYRIAD_EGONE within 50 requests"
+    );
 }

@@ -1,6 +1,7 @@
 //! Servers (HTTP and FastCGI listeners, threads, limits) and the request/response handle.
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::ffi::{c_char, c_int, c_void};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -48,6 +49,9 @@ pub const MYRIAD_BODY_ABORTED: c_int = 2;
 
 /// A request and its response (opaque). Valid from the handler call until
 /// myriad_req_finish (or myriad_req_send / myriad_req_send_async), which frees it.
+/// Using it after that is a bug the library catches only for a while: a finished handle
+/// is usually kept for reuse, and until it is reused (never within the next 64 requests
+/// of the same server and loop) every call on it returns MYRIAD_EGONE.
 pub struct myriad_req_t {
     req: *mut Request,
     res: Option<Response>,
@@ -65,11 +69,17 @@ pub struct myriad_req_t {
     pool: std::rc::Weak<ReqPool>,
 }
 
-/// Finished request handles kept for reuse by one server on one loop.
-type ReqPool = RefCell<Vec<Box<myriad_req_t>>>;
+/// Finished request handles kept for reuse by one server on one loop, oldest first.
+type ReqPool = RefCell<VecDeque<Box<myriad_req_t>>>;
 
 /// Most finished handles a server keeps.
 const REQ_POOL_MAX: usize = 256;
+
+/// Finished handles that wait before reuse: the oldest is taken only when more than this
+/// many are free. A handle used after its finish (a C bug) then fails with MYRIAD_EGONE for
+/// at least this many later requests instead of acting on the very next one, as reuse of
+/// the latest freed handle would. Costs under 10 KB per server and loop.
+const REQ_QUARANTINE: usize = 64;
 
 impl myriad_req_t {
     /// The flag callbacks check before using the handle (see `alive`).
@@ -101,7 +111,7 @@ unsafe fn release_req(r: *mut myriad_req_t) {
     if let Some(pool) = b.pool.upgrade() {
         let mut free = pool.borrow_mut();
         if free.len() < REQ_POOL_MAX {
-            free.push(b);
+            free.push_back(b);
         }
     }
 }
@@ -306,9 +316,16 @@ fn make_server(
     h: Arc<CHandler>,
 ) -> Server {
     let handle = l.handle();
-    let pool: Rc<ReqPool> = Rc::new(RefCell::new(Vec::new()));
+    let pool: Rc<ReqPool> = Rc::new(RefCell::new(VecDeque::new()));
     l.server(opts, move |l, req, res| {
-        let reused = pool.borrow_mut().pop();
+        let reused = {
+            let mut free = pool.borrow_mut();
+            if free.len() > REQ_QUARANTINE {
+                free.pop_front()
+            } else {
+                None
+            }
+        };
         let b = match reused {
             Some(mut b) => {
                 b.req = req as *mut Request;
