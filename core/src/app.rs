@@ -620,7 +620,6 @@ pub struct Response {
     pub(crate) done: bool,
 }
 
-/// RFC 9110 tchar, as a table: header names are checked on every `header` call.
 /// Byte classes for response header checks: `TCHAR` (RFC 9110 token) and `VCHAR` (allowed
 /// in a field value: visible ASCII, space, tab and obs-text).
 const CLASS: [u8; 256] = {
@@ -644,7 +643,9 @@ const CLASS: [u8; 256] = {
     }
     t
 };
+/// An RFC 9110 tchar (header names are checked on every `header` call).
 const TCHAR: u8 = 1;
+/// A byte allowed in a field value.
 const VCHAR: u8 = 2;
 
 /// Whether every byte of `s` is in `class` (one table lookup per byte, no early exit:

@@ -41,7 +41,6 @@ enum Timer {
     Write,
 }
 
-// Flags.
 /// What a response head says (see [`HttpConn::write_head`]).
 struct Head<'a> {
     status: u16,
@@ -53,6 +52,7 @@ struct Head<'a> {
     len: u64,
 }
 
+// Flags.
 const KEEP_ALIVE: u16 = 1;
 const IS_HEAD: u16 = 2;
 const HEAD_SENT: u16 = 4;

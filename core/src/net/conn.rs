@@ -22,6 +22,7 @@ const MAX_IOV: usize = 64;
 /// Static output up to this size is copied into the output block rather than queued as a
 /// piece of its own (cheaper than another iovec).
 pub(crate) const SMALL_STATIC: usize = 1024;
+
 /// Read/process rounds per event before yielding to other sources.
 const MAX_ROUNDS: usize = 8;
 
