@@ -202,6 +202,9 @@ typedef struct myriad_stats_t {
   uint64_t wakeups;
   // Connections accepted.
   uint64_t accepted;
+  // Connection input received by the backend itself (io_uring receive completions, no
+  // syscall of their own).
+  uint64_t received;
 } myriad_stats_t;
 
 // Request handler: called on a loop thread for each request. With several threads it is

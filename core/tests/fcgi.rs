@@ -250,7 +250,10 @@ fn with_keep_conn_a_request_costs_one_read_and_one_write() {
     }
     let after = s.stats();
     assert_eq!(
-        (after.read - before.read, after.write - before.write),
+        (
+            after.read + after.received - before.read - before.received,
+            after.write - before.write
+        ),
         (50, 50),
         "{before:?} -> {after:?}"
     );

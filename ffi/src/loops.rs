@@ -449,6 +449,9 @@ pub struct myriad_stats_t {
     pub wakeups: u64,
     /// Connections accepted.
     pub accepted: u64,
+    /// Connection input received by the backend itself (io_uring receive completions, no
+    /// syscall of their own).
+    pub received: u64,
 }
 
 /// Copies the loop's counters into `*out`. Loop thread. Errors: MYRIAD_EINVAL.
@@ -474,6 +477,7 @@ pub unsafe extern "C" fn myriad_loop_stats(
                 other: s.other,
                 wakeups: s.wakeups,
                 accepted: s.accepted,
+                received: s.received,
             };
             MYRIAD_OK
         })

@@ -326,6 +326,25 @@ impl In {
         self.start = 0;
         self.end = 0;
     }
+    /// Appends `data`, growing the buffer as needed (received input cannot be refused).
+    fn append(&mut self, lp: &mut Loop, data: &[u8]) {
+        let buf = self.buf.get_or_insert_with(|| lp.pool.get());
+        let n = data.len();
+        if buf.len() - (self.end as usize) < n && self.start > 0 {
+            buf.copy_within(self.start as usize..self.end as usize, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        let e = self.end as usize;
+        if buf.len() - e < n {
+            let mut bigger = vec![0u8; (buf.len() * 2).max(e + n)].into_boxed_slice();
+            bigger[..e].copy_from_slice(&buf[..e]);
+            let old = std::mem::replace(buf, bigger);
+            lp.pool.replaced(old);
+        }
+        buf[e..e + n].copy_from_slice(data);
+        self.end += n as u32;
+    }
     /// Makes room to read into; returns false when the buffer is at `max` and full.
     fn make_room(&mut self, lp: &mut Loop, max: usize) -> bool {
         let Some(buf) = self.buf.as_mut() else {
@@ -348,7 +367,7 @@ impl In {
         let e = self.end as usize;
         bigger[..e].copy_from_slice(&buf[..e]);
         let old = std::mem::replace(buf, bigger);
-        lp.pool.put(old);
+        lp.pool.replaced(old);
         true
     }
 }
@@ -416,6 +435,13 @@ const WRITE_WATCHED: u32 = 1 << 16;
 /// A send is queued on the backend (io_uring) or in flight: the output's first
 /// `State::sending` bytes belong to the kernel until [`Source::sent`].
 const SENDING: u32 = 1 << 17;
+/// Input comes from the backend's own receives ([`Source::received`]), never from `recv`
+/// calls here; readability is not reported.
+const RING_RECV: u32 = 1 << 18;
+/// The backend was last told to receive (with `RING_RECV`).
+const RECV_ON: u32 = 1 << 19;
+/// Received input waits in the buffer, not offered while reading is paused.
+const HELD: u32 = 1 << 20;
 
 /// Connection flags and bookkeeping visible to the protocol through [`Io`].
 pub(crate) struct State {
@@ -599,11 +625,21 @@ impl<P: Protocol> Conn<P> {
 
     /// Offers buffered input to the protocol until it stops consuming.
     fn process(&mut self, lp: &mut Loop) {
-        while self.input.len() > 0 && !self.st.has(ABORT) && !self.st.has(CLOSING) {
+        self.process_upto(lp, usize::MAX);
+    }
+
+    /// [`Conn::process`], offering about `limit` bytes: the window is cut at `limit`
+    /// unless the protocol takes nothing of it (it may need more to make progress).
+    /// Returns the bytes consumed.
+    fn process_upto(&mut self, lp: &mut Loop, limit: usize) -> usize {
+        let mut total = 0;
+        let mut cap = limit;
+        while self.input.len() > 0 && total < limit && !self.st.has(ABORT | CLOSING) {
             let Some(buf) = self.input.buf.as_ref() else {
                 break;
             };
-            let data = &buf[self.input.window()];
+            let w = self.input.window();
+            let data = &buf[w.start..w.end.min(w.start.saturating_add(cap))];
             let mut io = Io {
                 lp,
                 out: &mut self.out,
@@ -611,16 +647,19 @@ impl<P: Protocol> Conn<P> {
             };
             let n = self.proto.on_data(&mut io, data).min(data.len());
             self.input.start += n as u32;
+            total += n;
             if n > 0 {
                 self.st.set(INPUT_FULL, false);
-            }
-            if n == 0 {
+            } else if data.len() < w.len() {
+                cap = usize::MAX;
+            } else {
                 break;
             }
         }
         if self.input.len() == 0 {
             self.input.release(lp);
         }
+        total
     }
 
     fn read(&mut self, lp: &mut Loop) -> io::Result<()> {
@@ -765,7 +804,32 @@ impl<P: Protocol> Conn<P> {
         self.st.set(CAN_WRITE, false);
         if !self.st.has(WRITE_WATCHED) {
             self.st.set(WRITE_WATCHED, true);
-            lp.reregister(self.fd.as_raw_fd(), self.st.token, Interest::SOCKET);
+            let interest = if self.st.has(RING_RECV) {
+                Interest::SOCKET | Interest::RECV
+            } else {
+                Interest::SOCKET
+            };
+            lp.reregister(self.fd.as_raw_fd(), self.st.token, interest);
+        }
+    }
+
+    /// Tells the protocol about EOF once its input before it was offered.
+    fn tell_eof(&mut self, lp: &mut Loop) {
+        if self.st.has(EOF) && !self.st.has(EOF_TOLD) && !self.st.has(ABORT) {
+            self.st.set(EOF_TOLD, true);
+            let (proto, out, st) = self.io_parts();
+            proto.on_eof(&mut Io { lp, out, st });
+        }
+    }
+
+    /// With `RING_RECV`: tells the backend to receive or not, as reading is wanted or
+    /// paused (input still arriving from a receive being cancelled is kept).
+    fn sync_recv(&mut self, lp: &mut Loop) {
+        let paused = self.st.has(PAUSED_BY_PROTO | INPUT_FULL | PAUSED_BY_OUTPUT);
+        let want = !self.st.has(EOF) && (self.st.has(LINGERING) || !paused);
+        if want != self.st.has(RECV_ON) {
+            self.st.set(RECV_ON, want);
+            lp.recv_ctl(self.fd.as_raw_fd(), self.st.token, want);
         }
     }
 
@@ -816,6 +880,10 @@ impl<P: Protocol> Conn<P> {
 
     /// Reads and discards while lingering; returns true when done.
     fn linger_read(&mut self, lp: &mut Loop) -> bool {
+        if self.st.has(RING_RECV) {
+            // `received` discards what arrives; done at EOF.
+            return self.st.has(EOF);
+        }
         let mut sink = [0u8; 4096];
         for _ in 0..16 {
             if !self.st.has(CAN_READ) {
@@ -876,6 +944,14 @@ impl<P: Protocol> Conn<P> {
     }
 
     fn drive(&mut self, lp: &mut Loop, kicked: bool) -> Next {
+        let next = self.drive_io(lp, kicked);
+        if self.st.has(RING_RECV) && next != Next::Remove {
+            self.sync_recv(lp);
+        }
+        next
+    }
+
+    fn drive_io(&mut self, lp: &mut Loop, kicked: bool) -> Next {
         if self.st.has(CONNECTING) {
             // Nothing can be read or written yet; an abort takes effect now, a close once
             // connected and flushed.
@@ -895,7 +971,10 @@ impl<P: Protocol> Conn<P> {
         if kicked {
             let (proto, out, st) = self.io_parts();
             proto.on_wake(&mut Io { lp, out, st });
-            self.process(lp);
+            if !self.st.has(HELD) {
+                // (Held input is offered below, a window at a time.)
+                self.process(lp);
+            }
         }
         let mut rounds = 0;
         loop {
@@ -955,6 +1034,23 @@ impl<P: Protocol> Conn<P> {
             } else if self.out.len() <= self.st.opts.low_water as usize {
                 self.st.set(PAUSED_BY_OUTPUT, false);
             }
+            if self.st.has(RING_RECV) {
+                // Input arrives through `received`; what came while reading was paused is
+                // offered once it resumes, a read's worth per round as if it were read
+                // now, so that output above the high mark pauses it again.
+                if !self.st.has(HELD) || self.st.has(PAUSED_BY_PROTO | PAUSED_BY_OUTPUT) {
+                    break;
+                }
+                if rounds == MAX_ROUNDS {
+                    return Next::Again;
+                }
+                rounds += 1;
+                if self.process_upto(lp, lp.pool.block_size()) == 0 || self.input.len() == 0 {
+                    self.st.set(HELD, false);
+                    self.tell_eof(lp);
+                }
+                continue;
+            }
             if !self.st.has(CAN_READ)
                 || self.st.has(EOF)
                 || self.st.has(PAUSED_BY_PROTO)
@@ -971,11 +1067,7 @@ impl<P: Protocol> Conn<P> {
                 return self.fail(e);
             }
             self.process(lp);
-            if self.st.has(EOF) && !self.st.has(EOF_TOLD) && !self.st.has(ABORT) {
-                self.st.set(EOF_TOLD, true);
-                let (proto, out, st) = self.io_parts();
-                proto.on_eof(&mut Io { lp, out, st });
-            }
+            self.tell_eof(lp);
         }
         if self.input.len() == 0 {
             self.input.release(lp);
@@ -986,7 +1078,11 @@ impl<P: Protocol> Conn<P> {
 
 impl<P: Protocol> Source for Conn<P> {
     fn ready(&mut self, lp: &mut Loop, _token: Token, ready: Ready) -> Next {
-        if ready.intersects(Ready::READABLE | Ready::READ_CLOSED | Ready::HUP | Ready::ERROR) {
+        // With RING_RECV a read here could overtake input already received and not yet
+        // handed over: EOF and errors come through the receive instead.
+        if ready.intersects(Ready::READABLE | Ready::READ_CLOSED | Ready::HUP | Ready::ERROR)
+            && !self.st.has(RING_RECV)
+        {
             self.st.set(CAN_READ, true);
         }
         if ready.intersects(Ready::WRITABLE | Ready::HUP | Ready::ERROR) {
@@ -1009,6 +1105,32 @@ impl<P: Protocol> Source for Conn<P> {
     fn sent(&mut self, lp: &mut Loop, _token: Token, res: i32) -> Next {
         if let Err(e) = self.send_done(lp, res) {
             return self.fail(e);
+        }
+        self.drive(lp, false)
+    }
+
+    fn received(&mut self, lp: &mut Loop, _token: Token, res: i32, data: &[u8]) -> Next {
+        if res < 0 {
+            return self.fail(io::Error::from_raw_os_error(-res));
+        }
+        log::trace!("received(fd {}) = {res}", self.fd.as_raw_fd());
+        if res == 0 {
+            self.st.set(EOF, true);
+            self.st.set(PEER_CLOSED, true);
+        } else if !self.st.has(CLOSING | LINGERING) {
+            // (A closing connection reads no more requests: what arrives is dropped.)
+            self.input.append(lp, data);
+            if self.input.len() >= self.st.opts.max_input as usize {
+                self.st.set(INPUT_FULL, true);
+            }
+        }
+        if self.st.has(PAUSED_BY_PROTO | PAUSED_BY_OUTPUT) {
+            // From a receive not yet cancelled: offered once reading resumes (see
+            // `drive_io`), or the output would grow by all it brings.
+            self.st.set(HELD, true);
+        } else if !self.st.has(LINGERING) {
+            self.process(lp);
+            self.tell_eof(lp);
         }
         self.drive(lp, false)
     }
@@ -1081,6 +1203,12 @@ impl Loop {
         // A connect in progress reports its completion as writability.
         let (interest, flags) = if flags & CONNECTING != 0 {
             (Interest::SOCKET, flags | WRITE_WATCHED)
+        } else if self.ring_recv {
+            // The backend receives from the start; see `RING_RECV`.
+            (
+                Interest::SOCKET_READ | Interest::RECV,
+                flags | RING_RECV | RECV_ON,
+            )
         } else {
             (Interest::SOCKET_READ, flags)
         };

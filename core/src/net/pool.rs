@@ -62,6 +62,11 @@ impl BufPool {
         }
     }
 
+    /// The size of a block.
+    pub(crate) fn block_size(&self) -> usize {
+        self.size
+    }
+
     /// A block of `block_size()` bytes (contents unspecified).
     pub(crate) fn get(&mut self) -> Box<[u8]> {
         self.out += 1;
@@ -80,6 +85,12 @@ impl BufPool {
     /// Returns a block (one of another size is freed).
     pub(crate) fn put(&mut self, b: Box<[u8]>) {
         self.out = self.out.saturating_sub(1);
+        self.replaced(b);
+    }
+
+    /// Takes back the block a holder just replaced with a larger buffer, which it still
+    /// holds in its place (and returns with `put`): the count of blocks out stays.
+    pub(crate) fn replaced(&mut self, b: Box<[u8]>) {
         if b.len() == self.size {
             self.free.push(b);
         }

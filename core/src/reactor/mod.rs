@@ -64,6 +64,9 @@ pub struct Stats {
     pub ctl: u64,
     /// Reads (`read`/`recv`), including signalfd reads.
     pub read: u64,
+    /// Connection input the backend received itself (io_uring receive completions, no
+    /// syscall of their own), counted like reads.
+    pub received: u64,
     /// Writes on connections: `send`/`sendmsg` calls, or on io_uring sends submitted by
     /// the next wait (no syscall of their own).
     pub write: u64,
@@ -99,6 +102,11 @@ pub(crate) trait Source: Any {
     /// A send the source queued with [`Loop::queue_send`] completed: `res` bytes were sent,
     /// or `res` is a negated errno.
     fn sent(&mut self, _lp: &mut Loop, _token: Token, _res: i32) -> Next {
+        Next::Keep
+    }
+    /// The backend received input for the source (registered with `Interest::RECV`):
+    /// `data` (`res` bytes), EOF (`res` 0) or a negated errno.
+    fn received(&mut self, _lp: &mut Loop, _token: Token, _res: i32, _data: &[u8]) -> Next {
         Next::Keep
     }
     /// The source is being removed (or the loop dropped): release fds and tell the owner.
@@ -161,6 +169,8 @@ pub struct Loop {
     kicks_spare: Vec<Token>,
     /// The backend takes sends ([`Loop::queue_send`]) into its next wait.
     pub(crate) batch_sends: bool,
+    /// The backend receives connections' input itself ([`Loop::recv_ctl`]).
+    pub(crate) ring_recv: bool,
     /// What closed sources left with a send in flight, kept until its completion.
     orphans: Vec<(u64, crate::net::conn::Out)>,
 }
@@ -178,6 +188,7 @@ impl Loop {
     pub fn with_backend(name: &str) -> io::Result<Loop> {
         let backend = sys::new_backend(name)?;
         let batch_sends = backend.batches_sends();
+        let ring_recv = backend.receives();
         let shared = Arc::new(wake::Shared::new()?);
         let mut lp = Loop {
             backend,
@@ -206,6 +217,7 @@ impl Loop {
             kicks: Rc::default(),
             kicks_spare: Vec::new(),
             batch_sends,
+            ring_recv,
             orphans: Vec::new(),
         };
         let efd = lp.shared.fd();
@@ -243,6 +255,13 @@ impl Loop {
         } else {
             self.timers.ns(Instant::now())
         }
+    }
+
+    /// Whether the backend receives connections' input itself (io_uring on Linux 6.0 or
+    /// later, unless `MYRIAD_URING_RECV=0`): [`Stats::received`] then counts what
+    /// [`Stats::read`] counts otherwise.
+    pub fn backend_receives(&self) -> bool {
+        self.ring_recv
     }
 
     /// A snapshot of the loop's counters.
@@ -423,6 +442,46 @@ impl Loop {
         self.orphans.push((token.0, bufs));
     }
 
+    /// Starts (true) or stops (false) the backend's receiving for source `token`, registered
+    /// with `Interest::RECV`, at the next wait (see [`Loop::ring_recv`]).
+    pub(crate) fn recv_ctl(&mut self, fd: RawFd, token: Token, on: bool) {
+        // Only the last word counts: one still queued is updated in place.
+        if let Some(c) =
+            (self.changes.iter_mut()).find(|c| c.token == token.0 && matches!(c.op, Op::Recv(_)))
+        {
+            c.op = Op::Recv(on);
+            return;
+        }
+        self.changes.push(Change {
+            fd,
+            token: token.0,
+            op: Op::Recv(on),
+        });
+    }
+
+    /// Hands input the backend received to its source, then gives the buffer back (also
+    /// when the source is gone).
+    fn dispatch_received(&mut self, token: Token, res: i32, buf: u32) {
+        self.stats.received += 1;
+        let data: &[u8] = if res > 0 {
+            // SAFETY: the backend filled `res` bytes of buffer `buf` (at most its size) and
+            // neither it nor the kernel touches them until `recv_done` below; the mapping
+            // lives as long as the backend.
+            unsafe { std::slice::from_raw_parts(self.backend.recv_buf(buf), res as usize) }
+        } else {
+            &[]
+        };
+        if let Some(i) = self.slot_of(token) {
+            if let Some(mut src) = self.slots[i].src.take() {
+                let next = src.received(self, token, res, data);
+                self.settle(i, token, src, next);
+            }
+        }
+        if res > 0 {
+            self.backend.recv_done(buf);
+        }
+    }
+
     /// Routes a send completion to its source (or frees what a closed source left).
     fn dispatch_sent(&mut self, token: Token, res: i32) {
         let Some(i) = self.slot_of(token) else {
@@ -601,6 +660,9 @@ impl Loop {
                 WAKE_TOKEN => woken = true,
                 SIGNAL_TOKEN => self.dispatch_signals(),
                 t if ev.ready == Ready::SENT => self.dispatch_sent(Token(t), ev.res),
+                t if ev.ready == Ready::RECEIVED => {
+                    self.dispatch_received(Token(t), ev.res, ev.buf)
+                }
                 t => self.dispatch(Token(t), ev.ready),
             }
         }
@@ -754,7 +816,9 @@ impl Loop {
     /// Changes what a registered fd is watched for (one `epoll_ctl` at the next wait).
     pub(crate) fn reregister(&mut self, fd: RawFd, token: Token, interest: Interest) {
         // A change still queued is updated in place (an add stays an add).
-        if let Some(c) = self.changes.iter_mut().find(|c| c.token == token.0) {
+        if let Some(c) =
+            (self.changes.iter_mut()).find(|c| c.token == token.0 && !matches!(c.op, Op::Recv(_)))
+        {
             c.op = match c.op {
                 Op::Add(_) => Op::Add(interest),
                 _ => Op::Modify(interest),

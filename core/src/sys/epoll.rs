@@ -36,6 +36,8 @@ impl Epoll {
             Op::Add(i) => (libc::EPOLL_CTL_ADD, Some(i)),
             Op::Modify(i) => (libc::EPOLL_CTL_MOD, Some(i)),
             Op::Delete => (libc::EPOLL_CTL_DEL, None),
+            // Never queued: epoll does not receive (`Backend::receives`).
+            Op::Recv(_) => return Ok(()),
         };
         let mut ev = libc::epoll_event {
             events: interest.map_or(0, epoll_bits),
@@ -144,6 +146,7 @@ impl Backend for Epoll {
                 token: ev.u64,
                 ready: ready_of(ev.events),
                 res: 0,
+                buf: 0,
             });
         }
         Ok(())

@@ -50,6 +50,10 @@ impl Ready {
     pub const TIMER: Ready = Ready(32);
     /// A send queued with [`Backend::queue_send`] completed (`Event::res` has its result).
     pub(crate) const SENT: Ready = Ready(64);
+    /// The backend received input for a connection registered with [`Interest::RECV`]
+    /// (`Event::res` has the byte count, 0 at EOF, or a negated errno; `Event::buf` the
+    /// buffer holding the bytes).
+    pub(crate) const RECEIVED: Ready = Ready(128);
 
     /// Whether every bit of `other` is set in `self`.
     pub fn contains(self, other: Ready) -> bool {
@@ -127,6 +131,10 @@ impl Interest {
     /// What connections are registered with at creation: read + edge. Write interest is
     /// added ([`Interest::SOCKET`]) only once a write comes up short.
     pub const SOCKET_READ: Interest = Interest(1 | 4);
+    /// The backend receives the socket's input itself and hands it over as
+    /// [`Ready::RECEIVED`] events ([`Backend::receives`]); readability is not reported.
+    /// Internal: [`Interest::from_bits`] rejects it.
+    pub(crate) const RECV: Interest = Interest(16);
 
     /// Whether every bit of `other` is set.
     pub fn contains(self, other: Interest) -> bool {
@@ -153,6 +161,13 @@ impl std::ops::BitOr for Interest {
     }
 }
 
+impl Interest {
+    /// `self` without the bits of `other`.
+    pub(crate) fn without(self, other: Interest) -> Interest {
+        Interest(self.0 & !other.0)
+    }
+}
+
 /// One interest change, queued on the loop and handed to the backend's next wait.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Change {
@@ -167,6 +182,8 @@ pub(crate) enum Op {
     Add(Interest),
     Modify(Interest),
     Delete,
+    /// Start (true) or stop (false) receiving for a registration with [`Interest::RECV`].
+    Recv(bool),
 }
 
 /// One event out of a backend: which registration, and what is ready.
@@ -174,8 +191,12 @@ pub(crate) enum Op {
 pub(crate) struct Event {
     pub token: u64,
     pub ready: Ready,
-    /// For [`Ready::SENT`]: bytes sent, or a negated errno.
+    /// For [`Ready::SENT`]: bytes sent, or a negated errno. For [`Ready::RECEIVED`]: bytes
+    /// received, 0 at EOF, or a negated errno.
     pub res: i32,
+    /// For [`Ready::RECEIVED`] with `res > 0`: the backend buffer holding the bytes (see
+    /// [`Backend::recv_buf`]), to give back with [`Backend::recv_done`].
+    pub buf: u32,
 }
 
 /// An OS readiness backend. Implementations count their own syscalls in `stats`.
@@ -215,6 +236,17 @@ pub(crate) trait Backend {
     fn queue_send(&mut self, _token: u64, _fd: RawFd, _iov: &[libc::iovec]) {
         unreachable!("queue_send on a backend that does not batch sends")
     }
+    /// Whether the backend can receive connections' input itself ([`Interest::RECV`]).
+    fn receives(&self) -> bool {
+        false
+    }
+    /// The start of receive buffer `buf` (from a [`Ready::RECEIVED`] event). It stays
+    /// valid, and untouched by the kernel, until [`Backend::recv_done`] gives it back.
+    fn recv_buf(&self, _buf: u32) -> *const u8 {
+        unreachable!("recv_buf on a backend that does not receive")
+    }
+    /// Gives receive buffer `buf` back to the kernel.
+    fn recv_done(&mut self, _buf: u32) {}
     /// Whether work is queued that only the next wait submits (a host loop polling the
     /// backend fd must not sleep on it).
     fn has_queued(&self) -> bool {

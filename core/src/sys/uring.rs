@@ -3,6 +3,14 @@
 //! `io_uring_enter` that also waits. An iteration that finds completions already posted
 //! and has nothing to submit makes no syscall at all.
 //!
+//! On Linux 6.0 or later connections' input comes through the ring as well: one multishot
+//! receive per connection, armed once, picks a buffer from a ring of provided buffers
+//! (512 of 4 KiB, shared by every connection) whenever data arrives, and the loop copies
+//! it into the connection's input and gives the buffer back at once. A keep-alive request
+//! then costs no syscall of its own. An idle connection holds no buffer, as before; a
+//! paused one has its receive cancelled. `MYRIAD_URING_RECV=0` turns this off (readiness
+//! polls and `recv` calls, as on older kernels).
+//!
 //! Sends carry `MSG_DONTWAIT`, so the kernel issues each one inline while it consumes the
 //! submission queue and fails it with `EAGAIN` rather than parking it: when the enter that
 //! submitted a send returns, its completion is posted and its buffers are free again. The
@@ -11,7 +19,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::epoll::{epoll_bits, ready_of};
 use super::{Backend, Change, Event, Interest, Op, Ready};
@@ -114,8 +122,26 @@ const OP_POLL_ADD: u8 = 6;
 const OP_POLL_REMOVE: u8 = 7;
 const OP_SENDMSG: u8 = 9;
 const OP_SEND: u8 = 26;
+const OP_ASYNC_CANCEL: u8 = 14;
+const OP_RECV: u8 = 27;
 const POLL_ADD_MULTI: u32 = 1;
+const CQE_F_BUFFER: u32 = 1;
 const CQE_F_MORE: u32 = 1 << 1;
+const CQE_BUFFER_SHIFT: u32 = 16;
+const SQE_BUFFER_SELECT: u8 = 1 << 5;
+const RECV_MULTISHOT: u16 = 1 << 1;
+const REGISTER_PBUF_RING: libc::c_long = 22;
+
+/// The buffer group connections receive into.
+const RECV_GROUP: u16 = 0;
+/// Provided receive buffers (a power of two) and their size: 2 MiB of address space, of
+/// which only what receives write is ever touched. When a burst takes them all, the
+/// receives that find none end (`ENOBUFS`) and are armed again at the next wait, once the
+/// loop has given the buffers back.
+const RECV_BUFS: u32 = 512;
+const RECV_BUF_SIZE: u32 = 4096;
+/// The environment variable that turns receiving through the ring off ("0").
+const RECV_ENV: &str = "MYRIAD_URING_RECV";
 
 /// Completions handled per wait.
 const MAX_EVENTS: u32 = 1024;
@@ -134,9 +160,43 @@ const TAG_INTERNAL: u64 = 0x8000_0000;
 const TAG_IGNORE: u64 = TAG_INTERNAL | 0x4000_0000;
 /// A send; the low bits index `Uring::inflight`.
 const TAG_SEND: u64 = TAG_INTERNAL;
+/// A connection's receive: its token with bit 30 set (slots stay below 2^30; the loop's
+/// fixed tokens, whose slots are near `u32::MAX`, never receive).
+const TAG_RECV: u64 = 0x4000_0000;
 
 fn is_internal(user_data: u64) -> bool {
     user_data >> 32 == 0 && user_data & TAG_INTERNAL != 0
+}
+
+/// The token of a receive's completion, if `user_data` is one.
+fn recv_token(user_data: u64) -> Option<u64> {
+    let low = user_data as u32;
+    (!is_internal(user_data) && u64::from(low) & TAG_RECV != 0 && low < u32::MAX - 1)
+        .then_some(user_data & !TAG_RECV)
+}
+
+/// Whether the running kernel is `major.minor` or later (false if uname fails).
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    // SAFETY: utsname is plain bytes; uname fills it.
+    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: `u` is a live, writable utsname.
+    if unsafe { libc::uname(&mut u) } != 0 {
+        return false;
+    }
+    let release: Vec<u8> = u
+        .release
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8)
+        .collect();
+    let text = String::from_utf8_lossy(&release);
+    let mut parts = text
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>());
+    match (parts.next(), parts.next()) {
+        (Some(Ok(a)), Some(Ok(b))) => (a, b) >= (major, minor),
+        _ => false,
+    }
 }
 
 /// A shared memory mapping of the ring, unmapped on drop.
@@ -168,6 +228,28 @@ impl Map {
         })
     }
 
+    /// A private anonymous mapping of `len` bytes (page-aligned, zero-filled on first touch).
+    fn anon(len: usize) -> io::Result<Map> {
+        // SAFETY: a fresh anonymous mapping; the result is checked before use.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Map {
+            ptr: ptr.cast(),
+            len,
+        })
+    }
+
     /// A pointer `off` bytes into the mapping.
     fn at<T>(&self, off: u32) -> *mut T {
         debug_assert!(off as usize + std::mem::size_of::<T>() <= self.len);
@@ -181,6 +263,100 @@ impl Drop for Map {
         // SAFETY: unmaps exactly the mapping made in `new`; nothing points into it after
         // the ring (its only user) is gone.
         unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+/// One entry of a provided-buffer ring (`struct io_uring_buf`). The first entry's `resv`
+/// is the ring's tail, which only we write.
+#[repr(C)]
+struct BufEntry {
+    addr: u64,
+    len: u32,
+    bid: u16,
+    resv: u16,
+}
+
+/// `struct io_uring_buf_reg`.
+#[repr(C)]
+struct BufReg {
+    ring_addr: u64,
+    ring_entries: u32,
+    bgid: u16,
+    flags: u16,
+    resv: [u64; 3],
+}
+
+/// The provided buffers connections receive into, and the ring that hands them to the
+/// kernel. A buffer taken by a receive is ours from its completion until [`RecvBufs::put`].
+struct RecvBufs {
+    entries: Map,
+    data: Map,
+    /// Our copy of the ring's tail (we are its only writer).
+    tail: u16,
+}
+
+impl RecvBufs {
+    /// Maps the buffers, fills the ring and registers it with `ring_fd` as `RECV_GROUP`.
+    fn new(ring_fd: RawFd) -> io::Result<RecvBufs> {
+        let mut b = RecvBufs {
+            entries: Map::anon(RECV_BUFS as usize * std::mem::size_of::<BufEntry>())?,
+            data: Map::anon(RECV_BUFS as usize * RECV_BUF_SIZE as usize)?,
+            tail: 0,
+        };
+        for bid in 0..RECV_BUFS {
+            b.put(bid);
+        }
+        let reg = BufReg {
+            ring_addr: b.entries.ptr as u64,
+            ring_entries: RECV_BUFS,
+            bgid: RECV_GROUP,
+            flags: 0,
+            resv: [0; 3],
+        };
+        // SAFETY: registers the page-aligned mapping `entries` (RECV_BUFS entries, a power
+        // of two) as a provided-buffer ring; the kernel reads `reg` during the call only.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_io_uring_register,
+                ring_fd,
+                REGISTER_PBUF_RING,
+                &reg as *const BufReg,
+                1,
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(b)
+    }
+
+    /// The start of buffer `bid`.
+    fn at(&self, bid: u32) -> *const u8 {
+        let off = (bid % RECV_BUFS) as usize * RECV_BUF_SIZE as usize;
+        // SAFETY: `off` is the start of one of the RECV_BUFS buffers inside `data`.
+        unsafe { self.data.ptr.add(off) }
+    }
+
+    /// Hands buffer `bid` (back) to the kernel.
+    fn put(&mut self, bid: u32) {
+        let bid = bid % RECV_BUFS;
+        let slot = u32::from(self.tail) & (RECV_BUFS - 1);
+        let e: *mut BufEntry = self
+            .entries
+            .at(slot * std::mem::size_of::<BufEntry>() as u32);
+        // SAFETY: `e` is an entry inside the ring mapping that the kernel does not read
+        // until the tail store below publishes it; `resv` (the tail, in entry 0) is left
+        // alone.
+        unsafe {
+            std::ptr::addr_of_mut!((*e).addr).write(self.at(bid) as u64);
+            std::ptr::addr_of_mut!((*e).len).write(RECV_BUF_SIZE);
+            std::ptr::addr_of_mut!((*e).bid).write(bid as u16);
+        }
+        self.tail = self.tail.wrapping_add(1);
+        let tail: *const std::sync::atomic::AtomicU16 =
+            self.entries.at(std::mem::offset_of!(BufEntry, resv) as u32);
+        // SAFETY: the tail field of entry 0, inside the mapping; Release publishes the entry.
+        unsafe { (*tail).store(self.tail, Ordering::Release) };
     }
 }
 
@@ -385,12 +561,20 @@ struct Reg {
     /// -1: no registration.
     fd: RawFd,
     interest: Interest,
+    /// The receive's state ([`Interest::RECV`]): `R_WANT`, `R_ARMED`.
+    recv: u8,
 }
+
+/// The connection wants to receive.
+const R_WANT: u8 = 1;
+/// A receive is in the kernel (armed, or cancelled and not yet ended).
+const R_ARMED: u8 = 2;
 
 const NO_REG: Reg = Reg {
     gen: 0,
     fd: -1,
     interest: Interest::READ,
+    recv: 0,
 };
 
 /// Registrations by token: a vector indexed by the token's slot (slots are dense, so this
@@ -430,22 +614,24 @@ impl Regs {
         (r.fd >= 0 && r.gen == (token >> 32) as u32).then_some(r)
     }
 
+    /// Registers `token`, keeping the receive state of a registration it replaces.
     fn insert(&mut self, token: u64, fd: RawFd, interest: Interest) -> Reg {
+        let recv = self.get(token).map_or(0, |r| r.recv);
         let reg = Reg {
             gen: (token >> 32) as u32,
             fd,
             interest,
+            recv,
         };
         *self.entry(token) = reg;
         reg
     }
 
-    fn remove(&mut self, token: u64) -> bool {
-        if self.get(token).is_none() {
-            return false;
-        }
+    /// Forgets `token`; returns what it was registered as.
+    fn remove(&mut self, token: u64) -> Option<Reg> {
+        let reg = self.get(token)?;
         *self.entry(token) = NO_REG;
-        true
+        Some(reg)
     }
 }
 
@@ -469,13 +655,28 @@ pub(crate) struct Uring {
     /// Tokens of submitted sends, indexed by the low bits of their `user_data`.
     inflight: Vec<u64>,
     inflight_free: Vec<u32>,
+    /// Provided buffers, when connections receive through the ring.
+    bufs: Option<RecvBufs>,
+    /// Tokens whose receive ended while still wanted: armed again at the next wait.
+    recv_rearm: Vec<u64>,
+    /// Receives in the kernel (armed or being cancelled), for the teardown.
+    recv_ops: u32,
 }
 
 impl Uring {
     /// Sets up a ring; fails with `Unsupported` on kernels without the features used.
     pub(crate) fn new() -> io::Result<Uring> {
+        let ring = Ring::new()?;
+        // Multishot receives need 6.0 (provided-buffer rings came in 5.19).
+        let bufs = if std::env::var(RECV_ENV).is_ok_and(|v| v == "0") || !kernel_at_least(6, 0) {
+            None
+        } else {
+            RecvBufs::new(ring.fd.as_raw_fd())
+                .inspect_err(|e| log::debug!("io_uring: no provided buffers ({e}), polling"))
+                .ok()
+        };
         Ok(Uring {
-            ring: Ring::new()?,
+            ring,
             regs: Regs::new(),
             rearm: Vec::new(),
             queued: Vec::new(),
@@ -483,15 +684,80 @@ impl Uring {
             msgs: Vec::new(),
             inflight: Vec::new(),
             inflight_free: Vec::new(),
+            bufs,
+            recv_rearm: Vec::new(),
+            recv_ops: 0,
         })
+    }
+
+    /// Arms `token`'s multishot receive into the provided buffers.
+    fn recv_arm(&mut self, token: u64, fd: RawFd, stats: &mut Stats) -> io::Result<()> {
+        self.regs.entry(token).recv |= R_ARMED;
+        self.recv_ops += 1;
+        self.ring.push(
+            Sqe {
+                opcode: OP_RECV,
+                flags: SQE_BUFFER_SELECT,
+                ioprio: RECV_MULTISHOT,
+                fd,
+                buf_index: RECV_GROUP,
+                user_data: token | TAG_RECV,
+                ..Default::default()
+            },
+            stats,
+        )
+    }
+
+    /// Asks the kernel to end `token`'s receive (it completes with `ECANCELED`).
+    fn recv_cancel(&mut self, token: u64, stats: &mut Stats) -> io::Result<()> {
+        self.ring.push(
+            Sqe {
+                opcode: OP_ASYNC_CANCEL,
+                fd: -1,
+                addr: token | TAG_RECV,
+                user_data: TAG_IGNORE,
+                ..Default::default()
+            },
+            stats,
+        )
+    }
+
+    /// Starts or stops `token`'s receive. Stopping cancels the one in the kernel; starting
+    /// while a cancellation is under way leaves the re-arming to its completion.
+    fn recv_set(&mut self, token: u64, on: bool, stats: &mut Stats) -> io::Result<()> {
+        let Some(reg) = self.regs.get(token) else {
+            return Ok(());
+        };
+        let e = self.regs.entry(token);
+        if on {
+            e.recv |= R_WANT;
+        } else {
+            e.recv &= !R_WANT;
+        }
+        let (armed, wanted) = (reg.recv & R_ARMED != 0, reg.recv & R_WANT != 0);
+        if on && !armed {
+            self.recv_arm(token, reg.fd, stats)?;
+        } else if !on && armed && wanted {
+            self.recv_cancel(token, stats)?;
+        }
+        Ok(())
     }
 
     fn poll_add(&mut self, token: u64, reg: Reg, stats: &mut Stats) -> io::Result<()> {
         // Multishot polls are edge-triggered (io_uring's default); level-triggered ones are
         // one-shot and re-armed after each report, which reports once per wait while ready,
         // as epoll does.
-        let edge = reg.interest.contains(Interest::EDGE);
-        let mask = epoll_bits(reg.interest) & !(libc::EPOLLET as u32);
+        let mut interest = reg.interest;
+        if interest.contains(Interest::RECV) {
+            // Input comes from the receive (EOF and errors too): poll only for writability,
+            // and not at all until a write comes up short.
+            if !interest.contains(Interest::WRITE) {
+                return Ok(());
+            }
+            interest = interest.without(Interest::READ);
+        }
+        let edge = interest.contains(Interest::EDGE);
+        let mask = epoll_bits(interest) & !(libc::EPOLLET as u32);
         self.ring.push(
             Sqe {
                 opcode: OP_POLL_ADD,
@@ -522,6 +788,9 @@ impl Uring {
         match c.op {
             Op::Add(interest) => {
                 let reg = self.regs.insert(c.token, c.fd, interest);
+                if interest.contains(Interest::RECV) {
+                    self.recv_set(c.token, true, stats)?;
+                }
                 self.poll_add(c.token, reg, stats)
             }
             Op::Modify(interest) => {
@@ -531,19 +800,30 @@ impl Uring {
                 self.poll_add(c.token, reg, stats)
             }
             Op::Delete => self.unregister(c.token, stats).map(drop),
+            Op::Recv(on) => self.recv_set(c.token, on, stats),
         }
     }
 
     /// Forgets `token`'s registration and queues the removal of its poll; false if it had
     /// none.
     fn unregister(&mut self, token: u64, stats: &mut Stats) -> io::Result<bool> {
-        if !self.regs.remove(token) {
+        let Some(reg) = self.regs.remove(token) else {
             return Ok(false);
-        }
+        };
         if !self.rearm.is_empty() {
             self.rearm.retain(|t| *t != token);
         }
-        self.poll_remove(token, stats)?;
+        if !self.recv_rearm.is_empty() {
+            self.recv_rearm.retain(|t| *t != token);
+        }
+        // Like a poll, a receive holds the file open until it ends. Its completion finds
+        // the token gone and gives its buffer (if any) back.
+        if reg.recv == R_WANT | R_ARMED {
+            self.recv_cancel(token, stats)?;
+        }
+        if !reg.interest.contains(Interest::RECV) || reg.interest.contains(Interest::WRITE) {
+            self.poll_remove(token, stats)?;
+        }
         Ok(true)
     }
 
@@ -655,6 +935,15 @@ impl Backend for Uring {
             }
         }
         self.rearm = rearm;
+        let mut recv_rearm = std::mem::take(&mut self.recv_rearm);
+        for token in recv_rearm.drain(..) {
+            if let Some(reg) = self.regs.get(token) {
+                if reg.recv == R_WANT {
+                    self.recv_arm(token, reg.fd, stats)?;
+                }
+            }
+        }
+        self.recv_rearm = recv_rearm;
         for c in changes {
             self.apply(c, stats)?;
         }
@@ -672,6 +961,9 @@ impl Backend for Uring {
             rearm,
             inflight,
             inflight_free,
+            bufs,
+            recv_rearm,
+            recv_ops,
             ..
         } = self;
         // Bounded like epoll's event buffer; what is left is reaped by the next wait,
@@ -697,6 +989,50 @@ impl Backend for Uring {
                     token,
                     ready: Ready::SENT,
                     res,
+                    buf: 0,
+                });
+                return;
+            }
+            if let Some(token) = recv_token(user_data) {
+                let buf = (flags & CQE_F_BUFFER != 0).then_some(flags >> CQE_BUFFER_SHIFT);
+                let ended = flags & CQE_F_MORE == 0;
+                if ended {
+                    *recv_ops -= 1;
+                }
+                let Some(reg) = regs.get(token) else {
+                    // Closed since: nobody wants the bytes.
+                    if let (Some(id), Some(b)) = (buf, bufs.as_mut()) {
+                        b.put(id);
+                    }
+                    return;
+                };
+                if ended {
+                    regs.entry(token).recv &= !R_ARMED;
+                    // Out of buffers, cancelled, or the ring was full: armed again at the
+                    // next wait if still wanted. EOF and errors end it for good.
+                    let again = res > 0 || res == -libc::ENOBUFS || res == -libc::ECANCELED;
+                    if again && reg.recv & R_WANT != 0 {
+                        recv_rearm.push(token);
+                    }
+                }
+                if res == -libc::ENOBUFS || res == -libc::ECANCELED {
+                    return;
+                }
+                if res > 0 && buf.is_none() {
+                    // Cannot happen with buffer selection; fail the connection, not the loop.
+                    events.push(Event {
+                        token,
+                        ready: Ready::RECEIVED,
+                        res: -libc::EIO,
+                        buf: 0,
+                    });
+                    return;
+                }
+                events.push(Event {
+                    token,
+                    ready: Ready::RECEIVED,
+                    res,
+                    buf: buf.unwrap_or(0),
                 });
                 return;
             }
@@ -721,6 +1057,7 @@ impl Backend for Uring {
                 token,
                 ready: ready_of(res as u32),
                 res: 0,
+                buf: 0,
             });
         });
         Ok(())
@@ -767,10 +1104,67 @@ impl Backend for Uring {
     }
 
     fn has_queued(&self) -> bool {
-        !self.queued.is_empty() || !self.rearm.is_empty() || self.ring.unsubmitted > 0
+        !self.queued.is_empty()
+            || !self.rearm.is_empty()
+            || !self.recv_rearm.is_empty()
+            || self.ring.unsubmitted > 0
+    }
+
+    fn receives(&self) -> bool {
+        self.bufs.is_some()
+    }
+
+    fn recv_buf(&self, buf: u32) -> *const u8 {
+        self.bufs.as_ref().expect("receiving").at(buf)
+    }
+
+    fn recv_done(&mut self, buf: u32) {
+        if let Some(b) = self.bufs.as_mut() {
+            b.put(buf);
+        }
     }
 
     fn name(&self) -> &'static str {
         "io_uring"
+    }
+}
+
+impl Drop for Uring {
+    fn drop(&mut self) {
+        // A receive still in the kernel could write into a buffer after the mapping is
+        // gone: cancel every one and wait (briefly) for their ends before the fields drop.
+        if self.bufs.is_none() || self.recv_ops == 0 {
+            return;
+        }
+        let mut stats = Stats::default();
+        for i in 0..self.regs.by_slot.len() {
+            let r = self.regs.by_slot[i];
+            if r.fd >= 0 && r.recv == R_WANT | R_ARMED {
+                let _ = self.recv_cancel((u64::from(r.gen) << 32) | i as u64, &mut stats);
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while self.recv_ops > 0 && Instant::now() < deadline {
+            if self
+                .ring
+                .submit_and_wait(1, Some(Duration::from_millis(10)))
+                .is_err()
+            {
+                break;
+            }
+            let ops = &mut self.recv_ops;
+            self.ring.reap(u32::MAX, |user_data, _, flags| {
+                if recv_token(user_data).is_some() && flags & CQE_F_MORE == 0 {
+                    *ops -= 1;
+                }
+            });
+        }
+        if self.recv_ops > 0 {
+            log::warn!(
+                "io_uring: {} receives did not end; leaking their buffers",
+                self.recv_ops
+            );
+            std::mem::forget(self.bufs.take());
+        }
     }
 }

@@ -98,6 +98,12 @@ impl Server {
         self.on_loop(|lp| lp.backend_name())
     }
 
+    /// Whether the backend receives connections' input itself (see
+    /// `Loop::backend_receives`).
+    pub fn receives(&self) -> bool {
+        self.on_loop(|lp| lp.backend_receives())
+    }
+
     /// The loop's stats now.
     pub fn stats(&self) -> Stats {
         self.on_loop(|lp| lp.stats())
