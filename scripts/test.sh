@@ -15,7 +15,7 @@ cargo test --workspace 2>&1 | tee "$log" || status=$?
 # The core suite again on the io_uring backend (the default is epoll; MYRIAD_BACKEND picks).
 MYRIAD_BACKEND=io_uring cargo test -p myriad 2>&1 | tee -a "$log" || status=$?
 # And on io_uring without receiving through the ring (readiness polls and recv calls, the
-# path kernels before 6.0 take).
+# path kernels before 6.12 take).
 MYRIAD_URING_RECV=0 MYRIAD_BACKEND=io_uring cargo test -p myriad 2>&1 | tee -a "$log" || status=$?
 bash tests/c/run.sh 2>&1 | tee -a "$log" || status=$?
 bash bindings/lua/run-tests.sh 2>&1 | tee -a "$log" || status=$?

@@ -145,8 +145,9 @@ fn a_closed_listener_refuses_at_once_while_the_loop_runs() {
 #[test]
 fn input_from_more_connections_than_receive_buffers_arrives_whole_and_in_order() {
     // While the loop is stalled, 1,000 connections each send 6,000 bytes: on io_uring that
-    // is more input than its 512 receive buffers of 4 KiB hold, so receives run out
-    // (ENOBUFS) and must be armed again without losing or reordering a byte.
+    // is more input than its 2 MiB of receive buffers hold, so receives run out (ENOBUFS)
+    // and must be armed again without losing or reordering a byte; and the pieces of one
+    // buffer belong to many connections.
     for backend in BACKENDS {
         let srv = Server::start_on(backend, "127.0.0.1:0", |lp, l| {
             lp.listen(l, |lp, a| {
@@ -178,10 +179,7 @@ fn input_from_more_connections_than_receive_buffers_arrives_whole_and_in_order()
         let after = srv.stats();
         if srv.receives() {
             assert_eq!(after.read, before.read, "{backend}: recv calls: {after:?}");
-            assert!(
-                after.received - before.received >= 2 * n as u64,
-                "{after:?}"
-            );
+            assert!(after.received - before.received >= n as u64, "{after:?}");
         }
         drop(conns);
         srv.wait_for(10, "closed", |lp| lp.connection_count() == 0);

@@ -257,7 +257,7 @@ impl Loop {
         }
     }
 
-    /// Whether the backend receives connections' input itself (io_uring on Linux 6.0 or
+    /// Whether the backend receives connections' input itself (io_uring on Linux 6.12 or
     /// later, unless `MYRIAD_URING_RECV=0`): [`Stats::received`] then counts what
     /// [`Stats::read`] counts otherwise.
     pub fn backend_receives(&self) -> bool {
@@ -461,13 +461,13 @@ impl Loop {
 
     /// Hands input the backend received to its source, then gives the buffer back (also
     /// when the source is gone).
-    fn dispatch_received(&mut self, token: Token, res: i32, buf: u32) {
+    fn dispatch_received(&mut self, token: Token, res: i32, buf: u32, off: u32) {
         self.stats.received += 1;
         let data: &[u8] = if res > 0 {
-            // SAFETY: the backend filled `res` bytes of buffer `buf` (at most its size) and
-            // neither it nor the kernel touches them until `recv_done` below; the mapping
-            // lives as long as the backend.
-            unsafe { std::slice::from_raw_parts(self.backend.recv_buf(buf), res as usize) }
+            // SAFETY: the kernel wrote these `res` bytes of buffer `buf` and neither it nor
+            // the backend touches them until `recv_done` below; the mapping lives as long
+            // as the backend.
+            unsafe { std::slice::from_raw_parts(self.backend.recv_buf(buf, off), res as usize) }
         } else {
             &[]
         };
@@ -661,7 +661,7 @@ impl Loop {
                 SIGNAL_TOKEN => self.dispatch_signals(),
                 t if ev.ready == Ready::SENT => self.dispatch_sent(Token(t), ev.res),
                 t if ev.ready == Ready::RECEIVED => {
-                    self.dispatch_received(Token(t), ev.res, ev.buf)
+                    self.dispatch_received(Token(t), ev.res, ev.buf, ev.off)
                 }
                 t => self.dispatch(Token(t), ev.ready),
             }

@@ -147,6 +147,7 @@ impl Backend for Epoll {
                 ready: ready_of(ev.events),
                 res: 0,
                 buf: 0,
+                off: 0,
             });
         }
         Ok(())

@@ -194,9 +194,11 @@ pub(crate) struct Event {
     /// For [`Ready::SENT`]: bytes sent, or a negated errno. For [`Ready::RECEIVED`]: bytes
     /// received, 0 at EOF, or a negated errno.
     pub res: i32,
-    /// For [`Ready::RECEIVED`] with `res > 0`: the backend buffer holding the bytes (see
-    /// [`Backend::recv_buf`]), to give back with [`Backend::recv_done`].
+    /// For [`Ready::RECEIVED`] with `res > 0`: the backend buffer holding the bytes, and
+    /// where in it they start (see [`Backend::recv_buf`]); handed to
+    /// [`Backend::recv_done`] once copied.
     pub buf: u32,
+    pub off: u32,
 }
 
 /// An OS readiness backend. Implementations count their own syscalls in `stats`.
@@ -240,12 +242,14 @@ pub(crate) trait Backend {
     fn receives(&self) -> bool {
         false
     }
-    /// The start of receive buffer `buf` (from a [`Ready::RECEIVED`] event). It stays
-    /// valid, and untouched by the kernel, until [`Backend::recv_done`] gives it back.
-    fn recv_buf(&self, _buf: u32) -> *const u8 {
+    /// Where the bytes of a [`Ready::RECEIVED`] event are (its `buf` and `off`). They stay
+    /// valid, and untouched by the kernel, until [`Backend::recv_done`].
+    fn recv_buf(&self, _buf: u32, _off: u32) -> *const u8 {
         unreachable!("recv_buf on a backend that does not receive")
     }
-    /// Gives receive buffer `buf` back to the kernel.
+    /// The bytes of a [`Ready::RECEIVED`] event with buffer `buf` were copied (or are not
+    /// wanted): events are handed over in order, and the buffer goes back to the kernel
+    /// with its last piece.
     fn recv_done(&mut self, _buf: u32) {}
     /// Whether work is queued that only the next wait submits (a host loop polling the
     /// backend fd must not sleep on it).

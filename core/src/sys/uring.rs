@@ -3,13 +3,15 @@
 //! `io_uring_enter` that also waits. An iteration that finds completions already posted
 //! and has nothing to submit makes no syscall at all.
 //!
-//! On Linux 6.0 or later connections' input comes through the ring as well: one multishot
-//! receive per connection, armed once, picks a buffer from a ring of provided buffers
-//! (512 of 4 KiB, shared by every connection) whenever data arrives, and the loop copies
-//! it into the connection's input and gives the buffer back at once. A keep-alive request
-//! then costs no syscall of its own. An idle connection holds no buffer, as before; a
-//! paused one has its receive cancelled. `MYRIAD_URING_RECV=0` turns this off (readiness
-//! polls and `recv` calls, as on older kernels).
+//! On Linux 6.12 or later connections' input comes through the ring as well: one
+//! multishot receive per connection, armed once, takes what arrives from a ring of
+//! provided buffers shared by every connection (32 of 64 KiB, consumed incrementally: a
+//! small request takes only its own bytes of one, so thousands fit), and the loop copies it
+//! into the connection's input at once; a buffer goes back to the kernel when its last
+//! piece is copied. A keep-alive request then costs no syscall of its own. An idle
+//! connection holds no buffer, as before; a paused one has its receive cancelled.
+//! `MYRIAD_URING_RECV=0` turns this off (readiness polls and `recv` calls, as on older
+//! kernels).
 //!
 //! Sends carry `MSG_DONTWAIT`, so the kernel issues each one inline while it consumes the
 //! submission queue and fails it with `EAGAIN` rather than parking it: when the enter that
@@ -128,18 +130,22 @@ const POLL_ADD_MULTI: u32 = 1;
 const CQE_F_BUFFER: u32 = 1;
 const CQE_F_MORE: u32 = 1 << 1;
 const CQE_BUFFER_SHIFT: u32 = 16;
+const CQE_F_BUF_MORE: u32 = 1 << 4;
+const PBUF_RING_INC: u16 = 2;
 const SQE_BUFFER_SELECT: u8 = 1 << 5;
 const RECV_MULTISHOT: u16 = 1 << 1;
 const REGISTER_PBUF_RING: libc::c_long = 22;
 
 /// The buffer group connections receive into.
 const RECV_GROUP: u16 = 0;
-/// Provided receive buffers (a power of two) and their size: 2 MiB of address space, of
-/// which only what receives write is ever touched. When a burst takes them all, the
-/// receives that find none end (`ENOBUFS`) and are armed again at the next wait, once the
-/// loop has given the buffers back.
-const RECV_BUFS: u32 = 512;
-const RECV_BUF_SIZE: u32 = 4096;
+/// Provided receive buffers (a power of two) and their size: 2 MiB, consumed incrementally
+/// (each receive takes its bytes from the front of the current buffer). When a burst takes
+/// them all, the receives that find none end (`ENOBUFS`) and are armed again at the next
+/// wait, once the loop has given the buffers back.
+const RECV_BUFS: u32 = 32;
+const RECV_BUF_SIZE: u32 = 64 * 1024;
+/// In an event's `buf`: the piece is the buffer's last (the kernel is done with it).
+const BUF_LAST: u32 = 1 << 31;
 /// The environment variable that turns receiving through the ring off ("0").
 const RECV_ENV: &str = "MYRIAD_URING_RECV";
 
@@ -173,6 +179,20 @@ fn recv_token(user_data: u64) -> Option<u64> {
     let low = user_data as u32;
     (!is_internal(user_data) && u64::from(low) & TAG_RECV != 0 && low < u32::MAX - 1)
         .then_some(user_data & !TAG_RECV)
+}
+
+/// A receive's completion for `token`, registered as `reg`: if the receive `ended`, notes
+/// that, and queues it to be armed again if it ended for want of buffers, by cancellation
+/// or a full completion ring, and is still wanted (EOF and errors end it for good).
+fn recv_ended(regs: &mut Regs, rearm: &mut Vec<u64>, token: u64, reg: Reg, res: i32, ended: bool) {
+    if !ended {
+        return;
+    }
+    regs.entry(token).recv &= !R_ARMED;
+    let again = res > 0 || res == -libc::ENOBUFS || res == -libc::ECANCELED;
+    if again && reg.recv & R_WANT != 0 {
+        rearm.push(token);
+    }
 }
 
 /// Whether the running kernel is `major.minor` or later (false if uname fails).
@@ -287,12 +307,16 @@ struct BufReg {
 }
 
 /// The provided buffers connections receive into, and the ring that hands them to the
-/// kernel. A buffer taken by a receive is ours from its completion until [`RecvBufs::put`].
+/// kernel. The pieces of a buffer are ours from their completions; once its last piece is
+/// in, the whole buffer is ours until [`RecvBufs::put`].
 struct RecvBufs {
     entries: Map,
     data: Map,
     /// Our copy of the ring's tail (we are its only writer).
     tail: u16,
+    /// Per buffer: where its next piece starts (the kernel consumes each from the front,
+    /// in completion order, and does not say).
+    next: Vec<u32>,
 }
 
 impl RecvBufs {
@@ -302,6 +326,7 @@ impl RecvBufs {
             entries: Map::anon(RECV_BUFS as usize * std::mem::size_of::<BufEntry>())?,
             data: Map::anon(RECV_BUFS as usize * RECV_BUF_SIZE as usize)?,
             tail: 0,
+            next: vec![0; RECV_BUFS as usize],
         };
         for bid in 0..RECV_BUFS {
             b.put(bid);
@@ -310,11 +335,12 @@ impl RecvBufs {
             ring_addr: b.entries.ptr as u64,
             ring_entries: RECV_BUFS,
             bgid: RECV_GROUP,
-            flags: 0,
+            flags: PBUF_RING_INC,
             resv: [0; 3],
         };
         // SAFETY: registers the page-aligned mapping `entries` (RECV_BUFS entries, a power
-        // of two) as a provided-buffer ring; the kernel reads `reg` during the call only.
+        // of two) as a provided-buffer ring, consumed incrementally (6.12); the kernel reads
+        // `reg` during the call only.
         let r = unsafe {
             libc::syscall(
                 libc::SYS_io_uring_register,
@@ -337,7 +363,16 @@ impl RecvBufs {
         unsafe { self.data.ptr.add(off) }
     }
 
-    /// Hands buffer `bid` (back) to the kernel.
+    /// Takes note of a completion's piece of buffer `bid` (`len` bytes, the buffer's last
+    /// if `last`); returns where it starts.
+    fn piece(&mut self, bid: u32, len: u32, last: bool) -> u32 {
+        let next = &mut self.next[(bid % RECV_BUFS) as usize];
+        let off = *next;
+        *next = if last { 0 } else { off + len };
+        off.min(RECV_BUF_SIZE - len.min(RECV_BUF_SIZE))
+    }
+
+    /// Hands buffer `bid` (back) to the kernel, whole.
     fn put(&mut self, bid: u32) {
         let bid = bid % RECV_BUFS;
         let slot = u32::from(self.tail) & (RECV_BUFS - 1);
@@ -667,8 +702,9 @@ impl Uring {
     /// Sets up a ring; fails with `Unsupported` on kernels without the features used.
     pub(crate) fn new() -> io::Result<Uring> {
         let ring = Ring::new()?;
-        // Multishot receives need 6.0 (provided-buffer rings came in 5.19).
-        let bufs = if std::env::var(RECV_ENV).is_ok_and(|v| v == "0") || !kernel_at_least(6, 0) {
+        // Multishot receives came in 6.0, incrementally consumed buffers in 6.12: without
+        // them a burst from thousands of connections would need a buffer each.
+        let bufs = if std::env::var(RECV_ENV).is_ok_and(|v| v == "0") || !kernel_at_least(6, 12) {
             None
         } else {
             RecvBufs::new(ring.fd.as_raw_fd())
@@ -990,49 +1026,47 @@ impl Backend for Uring {
                     ready: Ready::SENT,
                     res,
                     buf: 0,
+                    off: 0,
                 });
                 return;
             }
             if let Some(token) = recv_token(user_data) {
-                let buf = (flags & CQE_F_BUFFER != 0).then_some(flags >> CQE_BUFFER_SHIFT);
                 let ended = flags & CQE_F_MORE == 0;
                 if ended {
                     *recv_ops -= 1;
                 }
-                let Some(reg) = regs.get(token) else {
-                    // Closed since: nobody wants the bytes.
-                    if let (Some(id), Some(b)) = (buf, bufs.as_mut()) {
-                        b.put(id);
+                let (Some(b), true) = (bufs.as_mut(), flags & CQE_F_BUFFER != 0 && res > 0) else {
+                    // No bytes: EOF, an error, or the end of a cancelled or starved receive.
+                    if let Some(reg) = regs.get(token) {
+                        recv_ended(regs, recv_rearm, token, reg, res, ended);
+                        if res != -libc::ENOBUFS && res != -libc::ECANCELED {
+                            events.push(Event {
+                                token,
+                                ready: Ready::RECEIVED,
+                                // (Bytes without a buffer cannot happen with buffer
+                                // selection: fail the connection, not the loop.)
+                                res: if res > 0 { -libc::EIO } else { res },
+                                buf: 0,
+                                off: 0,
+                            });
+                        }
                     }
                     return;
                 };
-                if ended {
-                    regs.entry(token).recv &= !R_ARMED;
-                    // Out of buffers, cancelled, or the ring was full: armed again at the
-                    // next wait if still wanted. EOF and errors end it for good.
-                    let again = res > 0 || res == -libc::ENOBUFS || res == -libc::ECANCELED;
-                    if again && reg.recv & R_WANT != 0 {
-                        recv_rearm.push(token);
-                    }
+                let bid = flags >> CQE_BUFFER_SHIFT;
+                let last = flags & CQE_F_BUF_MORE == 0;
+                let off = b.piece(bid, res as u32, last);
+                if let Some(reg) = regs.get(token) {
+                    recv_ended(regs, recv_rearm, token, reg, res, ended);
                 }
-                if res == -libc::ENOBUFS || res == -libc::ECANCELED {
-                    return;
-                }
-                if res > 0 && buf.is_none() {
-                    // Cannot happen with buffer selection; fail the connection, not the loop.
-                    events.push(Event {
-                        token,
-                        ready: Ready::RECEIVED,
-                        res: -libc::EIO,
-                        buf: 0,
-                    });
-                    return;
-                }
+                // Also for a token closed since: the buffer goes back in order, when the
+                // loop has handed over (or dropped) every piece before this one.
                 events.push(Event {
                     token,
                     ready: Ready::RECEIVED,
                     res,
-                    buf: buf.unwrap_or(0),
+                    buf: bid | if last { BUF_LAST } else { 0 },
+                    off,
                 });
                 return;
             }
@@ -1058,6 +1092,7 @@ impl Backend for Uring {
                 ready: ready_of(res as u32),
                 res: 0,
                 buf: 0,
+                off: 0,
             });
         });
         Ok(())
@@ -1114,13 +1149,16 @@ impl Backend for Uring {
         self.bufs.is_some()
     }
 
-    fn recv_buf(&self, buf: u32) -> *const u8 {
-        self.bufs.as_ref().expect("receiving").at(buf)
+    fn recv_buf(&self, buf: u32, off: u32) -> *const u8 {
+        let start = self.bufs.as_ref().expect("receiving").at(buf & !BUF_LAST);
+        // SAFETY: `off` is where the piece starts inside the buffer (`RecvBufs::piece`
+        // keeps it so that the piece ends inside).
+        unsafe { start.add(off as usize) }
     }
 
     fn recv_done(&mut self, buf: u32) {
-        if let Some(b) = self.bufs.as_mut() {
-            b.put(buf);
+        if let (Some(b), true) = (self.bufs.as_mut(), buf & BUF_LAST != 0) {
+            b.put(buf & !BUF_LAST);
         }
     }
 
