@@ -4,6 +4,7 @@ const test = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const path = require('node:path');
+const net = require('node:net');
 const { spawn, execFileSync } = require('node:child_process');
 const { myriad, fcgi, request, tmpdir, until } = require('./helpers');
 
@@ -51,7 +52,14 @@ test('nginx in front with keep_conn: many requests over few connections', { skip
   const sock = path.join(dir, 'app.sock');
   const srv = myriad.createServer(handler);
   await srv.listen({ fcgi: `unix:${sock}` });
-  const port = 20000 + Math.floor(Math.random() * 20000);
+  // A port the kernel says is free (a random one collided now and then with a client
+  // socket's local port, and nginx could not bind).
+  const port = await new Promise((resolve) => {
+    const probe = net.createServer().listen(0, '127.0.0.1', () => {
+      const p = probe.address().port;
+      probe.close(() => resolve(p));
+    });
+  });
   fs.writeFileSync(
     path.join(dir, 'nginx.conf'),
     `daemon off; worker_processes 1; ${process.getuid() === 0 ? 'user root;' : ''} pid ${dir}/nginx.pid; error_log ${dir}/error.log info;

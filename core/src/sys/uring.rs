@@ -226,39 +226,27 @@ struct Map {
 }
 
 impl Map {
+    /// Maps `len` bytes of the ring fd at `off` (shared, populated).
     fn new(fd: RawFd, len: usize, off: libc::off_t) -> io::Result<Map> {
-        // SAFETY: maps `len` bytes of the ring fd at one of the offsets the kernel defines
-        // for it; the result is checked before use.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_POPULATE,
-                fd,
-                off,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Map {
-            ptr: ptr.cast(),
-            len,
-        })
+        Map::mmap(len, libc::MAP_SHARED | libc::MAP_POPULATE, fd, off)
     }
 
     /// A private anonymous mapping of `len` bytes (page-aligned, zero-filled on first touch).
     fn anon(len: usize) -> io::Result<Map> {
-        // SAFETY: a fresh anonymous mapping; the result is checked before use.
+        Map::mmap(len, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+    }
+
+    fn mmap(len: usize, flags: libc::c_int, fd: RawFd, off: libc::off_t) -> io::Result<Map> {
+        // SAFETY: maps `len` fresh bytes: anonymous, or of the ring fd at one of the offsets
+        // the kernel defines for it; the result is checked before use.
         let ptr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
                 len,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
+                flags,
+                fd,
+                off,
             )
         };
         if ptr == libc::MAP_FAILED {
