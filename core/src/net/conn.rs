@@ -326,48 +326,61 @@ impl In {
         self.start = 0;
         self.end = 0;
     }
-    /// Appends `data`, growing the buffer as needed (received input cannot be refused).
-    fn append(&mut self, lp: &mut Loop, data: &[u8]) {
-        let buf = self.buf.get_or_insert_with(|| lp.pool.get());
-        let n = data.len();
-        if buf.len() - (self.end as usize) < n && self.start > 0 {
+    /// The buffer's size (a pool block taken if there is none).
+    fn capacity(&mut self, lp: &mut Loop) -> usize {
+        self.buf.get_or_insert_with(|| lp.pool.get()).len()
+    }
+    /// Moves the unconsumed bytes to the front of the buffer.
+    fn compact(&mut self) {
+        if let Some(buf) = self.buf.as_mut() {
             buf.copy_within(self.start as usize..self.end as usize, 0);
             self.end -= self.start;
             self.start = 0;
         }
-        let e = self.end as usize;
-        if buf.len() - e < n {
-            let mut bigger = vec![0u8; (buf.len() * 2).max(e + n)].into_boxed_slice();
+    }
+    /// Replaces the buffer with one of `len` bytes holding the same input (the pool takes
+    /// the old block back; the count of blocks out stays).
+    fn grow(&mut self, lp: &mut Loop, len: usize) {
+        if let Some(buf) = self.buf.as_mut() {
+            let e = self.end as usize;
+            let mut bigger = vec![0u8; len].into_boxed_slice();
             bigger[..e].copy_from_slice(&buf[..e]);
-            let old = std::mem::replace(buf, bigger);
-            lp.pool.replaced(old);
+            lp.pool.replaced(std::mem::replace(buf, bigger));
         }
-        buf[e..e + n].copy_from_slice(data);
-        self.end += n as u32;
+    }
+    /// Appends `data`, growing the buffer as needed (received input cannot be refused).
+    fn append(&mut self, lp: &mut Loop, data: &[u8]) {
+        let (cap, n) = (self.capacity(lp), data.len());
+        if cap - (self.end as usize) < n && self.start > 0 {
+            self.compact();
+        }
+        let e = self.end as usize;
+        if cap - e < n {
+            self.grow(lp, (cap * 2).max(e + n));
+        }
+        if let Some(buf) = self.buf.as_mut() {
+            buf[e..e + n].copy_from_slice(data);
+            self.end += n as u32;
+        }
     }
     /// Makes room to read into; returns false when the buffer is at `max` and full.
     fn make_room(&mut self, lp: &mut Loop, max: usize) -> bool {
-        let Some(buf) = self.buf.as_mut() else {
+        if self.buf.is_none() {
             self.buf = Some(lp.pool.get());
             return true;
-        };
-        if (self.end as usize) < buf.len() {
+        }
+        let cap = self.capacity(lp);
+        if (self.end as usize) < cap {
             return true;
         }
         if self.start > 0 {
-            buf.copy_within(self.start as usize..self.end as usize, 0);
-            self.end -= self.start;
-            self.start = 0;
+            self.compact();
             return true;
         }
-        if buf.len() >= max {
+        if cap >= max {
             return false;
         }
-        let mut bigger = vec![0u8; (buf.len() * 2).min(max)].into_boxed_slice();
-        let e = self.end as usize;
-        bigger[..e].copy_from_slice(&buf[..e]);
-        let old = std::mem::replace(buf, bigger);
-        lp.pool.replaced(old);
+        self.grow(lp, (cap * 2).min(max));
         true
     }
 }
@@ -440,7 +453,8 @@ const SENDING: u32 = 1 << 17;
 const RING_RECV: u32 = 1 << 18;
 /// The backend was last told to receive (with `RING_RECV`).
 const RECV_ON: u32 = 1 << 19;
-/// Received input waits in the buffer, not offered while reading is paused.
+/// Received input waits in the buffer to be offered by `drive_io` (a block at a time, and
+/// not while reading is paused).
 const HELD: u32 = 1 << 20;
 
 /// Connection flags and bookkeeping visible to the protocol through [`Io`].
@@ -1035,9 +1049,9 @@ impl<P: Protocol> Conn<P> {
                 self.st.set(PAUSED_BY_OUTPUT, false);
             }
             if self.st.has(RING_RECV) {
-                // Input arrives through `received`; what came while reading was paused is
-                // offered once it resumes, a read's worth per round as if it were read
-                // now, so that output above the high mark pauses it again.
+                // Input arrives through `received`, and is offered here a read's worth per
+                // round (once reading resumes if it is paused), so that output above the
+                // high mark pauses it again.
                 if !self.st.has(HELD) || self.st.has(PAUSED_BY_PROTO | PAUSED_BY_OUTPUT) {
                     break;
                 }
@@ -1124,14 +1138,10 @@ impl<P: Protocol> Source for Conn<P> {
                 self.st.set(INPUT_FULL, true);
             }
         }
-        if self.st.has(PAUSED_BY_PROTO | PAUSED_BY_OUTPUT) {
-            // From a receive not yet cancelled: offered once reading resumes (see
-            // `drive_io`), or the output would grow by all it brings.
-            self.st.set(HELD, true);
-        } else if !self.st.has(LINGERING) {
-            self.process(lp);
-            self.tell_eof(lp);
-        }
+        // Offered by `drive_io` a block at a time, as a read would bring it: now, or, when
+        // it comes from a receive not yet cancelled, once reading resumes (else the output
+        // would grow by all it brings).
+        self.st.set(HELD, true);
         self.drive(lp, false)
     }
 

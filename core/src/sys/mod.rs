@@ -140,6 +140,10 @@ impl Interest {
     pub fn contains(self, other: Interest) -> bool {
         self.0 & other.0 == other.0
     }
+    /// `self` without the bits of `other`.
+    pub(crate) fn without(self, other: Interest) -> Interest {
+        Interest(self.0 & !other.0)
+    }
     /// The raw bits (stable values, used by the C ABI).
     pub fn bits(self) -> u8 {
         self.0
@@ -158,13 +162,6 @@ impl std::ops::BitOr for Interest {
     type Output = Interest;
     fn bitor(self, rhs: Interest) -> Interest {
         Interest(self.0 | rhs.0)
-    }
-}
-
-impl Interest {
-    /// `self` without the bits of `other`.
-    pub(crate) fn without(self, other: Interest) -> Interest {
-        Interest(self.0 & !other.0)
     }
 }
 

@@ -831,6 +831,9 @@ impl Uring {
     /// Forgets `token`'s registration and queues the removal of its poll; false if it had
     /// none.
     fn unregister(&mut self, token: u64, stats: &mut Stats) -> io::Result<bool> {
+        // Like a poll, a receive holds the file open until it ends: cancelled. Its
+        // completion finds the token gone (and its buffer goes back in order).
+        self.recv_set(token, false, stats)?;
         let Some(reg) = self.regs.remove(token) else {
             return Ok(false);
         };
@@ -839,11 +842,6 @@ impl Uring {
         }
         if !self.recv_rearm.is_empty() {
             self.recv_rearm.retain(|t| *t != token);
-        }
-        // Like a poll, a receive holds the file open until it ends. Its completion finds
-        // the token gone and gives its buffer (if any) back.
-        if reg.recv == R_WANT | R_ARMED {
-            self.recv_cancel(token, stats)?;
         }
         if !reg.interest.contains(Interest::RECV) || reg.interest.contains(Interest::WRITE) {
             self.poll_remove(token, stats)?;
@@ -1023,30 +1021,28 @@ impl Backend for Uring {
                 if ended {
                     *recv_ops -= 1;
                 }
+                let live = regs.get(token);
+                if let Some(reg) = live {
+                    recv_ended(regs, recv_rearm, token, reg, res, ended);
+                }
                 let (Some(b), true) = (bufs.as_mut(), flags & CQE_F_BUFFER != 0 && res > 0) else {
                     // No bytes: EOF, an error, or the end of a cancelled or starved receive.
-                    if let Some(reg) = regs.get(token) {
-                        recv_ended(regs, recv_rearm, token, reg, res, ended);
-                        if res != -libc::ENOBUFS && res != -libc::ECANCELED {
-                            events.push(Event {
-                                token,
-                                ready: Ready::RECEIVED,
-                                // (Bytes without a buffer cannot happen with buffer
-                                // selection: fail the connection, not the loop.)
-                                res: if res > 0 { -libc::EIO } else { res },
-                                buf: 0,
-                                off: 0,
-                            });
-                        }
+                    if live.is_some() && res != -libc::ENOBUFS && res != -libc::ECANCELED {
+                        events.push(Event {
+                            token,
+                            ready: Ready::RECEIVED,
+                            // (Bytes without a buffer cannot happen with buffer
+                            // selection: fail the connection, not the loop.)
+                            res: if res > 0 { -libc::EIO } else { res },
+                            buf: 0,
+                            off: 0,
+                        });
                     }
                     return;
                 };
                 let bid = flags >> CQE_BUFFER_SHIFT;
                 let last = flags & CQE_F_BUF_MORE == 0;
                 let off = b.piece(bid, res as u32, last);
-                if let Some(reg) = regs.get(token) {
-                    recv_ended(regs, recv_rearm, token, reg, res, ended);
-                }
                 // Also for a token closed since: the buffer goes back in order, when the
                 // loop has handed over (or dropped) every piece before this one.
                 events.push(Event {
@@ -1165,9 +1161,7 @@ impl Drop for Uring {
         let mut stats = Stats::default();
         for i in 0..self.regs.by_slot.len() {
             let r = self.regs.by_slot[i];
-            if r.fd >= 0 && r.recv == R_WANT | R_ARMED {
-                let _ = self.recv_cancel((u64::from(r.gen) << 32) | i as u64, &mut stats);
-            }
+            let _ = self.recv_set((u64::from(r.gen) << 32) | i as u64, false, &mut stats);
         }
         let deadline = Instant::now() + Duration::from_secs(1);
         while self.recv_ops > 0 && Instant::now() < deadline {
