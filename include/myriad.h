@@ -194,7 +194,8 @@ typedef struct myriad_stats_t {
   uint64_t read;
   // Writes (on io_uring: sends submitted by the next wait, no syscall of their own).
   uint64_t write;
-  // accept4 calls.
+  // accept4 calls; on io_uring, which accepts through the ring (Linux 5.19+), none,
+  // and for a TCP listener one getpeername per connection instead.
   uint64_t accept;
   // Other syscalls (close, shutdown, signalfd...).
   uint64_t other;

@@ -4,8 +4,11 @@
 
 mod common;
 
+use std::cell::Cell;
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
+use std::rc::Rc;
 use std::time::Duration;
 
 use common::Server;
@@ -235,5 +238,191 @@ fn input_arriving_while_reading_is_paused_waits_for_the_resume() {
         srv.wait_for(5, "closed", |lp| lp.connection_count() == 0);
         let st = srv.stop();
         assert_eq!(st.buffers_in_use, 0, "{backend}: {st:?}");
+    }
+}
+
+/// Answers each message with the peer address its connection was accepted with, and "|".
+struct TellPeer;
+
+impl Protocol for TellPeer {
+    fn on_data(&mut self, io: &mut Io<'_>, input: &[u8]) -> usize {
+        let peer = format!("{}|", io.peer());
+        io.write(peer.as_bytes());
+        input.len()
+    }
+}
+
+/// Whether the running kernel is `major.minor` or later.
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(str::parse::<u32>);
+    match (parts.next(), parts.next()) {
+        (Some(Ok(a)), Some(Ok(b))) => (a, b) >= (major, minor),
+        _ => false,
+    }
+}
+
+#[test]
+fn listeners_accept_with_the_peer_address_and_on_the_ring_without_accept4() {
+    // On io_uring (5.19+) a multishot accept hands over the fds: no accept4 at all; a TCP
+    // connection's peer then costs a getpeername (counted as an accept call), a Unix one's
+    // nothing. The address a connection reports must be its peer's either way.
+    let dir = tempdir("peer");
+    for backend in BACKENDS {
+        for addr in [
+            "127.0.0.1:0".to_string(),
+            format!("unix:{dir}/{backend}.sock"),
+        ] {
+            let srv = Server::start_on(backend, &addr, |lp, l| {
+                lp.listen(l, |lp, a| {
+                    lp.add_conn(a, TellPeer);
+                });
+            });
+            let ring = srv.on_loop(|lp| lp.backend_accepts());
+            let wanted = std::env::var("MYRIAD_URING_ACCEPT").as_deref() != Ok("0");
+            assert_eq!(
+                ring,
+                backend == "io_uring" && wanted && kernel_at_least(5, 19),
+                "{backend}: accepting through the ring"
+            );
+            let before = srv.stats();
+            let n = 20;
+            for i in 0..n {
+                let (mut s, want): (Box<dyn ReadWrite>, String) = match &srv.addr {
+                    myriad::Addr::Tcp(a) => {
+                        let s = TcpStream::connect(a).unwrap();
+                        let me = s.local_addr().unwrap().to_string();
+                        (Box::new(s), me)
+                    }
+                    _ => {
+                        let s = UnixStream::connect(format!("{dir}/{backend}.sock")).unwrap();
+                        (Box::new(s), "unix:".to_string())
+                    }
+                };
+                s.write_all(b"who").unwrap();
+                let mut got = Vec::new();
+                let mut b = [0u8; 1];
+                while got.last() != Some(&b'|') {
+                    assert_eq!(s.read(&mut b).unwrap(), 1, "{backend} {addr}: EOF");
+                    got.push(b[0]);
+                }
+                assert_eq!(
+                    String::from_utf8_lossy(&got[..got.len() - 1]),
+                    want,
+                    "{backend} {addr}: connection {i}"
+                );
+            }
+            let after = srv.stats();
+            assert_eq!(after.accepted - before.accepted, n, "{after:?}");
+            let calls = after.accept - before.accept;
+            match (ring, addr.starts_with("unix:")) {
+                (true, true) => assert_eq!(calls, 0, "{backend} {addr}: {after:?}"),
+                (true, false) => assert_eq!(calls, n, "{backend} {addr}: {after:?}"),
+                // accept4 per connection, and one more finding none (EAGAIN) per wake-up.
+                (false, _) => assert!(calls > n, "{backend} {addr}: {after:?}"),
+            }
+            srv.stop();
+        }
+    }
+}
+
+/// Reads and writes (a TCP or a Unix stream).
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
+
+fn tempdir(what: &str) -> String {
+    let d = std::env::temp_dir().join(format!("myriad-b-{what}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d.to_string_lossy().into_owned()
+}
+
+/// Connects `n` clients to `addr` while the loop sleeps in a deferred callback (which runs
+/// `then` after its sleep), so that they arrive together; returns each client's fate:
+/// served (its "ping" echoed) or closed (EOF or a reset). A client left hanging fails.
+fn connect_while_stalled(
+    srv: &Server,
+    n: usize,
+    then: impl FnOnce(&mut myriad::Loop) + Send + 'static,
+) -> (usize, usize) {
+    srv.on_loop(|lp| {
+        lp.defer(move |lp| {
+            std::thread::sleep(Duration::from_millis(300));
+            then(lp);
+        })
+    });
+    let addr = srv.tcp();
+    let conns: Vec<Option<TcpStream>> = (0..n)
+        .map(|_| {
+            // Refused once the listener is gone: that counts as closed.
+            let s = TcpStream::connect(addr).ok()?;
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            Some(s)
+        })
+        .collect();
+    let (mut served, mut closed) = (0, 0);
+    for (i, s) in conns.into_iter().enumerate() {
+        let Some(mut s) = s else {
+            closed += 1;
+            continue;
+        };
+        let _ = s.write_all(b"ping");
+        let mut b = [0u8; 4];
+        match s.read(&mut b) {
+            Ok(4) if &b == b"ping" => served += 1,
+            Ok(0) => closed += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => closed += 1,
+            other => panic!("client {i}: {other:?} (left hanging?)"),
+        }
+    }
+    (served, closed)
+}
+
+#[test]
+fn a_listener_closed_by_its_accept_callback_takes_no_more_connections() {
+    // The callback closes the listener after the first connection. Those that arrived with
+    // it (on io_uring: accepted already, their events queued behind the first) must be
+    // closed, not served and not leaked.
+    for backend in BACKENDS {
+        let srv = Server::start_on(backend, "127.0.0.1:0", |lp, l| {
+            let me = Rc::new(Cell::new(None::<Token>));
+            let me2 = me.clone();
+            let t = lp.listen(l, move |lp, a| {
+                lp.add_conn(a, common::Echo);
+                if let Some(t) = me2.take() {
+                    assert!(lp.close_listener(t));
+                }
+            });
+            me.set(Some(t));
+        });
+        let (served, closed) = connect_while_stalled(&srv, 20, |_| {});
+        assert_eq!((served, closed), (1, 19), "{backend}");
+        // (The served client closed too.)
+        srv.wait_for(5, "all closed", |lp| lp.connection_count() == 0);
+        srv.stop();
+    }
+}
+
+#[test]
+fn connections_accepted_for_a_listener_closed_meanwhile_are_closed() {
+    // The listener closes while connections wait to be handed over (on io_uring: accepted
+    // by the ring during the stall, their completions not yet read): none is served, none
+    // is left hanging.
+    for backend in BACKENDS {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let srv = Server::start_on(backend, "127.0.0.1:0", move |lp, l| {
+            let t = lp.listen(l, |lp, a| {
+                lp.add_conn(a, common::Echo);
+            });
+            tx.send(t.to_u64()).unwrap();
+        });
+        let listener = Token::from_u64(rx.recv().unwrap());
+        let (served, closed) = connect_while_stalled(&srv, 20, move |lp| {
+            assert!(lp.close_listener(listener));
+        });
+        assert_eq!((served, closed), (0, 20), "{backend}");
+        assert_eq!(srv.on_loop(|lp| lp.connection_count()), 0, "{backend}");
+        srv.stop();
     }
 }

@@ -441,7 +441,8 @@ pub struct myriad_stats_t {
     pub read: u64,
     /// Writes (on io_uring: sends submitted by the next wait, no syscall of their own).
     pub write: u64,
-    /// accept4 calls.
+    /// accept4 calls; on io_uring, which accepts through the ring (Linux 5.19+), none,
+    /// and for a TCP listener one getpeername per connection instead.
     pub accept: u64,
     /// Other syscalls (close, shutdown, signalfd...).
     pub other: u64,

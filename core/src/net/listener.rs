@@ -2,7 +2,9 @@
 //! an unrelated file), and inherited fds; one per thread with SO_REUSEPORT, or one shared by
 //! all threads with EPOLLEXCLUSIVE. Accepting uses accept4 and keeps the peer address it
 //! returns; it stops at EAGAIN or after a bounded batch, and on EMFILE/ENFILE it pauses with
-//! a backoff instead of spinning.
+//! a backoff instead of spinning. On io_uring (5.19+) the ring accepts instead: one
+//! multishot accept per listener, no accept4 at all; a Unix connection's peer needs no
+//! syscall, a TCP one's a `getpeername` (a multishot accept cannot return addresses).
 
 use std::any::Any;
 use std::io;
@@ -390,6 +392,9 @@ struct ListenSource {
     on_accept: AcceptFn,
     paused: bool,
     warned: bool,
+    /// The backend accepts (see [`Loop::backend_accepts`]); `Some(unix)`: whether the
+    /// socket is a Unix one, whose peers are unnamed.
+    ring: Option<bool>,
 }
 
 impl ListenSource {
@@ -412,48 +417,98 @@ impl ListenSource {
             peer: peer_of(&st),
         })
     }
+
+    /// Handles a failed accept: false for a passing error (go on accepting), true after
+    /// pausing (a lack of fds or memory, or an unexpected error: retried after a backoff
+    /// rather than in a spin).
+    fn failed(&mut self, lp: &mut Loop, token: Token, e: &io::Error) -> bool {
+        match e.raw_os_error() {
+            Some(libc::EINTR | libc::ECONNABORTED | libc::EPROTO | libc::EPERM) => return false,
+            Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
+                if !self.warned {
+                    log::warn!(
+                        "accept on {}: {e}; pausing accepts for {:?} at a time",
+                        self.l.addr(),
+                        EMFILE_BACKOFF
+                    );
+                    self.warned = true;
+                }
+            }
+            _ => log::error!("accept on {}: {e}", self.l.addr()),
+        }
+        self.paused = true;
+        let at = lp.now() + EMFILE_BACKOFF;
+        lp.wake_at(at, token);
+        true
+    }
 }
 
 impl Source for ListenSource {
     fn ready(&mut self, lp: &mut Loop, token: Token, ready: Ready) -> Next {
         if ready.contains(Ready::TIMER) {
             self.paused = false;
+            if self.ring.is_some() {
+                // The accept ended with the error that paused it.
+                lp.recv_ctl(self.l.fd(), token, true);
+                return Next::Keep;
+            }
         }
-        if self.paused {
+        if self.paused || self.ring.is_some() {
             return Next::Keep;
         }
         for _ in 0..ACCEPT_BATCH {
             match self.accept_one(lp) {
-                Ok(a) => (self.on_accept)(lp, a),
-                Err(e) => match e.raw_os_error() {
-                    Some(libc::EAGAIN) => return Next::Keep,
-                    Some(libc::EINTR | libc::ECONNABORTED | libc::EPROTO | libc::EPERM) => {}
-                    Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
-                        if !self.warned {
-                            log::warn!(
-                                "accept on {}: {e}; pausing accepts for {:?} at a time",
-                                self.l.addr(),
-                                EMFILE_BACKOFF
-                            );
-                            self.warned = true;
-                        }
-                        self.paused = true;
-                        let at = lp.now() + EMFILE_BACKOFF;
-                        lp.wake_at(at, token);
+                Ok(a) => {
+                    (self.on_accept)(lp, a);
+                    if lp.removing(token) {
+                        // Closed by that callback: take no more.
                         return Next::Keep;
                     }
-                    _ => {
-                        log::error!("accept on {}: {e}", self.l.addr());
-                        self.paused = true;
-                        let at = lp.now() + EMFILE_BACKOFF;
-                        lp.wake_at(at, token);
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => return Next::Keep,
+                Err(e) => {
+                    if self.failed(lp, token, &e) {
                         return Next::Keep;
                     }
-                },
+                }
             }
         }
         // Bounded batch used up: come back next iteration without waiting for an edge.
         Next::Again
+    }
+
+    fn accepted(&mut self, lp: &mut Loop, token: Token, res: i32) -> Next {
+        if res < 0 {
+            if !self.failed(lp, token, &io::Error::from_raw_os_error(-res)) {
+                lp.recv_ctl(self.l.fd(), token, true);
+            }
+            return Next::Keep;
+        }
+        // SAFETY: the backend handed over the fd its accept installed; nothing else has it.
+        let fd = unsafe { OwnedFd::from_raw_fd(res) };
+        lp.stats.accepted += 1;
+        let peer = if self.ring == Some(true) {
+            PeerAddr::Unix
+        } else {
+            // SAFETY: all-zero is a valid sockaddr_storage.
+            let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+            let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            lp.stats.accept += 1;
+            let got = syscall!(getpeername(
+                fd.as_raw_fd(),
+                (&mut st as *mut libc::sockaddr_storage).cast(),
+                &mut len
+            ));
+            if let Err(e) = got {
+                // The peer is gone already (ENOTCONN): so is the connection.
+                log::debug!("getpeername on a connection from {}: {e}", self.l.addr());
+                return Next::Keep;
+            }
+            peer_of(&st)
+        };
+        log::trace!("accepted fd {res} on {}", self.l.addr());
+        (self.on_accept)(lp, Accepted { fd, peer });
+        Next::Keep
     }
 
     fn close(&mut self, lp: &mut Loop, token: Token) {
@@ -481,12 +536,23 @@ impl Loop {
             interest = interest | Interest::EXCLUSIVE;
         }
         let fd = l.fd();
+        let ring = self.backend_accepts().then(|| match l.addr() {
+            Addr::Unix(_) => true,
+            Addr::Tcp(_) => false,
+            // Inherited: whatever getsockname says (a TCP peer is named, so asked for).
+            Addr::Fd(_) => !matches!(local_addr(fd), Ok(PeerAddr::Inet(_))),
+        });
+        if ring.is_some() {
+            // (The ring's accepts wake one waiter per connection, as EXCLUSIVE does.)
+            interest = interest | Interest::ACCEPT;
+        }
         self.add_source(Some((fd, interest)), |_| {
             Box::new(ListenSource {
                 l,
                 on_accept: Box::new(on_accept),
                 paused: false,
                 warned: false,
+                ring,
             })
         })
     }

@@ -9,7 +9,7 @@ mod wake;
 use std::any::Any;
 use std::cell::RefCell;
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{FromRawFd, RawFd};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -26,6 +26,14 @@ use crate::sys::{self, Backend, Change, Event, Interest, Op, Ready};
 pub(crate) const WAKE_TOKEN: u64 = u64::MAX;
 /// Token of the loop's signalfd.
 pub(crate) const SIGNAL_TOKEN: u64 = u64::MAX - 1;
+
+/// Closes the fd of an accept nobody takes (`res`: an fd, or a negated errno).
+fn close_accepted(res: i32) {
+    if res >= 0 {
+        // SAFETY: the backend handed this fd over with its accept event; nothing else has it.
+        drop(unsafe { std::os::fd::OwnedFd::from_raw_fd(res) });
+    }
+}
 
 /// Names a source registered on a loop: a slot index and a generation, so that a token of a
 /// closed source never reaches the source that reuses its slot.
@@ -70,7 +78,8 @@ pub struct Stats {
     /// Writes on connections: `send`/`sendmsg` calls, or on io_uring sends submitted by
     /// the next wait (no syscall of their own).
     pub write: u64,
-    /// `accept4` calls, successful or not.
+    /// `accept4` calls, successful or not; for connections accepted through the ring
+    /// ([`Loop::backend_accepts`]), the `getpeername` a TCP one needs instead.
     pub accept: u64,
     /// Everything else the loop calls: close, shutdown, socket options, signalfd...
     pub other: u64,
@@ -107,6 +116,13 @@ pub(crate) trait Source: Any {
     /// The backend received input for the source (registered with `Interest::RECV`):
     /// `data` (`res` bytes), EOF (`res` 0) or a negated errno.
     fn received(&mut self, _lp: &mut Loop, _token: Token, _res: i32, _data: &[u8]) -> Next {
+        Next::Keep
+    }
+    /// The backend accepted a connection for the source (registered with
+    /// `Interest::ACCEPT`): `res` is the new fd, which the source now owns, or a negated
+    /// errno (the accept then ended: [`Loop::recv_ctl`] starts it again).
+    fn accepted(&mut self, _lp: &mut Loop, _token: Token, res: i32) -> Next {
+        close_accepted(res);
         Next::Keep
     }
     /// The source is being removed (or the loop dropped): release fds and tell the owner.
@@ -264,6 +280,13 @@ impl Loop {
         self.ring_recv
     }
 
+    /// Whether the backend accepts connections itself (io_uring on Linux 5.19 or later,
+    /// unless `MYRIAD_URING_ACCEPT=0`): a listener then makes no `accept4` call, and a TCP
+    /// listener one `getpeername` per connection instead (counted in [`Stats::accept`]).
+    pub fn backend_accepts(&self) -> bool {
+        self.backend.accepts()
+    }
+
     /// A snapshot of the loop's counters.
     pub fn stats(&self) -> Stats {
         let mut s = self.stats;
@@ -359,6 +382,11 @@ impl Loop {
         true
     }
 
+    /// Whether source `token` is gone, or removed by its own callback, still running.
+    pub(crate) fn removing(&self, token: Token) -> bool {
+        self.slot_of(token).is_none_or(|i| self.slots[i].doomed)
+    }
+
     fn finish_remove(&mut self, i: usize, token: Token, mut src: Box<dyn Source>) {
         // A registration not yet handed to the backend must not reach a reused fd number.
         self.changes.retain(|c| c.token != token.0);
@@ -443,7 +471,8 @@ impl Loop {
     }
 
     /// Starts (true) or stops (false) the backend's receiving for source `token`, registered
-    /// with `Interest::RECV`, at the next wait (see [`Loop::ring_recv`]).
+    /// with `Interest::RECV`, or its accepting, for one registered with `Interest::ACCEPT`,
+    /// at the next wait (see [`Loop::ring_recv`]).
     pub(crate) fn recv_ctl(&mut self, fd: RawFd, token: Token, on: bool) {
         // Only the last word counts: one still queued is updated in place.
         if let Some(c) =
@@ -480,6 +509,19 @@ impl Loop {
         if res > 0 {
             self.backend.recv_done(buf);
         }
+    }
+
+    /// Hands a connection the backend accepted to its listener (or closes it if the
+    /// listener is gone or busy, which the backend's ordering makes rare).
+    fn dispatch_accepted(&mut self, token: Token, res: i32) {
+        if let Some(i) = self.slot_of(token) {
+            if let Some(mut src) = self.slots[i].src.take() {
+                let next = src.accepted(self, token, res);
+                self.settle(i, token, src, next);
+                return;
+            }
+        }
+        close_accepted(res);
     }
 
     /// Routes a send completion to its source (or frees what a closed source left).
@@ -663,6 +705,7 @@ impl Loop {
                 t if ev.ready == Ready::RECEIVED => {
                     self.dispatch_received(Token(t), ev.res, ev.buf, ev.off)
                 }
+                t if ev.ready == Ready::ACCEPTED => self.dispatch_accepted(Token(t), ev.res),
                 t => self.dispatch(Token(t), ev.ready),
             }
         }

@@ -54,6 +54,9 @@ impl Ready {
     /// (`Event::res` has the byte count, 0 at EOF, or a negated errno; `Event::buf` the
     /// buffer holding the bytes).
     pub(crate) const RECEIVED: Ready = Ready(128);
+    /// The backend accepted a connection on a listener registered with
+    /// [`Interest::ACCEPT`] (`Event::res` has the new fd, or a negated errno).
+    pub(crate) const ACCEPTED: Ready = Ready(256);
 
     /// Whether every bit of `other` is set in `self`.
     pub fn contains(self, other: Ready) -> bool {
@@ -135,6 +138,10 @@ impl Interest {
     /// [`Ready::RECEIVED`] events ([`Backend::receives`]); readability is not reported.
     /// Internal: [`Interest::from_bits`] rejects it.
     pub(crate) const RECV: Interest = Interest(16);
+    /// The backend accepts connections on the listening socket itself and hands each one
+    /// over as a [`Ready::ACCEPTED`] event ([`Backend::accepts`]); readability is not
+    /// reported. Internal, like [`Interest::RECV`].
+    pub(crate) const ACCEPT: Interest = Interest(32);
 
     /// Whether every bit of `other` is set.
     pub fn contains(self, other: Interest) -> bool {
@@ -179,7 +186,8 @@ pub(crate) enum Op {
     Add(Interest),
     Modify(Interest),
     Delete,
-    /// Start (true) or stop (false) receiving for a registration with [`Interest::RECV`].
+    /// Start (true) or stop (false) receiving for a registration with [`Interest::RECV`],
+    /// or accepting for one with [`Interest::ACCEPT`].
     Recv(bool),
 }
 
@@ -189,7 +197,8 @@ pub(crate) struct Event {
     pub token: u64,
     pub ready: Ready,
     /// For [`Ready::SENT`]: bytes sent, or a negated errno. For [`Ready::RECEIVED`]: bytes
-    /// received, 0 at EOF, or a negated errno.
+    /// received, 0 at EOF, or a negated errno. For [`Ready::ACCEPTED`]: the accepted fd
+    /// (which the event hands over), or a negated errno.
     pub res: i32,
     /// For [`Ready::RECEIVED`] with `res > 0`: the backend buffer holding the bytes, and
     /// where in it they start (see [`Backend::recv_buf`]); handed to
@@ -248,6 +257,10 @@ pub(crate) trait Backend {
     /// wanted): events are handed over in order, and the buffer goes back to the kernel
     /// with its last piece.
     fn recv_done(&mut self, _buf: u32) {}
+    /// Whether the backend can accept connections itself ([`Interest::ACCEPT`]).
+    fn accepts(&self) -> bool {
+        false
+    }
     /// Whether work is queued that only the next wait submits (a host loop polling the
     /// backend fd must not sleep on it).
     fn has_queued(&self) -> bool {

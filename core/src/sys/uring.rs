@@ -13,6 +13,10 @@
 //! `MYRIAD_URING_RECV=0` turns this off (readiness polls and `recv` calls, as on older
 //! kernels).
 //!
+//! Listeners accept through the ring too (Linux 5.19 or later): one multishot accept per
+//! listener hands over each new connection's fd, with no `accept4` call and no poll.
+//! `MYRIAD_URING_ACCEPT=0` turns this off.
+//!
 //! Sends carry `MSG_DONTWAIT`, so the kernel issues each one inline while it consumes the
 //! submission queue and fails it with `EAGAIN` rather than parking it: when the enter that
 //! submitted a send returns, its completion is posted and its buffers are free again. The
@@ -126,6 +130,8 @@ const OP_SENDMSG: u8 = 9;
 const OP_SEND: u8 = 26;
 const OP_ASYNC_CANCEL: u8 = 14;
 const OP_RECV: u8 = 27;
+const OP_ACCEPT: u8 = 13;
+const ACCEPT_MULTISHOT: u16 = 1;
 const POLL_ADD_MULTI: u32 = 1;
 const CQE_F_BUFFER: u32 = 1;
 const CQE_F_MORE: u32 = 1 << 1;
@@ -148,6 +154,8 @@ const RECV_BUF_SIZE: u32 = 64 * 1024;
 const BUF_LAST: u32 = 1 << 31;
 /// The environment variable that turns receiving through the ring off ("0").
 const RECV_ENV: &str = "MYRIAD_URING_RECV";
+/// The environment variable that turns accepting through the ring off ("0").
+const ACCEPT_ENV: &str = "MYRIAD_URING_ACCEPT";
 
 /// Completions handled per wait.
 const MAX_EVENTS: u32 = 1024;
@@ -166,32 +174,71 @@ const TAG_INTERNAL: u64 = 0x8000_0000;
 const TAG_IGNORE: u64 = TAG_INTERNAL | 0x4000_0000;
 /// A send; the low bits index `Uring::inflight`.
 const TAG_SEND: u64 = TAG_INTERNAL;
-/// A connection's receive: its token with bit 30 set (slots stay below 2^30; the loop's
+/// A connection's receive: its token with bit 30 set (slots stay below 2^29; the loop's
 /// fixed tokens, whose slots are near `u32::MAX`, never receive).
 const TAG_RECV: u64 = 0x4000_0000;
+/// A listener's accept: its token with bit 29 set.
+const TAG_ACCEPT: u64 = 0x2000_0000;
 
 fn is_internal(user_data: u64) -> bool {
     user_data >> 32 == 0 && user_data & TAG_INTERNAL != 0
 }
 
-/// The token of a receive's completion, if `user_data` is one.
-fn recv_token(user_data: u64) -> Option<u64> {
-    let low = user_data as u32;
-    (!is_internal(user_data) && u64::from(low) & TAG_RECV != 0 && low < u32::MAX - 1)
-        .then_some(user_data & !TAG_RECV)
+/// The `user_data` of `token`'s receive or accept (by its registration's interest).
+fn op_data(token: u64, interest: Interest) -> u64 {
+    token
+        | if interest.contains(Interest::ACCEPT) {
+            TAG_ACCEPT
+        } else {
+            TAG_RECV
+        }
 }
 
-/// A receive's completion for `token`, registered as `reg`: if the receive `ended`, notes
-/// that, and queues it to be armed again if it ended for want of buffers, by cancellation
-/// or a full completion ring, and is still wanted (EOF and errors end it for good).
-fn recv_ended(regs: &mut Regs, rearm: &mut Vec<u64>, token: u64, reg: Reg, res: i32, ended: bool) {
+/// The token of a receive's or an accept's completion, if `user_data` is one, and whether
+/// it is an accept.
+fn op_token(user_data: u64) -> Option<(u64, bool)> {
+    let low = user_data as u32;
+    if is_internal(user_data) || low >= u32::MAX - 1 {
+        return None;
+    }
+    if u64::from(low) & TAG_RECV != 0 {
+        Some((user_data & !TAG_RECV, false))
+    } else if u64::from(low) & TAG_ACCEPT != 0 {
+        Some((user_data & !TAG_ACCEPT, true))
+    } else {
+        None
+    }
+}
+
+/// A receive's or an accept's completion for `token`, registered as `reg`: if the request
+/// `ended`, notes that, and queues it to be armed again if it is still wanted and ended by
+/// cancellation, a full completion ring (with a result), or, for a receive, for want of
+/// buffers. EOF and errors end it for good (a listener's owner decides when to go on).
+fn op_ended(regs: &mut Regs, rearm: &mut Vec<u64>, token: u64, reg: Reg, res: i32, ended: bool) {
     if !ended {
         return;
     }
     regs.entry(token).recv &= !R_ARMED;
-    let again = res > 0 || res == -libc::ENOBUFS || res == -libc::ECANCELED;
+    let again = if reg.interest.contains(Interest::ACCEPT) {
+        res >= 0 || res == -libc::ECANCELED
+    } else {
+        res > 0 || res == -libc::ENOBUFS || res == -libc::ECANCELED
+    };
     if again && reg.recv & R_WANT != 0 {
         rearm.push(token);
+    }
+}
+
+/// What a registration's poll waits for, if it has one. Input comes from a receive (EOF
+/// and errors too): its poll is only for writability, and there is none until a write
+/// comes up short. A listener that accepts through the ring has none.
+fn polled(interest: Interest) -> Option<Interest> {
+    if interest.contains(Interest::ACCEPT) {
+        None
+    } else if interest.contains(Interest::RECV) {
+        (interest.contains(Interest::WRITE)).then(|| interest.without(Interest::READ))
+    } else {
+        Some(interest)
     }
 }
 
@@ -584,13 +631,14 @@ struct Reg {
     /// -1: no registration.
     fd: RawFd,
     interest: Interest,
-    /// The receive's state ([`Interest::RECV`]): `R_WANT`, `R_ARMED`.
+    /// The receive's or the accept's state ([`Interest::RECV`], [`Interest::ACCEPT`]):
+    /// `R_WANT`, `R_ARMED`.
     recv: u8,
 }
 
-/// The connection wants to receive.
+/// The connection wants to receive (the listener to accept).
 const R_WANT: u8 = 1;
-/// A receive is in the kernel (armed, or cancelled and not yet ended).
+/// A receive (an accept) is in the kernel (armed, or cancelled and not yet ended).
 const R_ARMED: u8 = 2;
 
 const NO_REG: Reg = Reg {
@@ -680,10 +728,13 @@ pub(crate) struct Uring {
     inflight_free: Vec<u32>,
     /// Provided buffers, when connections receive through the ring.
     bufs: Option<RecvBufs>,
-    /// Tokens whose receive ended while still wanted: armed again at the next wait.
-    recv_rearm: Vec<u64>,
-    /// Receives in the kernel (armed or being cancelled), for the teardown.
-    recv_ops: u32,
+    /// Tokens whose receive or accept ended while still wanted: armed again at the next
+    /// wait.
+    op_rearm: Vec<u64>,
+    /// Receives and accepts in the kernel (armed or being cancelled), for the teardown.
+    ops_armed: u32,
+    /// Listeners accept through the ring.
+    accepts: bool,
 }
 
 impl Uring {
@@ -699,6 +750,8 @@ impl Uring {
                 .inspect_err(|e| log::debug!("io_uring: no provided buffers ({e}), polling"))
                 .ok()
         };
+        // Multishot accepts came in 5.19.
+        let accepts = !std::env::var(ACCEPT_ENV).is_ok_and(|v| v == "0") && kernel_at_least(5, 19);
         Ok(Uring {
             ring,
             regs: Regs::new(),
@@ -709,36 +762,49 @@ impl Uring {
             inflight: Vec::new(),
             inflight_free: Vec::new(),
             bufs,
-            recv_rearm: Vec::new(),
-            recv_ops: 0,
+            op_rearm: Vec::new(),
+            ops_armed: 0,
+            accepts,
         })
     }
 
-    /// Arms `token`'s multishot receive into the provided buffers.
-    fn recv_arm(&mut self, token: u64, fd: RawFd, stats: &mut Stats) -> io::Result<()> {
+    /// Arms `token`'s multishot receive into the provided buffers, or its multishot accept
+    /// (new fds non-blocking and close-on-exec, as accept4 makes them; no peer address,
+    /// which each completion would overwrite).
+    fn recv_arm(&mut self, token: u64, reg: Reg, stats: &mut Stats) -> io::Result<()> {
         self.regs.entry(token).recv |= R_ARMED;
-        self.recv_ops += 1;
-        self.ring.push(
+        self.ops_armed += 1;
+        let user_data = op_data(token, reg.interest);
+        let sqe = if reg.interest.contains(Interest::ACCEPT) {
+            Sqe {
+                opcode: OP_ACCEPT,
+                ioprio: ACCEPT_MULTISHOT,
+                fd: reg.fd,
+                op_flags: (libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) as u32,
+                user_data,
+                ..Default::default()
+            }
+        } else {
             Sqe {
                 opcode: OP_RECV,
                 flags: SQE_BUFFER_SELECT,
                 ioprio: RECV_MULTISHOT,
-                fd,
+                fd: reg.fd,
                 buf_index: RECV_GROUP,
-                user_data: token | TAG_RECV,
+                user_data,
                 ..Default::default()
-            },
-            stats,
-        )
+            }
+        };
+        self.ring.push(sqe, stats)
     }
 
-    /// Asks the kernel to end `token`'s receive (it completes with `ECANCELED`).
-    fn recv_cancel(&mut self, token: u64, stats: &mut Stats) -> io::Result<()> {
+    /// Asks the kernel to end `token`'s receive or accept (it completes with `ECANCELED`).
+    fn recv_cancel(&mut self, token: u64, reg: Reg, stats: &mut Stats) -> io::Result<()> {
         self.ring.push(
             Sqe {
                 opcode: OP_ASYNC_CANCEL,
                 fd: -1,
-                addr: token | TAG_RECV,
+                addr: op_data(token, reg.interest),
                 user_data: TAG_IGNORE,
                 ..Default::default()
             },
@@ -760,9 +826,9 @@ impl Uring {
         }
         let (armed, wanted) = (reg.recv & R_ARMED != 0, reg.recv & R_WANT != 0);
         if on && !armed {
-            self.recv_arm(token, reg.fd, stats)?;
+            self.recv_arm(token, reg, stats)?;
         } else if !on && armed && wanted {
-            self.recv_cancel(token, stats)?;
+            self.recv_cancel(token, reg, stats)?;
         }
         Ok(())
     }
@@ -771,15 +837,9 @@ impl Uring {
         // Multishot polls are edge-triggered (io_uring's default); level-triggered ones are
         // one-shot and re-armed after each report, which reports once per wait while ready,
         // as epoll does.
-        let mut interest = reg.interest;
-        if interest.contains(Interest::RECV) {
-            // Input comes from the receive (EOF and errors too): poll only for writability,
-            // and not at all until a write comes up short.
-            if !interest.contains(Interest::WRITE) {
-                return Ok(());
-            }
-            interest = interest.without(Interest::READ);
-        }
+        let Some(interest) = polled(reg.interest) else {
+            return Ok(());
+        };
         let edge = interest.contains(Interest::EDGE);
         let mask = epoll_bits(interest) & !(libc::EPOLLET as u32);
         self.ring.push(
@@ -812,7 +872,7 @@ impl Uring {
         match c.op {
             Op::Add(interest) => {
                 let reg = self.regs.insert(c.token, c.fd, interest);
-                if interest.contains(Interest::RECV) {
+                if interest.contains(Interest::RECV) || interest.contains(Interest::ACCEPT) {
                     self.recv_set(c.token, true, stats)?;
                 }
                 self.poll_add(c.token, reg, stats)
@@ -831,8 +891,9 @@ impl Uring {
     /// Forgets `token`'s registration and queues the removal of its poll; false if it had
     /// none.
     fn unregister(&mut self, token: u64, stats: &mut Stats) -> io::Result<bool> {
-        // Like a poll, a receive holds the file open until it ends: cancelled. Its
-        // completion finds the token gone (and its buffer goes back in order).
+        // Like a poll, a receive or an accept holds the file open until it ends: cancelled.
+        // Its completion finds the token gone (and its buffer goes back in order, its fd
+        // is closed).
         self.recv_set(token, false, stats)?;
         let Some(reg) = self.regs.remove(token) else {
             return Ok(false);
@@ -840,10 +901,10 @@ impl Uring {
         if !self.rearm.is_empty() {
             self.rearm.retain(|t| *t != token);
         }
-        if !self.recv_rearm.is_empty() {
-            self.recv_rearm.retain(|t| *t != token);
+        if !self.op_rearm.is_empty() {
+            self.op_rearm.retain(|t| *t != token);
         }
-        if !reg.interest.contains(Interest::RECV) || reg.interest.contains(Interest::WRITE) {
+        if polled(reg.interest).is_some() {
             self.poll_remove(token, stats)?;
         }
         Ok(true)
@@ -957,15 +1018,15 @@ impl Backend for Uring {
             }
         }
         self.rearm = rearm;
-        let mut recv_rearm = std::mem::take(&mut self.recv_rearm);
-        for token in recv_rearm.drain(..) {
+        let mut op_rearm = std::mem::take(&mut self.op_rearm);
+        for token in op_rearm.drain(..) {
             if let Some(reg) = self.regs.get(token) {
                 if reg.recv == R_WANT {
-                    self.recv_arm(token, reg.fd, stats)?;
+                    self.recv_arm(token, reg, stats)?;
                 }
             }
         }
-        self.recv_rearm = recv_rearm;
+        self.op_rearm = op_rearm;
         for c in changes {
             self.apply(c, stats)?;
         }
@@ -984,8 +1045,8 @@ impl Backend for Uring {
             inflight,
             inflight_free,
             bufs,
-            recv_rearm,
-            recv_ops,
+            op_rearm,
+            ops_armed,
             ..
         } = self;
         // Bounded like epoll's event buffer; what is left is reaped by the next wait,
@@ -1016,14 +1077,30 @@ impl Backend for Uring {
                 });
                 return;
             }
-            if let Some(token) = recv_token(user_data) {
+            if let Some((token, accept)) = op_token(user_data) {
                 let ended = flags & CQE_F_MORE == 0;
                 if ended {
-                    *recv_ops -= 1;
+                    *ops_armed -= 1;
                 }
                 let live = regs.get(token);
                 if let Some(reg) = live {
-                    recv_ended(regs, recv_rearm, token, reg, res, ended);
+                    op_ended(regs, op_rearm, token, reg, res, ended);
+                }
+                if accept {
+                    if live.is_some() && res != -libc::ECANCELED {
+                        events.push(Event {
+                            token,
+                            ready: Ready::ACCEPTED,
+                            res,
+                            buf: 0,
+                            off: 0,
+                        });
+                    } else if res >= 0 {
+                        // Accepted for a listener closed since: nobody takes it.
+                        // SAFETY: the kernel installed this fd for us; nothing else has it.
+                        drop(unsafe { OwnedFd::from_raw_fd(res) });
+                    }
+                    return;
                 }
                 let (Some(b), true) = (bufs.as_mut(), flags & CQE_F_BUFFER != 0 && res > 0) else {
                     // No bytes: EOF, an error, or the end of a cancelled or starved receive.
@@ -1125,12 +1202,16 @@ impl Backend for Uring {
     fn has_queued(&self) -> bool {
         !self.queued.is_empty()
             || !self.rearm.is_empty()
-            || !self.recv_rearm.is_empty()
+            || !self.op_rearm.is_empty()
             || self.ring.unsubmitted > 0
     }
 
     fn receives(&self) -> bool {
         self.bufs.is_some()
+    }
+
+    fn accepts(&self) -> bool {
+        self.accepts
     }
 
     fn recv_buf(&self, buf: u32, off: u32) -> *const u8 {
@@ -1154,8 +1235,9 @@ impl Backend for Uring {
 impl Drop for Uring {
     fn drop(&mut self) {
         // A receive still in the kernel could write into a buffer after the mapping is
-        // gone: cancel every one and wait (briefly) for their ends before the fields drop.
-        if self.bufs.is_none() || self.recv_ops == 0 {
+        // gone, and an accept could take a connection nobody closes: cancel every one and
+        // wait (briefly) for their ends before the fields drop.
+        if self.ops_armed == 0 {
             return;
         }
         let mut stats = Stats::default();
@@ -1164,7 +1246,7 @@ impl Drop for Uring {
             let _ = self.recv_set((u64::from(r.gen) << 32) | i as u64, false, &mut stats);
         }
         let deadline = Instant::now() + Duration::from_secs(1);
-        while self.recv_ops > 0 && Instant::now() < deadline {
+        while self.ops_armed > 0 && Instant::now() < deadline {
             if self
                 .ring
                 .submit_and_wait(1, Some(Duration::from_millis(10)))
@@ -1172,17 +1254,24 @@ impl Drop for Uring {
             {
                 break;
             }
-            let ops = &mut self.recv_ops;
-            self.ring.reap(u32::MAX, |user_data, _, flags| {
-                if recv_token(user_data).is_some() && flags & CQE_F_MORE == 0 {
+            let ops = &mut self.ops_armed;
+            self.ring.reap(u32::MAX, |user_data, res, flags| {
+                let Some((_, accept)) = op_token(user_data) else {
+                    return;
+                };
+                if flags & CQE_F_MORE == 0 {
                     *ops -= 1;
+                }
+                if accept && res >= 0 {
+                    // SAFETY: the kernel installed this fd for us; nothing else has it.
+                    drop(unsafe { OwnedFd::from_raw_fd(res) });
                 }
             });
         }
-        if self.recv_ops > 0 {
+        if self.ops_armed > 0 {
             log::warn!(
-                "io_uring: {} receives did not end; leaking their buffers",
-                self.recv_ops
+                "io_uring: {} receives or accepts did not end; leaking the receive buffers",
+                self.ops_armed
             );
             std::mem::forget(self.bufs.take());
         }
