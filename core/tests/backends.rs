@@ -268,12 +268,17 @@ fn kernel_at_least(major: u32, minor: u32) -> bool {
 fn listeners_accept_with_the_peer_address_and_on_the_ring_without_accept4() {
     // On io_uring (5.19+) a multishot accept hands over the fds: no accept4 at all; a TCP
     // connection's peer then costs a getpeername (counted as an accept call), a Unix one's
-    // nothing. The address a connection reports must be its peer's either way.
+    // nothing. The address a connection reports must be its peer's either way, also on an
+    // inherited listener (whose kind the loop has to ask for).
     let dir = tempdir("peer");
     for backend in BACKENDS {
+        let inherited = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let inherited_port = inherited.local_addr().unwrap().port();
+        let inherited = std::os::fd::IntoRawFd::into_raw_fd(inherited);
         for addr in [
             "127.0.0.1:0".to_string(),
             format!("unix:{dir}/{backend}.sock"),
+            format!("fd:{inherited}"),
         ] {
             let srv = Server::start_on(backend, &addr, |lp, l| {
                 lp.listen(l, |lp, a| {
@@ -290,13 +295,18 @@ fn listeners_accept_with_the_peer_address_and_on_the_ring_without_accept4() {
             let before = srv.stats();
             let n = 20;
             for i in 0..n {
-                let (mut s, want): (Box<dyn ReadWrite>, String) = match &srv.addr {
-                    myriad::Addr::Tcp(a) => {
+                let tcp = match &srv.addr {
+                    myriad::Addr::Tcp(a) => Some(*a),
+                    myriad::Addr::Fd(_) => Some(([127, 0, 0, 1], inherited_port).into()),
+                    myriad::Addr::Unix(_) => None,
+                };
+                let (mut s, want): (Box<dyn ReadWrite>, String) = match tcp {
+                    Some(a) => {
                         let s = TcpStream::connect(a).unwrap();
                         let me = s.local_addr().unwrap().to_string();
                         (Box::new(s), me)
                     }
-                    _ => {
+                    None => {
                         let s = UnixStream::connect(format!("{dir}/{backend}.sock")).unwrap();
                         (Box::new(s), "unix:".to_string())
                     }

@@ -491,7 +491,6 @@ impl Loop {
     /// Hands input the backend received to its source, then gives the buffer back (also
     /// when the source is gone).
     fn dispatch_received(&mut self, token: Token, res: i32, buf: u32, off: u32) {
-        self.stats.received += 1;
         let data: &[u8] = if res > 0 {
             // SAFETY: the kernel wrote these `res` bytes of buffer `buf` and neither it nor
             // the backend touches them until `recv_done` below; the mapping lives as long
@@ -502,6 +501,8 @@ impl Loop {
         };
         if let Some(i) = self.slot_of(token) {
             if let Some(mut src) = self.slots[i].src.take() {
+                // (Pieces for a connection closed since are dropped, not counted.)
+                self.stats.received += 1;
                 let next = src.received(self, token, res, data);
                 self.settle(i, token, src, next);
             }
