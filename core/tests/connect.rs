@@ -92,6 +92,53 @@ fn connects_exchanges_and_half_closes() {
     assert!(s.eof, "{s:?}");
     assert_eq!(s.closed, Some(None));
     assert_eq!(lp.connection_count(), 0);
+    // Once connected, an outbound connection reads as an accepted one does: on io_uring
+    // (6.12+) through the ring (the echo and the EOF), with no recv call.
+    let st = lp.stats();
+    if lp.backend_receives() {
+        assert_eq!(st.read, 0, "{st:?}");
+        assert!(st.received >= 2, "{st:?}");
+    } else {
+        // (One read may bring the echo and, with the peer's hangup known, the EOF.)
+        assert!(st.read >= 1, "{st:?}");
+    }
+}
+
+/// Greets every connection at once ("hello, client"), then echoes.
+struct Greeter;
+
+impl Protocol for Greeter {
+    fn on_data(&mut self, io: &mut Io<'_>, input: &[u8]) -> usize {
+        io.write(input);
+        input.len()
+    }
+}
+
+#[test]
+fn a_peer_that_speaks_first_is_heard_whole() {
+    // The greeting can arrive with the connect's completion: it must reach the client
+    // once, before the echo, whichever way the connection reads.
+    let srv = Server::start_with("127.0.0.1:0", |lp, l| {
+        lp.listen(l, |lp, a| {
+            let t = lp.add_conn(a, Greeter);
+            lp.with_conn::<Greeter, ()>(t, |_, io| io.write(b"hello, client|"));
+        });
+    });
+    for _ in 0..20 {
+        let mut lp = Loop::new().unwrap();
+        let (c, seen) = client(b"ping", true);
+        lp.connect(
+            &srv.addr,
+            Some(Duration::from_secs(5)),
+            ConnOptions::default(),
+            c,
+        )
+        .unwrap();
+        run_until_stopped(&mut lp, 10);
+        let s = seen.borrow();
+        assert_eq!(s.data, b"hello, client|ping", "{s:?}");
+        assert!(s.eof, "{s:?}");
+    }
 }
 
 #[test]

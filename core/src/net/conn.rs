@@ -952,6 +952,15 @@ impl<P: Protocol> Conn<P> {
         self.st.set(CONNECTING, false);
         self.st.deadline = 0;
         log::debug!("connection {:?} connected", self.st.token);
+        if lp.ring_recv {
+            // From now on the backend receives, as for an accepted connection: nothing was
+            // read yet, so whatever the peer sent first is the receive's (a read edge that
+            // came with the connect's completion is ignored, as all are with RING_RECV).
+            self.st.set(RING_RECV | RECV_ON, true);
+            let fd = self.fd.as_raw_fd();
+            lp.reregister(fd, self.st.token, Interest::SOCKET | Interest::RECV);
+            lp.recv_ctl(fd, self.st.token, true);
+        }
         let (proto, out, st) = self.io_parts();
         proto.on_connect(&mut Io { lp, out, st });
         None
