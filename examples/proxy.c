@@ -13,8 +13,9 @@
  *   close-delimited, paced by the client: the upstream is paused while 256 KiB wait for
  *   the client and resumed when its output drains (myriad_req_on_drain).
  * - A client that goes away aborts its upstream connection at once (no leaked fd, no
- *   callback after free); an upstream that fails gives 502 (504 on timeout), or ends the
- *   response early if its head was already sent.
+ *   callback after free); an upstream that fails gives 502 (504 on timeout), or, once the
+ *   head was sent, cuts the response short (myriad_req_abort): no client takes a
+ *   truncated body for a whole one.
  * SIGTERM/SIGINT: stop accepting, finish in-flight requests, exit 0.
  */
 #define _POSIX_C_SOURCE 200809L
@@ -88,12 +89,17 @@ static void px_unref(void *p) {
     if (--x->refs == 0) free(x);
 }
 
+/* Ends the client's response: whole (status 0), or failed with `status`: an error page if
+ * nothing was sent yet, else cut short (myriad_req_abort) so that the client does not take
+ * the truncated body for a whole one. */
 static void finish(struct px *x, int status, const char *msg) {
     if (!x->req) return;
-    if (!x->head_done && status)
+    if (!status)
+        myriad_req_finish(x->req);
+    else if (!x->head_done)
         myriad_req_send(x->req, status, S("text/plain"), (const uint8_t *)msg, strlen(msg));
     else
-        myriad_req_finish(x->req);
+        myriad_req_abort(x->req);
     x->req = NULL;
 }
 

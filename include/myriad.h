@@ -492,6 +492,19 @@ int myriad_req_stderr(struct myriad_req_t *req, const uint8_t *msg, size_t len);
 // just frees it. Loop thread.
 int myriad_req_finish(struct myriad_req_t *req);
 
+// Abandons the response, for a handler that cannot complete it (an upstream failed
+// mid-body), so that the client does not take it for a whole one; frees the request handle
+// like myriad_req_finish. What was flushed is still written; then the connection closes
+// without ending the response: an HTTP/1.1 chunked body lacks its last chunk, and a
+// response whose head was not sent gets nothing at all (nginx's 444). Over FastCGI there is
+// no END_REQUEST: a STDERR record says the response was abandoned and the connection
+// closes, ending any other request on it; nginx passes the cut on with fastcgi_keep_conn on,
+// but with keep_conn or buffering off takes the close for the end of the output (only its
+// error log tells). Nor can an HTTP/1.0 client tell a body delimited by the close from a
+// whole one. Aborting an aborted request just frees it. Loop thread. Errors:
+// MYRIAD_EINVAL, MYRIAD_EWRONGTHREAD.
+int myriad_req_abort(struct myriad_req_t *req);
+
 // Convenience: status, Content-Type, body (copied), finish — and frees the handle.
 // Loop thread. Errors as myriad_req_finish, plus MYRIAD_EINVAL.
 int myriad_req_send(struct myriad_req_t *req, int status, const char *content_type, size_t ct_len, const uint8_t *body, size_t body_len);

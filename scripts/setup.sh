@@ -8,6 +8,7 @@ declare -A NEED=(
     [cc]=build-essential
     [pkg-config]=pkg-config
     [curl]=curl
+    [python3]=python3
     [nginx]=nginx-light
     [spawn-fcgi]=spawn-fcgi
     [cgi-fcgi]=libfcgi-bin

@@ -125,6 +125,37 @@ wait_line "$T/proxy3.out" listening
 P3=$(port_in "$T/proxy3.out" listening)
 check "refused upstream gives 502" bash -c "[ \"\$(curl -s --max-time 20 -o /dev/null -w '%{http_code}' http://127.0.0.1:$P3/)\" = 502 ]"
 
+# An upstream that promises 100 bytes, sends 7 and closes: the client must see its response
+# cut short (curl: 18, transfer closed with outstanding data), not a whole one.
+CUT=$(free_port)
+python3 - "$CUT" <<'PY' &
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1])))
+s.listen(16)
+while True:
+    c, _ = s.accept()
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        d = c.recv(4096)
+        if not d:
+            break
+        buf += d
+    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")
+    c.close()
+PY
+PIDS+=($!)
+"$PROXY" --upstream "127.0.0.1:$CUT" --http 127.0.0.1:0 >"$T/proxy4.out" 2>/dev/null &
+PIDS+=($!)
+wait_line "$T/proxy4.out" listening
+P4=$(port_in "$T/proxy4.out" listening)
+for _ in $(seq 100); do python3 -c "import socket; socket.create_connection(('127.0.0.1', $CUT)).close()" 2>/dev/null && break; sleep 0.05; done
+cut_rc=0
+cut_body=$(curl -s --max-time 20 "http://127.0.0.1:$P4/") || cut_rc=$?
+check "an upstream that fails mid-body cuts the client's response short (curl rc $cut_rc, body '$cut_body')" \
+    bash -c "[ '$cut_rc' = 18 ] && [ '$cut_body' = partial ]"
+
 kill -TERM "$VPID"
 wait "$VPID"
 rc=$?

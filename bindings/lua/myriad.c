@@ -337,6 +337,17 @@ static int res_finish(lua_State *L) {
     return 0;
 }
 
+/* res:abort(): the response cannot be completed; the client sees it cut short. */
+static int res_abort(lua_State *L) {
+    lreq *q = checkreq(L, 1);
+    if (!q->r) return luaL_error(L, "request already finished");
+    myriad_req_abort(q->r);
+    q->r = NULL;
+    unref(L, &q->bodyref);
+    unref(L, &q->selfref);
+    return 0;
+}
+
 static int res_queued(lua_State *L) {
     lua_pushinteger(L, (lua_Integer)myriad_req_queued(live(L, 1)));
     return 1;
@@ -421,7 +432,7 @@ static const luaL_Reg req_methods[] = {
     {"status", res_status},   {"header", res_header},     {"write", res_write},
     {"flush", res_flush},     {"finish", res_finish},     {"queued", res_queued},
     {"aborted", res_aborted}, {"body", req_body},         {"on_body", req_on_body},
-    {NULL, NULL}};
+    {"abort", res_abort},     {NULL, NULL}};
 
 /* ---- servers ---- */
 

@@ -114,6 +114,9 @@ local srv = myriad.server {
     elseif req.path == "/stream-in" then
       local parts = {}
       req:on_body(function(c) if c then parts[#parts + 1] = c else res:finish(#table.concat(parts) .. "") end end)
+    elseif req.path == "/cut" then
+      res:write("part"); res:flush(); res:abort()
+      check(not pcall(res.abort, res), "abort twice is an error")
     elseif req.path == "/forget" then
       -- neither finished nor kept: collected, the client gets a 500
     else
@@ -147,6 +150,9 @@ check(fetch("-o /dev/null -w '%{http_code}' --data-binary @" .. big .. " " .. ba
 local f = curl("-o /dev/null -w '%{http_code}' " .. base .. "/forget")
 run_until(function() collectgarbage(); return (f()) end)
 check(select(2, f()) == "500", "a request collected unfinished answers 500")
+local cut = fetch(base .. "/cut")
+-- (curl's error on stderr may come before the body on stdout)
+check(cut:find("part", 1, true) and cut:find("(18)", 1, true), "res:abort() cuts the response short: " .. cut)
 check(fetch(base .. "/") == "nf", "server keeps serving after errors")
 check(errors_seen == 1, "handler ran once for /error")
 

@@ -345,6 +345,9 @@ pub(crate) struct Exchange {
     pub(crate) body_len: u64,
     pub(crate) flush: bool,
     pub(crate) aborted: bool,
+    /// The handler abandoned the response ([`Response::abort`]): once what was flushed is
+    /// written, the connection closes without ending it.
+    pub(crate) cut: bool,
     /// Output handed to the connection and not yet written (as last reported by it).
     pub(crate) conn_queued: usize,
     /// Bytes for the front end's error log (FastCGI STDERR).
@@ -371,6 +374,7 @@ impl Exchange {
             body_len: 0,
             flush: false,
             aborted: false,
+            cut: false,
             conn_queued: 0,
             errs: Vec::new(),
             proto: Protocol::Http,
@@ -482,6 +486,7 @@ impl Ctx {
         e.body_len = 0;
         e.flush = false;
         e.aborted = false;
+        e.cut = false;
         e.conn_queued = 0;
         e.errs.clear();
         e.drain_cb = None;
@@ -787,6 +792,25 @@ impl Response {
 
     fn finish_inner(&mut self) -> Result<(), ResponseError> {
         let r = self.queue(|e| e.phase = Phase::Done);
+        self.done = true;
+        r
+    }
+
+    /// Abandons the response, for a handler that cannot complete it (an upstream failed
+    /// mid-body): the client must not take it for a whole one. What was flushed is still
+    /// written; then the connection closes without ending the response: an HTTP/1.1
+    /// chunked body lacks its last chunk, and a response whose head was not sent gets
+    /// nothing at all (nginx's 444). Over FastCGI there is no `END_REQUEST`: a `STDERR`
+    /// record says the response was abandoned and the connection closes, ending any other
+    /// request on it. nginx passes the cut on with `fastcgi_keep_conn on` ("upstream
+    /// prematurely closed connection"); with keep_conn or buffering off it takes the close
+    /// for the end of the output, and only its error log tells. Nor can an HTTP/1.0 client
+    /// tell a body delimited by the close from a whole one. A second call gives `Gone`.
+    pub fn abort(mut self) -> Result<(), ResponseError> {
+        let r = self.queue(|e| {
+            e.cut = true;
+            e.phase = Phase::Done;
+        });
         self.done = true;
         r
     }

@@ -314,3 +314,44 @@ fn web_server_addrs_stderr_empty_data_and_close_with_unread_input() {
     assert_eq!((parse_cgi(&out).2, st), (b"Hello, World!".to_vec(), 0));
     t.join().unwrap();
 }
+
+#[test]
+fn an_abandoned_response_closes_the_connection_before_end_request() {
+    let s = srv();
+    for (target, want) in [
+        ("/cut", None),
+        ("/cut?flushed=2", Some("piece 0\npiece 1\n")),
+        ("/cut?flushed=2&ms=30", Some("piece 0\npiece 1\n")),
+    ] {
+        let mut c = Client::connect(s.addr());
+        // Request 2 waits on the same connection: it ends with it.
+        let mut wire = f::request(1, "GET", target, b"", true);
+        wire.extend(f::request(2, "GET", "/delay?ms=2000", b"", true));
+        c.send(&wire);
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        while let Some(r) = c.next() {
+            assert_eq!(r.id, 1, "{target}: {r:?}");
+            match r.kind {
+                f::STDOUT => out.extend(r.content),
+                f::STDERR => err.extend(r.content),
+                _ => panic!("{target}: {r:?} (no END_REQUEST)"),
+            }
+        }
+        assert_eq!(
+            err, b"myriad: response abandoned by the application",
+            "{target}"
+        );
+        match want {
+            None => assert!(out.is_empty(), "{target}: {out:?}"),
+            Some(body) => {
+                let (status, head, got) = parse_cgi(&out);
+                assert_eq!(status, 200, "{target}");
+                assert!(!head.contains("Content-Length"), "{target}: {head}");
+                assert_eq!(got, body.as_bytes(), "{target}");
+            }
+        }
+    }
+    let mut c = Client::connect(s.addr());
+    c.send(&f::request(1, "GET", "/", b"", true));
+    assert_eq!(parse_cgi(&c.response(1).0).2, b"Hello, World!");
+}

@@ -546,3 +546,55 @@ fn a_keep_alive_request_costs_one_read_one_write_no_ctl() {
         "idle keep-alive connection holds no buffers"
     );
 }
+
+/// Sends `req` on a fresh connection and reads everything until the server closes.
+fn exchange_until_close(s: &HttpSrv, req: &[u8]) -> String {
+    let mut c = TcpStream::connect(s.addr()).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(req).unwrap();
+    let mut got = Vec::new();
+    c.read_to_end(&mut got).expect("the server closes");
+    String::from_utf8(got).unwrap()
+}
+
+#[test]
+fn an_abandoned_response_is_cut_short_never_completed() {
+    let s = srv();
+    // Nothing flushed: nothing at all, and the request behind it is not answered.
+    let got = exchange_until_close(
+        &s,
+        b"GET /cut HTTP/1.1\r\nHost: t\r\n\r\nGET / HTTP/1.1\r\nHost: t\r\n\r\n",
+    );
+    assert_eq!(got, "", "an abort before the head sends nothing");
+    // Flushed pieces go out, chunked, without the last chunk; at once or later.
+    for target in ["/cut?flushed=2", "/cut?flushed=2&ms=30"] {
+        let req =
+            format!("GET {target} HTTP/1.1\r\nHost: t\r\n\r\nGET / HTTP/1.1\r\nHost: t\r\n\r\n");
+        let got = exchange_until_close(&s, req.as_bytes());
+        let (head, body) = got.split_once("\r\n\r\n").expect("a head");
+        assert!(head.starts_with("HTTP/1.1 200 "), "{target}: {head}");
+        assert!(
+            head.contains("Transfer-Encoding: chunked"),
+            "{target}: {head}"
+        );
+        assert!(!head.contains("Content-Length"), "{target}: {head}");
+        // Whole chunks, and no last (zero-size) one.
+        let (mut rest, mut data) = (body, String::new());
+        while !rest.is_empty() {
+            let (size, after) = rest.split_once("\r\n").expect("a chunk size line");
+            let n = usize::from_str_radix(size, 16).unwrap();
+            assert!(
+                n > 0,
+                "{target}: the body ends with its last chunk: {body:?}"
+            );
+            data.push_str(&after[..n]);
+            assert_eq!(&after[n..n + 2], "\r\n", "{target}");
+            rest = &after[n + 2..];
+        }
+        assert_eq!(data, "piece 0\npiece 1\n", "{target}");
+    }
+    // The server goes on.
+    assert_eq!(get(s.addr(), "/").body, b"Hello, World!");
+    s.inner
+        .wait_for(5, "closed", |lp| lp.connection_count() == 0);
+}

@@ -234,11 +234,39 @@ fn behind_nginx_over_unix_and_tcp() {
     ])
     .0;
     assert_eq!(out, format!("{} {sum}", body.len()));
+    // An abandoned response. With keep_conn on (and buffering) nginx sees the backend
+    // close before END_REQUEST and passes the cut on (curl: a transfer closed short, not a
+    // whole response); before anything was flushed it answers 502; then it goes on. With
+    // keep_conn or buffering off nginx takes a close for the end of the output: only its
+    // error log tells (from our STDERR record).
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "20"])
+        .arg(format!("{}/cut?flushed=2&ms=30", base(p_tcp)))
+        .output()
+        .expect("curl");
+    assert!(!out.status.success(), "curl took a cut response as whole");
+    assert_eq!(out.stdout, b"piece 0\npiece 1\n");
+    let (out, _) = curl(&["-i", &format!("{}/cut", base(p_tcp))]);
+    assert!(out.starts_with("HTTP/1.1 502"), "{out}");
+    assert_eq!(curl(&[&format!("{}/", base(p_tcp))]).0, "Hello, World!");
+    let _ = curl(&[&format!("{}/cut?flushed=1", base(p_unix))]);
+
     let mut buf = String::new();
     let _ = std::fs::File::open(dir.join("error.log")).map(|mut f| f.read_to_string(&mut buf));
     assert!(
         !buf.contains("upstream sent"),
         "nginx complained about the backend:\n{buf}"
+    );
+    assert!(
+        buf.lines()
+            .any(|l| l.contains("prematurely closed") && l.contains("/cut?flushed=2")),
+        "nginx did not see the abandoned response:\n{buf}"
+    );
+    assert!(
+        buf.lines()
+            .any(|l| l.contains("response abandoned by the application")
+                && l.contains("/cut?flushed=1")),
+        "the STDERR record over keep_conn off did not reach the log:\n{buf}"
     );
 }
 

@@ -1183,6 +1183,33 @@ pub unsafe extern "C" fn myriad_req_finish(req: *mut myriad_req_t) -> c_int {
     })
 }
 
+/// Abandons the response, for a handler that cannot complete it (an upstream failed
+/// mid-body), so that the client does not take it for a whole one; frees the request handle
+/// like myriad_req_finish. What was flushed is still written; then the connection closes
+/// without ending the response: an HTTP/1.1 chunked body lacks its last chunk, and a
+/// response whose head was not sent gets nothing at all (nginx's 444). Over FastCGI there is
+/// no END_REQUEST: a STDERR record says the response was abandoned and the connection
+/// closes, ending any other request on it; nginx passes the cut on with fastcgi_keep_conn on,
+/// but with keep_conn or buffering off takes the close for the end of the output (only its
+/// error log tells). Nor can an HTTP/1.0 client tell a body delimited by the close from a
+/// whole one. Aborting an aborted request just frees it. Loop thread. Errors:
+/// MYRIAD_EINVAL, MYRIAD_EWRONGTHREAD.
+#[no_mangle]
+pub unsafe extern "C" fn myriad_req_abort(req: *mut myriad_req_t) -> c_int {
+    with_req(req, |r| {
+        r.finish_handle();
+        if let Some(res) = r.res.take() {
+            // (Gone: the client left first; nothing to cut.)
+            let _ = res.abort();
+        }
+        if !r.in_handler {
+            // SAFETY: the handle came from Box::into_raw and is not used again.
+            unsafe { release_req(req) };
+        }
+        MYRIAD_OK
+    })
+}
+
 /// Convenience: status, Content-Type, body (copied), finish — and frees the handle.
 /// Loop thread. Errors as myriad_req_finish, plus MYRIAD_EINVAL.
 #[no_mangle]

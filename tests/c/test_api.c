@@ -282,6 +282,15 @@ static void handler(myriad_req_t *req, void *ud) {
         pthread_t th;
         pthread_create(&th, NULL, post_thread, req);
         pthread_detach(th);
+    } else if (pn == 4 && !memcmp(p, "/cut", 4)) {
+        /* Flushed, then abandoned: the client must see the body cut short. */
+        CHECK(myriad_req_write(req, (const uint8_t *)"partial", 7) == MYRIAD_OK);
+        CHECK(myriad_req_flush(req) == MYRIAD_OK);
+        CHECK(myriad_req_abort(req) == MYRIAD_OK);
+    } else if (pn == 5 && !memcmp(p, "/cut0", 5)) {
+        /* Abandoned before anything was flushed: no response at all. */
+        CHECK(myriad_req_write(req, (const uint8_t *)"unsent", 6) == MYRIAD_OK);
+        CHECK(myriad_req_abort(req) == MYRIAD_OK);
     } else if (pn == 5 && !memcmp(p, "/body", 5)) {
         CHECK(myriad_req_on_body(req, NULL, NULL, NULL) == MYRIAD_EINVAL);
         CHECK(myriad_req_on_body(req, on_body, NULL, count_dtor) == MYRIAD_OK);
@@ -340,6 +349,14 @@ static void *clients(void *arg) {
     r = http("POST /body HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello");
     CHECK(r && strstr(r, "\r\n\r\nhello"));
     free(r);
+    r = http("GET /cut HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    CHECK(r && strstr(r, "Transfer-Encoding: chunked\r\n"));
+    CHECK(r && strstr(r, "\r\n\r\n7\r\npartial\r\n"));
+    CHECK(r && !strstr(r, "\r\n0\r\n\r\n")); /* no last chunk */
+    free(r);
+    r = http("GET /cut0 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    CHECK(r && r[0] == 0);
+    free(r);
     r = http("GET /post HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
     CHECK(r && strstr(r, "\r\n\r\nposted"));
     free(r);
@@ -383,6 +400,7 @@ static void test_server(void) {
     /* In a callback outside a handler, handler-only calls fail cleanly (no request). */
     CHECK(myriad_req_on_body(NULL, on_body, NULL, NULL) == MYRIAD_EINVAL);
     CHECK(myriad_req_finish(NULL) == MYRIAD_EINVAL);
+    CHECK(myriad_req_abort(NULL) == MYRIAD_EINVAL);
     CHECK(myriad_req_send_async(NULL, 200, S("a"), NULL, 0) == MYRIAD_EINVAL);
 
     pthread_barrier_init(&go, NULL, 8);

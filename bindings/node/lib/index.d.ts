@@ -93,6 +93,11 @@ export declare class Response {
   flushHeaders(): void;
   /** Ends the response, with a last piece of body if given; `callback` runs after. A
    * second call does nothing. */
+  /** Abandons the response: what was written goes out, then the connection closes
+   * without ending it (the client sees it cut short). */
+  destroy(): this;
+  /** Whether destroy() was called. */
+  readonly destroyed: boolean;
   end(callback?: () => void): this;
   end(chunk: Chunk, callback?: () => void): this;
   /** Resolves once everything written so far has been sent, or the client is gone. */

@@ -208,6 +208,7 @@ class Response extends Lazy {
     this._fields = null; // lower-cased name -> [name, value]
     this.headersSent = false;
     this.writableEnded = false;
+    this.destroyed = false;
     this._drainWanted = false;
     this._drainers = null;
   }
@@ -312,6 +313,22 @@ class Response extends Lazy {
     return this;
   }
 
+  /** Abandons the response, for a handler that cannot complete it (as Node's
+   * `res.destroy()`): what was written goes out, then the connection closes without
+   * ending it, so the client sees it cut short (an HTTP/1.1 chunked body lacks its last
+   * chunk; nothing at all if the head was not sent). Over FastCGI, see myriad_req_abort. */
+  destroy() {
+    if (this.writableEnded || this.destroyed) return this;
+    const h = this._h;
+    native.abort(h);
+    this.destroyed = true;
+    this.writableEnded = true;
+    if (live[h % SLOT_SPAN] === this) live[h % SLOT_SPAN] = undefined;
+    this._drained();
+    this._emit('close');
+    return this;
+  }
+
   /** Bytes written and not yet sent to the client. */
   get writableLength() {
     return native.queued(this._h);
@@ -359,7 +376,7 @@ function failed(server, req, res, err) {
     res.setHeader('Content-Type', 'text/plain');
     res.end('Internal Server Error');
   } else {
-    res.end(); // the head is out: the body ends short
+    res.destroy(); // the head is out: cut the body short, never pass it off as whole
   }
 }
 

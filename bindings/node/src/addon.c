@@ -883,6 +883,19 @@ static napi_value js_end(napi_env env, napi_callback_info info) {
     }
 }
 
+/* abort(h) -> 0 or a negative error: abandons the response (myriad_req_abort: what was
+ * flushed goes out, then the connection closes without ending it) and releases the handle. */
+static napi_value js_abort(napi_env env, napi_callback_info info) {
+    napi_value argv[1];
+    slot *s;
+    myriad_req_t *r;
+    if (get_args(env, info, 1, argv) < 0) return NULL;
+    if (!(s = arg_slot(env, the_inst(env), argv[0]))) return int_result(env, MYRIAD_EGONE);
+    r = s->r;
+    slot_release(s);
+    return int_result(env, myriad_req_abort(r));
+}
+
 /* queued(h) -> bytes written and not yet sent (0 once finished). */
 static napi_value js_queued(napi_env env, napi_callback_info info) {
     napi_value argv[1];
@@ -981,7 +994,7 @@ static napi_value init_module(napi_env env, napi_value exports) {
     } FNS[] = {
         {"init", js_init},       {"listen", js_listen}, {"addresses", js_addresses}, {"close", js_close},
         {"target", js_target},   {"query", js_query},   {"peer", js_peer},           {"headers", js_headers},
-        {"env", js_env},         {"write", js_write},   {"end", js_end},             {"queued", js_queued},
+        {"env", js_env},         {"write", js_write},   {"end", js_end},             {"queued", js_queued}, {"abort", js_abort},
         {"onDrain", js_on_drain}, {"log", js_log},      {"stats", js_stats},
     };
     inst *I;

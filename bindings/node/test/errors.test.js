@@ -10,7 +10,7 @@ const { myriad, serve, request, raw, until } = require('./helpers');
 
 test('a thrown error or a rejected promise gives a 500, reported on the error event', async () => {
   const reported = [];
-  const { srv, base } = await serve(async (req, res) => {
+  const { srv, base, addr } = await serve(async (req, res) => {
     if (req.path === '/sync') throw new Error('sync boom');
     if (req.path === '/async') {
       await new Promise((r) => setTimeout(r, 5));
@@ -33,9 +33,11 @@ test('a thrown error or a rejected promise gives a 500, reported on the error ev
   assert.equal(r.status, 500);
   r = await request(`${base}/reject-value`);
   assert.equal(r.status, 500);
-  r = await request(`${base}/after-head`);
-  assert.equal(r.status, 200); // the head was out: the body ends short
-  assert.equal(r.body.toString(), 'partial');
+  // The head was out: the body is cut short (no last chunk, then the close), never passed
+  // off as a whole one.
+  const cut = await raw(addr, 'GET /after-head HTTP/1.1\r\nHost: t\r\n\r\n');
+  assert.match(cut, /^HTTP\/1\.1 200 /);
+  assert.match(cut, /\r\n\r\n7\r\npartial\r\n$/);
   r = await request(`${base}/ok`);
   assert.equal(r.status, 200);
   assert.equal(r.body.toString(), 'fine');
@@ -130,5 +132,27 @@ test('a response never ended is released when the client goes away', async () =>
   s.resetAndDestroy(); // an RST: a FIN alone is a half-close, which still gets its response
   assert.ok(await until(() => req0 && req0.aborted), 'the handler saw the abort');
   assert.equal(myriad.stats().requests, 0);
+  await srv.close();
+});
+
+test('res.destroy() cuts the response short; nothing at all before the head', async () => {
+  const seen = [];
+  const { srv, addr } = await serve(async (req, res) => {
+    if (req.path === '/early') {
+      res.destroy();
+    } else {
+      res.write('part');
+      res.destroy();
+    }
+    seen.push([res.destroyed, res.writableEnded]);
+    assert.throws(() => res.write('more'), { code: 'ERR_STREAM_WRITE_AFTER_END' });
+    res.destroy(); // a second call does nothing
+  });
+  const cut = await raw(addr, 'GET /late HTTP/1.1\r\nHost: t\r\n\r\nGET /late HTTP/1.1\r\nHost: t\r\n\r\n');
+  assert.match(cut, /^HTTP\/1\.1 200 /);
+  assert.match(cut, /\r\n\r\n4\r\npart\r\n$/); // and no answer to the second request
+  assert.equal(await raw(addr, 'GET /early HTTP/1.1\r\nHost: t\r\n\r\n'), '');
+  assert.deepEqual(seen, [[true, true], [true, true]]);
+  assert.ok(await until(() => myriad.stats().requests === 0), 'no request handle left');
   await srv.close();
 });

@@ -386,9 +386,13 @@ impl FcgiConn {
         self.sh.ctx.abort(a.ex, a.stage == Stage::Stdin);
     }
 
-    /// Moves every request's output into STDOUT/STDERR records; ends finished requests.
+    /// Moves every request's output into STDOUT/STDERR records; ends finished requests. A
+    /// response abandoned by its handler ([`crate::Response::abort`]) gets no
+    /// `END_REQUEST`: the connection closes once its records are written, which is how a
+    /// front end learns of it (aborting the connection's other requests too).
     fn collect(&mut self, io: &mut Io<'_>) {
         let ctx = self.sh.ctx.clone();
+        let mut cut = false;
         let mut i = 0;
         while i < self.reqs.len() {
             let a = &mut self.reqs[i];
@@ -403,8 +407,14 @@ impl FcgiConn {
                         io.notify_drained();
                     }
                     if !a.head_sent {
+                        if e.cut && !e.flush {
+                            // Nothing was sent or flushed: nothing will be.
+                            e.pieces.clear();
+                            e.bytes.clear();
+                            return None;
+                        }
                         if e.phase == Phase::Open && !e.flush {
-                            return false;
+                            return Some(false);
                         }
                         // The response head as CGI headers.
                         let bodiless = e.status == 204 || e.status == 304;
@@ -416,7 +426,7 @@ impl FcgiConn {
                             head.extend_from_slice(reason(e.status).as_bytes());
                             head.extend_from_slice(b"\r\n");
                             head.extend_from_slice(&e.hdrs);
-                            if e.phase == Phase::Done && !bodiless {
+                            if e.phase == Phase::Done && !e.cut && !bodiless {
                                 head.extend_from_slice(b"Content-Length: ");
                                 head.extend_from_slice(decimal(e.body_len, t));
                                 head.extend_from_slice(b"\r\n");
@@ -456,15 +466,30 @@ impl FcgiConn {
                         e.errs.clear();
                     }
                     e.flush = false;
+                    if e.cut {
+                        return None;
+                    }
                     if e.phase == Phase::Done {
                         record::put_record(scratch, kind::STDOUT, id, b"");
                         record::put_end(scratch, id, 0, record::REQUEST_COMPLETE);
-                        return true;
+                        return Some(true);
                     }
-                    false
+                    Some(false)
                 })
-                .unwrap_or(false);
-            if done {
+                .unwrap_or(Some(false));
+            if done.is_none() {
+                let a = self.reqs.remove(i);
+                ctx.release(a.ex);
+                // For the front end's log: a close alone looks like the end of the output
+                // to nginx without keep_conn.
+                record::put_record(
+                    &mut self.scratch,
+                    kind::STDERR,
+                    a.id,
+                    b"myriad: response abandoned by the application",
+                );
+                cut = true;
+            } else if done == Some(true) {
                 let a = self.reqs.remove(i);
                 // A response finished before its STDIN ended: the rest is ignored.
                 ctx.release(a.ex);
@@ -476,6 +501,11 @@ impl FcgiConn {
             }
         }
         self.flush_scratch(io);
+        if cut {
+            // (The connection's other requests are aborted when it closes.)
+            io.close();
+            return;
+        }
         if self.reqs.is_empty() {
             if self.close_when_idle || self.draining {
                 io.close();

@@ -375,7 +375,8 @@ impl HttpConn {
     }
 
     /// Moves the current response's output to the connection. Returns whether the
-    /// response is complete.
+    /// response is complete. An abandoned one ([`crate::Response::abort`]) ends the
+    /// exchange and closes the connection once its output is written (not complete).
     fn collect(&mut self, io: &mut Io<'_>) -> bool {
         let Some(id) = self.cur else { return false };
         if self.st == St::Head || self.st == St::Dead {
@@ -387,10 +388,17 @@ impl HttpConn {
                 io.notify_drained();
             }
             if !self.has(HEAD_SENT) {
-                if e.phase == Phase::Open && !e.flush {
-                    return false;
+                if e.cut && !e.flush {
+                    // Nothing was sent or flushed: nothing will be.
+                    e.pieces.clear();
+                    e.bytes.clear();
+                    return None;
                 }
-                let done = e.phase == Phase::Done;
+                if e.phase == Phase::Open && !e.flush {
+                    return Some(false);
+                }
+                // (A cut response streams what was flushed, never with a length.)
+                let done = e.phase == Phase::Done && !e.cut;
                 // A finished response whose body is one copied or small static piece goes
                 // out with its head in one copy.
                 let inline: Option<&[u8]> = match (done, e.pieces.as_slice()) {
@@ -441,16 +449,30 @@ impl HttpConn {
             if self.has(BLOCKED) {
                 e.conn_queued = io.queued();
             }
+            if e.cut {
+                // Without the last chunk.
+                return None;
+            }
             if e.phase == Phase::Done {
                 if chunked && !self.has(TRAILER_SENT) {
                     io.write(b"0\r\n\r\n");
                     self.set(TRAILER_SENT, true);
                 }
-                return true;
+                return Some(true);
             }
-            false
+            Some(false)
         });
-        r.unwrap_or(false)
+        match r {
+            Some(Some(done)) => done,
+            Some(None) => {
+                self.cur = None;
+                ctx.release(id);
+                self.st = St::Dead;
+                io.close();
+                false
+            }
+            None => false,
+        }
     }
 
     /// Writes the response head, followed by `body` (the whole body of a finished response,

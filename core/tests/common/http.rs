@@ -147,6 +147,23 @@ pub fn routes(lp: &mut Loop, req: &mut Request, mut res: Response) {
                 }
             });
         }
+        ("GET", "/cut") => {
+            // Abandons the response: after writing "unsent" (never flushed) if `flushed`
+            // is 0, else after `flushed` flushed pieces; at once, or `ms` later.
+            let n = param(&q, "flushed").unwrap_or(0);
+            if n == 0 {
+                let _ = res.write(b"unsent");
+            }
+            for i in 0..n {
+                let _ = res.write(format!("piece {i}\n").as_bytes());
+                let _ = res.flush();
+            }
+            if let Some(ms) = param(&q, "ms") {
+                lp.timer(Duration::from_millis(ms), move |_| res.abort().unwrap());
+            } else {
+                res.abort().unwrap();
+            }
+        }
         ("GET", "/log") => {
             let _ = res.stderr(b"something to log");
             let _ = res.send(200, "text/plain", b"logged");
