@@ -149,10 +149,14 @@ static int req_gc(lua_State *L) {
     lreq *q = checkreq(L, 1);
     live_requests--;
     if (q->r) {
-        /* Dropped unanswered: the client gets a 500 instead of a hung connection. */
-        if (myriad_req_status(q->r, 500) == MYRIAD_OK)
+        /* Dropped unanswered: the client gets a 500 instead of a hung connection, or, once
+         * the head is out, a response cut short (never a truncated one passed off as whole). */
+        if (myriad_req_status(q->r, 500) == MYRIAD_OK) {
             myriad_req_write(q->r, (const uint8_t *)"Internal Server Error\n", 22);
-        myriad_req_finish(q->r);
+            myriad_req_finish(q->r);
+        } else {
+            myriad_req_abort(q->r);
+        }
         q->r = NULL;
     }
     return 0;

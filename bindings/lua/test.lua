@@ -117,6 +117,9 @@ local srv = myriad.server {
     elseif req.path == "/cut" then
       res:write("part"); res:flush(); res:abort()
       check(not pcall(res.abort, res), "abort twice is an error")
+    elseif req.path == "/forget-mid" then
+      -- the head is out, then neither finished nor kept: collected, the response is cut short
+      res:write("mid"); res:flush()
     elseif req.path == "/forget" then
       -- neither finished nor kept: collected, the client gets a 500
     else
@@ -150,6 +153,10 @@ check(fetch("-o /dev/null -w '%{http_code}' --data-binary @" .. big .. " " .. ba
 local f = curl("-o /dev/null -w '%{http_code}' " .. base .. "/forget")
 run_until(function() collectgarbage(); return (f()) end)
 check(select(2, f()) == "500", "a request collected unfinished answers 500")
+f = curl(base .. "/forget-mid")
+run_until(function() collectgarbage(); return (f()) end)
+local mid = select(2, f())
+check(mid:find("mid", 1, true) and mid:find("(18)", 1, true), "a request collected after its head is cut short: " .. mid)
 local cut = fetch(base .. "/cut")
 -- (curl's error on stderr may come before the body on stdout)
 check(cut:find("part", 1, true) and cut:find("(18)", 1, true), "res:abort() cuts the response short: " .. cut)

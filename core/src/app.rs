@@ -618,7 +618,8 @@ impl std::fmt::Display for ResponseError {
 impl std::error::Error for ResponseError {}
 
 /// The response to one request, used on the loop's thread. Dropping it unfinished finishes
-/// it with a 500 (or ends the stream, if the head was sent), so no client is left hanging.
+/// it with a 500, or cuts it short if the head was sent (see [`Response::abort`]), so no
+/// client is left hanging or takes a truncated body for a whole one.
 pub struct Response {
     pub(crate) ctx: Rc<Ctx>,
     pub(crate) id: ExId,
@@ -920,13 +921,17 @@ impl Drop for Response {
         if self.done {
             return;
         }
-        let open = self
-            .ctx
-            .with(self.id, |e| e.phase == Phase::Open)
-            .unwrap_or(false);
-        if open {
-            log::warn!("response dropped unfinished: answering 500");
-            let _ = self.with(|e| e.canned(500, b"Internal Server Error\n"));
+        match self.ctx.with(self.id, |e| e.phase == Phase::Open) {
+            Some(true) => {
+                log::warn!("response dropped unfinished: answering 500");
+                let _ = self.with(|e| e.canned(500, b"Internal Server Error\n"));
+            }
+            Some(false) => {
+                // The head is out: cut the body short rather than pass it off as whole.
+                log::warn!("response dropped unfinished after its head: cutting it short");
+                let _ = self.with(|e| e.cut = true);
+            }
+            None => {}
         }
         let _ = self.finish_inner();
     }

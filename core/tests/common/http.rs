@@ -164,6 +164,14 @@ pub fn routes(lp: &mut Loop, req: &mut Request, mut res: Response) {
                 res.abort().unwrap();
             }
         }
+        ("GET", "/dropmid") => {
+            // Dropped unfinished once two pieces were flushed.
+            for i in 0..2 {
+                let _ = res.write(format!("piece {i}\n").as_bytes());
+                let _ = res.flush();
+            }
+            drop(res);
+        }
         ("GET", "/log") => {
             let _ = res.stderr(b"something to log");
             let _ = res.send(200, "text/plain", b"logged");
