@@ -115,17 +115,22 @@ fn a_stalled_reader_gets_everything_with_bounded_output() {
     }
 }
 
+/// An echo server on `backend`, and its listener's token.
+fn echo_server_with_listener(backend: &'static str) -> (Server, Token) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let srv = Server::start_on(backend, "127.0.0.1:0", move |lp, l| {
+        let t = lp.listen(l, |lp, a| {
+            lp.add_conn(a, common::Echo);
+        });
+        tx.send(t.to_u64()).unwrap();
+    });
+    (srv, Token::from_u64(rx.recv().unwrap()))
+}
+
 #[test]
 fn a_closed_listener_refuses_at_once_while_the_loop_runs() {
     for backend in BACKENDS {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let srv = Server::start_on(backend, "127.0.0.1:0", move |lp, l| {
-            let t = lp.listen(l, |lp, a| {
-                lp.add_conn(a, common::Echo);
-            });
-            tx.send(t.to_u64()).unwrap();
-        });
-        let listener = Token::from_u64(rx.recv().unwrap());
+        let (srv, listener) = echo_server_with_listener(backend);
         let addr = srv.tcp();
         let mut c = TcpStream::connect(addr).unwrap();
         c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -420,14 +425,7 @@ fn connections_accepted_for_a_listener_closed_meanwhile_are_closed() {
     // by the ring during the stall, their completions not yet read): none is served, none
     // is left hanging.
     for backend in BACKENDS {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let srv = Server::start_on(backend, "127.0.0.1:0", move |lp, l| {
-            let t = lp.listen(l, |lp, a| {
-                lp.add_conn(a, common::Echo);
-            });
-            tx.send(t.to_u64()).unwrap();
-        });
-        let listener = Token::from_u64(rx.recv().unwrap());
+        let (srv, listener) = echo_server_with_listener(backend);
         let (served, closed) = connect_while_stalled(&srv, 20, move |lp| {
             assert!(lp.close_listener(listener));
         });

@@ -71,12 +71,12 @@ fn run_until_stopped(lp: &mut Loop, secs: u64) {
     panic!("loop did not stop within {secs} s");
 }
 
-#[test]
-fn connects_exchanges_and_half_closes() {
-    let srv = Server::start("127.0.0.1:0");
+/// Connects a fresh loop's client to `srv`, sends `send` (written before the connect
+/// completes: queued, sent once connected), shuts down its side and runs until the client
+/// closes.
+fn exchange_half_closed(srv: &Server, send: &'static [u8]) -> (Loop, Rc<RefCell<Seen>>) {
     let mut lp = Loop::new().unwrap();
-    // Written before the connect completes: queued, sent once connected.
-    let (c, seen) = client(b"ping over a fresh connection", true);
+    let (c, seen) = client(send, true);
     lp.connect(
         &srv.addr,
         Some(Duration::from_secs(5)),
@@ -85,6 +85,13 @@ fn connects_exchanges_and_half_closes() {
     )
     .unwrap();
     run_until_stopped(&mut lp, 10);
+    (lp, seen)
+}
+
+#[test]
+fn connects_exchanges_and_half_closes() {
+    let srv = Server::start("127.0.0.1:0");
+    let (lp, seen) = exchange_half_closed(&srv, b"ping over a fresh connection");
     let s = seen.borrow();
     assert!(s.connected);
     assert_eq!(s.data, b"ping over a fresh connection");
@@ -104,37 +111,19 @@ fn connects_exchanges_and_half_closes() {
     }
 }
 
-/// Greets every connection at once ("hello, client"), then echoes.
-struct Greeter;
-
-impl Protocol for Greeter {
-    fn on_data(&mut self, io: &mut Io<'_>, input: &[u8]) -> usize {
-        io.write(input);
-        input.len()
-    }
-}
-
 #[test]
 fn a_peer_that_speaks_first_is_heard_whole() {
     // The greeting can arrive with the connect's completion: it must reach the client
     // once, before the echo, whichever way the connection reads.
     let srv = Server::start_with("127.0.0.1:0", |lp, l| {
         lp.listen(l, |lp, a| {
-            let t = lp.add_conn(a, Greeter);
-            lp.with_conn::<Greeter, ()>(t, |_, io| io.write(b"hello, client|"));
+            // A greeting first, then the echo.
+            let t = lp.add_conn(a, common::Echo);
+            lp.with_conn::<common::Echo, ()>(t, |_, io| io.write(b"hello, client|"));
         });
     });
     for _ in 0..20 {
-        let mut lp = Loop::new().unwrap();
-        let (c, seen) = client(b"ping", true);
-        lp.connect(
-            &srv.addr,
-            Some(Duration::from_secs(5)),
-            ConnOptions::default(),
-            c,
-        )
-        .unwrap();
-        run_until_stopped(&mut lp, 10);
+        let (_lp, seen) = exchange_half_closed(&srv, b"ping");
         let s = seen.borrow();
         assert_eq!(s.data, b"hello, client|ping", "{s:?}");
         assert!(s.eof, "{s:?}");
