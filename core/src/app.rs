@@ -968,6 +968,13 @@ impl Completion {
             let _ = res.send(status, &ct, &body);
         })
     }
+
+    /// Abandons the response (see [`Response::abort`]), from any thread.
+    pub fn abort(self) -> bool {
+        self.post(|res| {
+            let _ = res.abort();
+        })
+    }
 }
 
 impl Drop for Completion {

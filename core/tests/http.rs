@@ -566,9 +566,16 @@ fn an_abandoned_response_is_cut_short_never_completed() {
         b"GET /cut HTTP/1.1\r\nHost: t\r\n\r\nGET / HTTP/1.1\r\nHost: t\r\n\r\n",
     );
     assert_eq!(got, "", "an abort before the head sends nothing");
+    let got = exchange_until_close(&s, b"GET /workcut HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(got, "", "nor does one from another thread");
     // Flushed pieces go out, chunked, without the last chunk; at once or later.
     // (Dropping the response unfinished after its head cuts it short too.)
-    for target in ["/cut?flushed=2", "/cut?flushed=2&ms=30", "/dropmid"] {
+    for target in [
+        "/cut?flushed=2",
+        "/cut?flushed=2&ms=30",
+        "/dropmid",
+        "/workcut?flushed=1",
+    ] {
         let req =
             format!("GET {target} HTTP/1.1\r\nHost: t\r\n\r\nGET / HTTP/1.1\r\nHost: t\r\n\r\n");
         let got = exchange_until_close(&s, req.as_bytes());

@@ -190,6 +190,18 @@ pub fn routes(lp: &mut Loop, req: &mut Request, mut res: Response) {
                 c.send(200, "text/plain", format!("worked {ms}").into_bytes());
             });
         }
+        ("GET", "/workcut") => {
+            // Abandoned from another thread (after a flushed piece if `flushed`).
+            if param(&q, "flushed").is_some() {
+                let _ = res.write(b"piece 0\npiece 1\n");
+                let _ = res.flush();
+            }
+            let c = res.into_completion();
+            thread::spawn(move || {
+                thread::sleep(Duration::from_millis(10));
+                c.abort();
+            });
+        }
         ("GET", "/drop") => {
             // A completion dropped unanswered on another thread: 500, never a hang.
             let c = res.into_completion();
