@@ -315,6 +315,18 @@ pub(crate) enum Piece {
     Owned(Box<dyn AsRef<[u8]>>),
 }
 
+/// What a protocol's collect made of an exchange's output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Collected {
+    /// More is to come.
+    Pending,
+    /// The response is complete.
+    Complete,
+    /// Abandoned ([`Response::abort`]): what was flushed is queued; the connection must
+    /// close without ending the response.
+    Cut,
+}
+
 /// How the response body is being framed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Phase {
@@ -393,6 +405,17 @@ impl Exchange {
             Some(Piece::Copied(n)) => *n += b.len(),
             _ => self.pieces.push(Piece::Copied(b.len())),
         }
+    }
+
+    /// Whether the response was abandoned before anything was flushed; if so its pending
+    /// output is dropped (its head has not gone out: nothing will).
+    pub(crate) fn cut_unsent(&mut self) -> bool {
+        if !self.cut || self.flush {
+            return false;
+        }
+        self.pieces.clear();
+        self.bytes.clear();
+        true
     }
 
     /// Replaces a response whose head was not sent with `status` and a text/plain `body`
@@ -808,12 +831,8 @@ impl Response {
     /// for the end of the output, and only its error log tells. Nor can an HTTP/1.0 client
     /// tell a body delimited by the close from a whole one. A second call gives `Gone`.
     pub fn abort(mut self) -> Result<(), ResponseError> {
-        let r = self.queue(|e| {
-            e.cut = true;
-            e.phase = Phase::Done;
-        });
-        self.done = true;
-        r
+        let _ = self.with(|e| e.cut = true);
+        self.finish_inner()
     }
 
     /// Convenience: status, Content-Type, body, finish.

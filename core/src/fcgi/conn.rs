@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 
 use super::record::{self, kind, Decoder, Event};
-use crate::app::{Body, Ctx, ExId, Phase, PieceRef, Protocol as Proto, Response, Span};
+use crate::app::{Body, Collected, Ctx, ExId, Phase, PieceRef, Protocol as Proto, Response, Span};
 use crate::http::{decimal, reason};
 use crate::net::{Io, PeerAddr, Protocol};
 use crate::reactor::{Loop, Token};
@@ -407,14 +407,11 @@ impl FcgiConn {
                         io.notify_drained();
                     }
                     if !a.head_sent {
-                        if e.cut && !e.flush {
-                            // Nothing was sent or flushed: nothing will be.
-                            e.pieces.clear();
-                            e.bytes.clear();
-                            return None;
+                        if e.cut_unsent() {
+                            return Collected::Cut;
                         }
                         if e.phase == Phase::Open && !e.flush {
-                            return Some(false);
+                            return Collected::Pending;
                         }
                         // The response head as CGI headers.
                         let bodiless = e.status == 204 || e.status == 304;
@@ -467,17 +464,17 @@ impl FcgiConn {
                     }
                     e.flush = false;
                     if e.cut {
-                        return None;
+                        return Collected::Cut;
                     }
                     if e.phase == Phase::Done {
                         record::put_record(scratch, kind::STDOUT, id, b"");
                         record::put_end(scratch, id, 0, record::REQUEST_COMPLETE);
-                        return Some(true);
+                        return Collected::Complete;
                     }
-                    Some(false)
+                    Collected::Pending
                 })
-                .unwrap_or(Some(false));
-            if done.is_none() {
+                .unwrap_or(Collected::Pending);
+            if done == Collected::Cut {
                 let a = self.reqs.remove(i);
                 ctx.release(a.ex);
                 // For the front end's log: a close alone looks like the end of the output
@@ -489,7 +486,7 @@ impl FcgiConn {
                     b"myriad: response abandoned by the application",
                 );
                 cut = true;
-            } else if done == Some(true) {
+            } else if done == Collected::Complete {
                 let a = self.reqs.remove(i);
                 // A response finished before its STDIN ended: the rest is ignored.
                 ctx.release(a.ex);

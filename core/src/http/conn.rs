@@ -9,7 +9,7 @@ use super::chunked::{self, ChunkError, Decoder};
 use super::head::Fixed;
 use super::parse::{self, BodyKind, Limits};
 use super::reason;
-use crate::app::{Body, Ctx, ExId, Phase, Piece, PieceRef, Protocol as Proto, Response};
+use crate::app::{Body, Collected, Ctx, ExId, Phase, Piece, PieceRef, Protocol as Proto, Response};
 use crate::net::{Io, Protocol, SMALL_STATIC};
 use crate::reactor::{Loop, Token};
 use crate::server::{finish_drain, Shared};
@@ -388,14 +388,11 @@ impl HttpConn {
                 io.notify_drained();
             }
             if !self.has(HEAD_SENT) {
-                if e.cut && !e.flush {
-                    // Nothing was sent or flushed: nothing will be.
-                    e.pieces.clear();
-                    e.bytes.clear();
-                    return None;
+                if e.cut_unsent() {
+                    return Collected::Cut;
                 }
                 if e.phase == Phase::Open && !e.flush {
-                    return Some(false);
+                    return Collected::Pending;
                 }
                 // (A cut response streams what was flushed, never with a length.)
                 let done = e.phase == Phase::Done && !e.cut;
@@ -451,27 +448,27 @@ impl HttpConn {
             }
             if e.cut {
                 // Without the last chunk.
-                return None;
+                return Collected::Cut;
             }
             if e.phase == Phase::Done {
                 if chunked && !self.has(TRAILER_SENT) {
                     io.write(b"0\r\n\r\n");
                     self.set(TRAILER_SENT, true);
                 }
-                return Some(true);
+                return Collected::Complete;
             }
-            Some(false)
+            Collected::Pending
         });
-        match r {
-            Some(Some(done)) => done,
-            Some(None) => {
+        match r.unwrap_or(Collected::Pending) {
+            Collected::Complete => true,
+            Collected::Pending => false,
+            Collected::Cut => {
                 self.cur = None;
                 ctx.release(id);
                 self.st = St::Dead;
                 io.close();
                 false
             }
-            None => false,
         }
     }
 

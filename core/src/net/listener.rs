@@ -217,17 +217,37 @@ pub(crate) fn set_opt(fd: RawFd, level: i32, name: i32, val: i32) -> io::Result<
     .map(drop)
 }
 
-/// The local address of a socket (getsockname).
-pub(crate) fn local_addr(fd: RawFd) -> io::Result<PeerAddr> {
+/// What a socket-address call (getsockname, getpeername) looks like.
+type SockAddrFn =
+    unsafe extern "C" fn(libc::c_int, *mut libc::sockaddr, *mut libc::socklen_t) -> libc::c_int;
+
+/// A socket's address as `get` reports it.
+fn sock_addr(fd: RawFd, get: SockAddrFn) -> io::Result<PeerAddr> {
     // SAFETY: all-zero is a valid sockaddr_storage.
     let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    syscall!(getsockname(
-        fd,
-        (&mut st as *mut libc::sockaddr_storage).cast(),
-        &mut len
-    ))?;
+    // SAFETY: `get` writes at most `len` bytes into `st`, a live sockaddr_storage.
+    if unsafe {
+        get(
+            fd,
+            (&mut st as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        )
+    } == -1
+    {
+        return Err(io::Error::last_os_error());
+    }
     Ok(peer_of(&st))
+}
+
+/// The local address of a socket (getsockname).
+pub(crate) fn local_addr(fd: RawFd) -> io::Result<PeerAddr> {
+    sock_addr(fd, libc::getsockname)
+}
+
+/// The peer address of a connected socket (getpeername).
+fn peer_addr(fd: RawFd) -> io::Result<PeerAddr> {
+    sock_addr(fd, libc::getpeername)
 }
 
 fn bind_tcp(sa: &SocketAddr, opts: &ListenOptions) -> io::Result<Inner> {
@@ -490,21 +510,15 @@ impl Source for ListenSource {
         let peer = if self.ring == Some(true) {
             PeerAddr::Unix
         } else {
-            // SAFETY: all-zero is a valid sockaddr_storage.
-            let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-            let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             lp.stats.accept += 1;
-            let got = syscall!(getpeername(
-                fd.as_raw_fd(),
-                (&mut st as *mut libc::sockaddr_storage).cast(),
-                &mut len
-            ));
-            if let Err(e) = got {
-                // The peer is gone already (ENOTCONN): so is the connection.
-                log::debug!("getpeername on a connection from {}: {e}", self.l.addr());
-                return Next::Keep;
+            match peer_addr(fd.as_raw_fd()) {
+                Ok(p) => p,
+                Err(e) => {
+                    // The peer is gone already (ENOTCONN): so is the connection.
+                    log::debug!("getpeername on a connection from {}: {e}", self.l.addr());
+                    return Next::Keep;
+                }
             }
-            peer_of(&st)
         };
         log::trace!("accepted fd {res} on {}", self.l.addr());
         (self.on_accept)(lp, Accepted { fd, peer });
