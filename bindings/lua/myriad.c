@@ -99,6 +99,13 @@ static void unref(lua_State *L, int *ref) {
     }
 }
 
+/* The request's handle is gone (finished or abandoned): drop what kept it reachable. */
+static void ended(lua_State *L, lreq *q) {
+    q->r = NULL;
+    unref(L, &q->bodyref);
+    unref(L, &q->selfref);
+}
+
 static void finish(lua_State *L, lreq *q, int error_status) {
     if (!q->r) return;
     if (error_status) {
@@ -108,9 +115,7 @@ static void finish(lua_State *L, lreq *q, int error_status) {
         }
     }
     myriad_req_finish(q->r);
-    q->r = NULL;
-    unref(L, &q->bodyref);
-    unref(L, &q->selfref);
+    ended(L, q);
 }
 
 /* The request a handler coroutine serves, or NULL. */
@@ -346,9 +351,7 @@ static int res_abort(lua_State *L) {
     lreq *q = checkreq(L, 1);
     if (!q->r) return luaL_error(L, "request already finished");
     myriad_req_abort(q->r);
-    q->r = NULL;
-    unref(L, &q->bodyref);
-    unref(L, &q->selfref);
+    ended(L, q);
     return 0;
 }
 
