@@ -9,7 +9,8 @@
  * accepting, finish in-flight requests, exit 0. Bad flags: usage on stderr, exit 2.
  *
  * Routes (the same over HTTP and FastCGI): GET|HEAD / ; POST|PUT /echo ; GET /env ;
- * GET /stream?chunks=N&bytes=B ; GET /delay?ms=M ; GET /work?ms=M (worker thread) ; 404.
+ * GET /stream?chunks=N&bytes=B ; GET /delay?ms=M ; GET /work?ms=M (worker thread) ;
+ * GET /stats (the serving loop's counters as JSON, like nginx's stub_status) ; 404.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
@@ -208,6 +209,26 @@ static void route_env(myriad_req_t *req) {
     free(out);
 }
 
+/* The counters of the loop serving this request (with --threads N, one of N loops). */
+static void route_stats(myriad_req_t *req) {
+    myriad_stats_t st;
+    char body[512];
+    int n;
+    if (myriad_loop_stats(myriad_req_loop(req), &st) != MYRIAD_OK) {
+        myriad_req_send(req, 500, S("text/plain"), NULL, 0);
+        return;
+    }
+#define U(x) (unsigned long long)st.x
+    n = snprintf(body, sizeof body,
+                 "{\"iterations\":%llu,\"wait\":%llu,\"ctl\":%llu,\"read\":%llu,"
+                 "\"received\":%llu,\"write\":%llu,\"accept\":%llu,\"other\":%llu,"
+                 "\"wakeups\":%llu,\"accepted\":%llu}\n",
+                 U(iterations), U(wait), U(ctl), U(read), U(received), U(write), U(accept),
+                 U(other), U(wakeups), U(accepted));
+#undef U
+    myriad_req_send(req, 200, S("application/json"), (const uint8_t *)body, (size_t)n);
+}
+
 static void handler(myriad_req_t *req, void *ud) {
     const char *m, *p;
     size_t ml, pl;
@@ -258,6 +279,8 @@ static void handler(myriad_req_t *req, void *ud) {
         myriad_timer_start(myriad_req_loop(req), d->ms, 0, delay_fire, d, free, NULL);
     } else if (eq(m, ml, "GET") && eq(p, pl, "/work")) {
         pool_push(req, (unsigned)param(req, "ms", 0, 60000));
+    } else if (eq(m, ml, "GET") && eq(p, pl, "/stats")) {
+        route_stats(req);
     } else {
         myriad_req_send(req, 404, S("text/plain"), (const uint8_t *)"Not Found", 9);
     }

@@ -8,7 +8,7 @@
 // /work runs on a pool of worker_threads workers. Node's thread runs one loop, so
 // --threads must be 1 and --backend epoll (or absent).
 // Routes: GET|HEAD / ; POST|PUT /echo ; GET /env ; GET /stream?chunks=N&bytes=B ;
-// GET /delay?ms=M ; GET /work?ms=M ; 404.
+// GET /delay?ms=M ; GET /work?ms=M ; GET /stats (the loop's counters as JSON) ; 404.
 'use strict';
 const fs = require('node:fs');
 const { Worker } = require('node:worker_threads');
@@ -91,6 +91,9 @@ function num(s, dflt, max) {
 
 const one = (v) => (Array.isArray(v) ? v[0] : v);
 
+// /stats: the loop's counters, in the order of myriad_stats_t.
+const STATS = ['iterations', 'wait', 'ctl', 'read', 'received', 'write', 'accept', 'other', 'wakeups', 'accepted'];
+
 async function handler(req, res) {
   const { method: m, path: p } = req;
   if ((m === 'GET' || m === 'HEAD') && p === '/') {
@@ -128,6 +131,12 @@ async function handler(req, res) {
     const ms = await work(num(one(req.query.ms), 0, 60000));
     res.setHeader('Content-Type', 'text/plain');
     res.end(`worked ${ms}`);
+  } else if (m === 'GET' && p === '/stats') {
+    const st = myriad.stats();
+    const out = {};
+    for (const k of STATS) out[k] = st[k];
+    res.setHeader('Content-Type', 'application/json');
+    res.end(JSON.stringify(out) + '\n');
   } else {
     res.statusCode = 404;
     res.setHeader('Content-Type', 'text/plain');

@@ -1,5 +1,7 @@
 -- hello.lua — the myriad demo app in Lua (same contract as examples/hello.c):
 --   hello.lua [--http ADDR]... [--fcgi ADDR]... [--threads N] [--backend NAME]
+-- Routes: GET|HEAD / ; POST|PUT /echo ; GET /env ; GET /stream?chunks=N&bytes=B ;
+-- GET /delay?ms=M ; GET /work?ms=M ; GET /stats (the loop's counters as JSON) ; 404.
 -- /work is answered from a loop timer (a Lua state is single-threaded). --threads must
 -- be 1 and --backend "epoll" (or absent) in this binding.
 local myriad = require "myriad"
@@ -32,6 +34,10 @@ local function num(s, default, max)
   if not n or n < 0 or n ~= math.floor(n) then return default end
   return math.min(n, max)
 end
+
+-- /stats: the loop's counters, in the order of myriad_stats_t.
+local STATS = { "iterations", "wait", "ctl", "read", "received", "write", "accept", "other",
+  "wakeups", "accepted" }
 
 local function handler(req, res)
   local m, p = req.method, req.path
@@ -70,6 +76,11 @@ local function handler(req, res)
     myriad.sleep(ms)
     res:header("Content-Type", "text/plain")
     res:finish("delayed " .. ms)
+  elseif m == "GET" and p == "/stats" then
+    local st, out = myriad.stats(), {}
+    for _, k in ipairs(STATS) do out[#out + 1] = string.format("%q:%d", k, st[k]) end
+    res:header("Content-Type", "application/json")
+    res:finish("{" .. table.concat(out, ",") .. "}\n")
   elseif m == "GET" and p == "/work" then
     local ms = num(req.args.ms, 0, 60000)
     myriad.timer(ms, function()

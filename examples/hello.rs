@@ -3,7 +3,8 @@
 //!
 //! Routes: `/` hello, `/echo` body echo, `/env` CGI variables, `/stream?chunks=N&bytes=B`
 //! paced by a loop timer, `/delay?ms=M` from a loop timer, `/work?ms=M` from a worker
-//! thread, anything else 404, the same over HTTP and FastCGI. Prints `listening http ADDR`
+//! thread, `/stats` the serving loop's counters as JSON, anything else 404, the same over
+//! HTTP and FastCGI. Prints `listening http ADDR`
 //! or `listening fcgi ADDR` per listener; with no listener flag it serves FastCGI on fd 0
 //! when started by spawn-fcgi, else HTTP on 127.0.0.1:8080. SIGTERM/SIGINT stop accepting,
 //! finish in-flight requests and exit 0; bad flags exit 2.
@@ -142,6 +143,24 @@ fn handle(lp: &mut Loop, req: &mut Request, mut res: Response, pool: &Arc<Pool>)
             let ms = param(req.query(), "ms").unwrap_or(0).min(60_000);
             let c = res.into_completion();
             let _ = pool.tx.lock().unwrap().send((ms, c));
+        }
+        ("GET", "/stats") => {
+            let s = lp.stats();
+            let body = format!(
+                "{{\"iterations\":{},\"wait\":{},\"ctl\":{},\"read\":{},\"received\":{},\
+                 \"write\":{},\"accept\":{},\"other\":{},\"wakeups\":{},\"accepted\":{}}}\n",
+                s.iterations,
+                s.wait,
+                s.ctl,
+                s.read,
+                s.received,
+                s.write,
+                s.accept,
+                s.other,
+                s.wakeups,
+                s.accepted
+            );
+            let _ = res.send(200, "application/json", body.as_bytes());
         }
         _ => {
             let _ = res.send(404, "text/plain", b"Not Found");

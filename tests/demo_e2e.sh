@@ -50,6 +50,29 @@ expect "http GET /delay" "delayed 50" $C "http://$H/delay?ms=50"
 expect "http GET /work" "worked 50" $C "http://$H/work?ms=50"
 expect "http 404" "404" $C -o /dev/null -w '%{http_code}' "http://$H/nope"
 expect "http 404 body" "Not Found" $C "http://$H/nope"
+# /stats: the serving loop's counters as JSON. Two on one connection: the second sees the
+# first's input and output and no new connection; a new connection adds one accept.
+stats_check() {
+    python3 -c '
+import json, sys
+keys = "iterations wait ctl read received write accept other wakeups accepted".split()
+s = [json.loads(l) for l in sys.stdin.read().splitlines()]
+assert len(s) == 3, "want 3 answers, got %d" % len(s)
+for d in s:
+    assert sorted(d) == sorted(keys), sorted(d)
+    assert all(type(d[k]) is int and d[k] >= 0 for k in keys), d
+a, b, c = s
+assert b["accepted"] == a["accepted"], "same connection, yet accepted %d -> %d" % (a["accepted"], b["accepted"])
+assert b["iterations"] > a["iterations"], "iterations did not move"
+assert b["read"] + b["received"] > a["read"] + a["received"], "the second request was not counted as input"
+assert b["write"] > a["write"], "the first answer was not counted as output"
+assert c["accepted"] > b["accepted"], "a new connection was not counted"
+print("consistent")'
+}
+stats_three() { { $C "http://$H/stats" "http://$H/stats"; $C "http://$H/stats"; } | stats_check 2>&1 | tail -1; }
+expect "http GET /stats" "consistent" stats_three
+expect "http GET /stats type" "application/json" $C -o /dev/null -w '%{content_type}' "http://$H/stats"
+expect "fcgi GET /stats" "1" bash -c "$(declare -f fcgi fbody); F=$F; fbody GET /stats | python3 -c 'import json,sys; print(int(json.load(sys.stdin)[\"accepted\"] >= 1))'"
 # /delay does not block other requests
 ( $C "http://$H/delay?ms=400" >/dev/null & )
 t0=$(date +%s%N); $C "http://$H/" >/dev/null; t1=$(date +%s%N)

@@ -778,7 +778,7 @@ static int l_stats(lua_State *L) {
     myriad_loop_stats(LP, &st);
     lua_newtable(L);
 #define F(x) lua_pushinteger(L, (lua_Integer)st.x); lua_setfield(L, -2, #x)
-    F(iterations); F(wait); F(ctl); F(read); F(write); F(accept); F(other); F(wakeups); F(accepted);
+    F(iterations); F(wait); F(ctl); F(read); F(received); F(write); F(accept); F(other); F(wakeups); F(accepted);
 #undef F
     lua_pushinteger(L, live_requests);
     lua_setfield(L, -2, "live_requests");

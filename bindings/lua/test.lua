@@ -180,7 +180,8 @@ end
 batch(10000)
 collectgarbage(); collectgarbage()
 local reg0, mem0 = registry_size(), collectgarbage("count")
-local before = myriad.stats().accepted
+local st0 = myriad.stats()
+local before = st0.accepted
 batch(100000)
 collectgarbage(); collectgarbage()
 local st = myriad.stats()
@@ -188,6 +189,11 @@ local reg1, mem1 = registry_size(), collectgarbage("count")
 print(string.format("after 100000 requests: registry %d -> %d entries, Lua heap %.0f -> %.0f KiB, live requests %d",
   reg0, reg1, mem0, mem1, st.live_requests))
 check(st.accepted - before <= 5, "curl reused its connection")
+for _, k in ipairs { "iterations", "wait", "ctl", "read", "received", "write", "accept", "other", "wakeups" } do
+  check(type(st[k]) == "number" and st[k] == math.floor(st[k]), "stats()." .. k)
+end
+check(st.read + st.received - st0.read - st0.received >= 100000, "stats: every request's input counted")
+check(st.write - st0.write >= 100000, "stats: every response's output counted")
 check(reg1 <= reg0 + 2, "registry did not grow")
 check(mem1 < mem0 + 256, "Lua heap did not grow")
 check(st.live_requests == 0, "every request object collected")

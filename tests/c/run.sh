@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # C-side tests: the header compiles as C11 and C++, the API and stream tests (on epoll and on
 # io_uring), the demo (examples/hello.c) through every route over HTTP and FastCGI (under
-# valgrind on epoll, and on io_uring), and an install that a C program
+# valgrind on epoll, and on io_uring), its Rust twin (examples/hello.rs), and an install that a C program
 # builds against with pkg-config. Ends with "N passed, M failed".
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -46,6 +46,17 @@ check "demo end to end under valgrind: $(echo "$out" | tail -1)" grep -q '^[0-9]
 out=$(MYRIAD_BACKEND=io_uring timeout 300 bash tests/demo_e2e.sh build/hello 2>&1)
 echo "$out" | sed 's/^/  /'
 check "demo end to end on io_uring: $(echo "$out" | tail -1)" grep -q '^[0-9]* passed, 0 failed$' <<<"$out"
+
+# ---- the Rust twin of the demo (examples/hello.rs) holds the same contract ----
+if cargo build -q -p myriad --example hello; then
+    for be in epoll io_uring; do
+        out=$(MYRIAD_BACKEND=$be timeout 300 bash tests/demo_e2e.sh target/debug/examples/hello 2>&1)
+        echo "$out" | sed 's/^/  /'
+        check "Rust demo end to end on $be: $(echo "$out" | tail -1)" grep -q '^[0-9]* passed, 0 failed$' <<<"$out"
+    done
+else
+    bad "examples/hello.rs builds"
+fi
 
 # ---- the echo example answers, over TCP ----
 build/echo --listen 127.0.0.1:0 >"$TMP/echo.out" &

@@ -135,14 +135,25 @@ export interface Stats {
   requests: number;
   /** Servers listening or draining. */
   servers: number;
+  /** Loop iterations. */
   iterations: number;
+  /** Backend waits (epoll_wait, io_uring_enter). */
   wait: number;
+  /** Interest changes made by syscall (epoll_ctl). */
   ctl: number;
+  /** Reads. */
   read: number;
+  /** Connection input the backend received itself (io_uring completions, no syscall). */
+  received: number;
+  /** Writes. */
   write: number;
+  /** accept4 calls (or, accepting through io_uring, a getpeername per TCP connection). */
   accept: number;
+  /** Other syscalls (close, shutdown, signalfd...). */
   other: number;
+  /** Eventfd writes by cross-thread posts. */
   wakeups: number;
+  /** Connections accepted. */
   accepted: number;
 }
 

@@ -533,8 +533,8 @@ function createServer(options, handler) {
   return new Server(options, handler);
 }
 
-/** Loop counters: { requests (live handles), servers, iterations, wait, ctl, read, write,
- * accept, other, wakeups, accepted }. */
+/** Loop counters: { requests (live handles), servers, iterations, wait, ctl, read,
+ * received, write, accept, other, wakeups, accepted } (myriad_stats_t). */
 function stats() {
   return native.stats();
 }

@@ -944,6 +944,7 @@ static napi_value js_stats(napi_env env, napi_callback_info info) {
         F(wait);
         F(ctl);
         F(read);
+        F(received);
         F(write);
         F(accept);
         F(other);

@@ -244,6 +244,12 @@ test('stats and version', async () => {
   assert.ok(after.accepted >= before.accepted + 1);
   assert.ok(after.iterations > before.iterations);
   assert.ok(after.servers >= 1);
+  for (const k of ['wait', 'ctl', 'read', 'received', 'write', 'accept', 'other', 'wakeups']) {
+    assert.equal(typeof after[k], 'number', `stats().${k}`);
+  }
+  // The request was read, by a read call or (io_uring) a receive completion.
+  assert.ok(after.read + after.received > before.read + before.received, 'input counted');
+  assert.ok(after.write > before.write, 'output counted');
   await srv.close();
 });
 
