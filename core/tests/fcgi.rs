@@ -261,6 +261,68 @@ fn with_keep_conn_a_request_costs_one_read_and_one_write() {
 }
 
 #[test]
+fn without_keep_conn_the_close_costs_no_shutdown_and_no_eof_read() {
+    // The front end sends nothing after a request's STDIN and waits for our close: no
+    // shutdown and drain first. The clients stay open: the server must not wait for them.
+    let s = srv();
+    let mut c = Client::connect(s.addr());
+    c.send(&f::request(1, "GET", "/", b"", true));
+    c.response(1);
+    let before = s.stats();
+    let clients: Vec<Client> = (0..20u16)
+        .map(|i| {
+            let mut c = Client::connect(s.addr());
+            c.send(&f::request(i + 1, "GET", "/", b"", false));
+            let (out, _, st) = c.response(i + 1);
+            assert_eq!((parse_cgi(&out).2, st), (b"Hello, World!".to_vec(), 0));
+            assert!(c.next().is_none(), "closed after END_REQUEST");
+            c
+        })
+        .collect();
+    s.inner.wait_for(1, "the 20 connections closed", |lp| {
+        lp.connection_count() == 1
+    });
+    let after = s.stats();
+    let reads = after.read + after.received - before.read - before.received;
+    // One read each (the request), one close(2) each; no shutdown, no read of an EOF.
+    assert_eq!(
+        (reads, after.other - before.other),
+        (20, 20),
+        "{before:?} -> {after:?}"
+    );
+    drop(clients);
+    std::thread::sleep(Duration::from_millis(100));
+    let end = s.stats();
+    assert_eq!(
+        (end.read + end.received, end.other),
+        (after.read + after.received, after.other)
+    );
+    // A request whose response finished before its STDIN ended: the rest of the STDIN
+    // is still coming, so that close lingers (drains it) as before.
+    let before = s.stats();
+    let mut c = Client::connect(s.addr());
+    let mut w = f::begin(1, 1, false);
+    w.extend(f::params(1, "GET", "/", &[], 4096));
+    w.extend(f::record(f::STDIN, 1, b"early", 0));
+    c.send(&w);
+    let (out, _, _) = c.response(1);
+    assert_eq!(parse_cgi(&out).2, b"Hello, World!");
+    c.send(&f::stdin(1, &[b'x'; 1000], 100));
+    assert!(c.next().is_none(), "closed after END_REQUEST");
+    drop(c);
+    s.inner
+        .wait_for(5, "the lingering connection closed", |lp| {
+            lp.connection_count() == 1
+        });
+    let after = s.stats();
+    assert_eq!(
+        after.other - before.other,
+        2,
+        "shutdown and close: {before:?} -> {after:?}"
+    );
+}
+
+#[test]
 fn web_server_addrs_stderr_empty_data_and_close_with_unread_input() {
     // FCGI_WEB_SERVER_ADDRS: a TCP peer not on the list is refused.
     let s = HttpSrv::start_proto(

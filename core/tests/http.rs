@@ -508,6 +508,74 @@ fn a_wildcard_listener_reports_the_address_each_connection_reached() {
 }
 
 #[test]
+fn a_request_that_asks_to_close_is_closed_without_lingering() {
+    // `Connection: close` (or HTTP/1.0 without keep-alive), read whole: the client sends
+    // nothing more, so no shutdown and drain first (nginx's lingering_close on). The
+    // clients stay open: the server must not wait for their EOF.
+    let s = srv();
+    let before = s.stats();
+    let asks: [&[u8]; 3] = [
+        b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        b"GET / HTTP/1.0\r\n\r\n",
+        b"POST /echo HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: 5\r\n\r\nhello",
+    ];
+    let clients: Vec<Client> = (0..21)
+        .map(|i| {
+            let mut c = Client::connect(s.addr());
+            c.send(asks[i % 3]);
+            let r = c.read(false);
+            assert_eq!(r.status, 200);
+            assert!(r.body == b"Hello, World!" || r.body == b"hello");
+            assert!(c.closed(), "closed after the response");
+            c
+        })
+        .collect();
+    s.inner.wait_for(1, "the 21 connections closed", |lp| {
+        lp.connection_count() == 0
+    });
+    let after = s.stats();
+    let reads = after.read + after.received - before.read - before.received;
+    assert_eq!(
+        (reads, after.other - before.other),
+        (21, 21),
+        "{before:?} -> {after:?}"
+    );
+    drop(clients);
+    std::thread::sleep(Duration::from_millis(100));
+    let end = s.stats();
+    assert_eq!(
+        (end.read + end.received, end.other),
+        (after.read + after.received, after.other)
+    );
+
+    // Bytes behind a request that asked to close (a client breaking the rule): answered
+    // once, then the close lingers, draining them, so that it ends with a FIN, not a reset.
+    for extra in [
+        &b"GET / HTTP/1.1\r\nHost: t\r\n\r\n"[..],
+        &[b'x'; 100_000][..],
+    ] {
+        let before = s.stats();
+        let mut c = Client::connect(s.addr());
+        let mut w = asks[0].to_vec();
+        w.extend_from_slice(extra);
+        c.send(&w);
+        assert_eq!(c.read(false).body, b"Hello, World!");
+        assert!(c.closed(), "one answer, then EOF (a reset fails the read)");
+        drop(c);
+        s.inner
+            .wait_for(5, "the lingering connection closed", |lp| {
+                lp.connection_count() == 0
+            });
+        let after = s.stats();
+        assert_eq!(
+            after.other - before.other,
+            2,
+            "shutdown, close: {before:?} -> {after:?}"
+        );
+    }
+}
+
+#[test]
 fn a_keep_alive_request_costs_one_read_one_write_no_ctl() {
     let s = srv();
     let mut c = Client::connect(s.addr());

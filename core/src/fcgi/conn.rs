@@ -27,6 +27,8 @@ struct Active {
     ex: ExId,
     stage: Stage,
     keep: bool,
+    /// The STDIN stream ended: the front end sends nothing more for this request.
+    input_done: bool,
     params_len: usize,
     head_sent: bool,
     no_body: bool,
@@ -41,6 +43,9 @@ pub(crate) struct FcgiConn {
     /// Reused for building records.
     scratch: Vec<u8>,
     close_when_idle: bool,
+    /// Close once idle, without lingering: every request that asked for the close had sent
+    /// all its input (with `close_when_idle` too, the close lingers).
+    close_done: bool,
     draining: bool,
 }
 
@@ -130,6 +135,7 @@ impl FcgiConn {
             reqs: Vec::new(),
             scratch: Vec::new(),
             close_when_idle: false,
+            close_done: false,
             draining: false,
         }
     }
@@ -238,6 +244,7 @@ impl FcgiConn {
             ex,
             stage: Stage::Params,
             keep,
+            input_done: false,
             params_len: 0,
             head_sent: false,
             no_body: false,
@@ -359,6 +366,7 @@ impl FcgiConn {
         if end {
             if let Some(i) = self.find(id) {
                 self.reqs[i].stage = Stage::Wait;
+                self.reqs[i].input_done = true;
             }
             self.deliver(ex, Body::End);
         }
@@ -488,9 +496,12 @@ impl FcgiConn {
                 cut = true;
             } else if done == Collected::Complete {
                 let a = self.reqs.remove(i);
-                // A response finished before its STDIN ended: the rest is ignored.
+                // A response finished before its STDIN ended: the rest is ignored (and
+                // drained by a lingering close).
                 ctx.release(a.ex);
-                if !a.keep {
+                if !a.keep && a.input_done {
+                    self.close_done = true;
+                } else if !a.keep {
                     self.close_when_idle = true;
                 }
             } else {
@@ -506,6 +517,10 @@ impl FcgiConn {
         if self.reqs.is_empty() {
             if self.close_when_idle || self.draining {
                 io.close();
+            } else if self.close_done {
+                // Without KEEP_CONN the front end waits for our close, and sends nothing
+                // more after the request's STDIN: no shutdown and drain first.
+                io.close_no_linger();
             } else {
                 io.set_timeout(Some(self.sh.opts.idle_timeout));
             }

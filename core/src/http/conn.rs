@@ -62,6 +62,10 @@ const HEAD_STARTED: u16 = 32;
 const TRAILER_SENT: u16 = 64;
 const DRAINING: u16 = 128;
 const BLOCKED: u16 = 256;
+/// The client asked to close after this request (`Connection: close`, or HTTP/1.0 without
+/// keep-alive): it must send nothing more, so once the request is read whole the close
+/// needs no lingering.
+const CLIENT_CLOSE: u16 = 512;
 
 pub(crate) struct HttpConn {
     sh: Rc<Shared>,
@@ -204,6 +208,7 @@ impl HttpConn {
         self.set(HEAD_STARTED, false);
         self.minor = req.minor;
         self.set(KEEP_ALIVE, fr.keep_alive && !self.has(DRAINING));
+        self.set(CLIENT_CLOSE, !fr.keep_alive);
         self.set(IS_HEAD, fr.is_head);
         self.set(HEAD_SENT | CHUNKED_OUT | NO_BODY | TRAILER_SENT, false);
         self.body_seen = 0;
@@ -530,6 +535,12 @@ impl HttpConn {
         if self.has(KEEP_ALIVE) && !self.sh.draining.get() {
             self.st = St::Head;
             self.arm(io, Timer::Idle);
+        } else if self.has(CLIENT_CLOSE) {
+            // The request was read whole (St::Wait): like nginx's lingering_close on, no
+            // lingering unless more input is already here (`on_data` and the connection
+            // check that).
+            self.st = St::Dead;
+            io.close_no_linger();
         } else {
             self.st = St::Dead;
             io.close();
@@ -543,7 +554,14 @@ impl Protocol for HttpConn {
         let mut used = 0;
         loop {
             match self.st {
-                St::Dead => return input.len(),
+                St::Dead => {
+                    if used < input.len() && self.has(CLIENT_CLOSE) {
+                        // Bytes after a request that asked to close: drain them before
+                        // closing, lest the close turn into a reset.
+                        io.close();
+                    }
+                    return input.len();
+                }
                 St::Head => {
                     if used == input.len() {
                         break;

@@ -456,6 +456,9 @@ const RECV_ON: u32 = 1 << 19;
 /// Received input waits in the buffer to be offered by `drive_io` (a block at a time, and
 /// not while reading is paused).
 const HELD: u32 = 1 << 20;
+/// With `CLOSING`: the peer has sent all it will send ([`Io::close_no_linger`]), so the
+/// close skips the shutdown and drain unless input is left unconsumed.
+const NO_LINGER: u32 = 1 << 21;
 
 /// Connection flags and bookkeeping visible to the protocol through [`Io`].
 pub(crate) struct State {
@@ -545,6 +548,18 @@ impl Io<'_> {
     /// destroys the response.
     pub fn close(&mut self) {
         self.st.set(CLOSING, true);
+        self.st.set(NO_LINGER, false);
+    }
+    /// Closes after queued output is written, without the shutdown and drain of
+    /// [`Io::close`]: for a protocol that knows its peer has sent everything it will send (a
+    /// FastCGI request without `KEEP_CONN` whose input has ended, an HTTP request that asked
+    /// for `Connection: close` and was read whole). It saves a `shutdown` and the read of
+    /// the peer's EOF per connection. Input left unconsumed in the buffer still gets the
+    /// lingering close, and so does a connection [`Io::close`] was (or is later) called on.
+    pub fn close_no_linger(&mut self) {
+        if !self.st.has(CLOSING) {
+            self.st.set(CLOSING | NO_LINGER, true);
+        }
     }
     /// Closes now, discarding queued output.
     pub fn abort(&mut self) {
@@ -1042,7 +1057,11 @@ impl<P: Protocol> Conn<P> {
                 // answer them with a reset that can destroy the response in the peer's
                 // receive buffer. Shut down our side and drain until its EOF (or the linger
                 // deadline) instead.
-                if !self.st.has(PEER_CLOSED) && !self.st.has(EOF) && !self.st.has(CONNECTING) {
+                // (On the readiness path, CAN_READ: the last read filled the buffer, so more
+                // may be waiting unread.)
+                let done =
+                    self.st.has(NO_LINGER) && self.input.len() == 0 && !self.st.has(CAN_READ);
+                if !done && !self.st.has(PEER_CLOSED | EOF | CONNECTING) {
                     self.start_linger(lp);
                     return if self.linger_read(lp) {
                         Next::Remove
