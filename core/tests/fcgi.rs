@@ -297,6 +297,20 @@ fn without_keep_conn_the_close_costs_no_shutdown_and_no_eof_read() {
         (end.read + end.received, end.other),
         (after.read + after.received, after.other)
     );
+    // A large response to a slow reader: the close waits until all of it is written.
+    let mut c = Client::connect(s.addr());
+    c.send(&f::request(
+        3,
+        "GET",
+        "/stream?chunks=40&bytes=65536",
+        b"",
+        false,
+    ));
+    std::thread::sleep(Duration::from_millis(300));
+    let (out, _, st) = c.response(3);
+    assert_eq!((parse_cgi(&out).2.len(), st), (40 * 65536, 0));
+    assert!(c.next().is_none(), "closed after END_REQUEST");
+
     // A request whose response finished before its STDIN ended: the rest of the STDIN
     // is still coming, so that close lingers (drains it) as before.
     let before = s.stats();

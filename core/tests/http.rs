@@ -548,6 +548,14 @@ fn a_request_that_asks_to_close_is_closed_without_lingering() {
         (after.read + after.received, after.other)
     );
 
+    // A large response to a slow reader: the close waits until all of it is written.
+    let mut c = Client::connect(s.addr());
+    c.send(b"GET /stream?chunks=40&bytes=65536 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    std::thread::sleep(Duration::from_millis(300));
+    let r = c.read(false);
+    assert_eq!(r.body.len(), 40 * 65536);
+    assert!(c.closed(), "EOF after the whole body");
+
     // Bytes behind a request that asked to close (a client breaking the rule): answered
     // once, then the close lingers, draining them, so that it ends with a FIN, not a reset.
     for extra in [
