@@ -279,24 +279,7 @@ fn without_keep_conn_the_close_costs_no_shutdown_and_no_eof_read() {
             c
         })
         .collect();
-    s.inner.wait_for(1, "the 20 connections closed", |lp| {
-        lp.connection_count() == 1
-    });
-    let after = s.stats();
-    let reads = after.read + after.received - before.read - before.received;
-    // One read each (the request), one close(2) each; no shutdown, no read of an EOF.
-    assert_eq!(
-        (reads, after.other - before.other),
-        (20, 20),
-        "{before:?} -> {after:?}"
-    );
-    drop(clients);
-    std::thread::sleep(Duration::from_millis(100));
-    let end = s.stats();
-    assert_eq!(
-        (end.read + end.received, end.other),
-        (after.read + after.received, after.other)
-    );
+    s.inner.assert_closed_without_lingering(before, clients, 1);
     // A large response to a slow reader: the close waits until all of it is written.
     let mut c = Client::connect(s.addr());
     c.send(&f::request(
@@ -324,16 +307,7 @@ fn without_keep_conn_the_close_costs_no_shutdown_and_no_eof_read() {
     c.send(&f::stdin(1, &[b'x'; 1000], 100));
     assert!(c.next().is_none(), "closed after END_REQUEST");
     drop(c);
-    s.inner
-        .wait_for(5, "the lingering connection closed", |lp| {
-            lp.connection_count() == 1
-        });
-    let after = s.stats();
-    assert_eq!(
-        after.other - before.other,
-        2,
-        "shutdown and close: {before:?} -> {after:?}"
-    );
+    s.inner.assert_lingered(before, 1);
 }
 
 #[test]

@@ -530,23 +530,7 @@ fn a_request_that_asks_to_close_is_closed_without_lingering() {
             c
         })
         .collect();
-    s.inner.wait_for(1, "the 21 connections closed", |lp| {
-        lp.connection_count() == 0
-    });
-    let after = s.stats();
-    let reads = after.read + after.received - before.read - before.received;
-    assert_eq!(
-        (reads, after.other - before.other),
-        (21, 21),
-        "{before:?} -> {after:?}"
-    );
-    drop(clients);
-    std::thread::sleep(Duration::from_millis(100));
-    let end = s.stats();
-    assert_eq!(
-        (end.read + end.received, end.other),
-        (after.read + after.received, after.other)
-    );
+    s.inner.assert_closed_without_lingering(before, clients, 0);
 
     // A large response to a slow reader: the close waits until all of it is written.
     let mut c = Client::connect(s.addr());
@@ -570,16 +554,7 @@ fn a_request_that_asks_to_close_is_closed_without_lingering() {
         assert_eq!(c.read(false).body, b"Hello, World!");
         assert!(c.closed(), "one answer, then EOF (a reset fails the read)");
         drop(c);
-        s.inner
-            .wait_for(5, "the lingering connection closed", |lp| {
-                lp.connection_count() == 0
-            });
-        let after = s.stats();
-        assert_eq!(
-            after.other - before.other,
-            2,
-            "shutdown, close: {before:?} -> {after:?}"
-        );
+        s.inner.assert_lingered(before, 0);
     }
 }
 

@@ -126,6 +126,44 @@ impl Server {
         panic!("timed out waiting for {what}");
     }
 
+    /// Checks the connections answered since `before`, closed by the server while their
+    /// `clients` stay open (`live` connections are left): one read and one close(2) each,
+    /// no shutdown and no read of an EOF, and nothing more once the clients go.
+    pub fn assert_closed_without_lingering<C>(&self, before: Stats, clients: Vec<C>, live: usize) {
+        let n = clients.len() as u64;
+        self.wait_for(1, "the connections closed", move |lp| {
+            lp.connection_count() == live
+        });
+        let after = self.stats();
+        let reads = after.read + after.received - before.read - before.received;
+        assert_eq!(
+            (reads, after.other - before.other),
+            (n, n),
+            "{before:?} -> {after:?}"
+        );
+        drop(clients);
+        thread::sleep(Duration::from_millis(100));
+        let end = self.stats();
+        assert_eq!(
+            (end.read + end.received, end.other),
+            (after.read + after.received, after.other)
+        );
+    }
+
+    /// Checks that one connection, answered since `before` and dropped by its client, was
+    /// closed the lingering way: a shutdown, then (after the client's EOF) the close.
+    pub fn assert_lingered(&self, before: Stats, live: usize) {
+        self.wait_for(5, "the lingering connection closed", move |lp| {
+            lp.connection_count() == live
+        });
+        let after = self.stats();
+        assert_eq!(
+            after.other - before.other,
+            2,
+            "shutdown and close: {before:?} -> {after:?}"
+        );
+    }
+
     /// Stops the loop and returns its final stats.
     pub fn stop(mut self) -> Stats {
         self.handle.stop();
