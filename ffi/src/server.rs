@@ -1164,22 +1164,27 @@ pub unsafe extern "C" fn myriad_req_stderr(
 /// just frees it. Loop thread.
 #[no_mangle]
 pub unsafe extern "C" fn myriad_req_finish(req: *mut myriad_req_t) -> c_int {
+    end_req(req, |res| {
+        match res.finish().map_or_else(res_err, |_| MYRIAD_OK) {
+            // (The client left first: nothing to finish.)
+            MYRIAD_EGONE => MYRIAD_OK,
+            code => code,
+        }
+    })
+}
+
+/// Ends the request with `end`, given its response unless the client left first (then
+/// MYRIAD_OK), and frees the handle unless its handler is still running (the server frees
+/// it when the handler returns).
+fn end_req(req: *mut myriad_req_t, end: impl FnOnce(Response) -> c_int) -> c_int {
     with_req(req, |r| {
         r.finish_handle();
-        let res = r.res.take();
-        let code = match res {
-            Some(res) => res.finish().map_or_else(res_err, |_| MYRIAD_OK),
-            None => MYRIAD_EGONE,
-        };
+        let code = r.res.take().map_or(MYRIAD_OK, end);
         if !r.in_handler {
             // SAFETY: the handle came from Box::into_raw and is not used again.
             unsafe { release_req(req) };
         }
-        if code == MYRIAD_EGONE {
-            MYRIAD_OK
-        } else {
-            code
-        }
+        code
     })
 }
 
@@ -1196,16 +1201,9 @@ pub unsafe extern "C" fn myriad_req_finish(req: *mut myriad_req_t) -> c_int {
 /// MYRIAD_EINVAL, MYRIAD_EWRONGTHREAD.
 #[no_mangle]
 pub unsafe extern "C" fn myriad_req_abort(req: *mut myriad_req_t) -> c_int {
-    with_req(req, |r| {
-        r.finish_handle();
-        if let Some(res) = r.res.take() {
-            // (Gone: the client left first; nothing to cut.)
-            let _ = res.abort();
-        }
-        if !r.in_handler {
-            // SAFETY: the handle came from Box::into_raw and is not used again.
-            unsafe { release_req(req) };
-        }
+    end_req(req, |res| {
+        // (Gone: the client left first; nothing to cut.)
+        let _ = res.abort();
         MYRIAD_OK
     })
 }

@@ -307,10 +307,16 @@ class Response extends Lazy {
     const h = this._h;
     native.end(h, status, flat, chunk); // throws for a bad chunk type
     this.headersSent = true;
-    this.writableEnded = true;
-    if (live[h % SLOT_SPAN] === this) live[h % SLOT_SPAN] = undefined;
+    this._release(h);
     this._emit('finish');
     return this;
+  }
+
+  /** The native handle `h` was released (ended or abandoned): no more writes, and the
+   * handle's slot no longer leads here. */
+  _release(h) {
+    this.writableEnded = true;
+    if (live[h % SLOT_SPAN] === this) live[h % SLOT_SPAN] = undefined;
   }
 
   /** Abandons the response, for a handler that cannot complete it (as Node's
@@ -322,8 +328,7 @@ class Response extends Lazy {
     const h = this._h;
     native.abort(h);
     this.destroyed = true;
-    this.writableEnded = true;
-    if (live[h % SLOT_SPAN] === this) live[h % SLOT_SPAN] = undefined;
+    this._release(h);
     this._drained();
     this._emit('close');
     return this;

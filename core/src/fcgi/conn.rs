@@ -499,10 +499,12 @@ impl FcgiConn {
                 // A response finished before its STDIN ended: the rest is ignored (and
                 // drained by a lingering close).
                 ctx.release(a.ex);
-                if !a.keep && a.input_done {
-                    self.close_done = true;
-                } else if !a.keep {
-                    self.close_when_idle = true;
+                if !a.keep {
+                    if a.input_done {
+                        self.close_done = true;
+                    } else {
+                        self.close_when_idle = true;
+                    }
                 }
             } else {
                 i += 1;

@@ -535,15 +535,16 @@ impl HttpConn {
         if self.has(KEEP_ALIVE) && !self.sh.draining.get() {
             self.st = St::Head;
             self.arm(io, Timer::Idle);
-        } else if self.has(CLIENT_CLOSE) {
-            // The request was read whole (St::Wait): like nginx's lingering_close on, no
-            // lingering unless more input is already here (`on_data` and the connection
-            // check that).
-            self.st = St::Dead;
-            io.close_no_linger();
         } else {
             self.st = St::Dead;
-            io.close();
+            if self.has(CLIENT_CLOSE) {
+                // The request was read whole (St::Wait): like nginx's lingering_close on,
+                // no lingering unless more input is already here (`on_data` and the
+                // connection check that).
+                io.close_no_linger();
+            } else {
+                io.close();
+            }
         }
         true
     }

@@ -9,7 +9,7 @@ mod wake;
 use std::any::Any;
 use std::cell::RefCell;
 use std::io;
-use std::os::fd::{FromRawFd, RawFd};
+use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -20,20 +20,12 @@ pub use timer::{TimerFn, TimerId};
 pub use wake::{Closed, Handle, Posted};
 
 use crate::net::pool::BufPool;
-use crate::sys::{self, Backend, Change, Event, Interest, Op, Ready};
+use crate::sys::{self, close_accepted, Backend, Change, Event, Interest, Op, Ready};
 
 /// Token of the loop's own eventfd.
 pub(crate) const WAKE_TOKEN: u64 = u64::MAX;
 /// Token of the loop's signalfd.
 pub(crate) const SIGNAL_TOKEN: u64 = u64::MAX - 1;
-
-/// Closes the fd of an accept nobody takes (`res`: an fd, or a negated errno).
-fn close_accepted(res: i32) {
-    if res >= 0 {
-        // SAFETY: the backend handed this fd over with its accept event; nothing else has it.
-        drop(unsafe { std::os::fd::OwnedFd::from_raw_fd(res) });
-    }
-}
 
 /// Names a source registered on a loop: a slot index and a generation, so that a token of a
 /// closed source never reaches the source that reuses its slot.

@@ -3,7 +3,7 @@
 //! `epoll_ctl` just before `epoll_wait`.
 
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
 use crate::reactor::Stats;
@@ -28,6 +28,15 @@ macro_rules! syscall {
     }};
 }
 pub(crate) use syscall;
+
+/// Closes the fd of an accept nobody takes (`res`: an fd, or a negated errno).
+pub(crate) fn close_accepted(res: i32) {
+    if res >= 0 {
+        // SAFETY: the accept installed this fd for us and handed it over with its result;
+        // nothing else has it.
+        drop(unsafe { OwnedFd::from_raw_fd(res) });
+    }
+}
 
 /// Readiness reported for a source (a bit set).
 #[derive(Clone, Copy, PartialEq, Eq, Default)]

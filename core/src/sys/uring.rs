@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use super::epoll::{epoll_bits, ready_of};
-use super::{Backend, Change, Event, Interest, Op, Ready};
+use super::{close_accepted, Backend, Change, Event, Interest, Op, Ready};
 use crate::reactor::Stats;
 
 // The kernel ABI, from include/uapi/linux/io_uring.h.
@@ -1095,10 +1095,9 @@ impl Backend for Uring {
                             buf: 0,
                             off: 0,
                         });
-                    } else if res >= 0 {
+                    } else {
                         // Accepted for a listener closed since: nobody takes it.
-                        // SAFETY: the kernel installed this fd for us; nothing else has it.
-                        drop(unsafe { OwnedFd::from_raw_fd(res) });
+                        close_accepted(res);
                     }
                     return;
                 }
@@ -1262,9 +1261,8 @@ impl Drop for Uring {
                 if flags & CQE_F_MORE == 0 {
                     *ops -= 1;
                 }
-                if accept && res >= 0 {
-                    // SAFETY: the kernel installed this fd for us; nothing else has it.
-                    drop(unsafe { OwnedFd::from_raw_fd(res) });
+                if accept {
+                    close_accepted(res);
                 }
             });
         }
