@@ -186,9 +186,10 @@ typedef void (*myriad_fd_fn)(struct myriad_loop_t *lp, int fd, int events, void 
 typedef struct myriad_stats_t {
   // Loop iterations.
   uint64_t iterations;
-  // Backend waits (epoll_wait, io_uring_enter).
+  // Backend waits (epoll_wait, io_uring_enter, kevent).
   uint64_t wait;
-  // Interest changes made by syscall (epoll_ctl; io_uring's ride in its waits).
+  // Interest changes made by syscall (epoll_ctl; io_uring's and kqueue's ride in their
+  // waits).
   uint64_t ctl;
   // Reads.
   uint64_t read;
@@ -262,14 +263,15 @@ int myriad_set_logger(myriad_log_fn cb, void *userdata, int max_level);
 int myriad_test_panic(int really);
 
 // Creates a loop on the default backend and stores it in `*out`: the one named by the
-// environment variable MYRIAD_BACKEND ("epoll", "io_uring") if set, else epoll. The loop
+// environment variable MYRIAD_BACKEND ("epoll", "io_uring", "kqueue") if set, else epoll
+// on Linux and kqueue on FreeBSD and macOS. The loop
 // belongs to the calling thread: loop functions must be called from it (or from its
 // callbacks).
 // Errors: MYRIAD_EINVAL (out is NULL), OS errors.
 int myriad_loop_new(struct myriad_loop_t **out);
 
-// Like myriad_loop_new with a backend name: "epoll" or "io_uring" (Linux 5.11+); NULL or ""
-// for the default.
+// Like myriad_loop_new with a backend name: "epoll" or "io_uring" (Linux 5.11+), "kqueue"
+// (FreeBSD, macOS); NULL or "" for the default.
 // Errors: MYRIAD_EINVAL, MYRIAD_EUNSUPPORTED (unknown backend), OS errors.
 int myriad_loop_new_backend(struct myriad_loop_t **out, const char *name, size_t name_len);
 
@@ -289,11 +291,11 @@ int myriad_loop_run_once(struct myriad_loop_t *lp, int nowait);
 // Errors: MYRIAD_EINVAL.
 int myriad_loop_stop(const struct myriad_loop_t *lp);
 
-// The loop's backend, "epoll" or "io_uring" (static, NUL-terminated); NULL for a NULL loop
+// The loop's backend, "epoll", "io_uring" or "kqueue" (static, NUL-terminated); NULL for a NULL loop
 // or a call from another thread. Loop thread.
 const char *myriad_loop_backend(struct myriad_loop_t *lp);
 
-// The fd a host loop polls for readability (the epoll or io_uring fd), or a negative
+// The fd a host loop polls for readability (the epoll, io_uring or kqueue fd), or a negative
 // error. Loop thread.
 int myriad_loop_backend_fd(struct myriad_loop_t *lp);
 

@@ -51,3 +51,8 @@ fi
 
 command -v cargo >/dev/null || { echo "setup: cargo is required (rustup)"; exit 1; }
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
+# The standard library of the kqueue platforms, for type-checking and linting the kqueue
+# backend (nothing here can run it).
+for t in x86_64-unknown-freebsd x86_64-apple-darwin; do
+    rustup target list --installed 2>/dev/null | grep -qx "$t" || rustup target add "$t"
+done

@@ -196,8 +196,9 @@ fn socket2_connect_nonblocking(addr: std::net::SocketAddr) -> std::os::fd::Owned
     };
     // SAFETY: plain socket/connect calls on a fresh fd with a valid sockaddr_in.
     unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0);
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
         assert!(fd >= 0);
+        assert_eq!(libc::fcntl(fd, libc::F_SETFL, libc::O_NONBLOCK), 0);
         let mut sin: libc::sockaddr_in = std::mem::zeroed();
         sin.sin_family = libc::AF_INET as libc::sa_family_t;
         sin.sin_port = v4.port().to_be();

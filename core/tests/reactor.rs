@@ -338,10 +338,15 @@ fn posts_between_two_iterations_cost_one_eventfd_write() {
 
 fn pipe() -> (OwnedFd, OwnedFd) {
     let mut fds = [0; 2];
-    // SAFETY: pipe2 fills two fds that we then own.
-    let r = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) };
+    // SAFETY: pipe fills two fds that we then own (no pipe2 on macOS).
+    let r = unsafe { libc::pipe(fds.as_mut_ptr()) };
     assert_eq!(r, 0);
-    // SAFETY: fresh fds from pipe2.
+    for fd in fds {
+        // SAFETY: fcntl on a fresh fd of ours.
+        let r = unsafe { libc::fcntl(fd, libc::F_SETFL, libc::O_NONBLOCK) };
+        assert_eq!(r, 0);
+    }
+    // SAFETY: fresh fds from pipe.
     unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
 }
 

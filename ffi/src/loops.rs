@@ -92,7 +92,8 @@ pub(crate) fn enter<R>(lb: *const c_void, lp: &mut Loop, f: impl FnOnce() -> R) 
 }
 
 /// Creates a loop on the default backend and stores it in `*out`: the one named by the
-/// environment variable MYRIAD_BACKEND ("epoll", "io_uring") if set, else epoll. The loop
+/// environment variable MYRIAD_BACKEND ("epoll", "io_uring", "kqueue") if set, else epoll
+/// on Linux and kqueue on FreeBSD and macOS. The loop
 /// belongs to the calling thread: loop functions must be called from it (or from its
 /// callbacks).
 /// Errors: MYRIAD_EINVAL (out is NULL), OS errors.
@@ -102,8 +103,8 @@ pub unsafe extern "C" fn myriad_loop_new(out: *mut *mut myriad_loop_t) -> c_int 
     unsafe { myriad_loop_new_backend(out, std::ptr::null(), 0) }
 }
 
-/// Like myriad_loop_new with a backend name: "epoll" or "io_uring" (Linux 5.11+); NULL or ""
-/// for the default.
+/// Like myriad_loop_new with a backend name: "epoll" or "io_uring" (Linux 5.11+), "kqueue"
+/// (FreeBSD, macOS); NULL or "" for the default.
 /// Errors: MYRIAD_EINVAL, MYRIAD_EUNSUPPORTED (unknown backend), OS errors.
 #[no_mangle]
 pub unsafe extern "C" fn myriad_loop_new_backend(
@@ -186,7 +187,7 @@ pub unsafe extern "C" fn myriad_loop_stop(lp: *const myriad_loop_t) -> c_int {
     })
 }
 
-/// The loop's backend, "epoll" or "io_uring" (static, NUL-terminated); NULL for a NULL loop
+/// The loop's backend, "epoll", "io_uring" or "kqueue" (static, NUL-terminated); NULL for a NULL loop
 /// or a call from another thread. Loop thread.
 #[no_mangle]
 pub unsafe extern "C" fn myriad_loop_backend(lp: *mut myriad_loop_t) -> *const c_char {
@@ -201,12 +202,13 @@ pub unsafe extern "C" fn myriad_loop_backend(lp: *mut myriad_loop_t) -> *const c
     let s: &'static str = match (r, name) {
         (MYRIAD_OK, "epoll") => "epoll\0",
         (MYRIAD_OK, "io_uring") => "io_uring\0",
+        (MYRIAD_OK, "kqueue") => "kqueue\0",
         _ => return std::ptr::null(),
     };
     s.as_ptr().cast()
 }
 
-/// The fd a host loop polls for readability (the epoll or io_uring fd), or a negative
+/// The fd a host loop polls for readability (the epoll, io_uring or kqueue fd), or a negative
 /// error. Loop thread.
 #[no_mangle]
 pub unsafe extern "C" fn myriad_loop_backend_fd(lp: *mut myriad_loop_t) -> c_int {
@@ -433,9 +435,10 @@ pub unsafe extern "C" fn myriad_loop_post(
 pub struct myriad_stats_t {
     /// Loop iterations.
     pub iterations: u64,
-    /// Backend waits (epoll_wait, io_uring_enter).
+    /// Backend waits (epoll_wait, io_uring_enter, kevent).
     pub wait: u64,
-    /// Interest changes made by syscall (epoll_ctl; io_uring's ride in its waits).
+    /// Interest changes made by syscall (epoll_ctl; io_uring's and kqueue's ride in their
+    /// waits).
     pub ctl: u64,
     /// Reads.
     pub read: u64,

@@ -137,7 +137,7 @@ export interface Stats {
   servers: number;
   /** Loop iterations. */
   iterations: number;
-  /** Backend waits (epoll_wait, io_uring_enter). */
+  /** Backend waits (epoll_wait, io_uring_enter, kevent). */
   wait: number;
   /** Interest changes made by syscall (epoll_ctl). */
   ctl: number;

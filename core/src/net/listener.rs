@@ -103,7 +103,9 @@ impl Listener {
     pub fn bind_many(addr: &Addr, n: usize, opts: &ListenOptions) -> io::Result<Vec<Listener>> {
         let n = n.max(1);
         match addr {
-            Addr::Tcp(_) if n > 1 => {
+            // macOS's SO_REUSEPORT does not spread connections over the sockets of a port:
+            // there, TCP shares one socket like the others.
+            Addr::Tcp(_) if n > 1 && cfg!(not(target_os = "macos")) => {
                 let opts = ListenOptions {
                     reuseport: true,
                     ..opts.clone()
@@ -140,28 +142,35 @@ pub(crate) fn sockaddr_of(sa: &SocketAddr) -> (libc::sockaddr_storage, libc::soc
     let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let len = match sa {
         SocketAddr::V4(a) => {
-            let sin = libc::sockaddr_in {
-                sin_family: libc::AF_INET as libc::sa_family_t,
-                sin_port: a.port().to_be(),
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from_ne_bytes(a.ip().octets()),
-                },
-                sin_zero: [0; 8],
+            // SAFETY: sockaddr_in is plain data for which all-zero is valid.
+            let mut sin: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = a.port().to_be();
+            sin.sin_addr = libc::in_addr {
+                s_addr: u32::from_ne_bytes(a.ip().octets()),
             };
+            #[cfg(any(target_os = "freebsd", target_os = "macos"))]
+            {
+                sin.sin_len = size_of::<libc::sockaddr_in>() as u8;
+            }
             // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
             unsafe { std::ptr::write((&mut st as *mut libc::sockaddr_storage).cast(), sin) };
             size_of::<libc::sockaddr_in>()
         }
         SocketAddr::V6(a) => {
-            let sin6 = libc::sockaddr_in6 {
-                sin6_family: libc::AF_INET6 as libc::sa_family_t,
-                sin6_port: a.port().to_be(),
-                sin6_flowinfo: a.flowinfo(),
-                sin6_addr: libc::in6_addr {
-                    s6_addr: a.ip().octets(),
-                },
-                sin6_scope_id: a.scope_id(),
+            // SAFETY: sockaddr_in6 is plain data for which all-zero is valid.
+            let mut sin6: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = a.port().to_be();
+            sin6.sin6_flowinfo = a.flowinfo();
+            sin6.sin6_addr = libc::in6_addr {
+                s6_addr: a.ip().octets(),
             };
+            sin6.sin6_scope_id = a.scope_id();
+            #[cfg(any(target_os = "freebsd", target_os = "macos"))]
+            {
+                sin6.sin6_len = size_of::<libc::sockaddr_in6>() as u8;
+            }
             // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
             unsafe { std::ptr::write((&mut st as *mut libc::sockaddr_storage).cast(), sin6) };
             size_of::<libc::sockaddr_in6>()
@@ -197,13 +206,27 @@ pub(crate) fn peer_of(st: &libc::sockaddr_storage) -> PeerAddr {
 }
 
 pub(crate) fn new_socket(family: i32) -> io::Result<OwnedFd> {
+    #[cfg(not(target_os = "macos"))]
     let fd = syscall!(socket(
         family,
         libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
         0
     ))?;
+    #[cfg(target_os = "macos")]
+    let fd = syscall!(socket(family, libc::SOCK_STREAM, 0))?;
     // SAFETY: socket returned a fresh fd that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    #[cfg(target_os = "macos")]
+    macos_socket_flags(fd.as_raw_fd())?;
+    Ok(fd)
+}
+
+/// What macOS cannot ask for when it creates a socket: non-blocking, close-on-exec, and no
+/// SIGPIPE on a write to a closed peer (macOS may not honour `MSG_NOSIGNAL`).
+#[cfg(target_os = "macos")]
+fn macos_socket_flags(fd: RawFd) -> io::Result<()> {
+    crate::sys::set_nonblock_cloexec(fd)?;
+    set_opt(fd, libc::SOL_SOCKET, libc::SO_NOSIGPIPE, 1)
 }
 
 pub(crate) fn set_opt(fd: RawFd, level: i32, name: i32, val: i32) -> io::Result<()> {
@@ -260,6 +283,10 @@ fn bind_tcp(sa: &SocketAddr, opts: &ListenOptions) -> io::Result<Inner> {
     let raw = fd.as_raw_fd();
     set_opt(raw, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
     if opts.reuseport {
+        // FreeBSD spreads connections over the sockets of a port only with the _LB option.
+        #[cfg(target_os = "freebsd")]
+        set_opt(raw, libc::SOL_SOCKET, libc::SO_REUSEPORT_LB, 1)?;
+        #[cfg(not(target_os = "freebsd"))]
         set_opt(raw, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
     }
     if sa.is_ipv6() {
@@ -423,17 +450,30 @@ impl ListenSource {
         let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
         let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         lp.stats.accept += 1;
+        #[cfg(not(target_os = "macos"))]
         let fd = syscall!(accept4(
             self.l.fd(),
             (&mut st as *mut libc::sockaddr_storage).cast(),
             &mut len,
             libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC
         ))?;
-        lp.stats.accepted += 1;
+        #[cfg(target_os = "macos")]
+        let fd = syscall!(accept(
+            self.l.fd(),
+            (&mut st as *mut libc::sockaddr_storage).cast(),
+            &mut len
+        ))?;
         log::trace!("accept4(fd {}) = {fd}", self.l.fd());
+        // SAFETY: accept returned a fresh fd that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        #[cfg(target_os = "macos")]
+        {
+            lp.stats.other += 4; // three fcntl and a setsockopt
+            macos_socket_flags(fd.as_raw_fd())?;
+        }
+        lp.stats.accepted += 1;
         Ok(Accepted {
-            // SAFETY: accept4 returned a fresh fd that nothing else owns.
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            fd,
             peer: peer_of(&st),
         })
     }

@@ -60,7 +60,8 @@ pub struct Stats {
     pub iterations: u64,
     /// Backend waits (`epoll_wait`, `io_uring_enter`).
     pub wait: u64,
-    /// Interest changes made by syscall (`epoll_ctl`; io_uring's ride in its wait).
+    /// Interest changes made by syscall (`epoll_ctl`; io_uring's and kqueue's ride in their wait, so a
+    /// kqueue counts only immediate removals of fds that stay open).
     pub ctl: u64,
     /// Reads (`read`/`recv`), including signalfd reads.
     pub read: u64,
@@ -185,12 +186,14 @@ pub struct Loop {
 
 impl Loop {
     /// Creates a loop on the default backend: `$MYRIAD_BACKEND` if set ("epoll",
-    /// "io_uring"), else the platform's (epoll on Linux).
+    /// "io_uring", "kqueue"), else the platform's (epoll on Linux, kqueue on FreeBSD and
+    /// macOS).
     pub fn new() -> io::Result<Loop> {
         Loop::with_backend("")
     }
 
-    /// Creates a loop on the named backend: "epoll" or "io_uring" (Linux); "" or "default"
+    /// Creates a loop on the named backend: "epoll" or "io_uring" (Linux), "kqueue" (FreeBSD,
+    /// macOS); "" or "default"
     /// picks `$MYRIAD_BACKEND` if set, else the platform's default. Unknown or unavailable
     /// names give `Unsupported`.
     pub fn with_backend(name: &str) -> io::Result<Loop> {
@@ -233,7 +236,7 @@ impl Loop {
         Ok(lp)
     }
 
-    /// The backend's name ("epoll", "io_uring").
+    /// The backend's name ("epoll", "io_uring", "kqueue").
     pub fn backend_name(&self) -> &'static str {
         self.backend.name()
     }

@@ -2,13 +2,25 @@
 //! the calling thread; block it in every thread of the process (or watch it before starting
 //! other threads, which inherit the mask) so that the kernel queues it for the signalfd
 //! instead of running the default action on another thread.
+//!
+//! On FreeBSD and macOS a kqueue of `EVFILT_SIGNAL` filters plays the signalfd's part (the
+//! loop watches that kqueue's fd like any other). kqueue records a signal even when it is
+//! ignored, so a watched signal is set to be ignored, process-wide, for as long as some loop
+//! watches it (SIGCHLD keeps its default action, which ignores it without reaping children),
+//! and gets its former action back after (a child started meanwhile inherits the ignoring,
+//! as with libevent's kqueue backend); no thread needs to block it. Every loop watching a
+//! signal hears of it, where on Linux one signalfd takes each delivery.
 
 use std::io;
+#[cfg(any(target_os = "linux", target_os = "android"))]
 use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use super::{Loop, Token, SIGNAL_TOKEN};
 use crate::sys::{syscall, Interest};
+
+#[cfg(any(target_os = "freebsd", target_os = "macos"))]
+use std::sync::Mutex;
 
 /// A signal callback: gets the loop and the signal number.
 pub type SignalFn = Box<dyn FnMut(&mut Loop, i32)>;
@@ -32,10 +44,14 @@ pub(crate) struct Signals {
     fd: Option<OwnedFd>,
     handlers: Vec<(SignalId, i32, Option<SignalFn>)>,
     next_id: u64,
-    /// Signals this loop blocked (and so unblocks when no longer watched).
-    blocked_by_us: Vec<i32>,
+    /// Signals this loop took over ([`claim`]), and gives back when no longer watched.
+    claimed: Vec<i32>,
+    /// The signals the kqueue has filters for.
+    #[cfg(any(target_os = "freebsd", target_os = "macos"))]
+    in_kq: Vec<i32>,
 }
 
+#[cfg(any(target_os = "linux", target_os = "android"))]
 fn sigset_of(signals: impl Iterator<Item = i32>) -> libc::sigset_t {
     let mut set = MaybeUninit::<libc::sigset_t>::uninit();
     // SAFETY: sigemptyset initialises the set it is given.
@@ -55,7 +71,9 @@ impl Signals {
             fd: None,
             handlers: Vec::new(),
             next_id: 1,
-            blocked_by_us: Vec::new(),
+            claimed: Vec::new(),
+            #[cfg(any(target_os = "freebsd", target_os = "macos"))]
+            in_kq: Vec::new(),
         }
     }
 
@@ -68,6 +86,7 @@ impl Signals {
     }
 
     /// Points the signalfd at the current set; returns whether it was newly created.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
     fn update_fd(&mut self, stats: &mut super::Stats) -> io::Result<bool> {
         let set = sigset_of(self.watched());
         let cur = self.fd.as_ref().map_or(-1, |f| f.as_raw_fd());
@@ -80,8 +99,124 @@ impl Signals {
         }
         Ok(false)
     }
+
+    /// Gives the kqueue a filter for each watched signal and none for others; returns
+    /// whether the kqueue was newly created.
+    #[cfg(any(target_os = "freebsd", target_os = "macos"))]
+    fn update_fd(&mut self, stats: &mut super::Stats) -> io::Result<bool> {
+        let created = self.fd.is_none();
+        if created {
+            stats.other += 1;
+            let raw = syscall!(kqueue())?;
+            // SAFETY: kqueue returned a fresh fd that nothing else owns.
+            self.fd = Some(unsafe { OwnedFd::from_raw_fd(raw) });
+            crate::sys::set_nonblock_cloexec(raw)?;
+        }
+        let mut want: Vec<i32> = self.watched().collect();
+        want.sort_unstable();
+        want.dedup();
+        let kev = |signo: i32, flags: u16| {
+            // SAFETY: kevent is a plain C struct for which all-zero is valid.
+            let mut k: libc::kevent = unsafe { std::mem::zeroed() };
+            k.ident = signo as libc::uintptr_t;
+            k.filter = libc::EVFILT_SIGNAL;
+            k.flags = flags;
+            k
+        };
+        let mut changes: Vec<libc::kevent> = want
+            .iter()
+            .filter(|s| !self.in_kq.contains(s))
+            .map(|&s| kev(s, libc::EV_ADD))
+            .collect();
+        changes.extend(
+            self.in_kq
+                .iter()
+                .filter(|s| !want.contains(s))
+                .map(|&s| kev(s, libc::EV_DELETE)),
+        );
+        if !changes.is_empty() {
+            stats.other += 1;
+            let fd = self.fd().expect("created above");
+            // SAFETY: `changes` holds initialised kevents; no event list is written.
+            let r = unsafe {
+                libc::kevent(
+                    fd,
+                    changes.as_ptr(),
+                    changes.len() as _,
+                    std::ptr::null_mut(),
+                    0,
+                    std::ptr::null(),
+                )
+            };
+            if r < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        self.in_kq = want;
+        Ok(created)
+    }
 }
 
+/// Takes `signo` over for the loops: blocks it in this thread unless it is blocked already;
+/// true if it was (so [`release`] unblocks it).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn claim(signo: i32) -> io::Result<bool> {
+    if is_blocked(signo)? {
+        return Ok(false);
+    }
+    set_blocked(signo, true)?;
+    Ok(true)
+}
+
+/// Gives back what [`claim`] took.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn release(signo: i32) {
+    let _ = set_blocked(signo, false);
+}
+
+/// Each signal ignored for the loops' kqueues: how many watch it, and its former action.
+#[cfg(any(target_os = "freebsd", target_os = "macos"))]
+static IGNORED: Mutex<Vec<(i32, usize, libc::sigaction)>> = Mutex::new(Vec::new());
+
+/// Takes `signo` over for the loops: ignored (SIGCHLD: default action) while watched, the
+/// former action kept for [`release`]. Always true.
+#[cfg(any(target_os = "freebsd", target_os = "macos"))]
+fn claim(signo: i32) -> io::Result<bool> {
+    let mut ign = IGNORED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(e) = ign.iter_mut().find(|e| e.0 == signo) {
+        e.1 += 1;
+        return Ok(true);
+    }
+    // SAFETY: all-zero is a valid sigaction (default handler, empty mask, no flags).
+    let mut act: libc::sigaction = unsafe { std::mem::zeroed() };
+    act.sa_sigaction = if signo == libc::SIGCHLD {
+        libc::SIG_DFL
+    } else {
+        libc::SIG_IGN
+    };
+    // SAFETY: as above.
+    let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+    syscall!(sigaction(signo, &act, &mut old))?;
+    ign.push((signo, 1, old));
+    Ok(true)
+}
+
+/// Gives back what [`claim`] took: the former action once no loop watches the signal.
+#[cfg(any(target_os = "freebsd", target_os = "macos"))]
+fn release(signo: i32) {
+    let mut ign = IGNORED.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(pos) = ign.iter().position(|e| e.0 == signo) else {
+        return;
+    };
+    ign[pos].1 -= 1;
+    if ign[pos].1 == 0 {
+        let (_, _, old) = ign.remove(pos);
+        // SAFETY: restores an action sigaction itself returned.
+        unsafe { libc::sigaction(signo, &old, std::ptr::null_mut()) };
+    }
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
 fn is_blocked(signo: i32) -> io::Result<bool> {
     let mut old = MaybeUninit::<libc::sigset_t>::uninit();
     // SAFETY: a null new set only reads the mask into `old`.
@@ -95,6 +230,7 @@ fn is_blocked(signo: i32) -> io::Result<bool> {
     Ok(unsafe { libc::sigismember(&old, signo) } == 1)
 }
 
+#[cfg(any(target_os = "linux", target_os = "android"))]
 fn set_blocked(signo: i32, block: bool) -> io::Result<()> {
     let set = sigset_of(std::iter::once(signo));
     let how = if block {
@@ -127,9 +263,8 @@ impl Loop {
             ));
         }
         let sig = &mut self.signals;
-        if !sig.watched().any(|s| s == signo) && !is_blocked(signo)? {
-            set_blocked(signo, true)?;
-            sig.blocked_by_us.push(signo);
+        if !sig.watched().any(|s| s == signo) && claim(signo)? {
+            sig.claimed.push(signo);
         }
         let id = SignalId(sig.next_id);
         sig.next_id += 1;
@@ -161,9 +296,9 @@ impl Loop {
             if sig.update_fd(&mut self.stats).is_err() {
                 log::warn!("signalfd update failed removing signal {signo}");
             }
-            if let Some(p) = sig.blocked_by_us.iter().position(|&s| s == signo) {
-                sig.blocked_by_us.remove(p);
-                let _ = set_blocked(signo, false);
+            if let Some(p) = sig.claimed.iter().position(|&s| s == signo) {
+                sig.claimed.remove(p);
+                release(signo);
             }
         }
         drop(f);
@@ -171,6 +306,7 @@ impl Loop {
     }
 
     /// Reads every queued signal and runs the callbacks watching it.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
     pub(crate) fn dispatch_signals(&mut self) {
         let Some(fd) = self.signals.fd() else { return };
         const N: usize = 16;
@@ -191,6 +327,37 @@ impl Loop {
                 self.call_signal_handlers(signo);
             }
             if (n as usize) < want {
+                break;
+            }
+        }
+    }
+
+    /// Takes every signal the kqueue recorded and runs the callbacks watching it (once per
+    /// signal, however many times it came, as a signalfd coalesces a standard signal).
+    #[cfg(any(target_os = "freebsd", target_os = "macos"))]
+    pub(crate) fn dispatch_signals(&mut self) {
+        let Some(fd) = self.signals.fd() else { return };
+        const N: usize = 16;
+        // SAFETY: kevent is a plain C struct for which all-zero is valid.
+        let mut buf: [libc::kevent; N] = unsafe { std::mem::zeroed() };
+        let zero = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        loop {
+            self.stats.read += 1;
+            // SAFETY: no change list; the event list has room for N entries.
+            let n =
+                unsafe { libc::kevent(fd, std::ptr::null(), 0, buf.as_mut_ptr(), N as _, &zero) };
+            if n <= 0 {
+                break;
+            }
+            for k in &buf[..n as usize] {
+                let signo = k.ident as i32;
+                log::debug!("signal {signo} received");
+                self.call_signal_handlers(signo);
+            }
+            if (n as usize) < N {
                 break;
             }
         }

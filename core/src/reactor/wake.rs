@@ -3,13 +3,20 @@
 //! posts between two iterations cost at most one eventfd write. The eventfd is registered
 //! edge-triggered and never read: every write is a new edge, and the counter cannot overflow
 //! in practice (2^64 - 2 writes).
+//!
+//! Where there is no eventfd (macOS, and the BSDs generally) a non-blocking pipe stands in:
+//! its write end is written as the eventfd would be, and the loop empties its read end when
+//! it drains the queue, so a full pipe never swallows a wakeup.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+#[cfg(any(target_os = "linux", target_os = "android"))]
+use std::os::fd::FromRawFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::Loop;
+#[cfg(any(target_os = "linux", target_os = "android"))]
 use crate::sys::syscall;
 
 /// A closure run on the loop's thread.
@@ -26,7 +33,11 @@ struct Queue {
 /// State shared between a loop and its [`Handle`]s.
 pub(crate) struct Shared {
     queue: Mutex<Queue>,
+    /// What the loop watches: the eventfd, or the pipe's read end.
     efd: OwnedFd,
+    /// The pipe's write end, where there is no eventfd.
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    wfd: OwnedFd,
     /// Cheap check for the loop: has anything been posted since it last looked?
     pending: AtomicBool,
     pub(crate) stop: AtomicBool,
@@ -36,10 +47,17 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(crate) fn new() -> io::Result<Shared> {
-        let raw = syscall!(eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC))?;
-        // SAFETY: eventfd returned a fresh fd that nothing else owns.
-        let efd = unsafe { OwnedFd::from_raw_fd(raw) };
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        let efd = {
+            let raw = syscall!(eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC))?;
+            // SAFETY: eventfd returned a fresh fd that nothing else owns.
+            unsafe { OwnedFd::from_raw_fd(raw) }
+        };
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        let (efd, wfd) = crate::sys::nonblocking_pipe()?;
         Ok(Shared {
+            #[cfg(not(any(target_os = "linux", target_os = "android")))]
+            wfd,
             queue: Mutex::new(Queue {
                 items: Vec::new(),
                 notified: false,
@@ -60,14 +78,12 @@ impl Shared {
     fn wake(&self) {
         let one: u64 = 1;
         self.wakeups.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: writes 8 bytes from a live u64 to an eventfd we own.
-        let r = unsafe {
-            libc::write(
-                self.efd.as_raw_fd(),
-                (&one as *const u64).cast(),
-                std::mem::size_of::<u64>(),
-            )
-        };
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        let fd = self.efd.as_raw_fd();
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        let fd = self.wfd.as_raw_fd();
+        // SAFETY: writes 8 bytes from a live u64 to an eventfd (or pipe) we own.
+        let r = unsafe { libc::write(fd, (&one as *const u64).cast(), std::mem::size_of::<u64>()) };
         if r < 0 {
             // EAGAIN means the counter is saturated, so the loop is woken anyway.
             log::trace!("eventfd write: {}", io::Error::last_os_error());
@@ -103,7 +119,17 @@ impl Shared {
         self.pending.store(false, Ordering::Release);
         let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         std::mem::swap(&mut q.items, into);
-        q.notified = false;
+        let _was = std::mem::replace(&mut q.notified, false);
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        if _was {
+            drop(q);
+            // Empty the pipe, leftovers of raced writes included (at most a few bytes).
+            let mut junk = [0u8; 256];
+            // SAFETY: reads into a live local buffer of the given size.
+            while unsafe { libc::read(self.efd.as_raw_fd(), junk.as_mut_ptr().cast(), 256) } == 256
+            {
+            }
+        }
     }
 
     /// Refuses further posts and returns what was queued (dropped by the caller, outside

@@ -1,6 +1,7 @@
 //! OS backends behind one trait: a backend takes a batch of interest changes into the same
 //! call that waits, as `kevent()` and `io_uring_enter()` do; epoll applies them with
-//! `epoll_ctl` just before `epoll_wait`.
+//! `epoll_ctl` just before `epoll_wait`. epoll and io_uring on Linux, kqueue on FreeBSD and
+//! macOS.
 
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
@@ -10,8 +11,17 @@ use crate::reactor::Stats;
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub(crate) mod epoll;
+#[cfg(any(target_os = "freebsd", target_os = "macos"))]
+pub(crate) mod kqueue;
 #[cfg(target_os = "linux")]
 pub(crate) mod uring;
+
+/// The platform's default backend.
+#[cfg(any(target_os = "freebsd", target_os = "macos"))]
+pub(crate) const DEFAULT_BACKEND: &str = "kqueue";
+/// The platform's default backend.
+#[cfg(not(any(target_os = "freebsd", target_os = "macos")))]
+pub(crate) const DEFAULT_BACKEND: &str = "epoll";
 
 /// Turns a libc call's `-1` into `io::Error::last_os_error()`.
 macro_rules! syscall {
@@ -36,6 +46,30 @@ pub(crate) fn close_accepted(res: i32) {
         // nothing else has it.
         drop(unsafe { OwnedFd::from_raw_fd(res) });
     }
+}
+
+/// A close-on-exec pipe with both ends non-blocking: (read end, write end). For what has
+/// no eventfd (the wakeup) or no `pipe2` (macOS).
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub(crate) fn nonblocking_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [-1; 2];
+    syscall!(pipe(fds.as_mut_ptr()))?;
+    // SAFETY: pipe returned two fresh fds that nothing else owns.
+    let ends = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    for fd in fds {
+        set_nonblock_cloexec(fd)?;
+    }
+    Ok(ends)
+}
+
+/// Sets `O_NONBLOCK` and `FD_CLOEXEC` on `fd`, for systems whose calls cannot create fds
+/// with them (macOS has no `SOCK_NONBLOCK`, `accept4` or `pipe2`).
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub(crate) fn set_nonblock_cloexec(fd: RawFd) -> io::Result<()> {
+    let fl = syscall!(fcntl(fd, libc::F_GETFL))?;
+    syscall!(fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK))?;
+    syscall!(fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC))?;
+    Ok(())
 }
 
 /// Readiness reported for a source (a bit set).
@@ -157,6 +191,7 @@ impl Interest {
         self.0 & other.0 == other.0
     }
     /// `self` without the bits of `other`.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     pub(crate) fn without(self, other: Interest) -> Interest {
         Interest(self.0 & !other.0)
     }
@@ -194,6 +229,8 @@ pub(crate) struct Change {
 pub(crate) enum Op {
     Add(Interest),
     Modify(Interest),
+    /// Stop watching (queued only by the io_uring backend's own removals).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     Delete,
     /// Start (true) or stop (false) receiving for a registration with [`Interest::RECV`],
     /// or accepting for one with [`Interest::ACCEPT`].
@@ -279,16 +316,17 @@ pub(crate) trait Backend {
     fn name(&self) -> &'static str;
 }
 
-/// The environment variable that picks the default backend ("epoll", "io_uring").
+/// The environment variable that picks the default backend ("epoll", "io_uring", "kqueue").
 pub const BACKEND_ENV: &str = "MYRIAD_BACKEND";
 
-/// Creates the backend named `name`: "epoll" or "io_uring" ("uring") on Linux; "" or
-/// "default" means `$MYRIAD_BACKEND` if set, else the platform default (epoll).
+/// Creates the backend named `name`: "epoll" or "io_uring" ("uring") on Linux, "kqueue" on
+/// FreeBSD and macOS; "" or "default" means `$MYRIAD_BACKEND` if set, else the platform
+/// default ([`DEFAULT_BACKEND`]).
 pub(crate) fn new_backend(name: &str) -> io::Result<Box<dyn Backend>> {
     if name.is_empty() || name == "default" {
         return match std::env::var(BACKEND_ENV) {
             Ok(v) if !v.is_empty() && v != "default" => new_backend(&v),
-            _ => new_backend("epoll"),
+            _ => new_backend(DEFAULT_BACKEND),
         };
     }
     match name {
@@ -296,6 +334,8 @@ pub(crate) fn new_backend(name: &str) -> io::Result<Box<dyn Backend>> {
         "epoll" => Ok(Box::new(epoll::Epoll::new()?)),
         #[cfg(target_os = "linux")]
         "io_uring" | "uring" => Ok(Box::new(uring::Uring::new()?)),
+        #[cfg(any(target_os = "freebsd", target_os = "macos"))]
+        "kqueue" => Ok(Box::new(kqueue::Kqueue::new()?)),
         _ => Err(io::Error::new(
             io::ErrorKind::Unsupported,
             format!("backend {name:?} is not available on this platform"),
