@@ -31,16 +31,17 @@ const MAX_EVENTS: usize = 1024;
 /// kernel refuses finds room there (a refusal without room fails the whole call).
 const MAX_CHANGES: usize = MAX_EVENTS / 2;
 
-/// Filter bits remembered per fd.
+/// What is remembered per fd: its filters, and whether they are edge-triggered.
 const F_READ: u8 = 1;
 const F_WRITE: u8 = 2;
+const F_EDGE: u8 = 4;
 
 /// A kqueue and its buffers.
 pub(crate) struct Kqueue {
     fd: OwnedFd,
     changes: Vec<libc::kevent>,
     buf: Vec<libc::kevent>,
-    /// The filters registered on each fd (indexed by fd).
+    /// The filters registered on each fd (indexed by fd; `F_*` bits).
     filters: Vec<u8>,
 }
 
@@ -84,7 +85,7 @@ impl Kqueue {
         if fd < 0 {
             return;
         }
-        let (want, flags) = match op {
+        let want = match op {
             Op::Add(i) | Op::Modify(i) => {
                 let mut want = 0;
                 if i.contains(Interest::READ) {
@@ -93,14 +94,12 @@ impl Kqueue {
                 if i.contains(Interest::WRITE) {
                     want |= F_WRITE;
                 }
-                let edge = if i.contains(Interest::EDGE) {
-                    libc::EV_CLEAR
-                } else {
-                    0
-                };
-                (want, libc::EV_ADD | edge)
+                if i.contains(Interest::EDGE) {
+                    want |= F_EDGE;
+                }
+                want
             }
-            Op::Delete => (0, 0),
+            Op::Delete => 0,
             // Never queued: kqueue does not receive (`Backend::receives`).
             Op::Recv(_) => return,
         };
@@ -111,10 +110,20 @@ impl Kqueue {
             *self.slot(fd)
         };
         *self.slot(fd) = want;
+        let add = if want & F_EDGE != 0 {
+            libc::EV_ADD | libc::EV_CLEAR
+        } else {
+            libc::EV_ADD
+        };
+        // A filter kept as it was is left alone (adding it again would re-evaluate it and
+        // could report it once more); one whose triggering changes is added again, which
+        // updates it.
+        let retrigger = (have ^ want) & F_EDGE != 0;
         for (bit, filter) in [(F_READ, libc::EVFILT_READ), (F_WRITE, libc::EVFILT_WRITE)] {
             if want & bit != 0 {
-                // EV_ADD on an existing filter updates its flags.
-                self.changes.push(kev(fd, filter, flags, token));
+                if have & bit == 0 || retrigger {
+                    self.changes.push(kev(fd, filter, add, token));
+                }
             } else if have & bit != 0 {
                 self.changes.push(kev(fd, filter, libc::EV_DELETE, token));
             }
