@@ -38,7 +38,7 @@ export type Chunk = string | Buffer | ArrayBufferView | ArrayBuffer;
 /** The request. Properties other than method, path and protocol are read from myriad on
  * first use: read what you need before ending the response (afterwards, unread ones are
  * undefined). */
-export declare class Request implements AsyncIterable<Buffer> {
+export declare class Request extends EventEmitter implements AsyncIterable<Buffer> {
   readonly method: string;
   /** The path part of the target, as sent ("/a%20b"). */
   readonly path: string;
@@ -65,16 +65,27 @@ export declare class Request implements AsyncIterable<Buffer> {
   /** The body piece by piece as it arrives. Throws (code ECONNRESET) if it is cut short. */
   [Symbol.asyncIterator](): AsyncIterator<Buffer>;
   on(event: 'aborted', listener: () => void): this;
+  on(event: string | symbol, listener: (...args: any[]) => void): this;
   once(event: 'aborted', listener: () => void): this;
+  once(event: string | symbol, listener: (...args: any[]) => void): this;
   off(event: 'aborted', listener: () => void): this;
+  off(event: string | symbol, listener: (...args: any[]) => void): this;
 }
 
-/** The response: the head goes out with the first write() or with end(). */
-export declare class Response {
+/** The response: the head goes out with the first write() or with end(). A writable
+ * stream for Node's stream helpers: `readable.pipe(res)`, `pipeline(source, res, cb)`
+ * (a source that fails cuts the response short, as destroy() does). */
+export declare class Response extends EventEmitter implements NodeJS.WritableStream {
   readonly req: Request;
   statusCode: number;
   readonly headersSent: boolean;
   readonly writableEnded: boolean;
+  /** Whether end() handed the whole response to myriad ('finish' comes a tick later). */
+  readonly writableFinished: boolean;
+  /** Whether write() may be called: not ended, not destroyed. */
+  readonly writable: boolean;
+  /** Whether write() returned false and 'drain' has not come yet. */
+  readonly writableNeedDrain: boolean;
   /** Bytes written and not yet sent to the client. */
   readonly writableLength: number;
   /** Content-Length, Transfer-Encoding, Connection and Date are managed by myriad and
@@ -86,27 +97,35 @@ export declare class Response {
   getHeaders(): Record<string, string | number | ReadonlyArray<string | number>>;
   writeHead(status: number, headers?: Record<string, string | number | ReadonlyArray<string | number>> | string[]): this;
   writeHead(status: number, message: string, headers?: Record<string, string | number | ReadonlyArray<string | number>> | string[]): this;
-  /** Sends a piece of the body. False once 64 KiB wait to be sent or the client is gone:
-   * wait for 'drain' (or `await res.drain()`) before writing more. */
-  write(chunk: Chunk): boolean;
+  /** Sends a piece of the body (a string in `encoding`, utf8 by default). False once
+   * 64 KiB wait to be sent or the client is gone: wait for 'drain' (or
+   * `await res.drain()`) before writing more. `callback` runs once the piece is handed to
+   * myriad, with an error (code ERR_STREAM_DESTROYED) if the client is gone. */
+  write(chunk: Chunk, callback?: (err?: Error | null) => void): boolean;
+  write(chunk: string, encoding?: BufferEncoding, callback?: (err?: Error | null) => void): boolean;
   /** Sends the status and headers now (they otherwise go with the first write or end). */
   flushHeaders(): void;
-  /** Ends the response, with a last piece of body if given; `callback` runs after. A
-   * second call does nothing. */
   /** Abandons the response: what was written goes out, then the connection closes
    * without ending it (the client sees it cut short). */
   destroy(): this;
   /** Whether destroy() was called. */
   readonly destroyed: boolean;
+  /** Ends the response, with a last piece of body if given (a string in `encoding`);
+   * `callback` runs with 'finish', a tick later ('close' follows). A second call does
+   * nothing. */
   end(callback?: () => void): this;
   end(chunk: Chunk, callback?: () => void): this;
+  end(chunk: string, encoding?: BufferEncoding, callback?: () => void): this;
   /** Resolves once everything written so far has been sent, or the client is gone. */
   drain(): Promise<void>;
   /** A message for the front end's error log (FastCGI STDERR; over HTTP, myriad's log). */
   log(message: string): void;
   on(event: 'drain' | 'close' | 'finish', listener: () => void): this;
+  on(event: string | symbol, listener: (...args: any[]) => void): this;
   once(event: 'drain' | 'close' | 'finish', listener: () => void): this;
+  once(event: string | symbol, listener: (...args: any[]) => void): this;
   off(event: 'drain' | 'close' | 'finish', listener: () => void): this;
+  off(event: string | symbol, listener: (...args: any[]) => void): this;
 }
 
 export type Handler = (req: Request, res: Response) => void | Promise<void>;

@@ -30,21 +30,52 @@ const servers = new Map(); // id -> Server (listening or closing)
 const live = []; // slot -> Response, for body, abort and drain events
 let nextId = 1;
 
+/** A string chunk in another encoding than utf8, as bytes. */
+function encoded(chunk, encoding) {
+  if (typeof chunk !== 'string' || !encoding || encoding === 'utf8' || encoding === 'utf-8') return chunk;
+  if (!Buffer.isEncoding(encoding)) throw codeError(`Unknown encoding: ${encoding}`, 'ERR_UNKNOWN_ENCODING');
+  return Buffer.from(chunk, encoding);
+}
+
 function codeError(message, code) {
   const e = new Error(message);
   e.code = code;
   return e;
 }
 
-// Events are rare on requests and responses: the emitter is made on first use.
+// Events are rare on requests and responses: the emitter is made on first use, and the
+// EventEmitter methods go to it. (Requests and responses are EventEmitters by prototype, so
+// that Node's stream helpers, pipe() and pipeline(), take a response for a destination.)
 class Lazy {
+  _emitter() {
+    return (this._ee ??= new EventEmitter());
+  }
+
   on(event, fn) {
-    (this._ee ??= new EventEmitter()).on(event, fn);
+    this._emitter().on(event, fn);
+    this._listening(event);
     return this;
   }
 
+  addListener(event, fn) {
+    return this.on(event, fn);
+  }
+
   once(event, fn) {
-    (this._ee ??= new EventEmitter()).once(event, fn);
+    this._emitter().once(event, fn);
+    this._listening(event);
+    return this;
+  }
+
+  prependListener(event, fn) {
+    this._emitter().prependListener(event, fn);
+    this._listening(event);
+    return this;
+  }
+
+  prependOnceListener(event, fn) {
+    this._emitter().prependOnceListener(event, fn);
+    this._listening(event);
     return this;
   }
 
@@ -53,9 +84,58 @@ class Lazy {
     return this;
   }
 
+  removeListener(event, fn) {
+    return this.off(event, fn);
+  }
+
+  removeAllListeners(...event) {
+    this._ee?.removeAllListeners(...event);
+    return this;
+  }
+
+  emit(event, ...args) {
+    return this._emitter().emit(event, ...args); // throws an 'error' nobody listens to
+  }
+
+  listenerCount(event) {
+    return this._ee ? this._ee.listenerCount(event) : 0;
+  }
+
+  listeners(event) {
+    return this._ee ? this._ee.listeners(event) : [];
+  }
+
+  rawListeners(event) {
+    return this._ee ? this._ee.rawListeners(event) : [];
+  }
+
+  eventNames() {
+    return this._ee ? this._ee.eventNames() : [];
+  }
+
+  setMaxListeners(n) {
+    this._emitter().setMaxListeners(n);
+    return this;
+  }
+
+  getMaxListeners() {
+    return this._emitter().getMaxListeners();
+  }
+
+  /** A listener for `event` was added. */
+  _listening(_event) {}
+
   _emit(event, ...args) {
     if (this._ee) this._ee.emit(event, ...args);
   }
+}
+Object.setPrototypeOf(Lazy.prototype, EventEmitter.prototype);
+
+/** Emits a response's 'finish' then 'close', a tick after end() as Node's do (stream
+ * helpers waiting for 'finish' start waiting after they call end()). */
+function finished(res) {
+  res._emit('finish');
+  res._close();
 }
 
 /** The request: properties are read from myriad when first used; read what you need
@@ -209,8 +289,12 @@ class Response extends Lazy {
     this.headersSent = false;
     this.writableEnded = false;
     this.destroyed = false;
+    /** Whether end() handed the whole response to myriad (its 'finish' may be a tick away). */
+    this.writableFinished = false;
     this._drainWanted = false;
     this._drainers = null;
+    this._finishDue = false; // ended: 'finish' is to be emitted to whoever listens
+    this._closed = false;
   }
 
   setHeader(name, value) {
@@ -271,15 +355,20 @@ class Response extends Lazy {
     return flat;
   }
 
-  /** Sends a piece of the body (string, Buffer, TypedArray, ArrayBuffer). Returns false
-   * once 64 KiB wait to be sent or the client is gone: wait for 'drain' (or
-   * `await res.drain()`) before writing more. */
-  write(chunk) {
+  /** Sends a piece of the body (string, Buffer, TypedArray, ArrayBuffer; a string in
+   * `encoding`, utf8 by default). Returns false once 64 KiB wait to be sent or the client
+   * is gone: wait for 'drain' (or `await res.drain()`) before writing more. `callback`
+   * runs once the piece is handed to myriad, with an error if the client is gone. */
+  write(chunk, encoding, callback) {
+    if (typeof encoding === 'function') [encoding, callback] = [undefined, encoding];
     if (this.writableEnded) throw codeError('write after end', 'ERR_STREAM_WRITE_AFTER_END');
     const status = this.headersSent ? 0 : this.statusCode;
     const flat = this.headersSent ? undefined : this._head();
-    const q = native.write(this._h, status, flat, chunk); // throws for a bad chunk type
+    const q = native.write(this._h, status, flat, encoded(chunk, encoding)); // throws for a bad chunk type
     this.headersSent = true;
+    if (typeof callback === 'function') {
+      process.nextTick(callback, q < 0 ? codeError('the client went away', 'ERR_STREAM_DESTROYED') : null);
+    }
     if (q < 0) return false;
     if (q >= HIGH_WATER) {
       this._wantDrain();
@@ -288,28 +377,62 @@ class Response extends Lazy {
     return true;
   }
 
+  /** Whether write() may be called: not ended, not destroyed. */
+  get writable() {
+    return !this.writableEnded;
+  }
+
+  /** Whether write() returned false and 'drain' has not come yet. */
+  get writableNeedDrain() {
+    return this._drainWanted;
+  }
+
   /** Sends the status and headers now (they otherwise go with the first write or end). */
   flushHeaders() {
     if (!this.headersSent && !this.writableEnded) this.write(undefined);
   }
 
-  /** Ends the response, with a last piece of body if given; `callback` runs once it is
-   * handed to myriad (end(chunk, callback) or end(callback)). */
-  end(chunk, callback) {
-    if (typeof chunk === 'function') [chunk, callback] = [undefined, chunk];
+  /** Ends the response, with a last piece of body if given (a string in `encoding`);
+   * `callback` runs with 'finish', once it is handed to myriad: end(callback),
+   * end(chunk, callback), end(chunk, encoding, callback). 'finish' and then 'close' are
+   * emitted on the next tick. */
+  end(chunk, encoding, callback) {
+    if (typeof chunk === 'function') [chunk, encoding, callback] = [undefined, undefined, chunk];
+    else if (typeof encoding === 'function') [encoding, callback] = [undefined, encoding];
     if (this.writableEnded) {
       if (typeof callback === 'function') process.nextTick(callback);
       return this;
     }
-    if (typeof callback === 'function') this.once('finish', () => process.nextTick(callback));
     const status = this.headersSent ? 0 : this.statusCode;
     const flat = this.headersSent ? undefined : this._head();
     const h = this._h;
-    native.end(h, status, flat, chunk); // throws for a bad chunk type
+    native.end(h, status, flat, encoded(chunk, encoding)); // throws for a bad chunk type
     this.headersSent = true;
     this._release(h);
-    this._emit('finish');
+    if (this._closed) {
+      // The client went away first: no 'finish'.
+      if (typeof callback === 'function') process.nextTick(callback, codeError('the client went away', 'ERR_STREAM_DESTROYED'));
+      return this;
+    }
+    this._finishDue = this.writableFinished = true;
+    if (typeof callback === 'function') this.once('finish', callback);
+    else if (this._ee) this._listening('finish');
     return this;
+  }
+
+  _listening(event) {
+    // Someone waits for the end: emit it (once), unless the client went away first.
+    if (this._finishDue && (event === 'finish' || event === 'close')) {
+      this._finishDue = false;
+      process.nextTick(finished, this);
+    }
+  }
+
+  /** Emits 'close', once. */
+  _close() {
+    if (this._closed) return;
+    this._closed = true;
+    this._emit('close');
   }
 
   /** The native handle `h` was released (ended or abandoned): no more writes, and the
@@ -330,7 +453,7 @@ class Response extends Lazy {
     this.destroyed = true;
     this._release(h);
     this._drained();
-    this._emit('close');
+    this._close();
     return this;
   }
 
@@ -434,7 +557,8 @@ function onAbort(h) {
   req._ac?.abort(req._error);
   req._emit('aborted');
   res._drained();
-  res._emit('close');
+  res._finishDue = false; // not finished: cut short
+  res._close();
 }
 
 function onDrain(h) {

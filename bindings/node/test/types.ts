@@ -1,6 +1,7 @@
 // Type-checked (not run) by run-tests.sh with `tsc --strict --noEmit`: the declarations in
 // lib/index.d.ts describe the API as the tests use it. Each @ts-expect-error line must fail.
 import * as myriad from '../lib/index';
+import { Readable, pipeline } from 'node:stream';
 
 const srv: myriad.Server = myriad.createServer({ maxBody: 1 << 20 }, async (req, res) => {
   const m: string = req.method;
@@ -16,6 +17,16 @@ const srv: myriad.Server = myriad.createServer({ maxBody: 1 << 20 }, async (req,
   res.end(`${m} ${String(q)} ${String(h)} ${req.peer} ${req.env['QUERY_STRING']}`);
   // @ts-expect-error a number is not a body chunk
   res.write(42);
+});
+myriad.createServer((req, res) => {
+  res.write('ff00', 'hex', (err) => void err);
+  if (req.path === '/pipe') Readable.from(['a', 'b']).pipe(res);
+  else pipeline(req, res, (err) => void err);
+  res.end('x', 'latin1', () => {});
+  const w: NodeJS.WritableStream = res;
+  void w;
+  // @ts-expect-error not an encoding
+  res.write('x', 'klingon');
 });
 srv.on('error', (err, req) => console.error(err, req.path));
 
