@@ -64,6 +64,17 @@ export declare class Request extends EventEmitter implements AsyncIterable<Buffe
   body(): Promise<Buffer>;
   /** The body piece by piece as it arrives. Throws (code ECONNRESET) if it is cut short. */
   [Symbol.asyncIterator](): AsyncIterator<Buffer>;
+  /** Stops 'data' events until resume(). */
+  pause(): this;
+  /** Resumes 'data' events; with no 'data' listener, reads the body and drops it. */
+  resume(): this;
+  /** Writes the body into `dest` (ended after, unless `end: false`), paced by its 'drain'. */
+  pipe<T extends NodeJS.WritableStream>(dest: T, options?: { end?: boolean }): T;
+  /** A 'data' listener reads the body as Node's request does: 'data', then 'end' (or
+   * 'error', code ECONNRESET, after 'aborted' if it is cut short). */
+  on(event: 'data', listener: (chunk: Buffer) => void): this;
+  on(event: 'end', listener: () => void): this;
+  on(event: 'error', listener: (err: Error) => void): this;
   on(event: 'aborted', listener: () => void): this;
   on(event: string | symbol, listener: (...args: any[]) => void): this;
   once(event: 'aborted', listener: () => void): this;

@@ -10,6 +10,7 @@
 //   await srv.close();
 'use strict';
 const { EventEmitter } = require('node:events');
+const { Readable } = require('node:stream');
 const querystring = require('node:querystring');
 const path = require('node:path');
 
@@ -160,6 +161,8 @@ class Request extends Lazy {
     this._error = null;
     this._wake = null;
     this._reading = false;
+    this._paused = false;
+    this._resume = null;
   }
 
   /** The request target as sent: "/path?query". */
@@ -264,6 +267,53 @@ class Request extends Lazy {
     const w = this._wake;
     this._wake = null;
     if (w) w();
+  }
+
+  _listening(event) {
+    // A 'data' listener reads the body as Node's request does: 'data' events, then 'end'.
+    if (event === 'data' && !this._reading && !this._paused) this._flow();
+  }
+
+  /** Emits the body as 'data' events (held while paused), then 'end'; a body cut short
+   * emits 'error' (code ECONNRESET) to its listeners, after 'aborted'. */
+  async _flow() {
+    try {
+      for await (const c of this) {
+        while (this._paused) await new Promise((resolve) => (this._resume = resolve));
+        this._emit('data', c);
+      }
+      this._emit('end');
+    } catch (err) {
+      if (this.listenerCount('error') > 0) this._emit('error', err);
+    }
+  }
+
+  /** Stops 'data' events until resume(). */
+  pause() {
+    this._paused = true;
+    return this;
+  }
+
+  /** Resumes 'data' events; with no 'data' listener, reads the body and drops it. */
+  resume() {
+    this._paused = false;
+    const r = this._resume;
+    this._resume = null;
+    if (r) r();
+    else if (!this._reading) this._flow();
+    return this;
+  }
+
+  /** Writes the body into `dest` (a writable stream; ended after, unless `end: false`),
+   * paced by its 'drain'. Returns `dest`. */
+  pipe(dest, options) {
+    const r = Readable.from(this, { objectMode: false });
+    // The request's own 'end' and 'error', for whoever watches it (pipeline() does).
+    r.on('end', () => this._emit('end'));
+    r.on('error', (err) => {
+      if (this.listenerCount('error') > 0) this._emit('error', err);
+    });
+    return r.pipe(dest, options);
   }
 }
 

@@ -236,3 +236,92 @@ test('a client that goes away under a pipe: close, no finish, the source destroy
     await srv.close();
   }
 });
+
+test("the request's 'data' and 'end' events, pause() and resume(), and req.pipe(res)", async () => {
+  const body = crypto.randomBytes(1 << 20);
+  let heldBack = null;
+  const { srv, base } = await serve((req, res) => {
+    if (req.path === '/events') {
+      const parts = [];
+      let during = 0;
+      let paused = false;
+      req.on('data', (c) => {
+        if (paused) during++;
+        parts.push(c);
+        if (parts.length === 1) {
+          req.pause();
+          paused = true;
+          setTimeout(() => {
+            heldBack = during;
+            paused = false;
+            req.resume();
+          }, 100);
+        }
+      });
+      req.on('end', () => res.end(`${parts.length > 1} ${sha(Buffer.concat(parts))}`));
+    } else if (req.path === '/pipe') {
+      req.pipe(res);
+    } else if (req.path === '/drop') {
+      req.resume();
+      req.on('end', () => res.end('dropped'));
+    } else {
+      // No body: 'end' at once.
+      req.on('data', () => res.end('data?')).on('end', () => res.end('no body'));
+    }
+  });
+  try {
+    const r = await request(`${base}/events`, { method: 'POST', body, headers: { 'Transfer-Encoding': 'chunked' } });
+    assert.equal(r.body.toString(), `true ${sha(body)}`);
+    assert.equal(heldBack, 0, "no 'data' while paused");
+    const p = await request(`${base}/pipe`, { method: 'PUT', body });
+    assert.equal(sha(p.body), sha(body));
+    assert.equal((await request(`${base}/drop`, { method: 'POST', body })).body.toString(), 'dropped');
+    assert.equal((await request(`${base}/get`)).body.toString(), 'no body');
+  } finally {
+    await srv.close();
+  }
+});
+
+test("an upload cut off under 'data' listeners: 'aborted', then 'error' with ECONNRESET", async () => {
+  const seen = [];
+  const { srv, addr } = await serve((req, res) => {
+    req.on('aborted', () => seen.push('aborted'));
+    req.on('error', (e) => seen.push(e.code));
+    req.on('data', () => {
+      if (!seen.includes('data')) seen.push('data');
+    });
+    req.on('end', () => res.end('whole?'));
+  });
+  try {
+    const s = net.connect({ host: addr.split(':')[0], port: Number(addr.split(':')[1]) });
+    s.write('POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n');
+    s.write(Buffer.alloc(1000, 'u'));
+    assert.ok(await until(() => seen.includes('data')), 'the first piece arrived');
+    s.resetAndDestroy();
+    assert.ok(await until(() => seen.length === 3), `events: ${seen}`);
+    assert.deepEqual(seen, ['data', 'aborted', 'ECONNRESET']);
+  } finally {
+    await srv.close();
+  }
+});
+
+test('pipeline(req, res) with an upload cut off: the callback gets an error', async () => {
+  let done;
+  const { srv, addr } = await serve((req, res) => {
+    pipeline(req, res, (err) => {
+      done = err ?? 'ok';
+    });
+  });
+  try {
+    const s = net.connect({ host: addr.split(':')[0], port: Number(addr.split(':')[1]) });
+    s.write('POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n');
+    s.write(Buffer.alloc(1000, 'u'));
+    await new Promise((resolve) => s.once('data', resolve)); // the echo started
+    s.resetAndDestroy();
+    assert.ok(await until(() => done !== undefined), 'the pipeline callback ran');
+    assert.ok(done instanceof Error, `an error, not ${done}`);
+    assert.ok(['ECONNRESET', 'ERR_STREAM_PREMATURE_CLOSE'].includes(done.code), done.code);
+  } finally {
+    await srv.close();
+  }
+});

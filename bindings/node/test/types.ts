@@ -20,6 +20,8 @@ const srv: myriad.Server = myriad.createServer({ maxBody: 1 << 20 }, async (req,
 });
 myriad.createServer((req, res) => {
   res.write('ff00', 'hex', (err) => void err);
+  req.on('data', (c: Buffer) => c.byteLength).on('end', () => {}).pause().resume();
+  if (req.path === '/echo') req.pipe(res);
   if (req.path === '/pipe') Readable.from(['a', 'b']).pipe(res);
   else pipeline(req, res, (err) => void err);
   res.end('x', 'latin1', () => {});
