@@ -263,12 +263,12 @@ impl Loop {
             ));
         }
         let sig = &mut self.signals;
-        if !sig.watched().any(|s| s == signo) && claim(signo)? {
-            sig.claimed.push(signo);
-        }
+        let first = !sig.watched().any(|s| s == signo);
         let id = SignalId(sig.next_id);
         sig.next_id += 1;
         sig.handlers.push((id, signo, Some(Box::new(f))));
+        // The signal gets its place in the signalfd (its kqueue filter) before it is taken
+        // over (ignored, with kqueue), so that none is lost in between.
         match sig.update_fd(&mut self.stats) {
             Ok(true) => {
                 let fd = sig.fd().expect("just created");
@@ -278,6 +278,18 @@ impl Loop {
             Err(e) => {
                 sig.handlers.pop();
                 return Err(e);
+            }
+        }
+        let sig = &mut self.signals;
+        if first {
+            match claim(signo) {
+                Ok(true) => sig.claimed.push(signo),
+                Ok(false) => {}
+                Err(e) => {
+                    sig.handlers.pop();
+                    let _ = sig.update_fd(&mut self.stats);
+                    return Err(e);
+                }
             }
         }
         Ok(id)
