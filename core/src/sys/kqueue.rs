@@ -10,13 +10,15 @@
 //!
 //! Built and type-checked for FreeBSD and macOS (`cargo check --target
 //! x86_64-unknown-freebsd` / `x86_64-apple-darwin`); not run by the test suite, which runs
-//! on Linux.
+//! on Linux, except for its pure part (`kqueue_plan`: which filters a change adds and
+//! deletes), which is tested everywhere.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
-use super::{syscall, Backend, Change, Event, Interest, Op, Ready};
+use super::kqueue_plan::{steps, wanted, Step};
+use super::{syscall, Backend, Change, Event, Op, Ready};
 use crate::reactor::Stats;
 
 // A token travels in `udata`, a pointer: it must hold 64 bits.
@@ -31,17 +33,12 @@ const MAX_EVENTS: usize = 1024;
 /// kernel refuses finds room there (a refusal without room fails the whole call).
 const MAX_CHANGES: usize = MAX_EVENTS / 2;
 
-/// What is remembered per fd: its filters, and whether they are edge-triggered.
-const F_READ: u8 = 1;
-const F_WRITE: u8 = 2;
-const F_EDGE: u8 = 4;
-
 /// A kqueue and its buffers.
 pub(crate) struct Kqueue {
     fd: OwnedFd,
     changes: Vec<libc::kevent>,
     buf: Vec<libc::kevent>,
-    /// The filters registered on each fd (indexed by fd; `F_*` bits).
+    /// The filters registered on each fd (indexed by fd; `kqueue_plan::F_*` bits).
     filters: Vec<u8>,
 }
 
@@ -53,6 +50,20 @@ fn kev(fd: RawFd, filter: i16, flags: u16, token: u64) -> libc::kevent {
     k.flags = flags;
     k.udata = token as usize as *mut libc::c_void;
     k
+}
+
+/// Appends the kevents that take `fd`'s filters from `have` to `want`.
+fn push_steps(out: &mut Vec<libc::kevent>, fd: RawFd, token: u64, have: u8, want: u8) {
+    let filters = [libc::EVFILT_READ, libc::EVFILT_WRITE];
+    for (filter, step) in filters.into_iter().zip(steps(have, want)) {
+        let flags = match step {
+            None => continue,
+            Some(Step::Add { edge: true }) => libc::EV_ADD | libc::EV_CLEAR,
+            Some(Step::Add { edge: false }) => libc::EV_ADD,
+            Some(Step::Delete) => libc::EV_DELETE,
+        };
+        out.push(kev(fd, filter, flags, token));
+    }
 }
 
 impl Kqueue {
@@ -85,24 +96,8 @@ impl Kqueue {
         if fd < 0 {
             return;
         }
-        let want = match op {
-            Op::Add(i) | Op::Modify(i) => {
-                let mut want = 0;
-                if i.contains(Interest::READ) {
-                    want |= F_READ;
-                }
-                if i.contains(Interest::WRITE) {
-                    want |= F_WRITE;
-                }
-                if i.contains(Interest::EDGE) {
-                    want |= F_EDGE;
-                }
-                want
-            }
-            Op::Delete => 0,
-            // Never queued: kqueue does not receive (`Backend::receives`).
-            Op::Recv(_) => return,
-        };
+        // Op::Recv is never queued: kqueue does not receive (`Backend::receives`).
+        let Some(want) = wanted(op) else { return };
         // A new registration's fd number may be a closed one's, whose filters went with it.
         let have = if matches!(op, Op::Add(_)) {
             0
@@ -110,24 +105,7 @@ impl Kqueue {
             *self.slot(fd)
         };
         *self.slot(fd) = want;
-        let add = if want & F_EDGE != 0 {
-            libc::EV_ADD | libc::EV_CLEAR
-        } else {
-            libc::EV_ADD
-        };
-        // A filter kept as it was is left alone (adding it again would re-evaluate it and
-        // could report it once more); one whose triggering changes is added again, which
-        // updates it.
-        let retrigger = (have ^ want) & F_EDGE != 0;
-        for (bit, filter) in [(F_READ, libc::EVFILT_READ), (F_WRITE, libc::EVFILT_WRITE)] {
-            if want & bit != 0 {
-                if have & bit == 0 || retrigger {
-                    self.changes.push(kev(fd, filter, add, token));
-                }
-            } else if have & bit != 0 {
-                self.changes.push(kev(fd, filter, libc::EV_DELETE, token));
-            }
-        }
+        push_steps(&mut self.changes, fd, token, have, want);
     }
 
     /// One `kevent()`: applies `self.changes[..n]`, collects up to the buffer's worth of
@@ -254,11 +232,7 @@ impl Backend for Kqueue {
         let have = *self.slot(fd);
         *self.slot(fd) = 0;
         let mut dels = Vec::with_capacity(2);
-        for (bit, filter) in [(F_READ, libc::EVFILT_READ), (F_WRITE, libc::EVFILT_WRITE)] {
-            if have & bit != 0 {
-                dels.push(kev(fd, filter, libc::EV_DELETE, token));
-            }
-        }
+        push_steps(&mut dels, fd, token, have, 0);
         if dels.is_empty() {
             return Ok(());
         }

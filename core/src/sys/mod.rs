@@ -13,6 +13,9 @@ use crate::reactor::Stats;
 pub(crate) mod epoll;
 #[cfg(any(target_os = "freebsd", target_os = "macos"))]
 pub(crate) mod kqueue;
+// Pure logic of the kqueue backend, built everywhere so that its tests run on Linux too.
+#[cfg_attr(not(any(target_os = "freebsd", target_os = "macos")), allow(dead_code))]
+pub(crate) mod kqueue_plan;
 #[cfg(target_os = "linux")]
 pub(crate) mod uring;
 
