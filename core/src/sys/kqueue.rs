@@ -72,7 +72,7 @@ impl Kqueue {
         let raw = syscall!(kqueue())?;
         // SAFETY: kqueue returned a fresh fd that nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        syscall!(fcntl(raw, libc::F_SETFD, libc::FD_CLOEXEC))?;
+        super::set_nonblock_cloexec(raw)?; // (kevent ignores O_NONBLOCK)
         log::trace!("kqueue() = {raw}");
         Ok(Kqueue {
             fd,

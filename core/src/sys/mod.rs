@@ -232,7 +232,7 @@ pub(crate) struct Change {
 pub(crate) enum Op {
     Add(Interest),
     Modify(Interest),
-    /// Stop watching (queued only by the io_uring backend's own removals).
+    /// Stop watching (built by epoll's immediate removal; the loop itself closes fds).
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     Delete,
     /// Start (true) or stop (false) receiving for a registration with [`Interest::RECV`],
