@@ -66,6 +66,58 @@ function raw(addr, bytes, { untilBytes = Infinity } = {}) {
   });
 }
 
+/** A raw TCP connection to HOST:PORT. */
+function connect(addr) {
+  const i = addr.lastIndexOf(':');
+  return net.connect({ host: addr.slice(0, i), port: Number(addr.slice(i + 1)) });
+}
+
+/** GET / on a raw connection, read `bytes` of the answer, then reset the connection (a
+ * client going away mid-download). */
+async function resetAfter(addr, bytes) {
+  const s = connect(addr);
+  s.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n');
+  let n = 0;
+  const timer = setTimeout(() => s.destroy(new Error('resetAfter: timeout')), TIME_LIMIT);
+  await new Promise((resolve, reject) => {
+    s.on('data', (c) => {
+      n += c.length;
+      if (n > bytes) resolve();
+    });
+    s.on('error', reject);
+    s.on('close', () => reject(new Error(`resetAfter: closed after ${n} bytes`)));
+  });
+  clearTimeout(timer);
+  s.resetAndDestroy();
+}
+
+/** GET / with Node's http client reading slowly: it stops for `pauseMs` after the first
+ * `after` bytes. Resolves with the number of body bytes. */
+function slowDownload(addr, { after = 2 << 20, pauseMs = 300 } = {}) {
+  return new Promise((resolve, reject) => {
+    const i = addr.lastIndexOf(':');
+    http
+      .get({ host: addr.slice(0, i), port: addr.slice(i + 1), path: '/', timeout: TIME_LIMIT }, (res) => {
+        let n = 0;
+        let paused = false;
+        res.on('data', (c) => {
+          n += c.length;
+          if (!paused && n > after) {
+            paused = true;
+            res.pause();
+            setTimeout(() => res.resume(), pauseMs);
+          }
+        });
+        res.on('end', () => resolve(n));
+        res.on('error', reject);
+      })
+      .on('timeout', function () {
+        this.destroy(new Error('slowDownload: timeout'));
+      })
+      .on('error', reject);
+  });
+}
+
 /** A FastCGI request with the real cgi-fcgi client: { status, headers, body }. */
 function fcgi(addr, env, body = '') {
   return new Promise((resolve, reject) => {
@@ -104,4 +156,4 @@ async function until(cond, ms = 5000) {
   return v;
 }
 
-module.exports = { myriad, serve, request, raw, fcgi, tmpdir, until };
+module.exports = { myriad, serve, request, raw, connect, resetAfter, slowDownload, fcgi, tmpdir, until };

@@ -4,15 +4,13 @@
 'use strict';
 const test = require('node:test');
 const assert = require('node:assert/strict');
-const http = require('node:http');
-const net = require('node:net');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const crypto = require('node:crypto');
 const { EventEmitter } = require('node:events');
 const { Readable, pipeline } = require('node:stream');
-const { serve, request, until } = require('./helpers');
+const { serve, request, raw, connect, resetAfter, slowDownload, until } = require('./helpers');
 
 const sha = (b) => crypto.createHash('sha256').update(b).digest('hex');
 
@@ -66,25 +64,7 @@ test('pipeline() into the response: paced by a slow reader, callback without err
     });
   });
   // The client stops reading for 300 ms after the first 2 MB.
-  const got = await new Promise((resolve, reject) => {
-    const [host, port] = addr.split(':');
-    http
-      .get({ host, port, path: '/' }, (res) => {
-        let n = 0;
-        let paused = false;
-        res.on('data', (c) => {
-          n += c.length;
-          if (!paused && n > 2 << 20) {
-            paused = true;
-            res.pause();
-            setTimeout(() => res.resume(), 300);
-          }
-        });
-        res.on('end', () => resolve(n));
-        res.on('error', reject);
-      })
-      .on('error', reject);
-  });
+  const got = await slowDownload(addr);
   try {
     assert.equal(got, total);
     assert.ok(await until(() => done !== undefined), 'the pipeline callback ran');
@@ -132,19 +112,7 @@ test('a source that fails half-way: the pipeline gets its error and the client a
   });
   try {
     // HTTP/1.1: chunked, so a complete body ends with the zero-length chunk.
-    const got = await new Promise((resolve, reject) => {
-      const i = addr.lastIndexOf(':');
-      const s = net.connect({ host: addr.slice(0, i), port: Number(addr.slice(i + 1)) });
-      const parts = [];
-      const timer = setTimeout(() => reject(new Error('timeout')), 10000);
-      s.on('data', (c) => parts.push(c));
-      s.on('close', () => {
-        clearTimeout(timer);
-        resolve(Buffer.concat(parts).toString('latin1'));
-      });
-      s.on('error', reject);
-      s.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n');
-    });
+    const got = await raw(addr, 'GET / HTTP/1.1\r\nHost: x\r\n\r\n');
     assert.match(got, /^HTTP\/1\.1 200 /);
     assert.match(got, /first piece\n[\s\S]*second piece\n/);
     assert.ok(!got.endsWith('0\r\n\r\n'), `the body must not look complete: ${JSON.stringify(got.slice(-40))}`);
@@ -217,16 +185,7 @@ test('a client that goes away under a pipe: close, no finish, the source destroy
     });
   });
   try {
-    const s = net.connect({ host: addr.split(':')[0], port: Number(addr.split(':')[1]) });
-    s.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n');
-    let n = 0;
-    await new Promise((resolve) =>
-      s.on('data', (c) => {
-        n += c.length;
-        if (n > 1 << 20) resolve();
-      }),
-    );
-    s.resetAndDestroy();
+    await resetAfter(addr, 1 << 20);
     assert.ok(await until(() => done !== undefined), 'the pipeline callback ran');
     assert.equal(done.code, 'ERR_STREAM_PREMATURE_CLOSE');
     assert.equal(closed, true);
@@ -293,7 +252,7 @@ test("an upload cut off under 'data' listeners: 'aborted', then 'error' with ECO
     req.on('end', () => res.end('whole?'));
   });
   try {
-    const s = net.connect({ host: addr.split(':')[0], port: Number(addr.split(':')[1]) });
+    const s = connect(addr);
     s.write('POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n');
     s.write(Buffer.alloc(1000, 'u'));
     assert.ok(await until(() => seen.includes('data')), 'the first piece arrived');
@@ -313,7 +272,7 @@ test('pipeline(req, res) with an upload cut off: the callback gets an error', as
     });
   });
   try {
-    const s = net.connect({ host: addr.split(':')[0], port: Number(addr.split(':')[1]) });
+    const s = connect(addr);
     s.write('POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n');
     s.write(Buffer.alloc(1000, 'u'));
     await new Promise((resolve) => s.once('data', resolve)); // the echo started

@@ -4,10 +4,9 @@
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const http = require('node:http');
-const net = require('node:net');
 const crypto = require('node:crypto');
 const { setTimeout: sleep } = require('node:timers/promises');
-const { myriad, serve, request, until } = require('./helpers');
+const { myriad, serve, request, until, connect, resetAfter, slowDownload } = require('./helpers');
 
 const warnings = [];
 process.on('warning', (w) => warnings.push(w.name));
@@ -92,25 +91,7 @@ test('a large download paced by write() and drain against a slow reader', async 
     res.end();
   });
   // The client reads slowly at first: 2 MB, then a pause, then the rest.
-  const got = await new Promise((resolve, reject) => {
-    const [host, port] = addr.split(':');
-    http
-      .get({ host, port, path: '/' }, (res) => {
-        let n = 0;
-        let paused = false;
-        res.on('data', (c) => {
-          n += c.length;
-          if (!paused && n > 2 << 20) {
-            paused = true;
-            res.pause();
-            setTimeout(() => res.resume(), 300);
-          }
-        });
-        res.on('end', () => resolve(n));
-        res.on('error', reject);
-      })
-      .on('error', reject);
-  });
+  const got = await slowDownload(addr);
   assert.equal(got, total);
   assert.ok(waits > 0, 'write() returned false at least once');
   assert.ok(peak <= 256 << 10, `queued bytes stayed bounded (peak ${peak})`);
@@ -135,16 +116,7 @@ test('a client that goes away mid-download: signal, close event, released handle
     writesAfter = res.write('more'); // false: nobody to send it to
     res.end();
   });
-  const s = net.connect({ host: addr.split(':')[0], port: Number(addr.split(':')[1]) });
-  s.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n');
-  let n = 0;
-  await new Promise((resolve) =>
-    s.on('data', (c) => {
-      n += c.length;
-      if (n > 1 << 20) resolve();
-    }),
-  );
-  s.resetAndDestroy();
+  await resetAfter(addr, 1 << 20);
   assert.ok(await until(() => writesAfter !== null), 'the handler loop ended');
   assert.equal(signalled, true);
   assert.equal(closed, true);
@@ -163,7 +135,7 @@ test('an upload cut off by the client: the body iterator throws', async () => {
     }
     res.end();
   });
-  const s = net.connect({ host: addr.split(':')[0], port: Number(addr.split(':')[1]) });
+  const s = connect(addr);
   s.write(`POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n${'a'.repeat(1000)}`);
   await sleep(50);
   s.destroy(); // FIN before the declared length: the body can never complete
