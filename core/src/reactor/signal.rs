@@ -115,42 +115,21 @@ impl Signals {
         let mut want: Vec<i32> = self.watched().collect();
         want.sort_unstable();
         want.dedup();
-        let kev = |signo: i32, flags: u16| {
-            // SAFETY: kevent is a plain C struct for which all-zero is valid.
-            let mut k: libc::kevent = unsafe { std::mem::zeroed() };
-            k.ident = signo as libc::uintptr_t;
-            k.filter = libc::EVFILT_SIGNAL;
-            k.flags = flags;
-            k
-        };
+        use crate::sys::kqueue::{apply, kev};
         let mut changes: Vec<libc::kevent> = want
             .iter()
             .filter(|s| !self.in_kq.contains(s))
-            .map(|&s| kev(s, libc::EV_ADD))
+            .map(|&s| kev(s, libc::EVFILT_SIGNAL, libc::EV_ADD, 0))
             .collect();
         changes.extend(
             self.in_kq
                 .iter()
                 .filter(|s| !want.contains(s))
-                .map(|&s| kev(s, libc::EV_DELETE)),
+                .map(|&s| kev(s, libc::EVFILT_SIGNAL, libc::EV_DELETE, 0)),
         );
         if !changes.is_empty() {
             stats.other += 1;
-            let fd = self.fd().expect("created above");
-            // SAFETY: `changes` holds initialised kevents; no event list is written.
-            let r = unsafe {
-                libc::kevent(
-                    fd,
-                    changes.as_ptr(),
-                    changes.len() as _,
-                    std::ptr::null_mut(),
-                    0,
-                    std::ptr::null(),
-                )
-            };
-            if r < 0 {
-                return Err(io::Error::last_os_error());
-            }
+            apply(self.fd().expect("created above"), &changes)?;
         }
         self.in_kq = want;
         Ok(created)

@@ -42,14 +42,35 @@ pub(crate) struct Kqueue {
     filters: Vec<u8>,
 }
 
-fn kev(fd: RawFd, filter: i16, flags: u16, token: u64) -> libc::kevent {
+/// A change for the kevent of `ident` (an fd, or a signal number) in `filter`.
+pub(crate) fn kev(ident: RawFd, filter: i16, flags: u16, token: u64) -> libc::kevent {
     // SAFETY: kevent is a plain C struct for which all-zero is valid (no filter data).
     let mut k: libc::kevent = unsafe { std::mem::zeroed() };
-    k.ident = fd as libc::uintptr_t;
+    k.ident = ident as libc::uintptr_t;
     k.filter = filter;
     k.flags = flags;
     k.udata = token as usize as *mut libc::c_void;
     k
+}
+
+/// Applies `changes` to kqueue `kq` now, taking no events (so none is lost to a call that
+/// does not deliver them).
+pub(crate) fn apply(kq: RawFd, changes: &[libc::kevent]) -> io::Result<()> {
+    // SAFETY: `changes` holds initialised kevents; no event list, so nothing is written.
+    let r = unsafe {
+        libc::kevent(
+            kq,
+            changes.as_ptr(),
+            changes.len() as _,
+            std::ptr::null_mut(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Appends the kevents that take `fd`'s filters from `have` to `want`.
@@ -237,24 +258,11 @@ impl Backend for Kqueue {
             return Ok(());
         }
         stats.ctl += 1;
-        // SAFETY: `dels` holds initialised kevents; no event list, so nothing is written.
-        let r = unsafe {
-            libc::kevent(
-                self.fd.as_raw_fd(),
-                dels.as_ptr(),
-                dels.len() as _,
-                std::ptr::null_mut(),
-                0,
-                std::ptr::null(),
-            )
-        };
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() != Some(libc::ENOENT) {
-                return Err(e);
-            }
+        match apply(self.fd.as_raw_fd(), &dels) {
+            // The filters went with a close already.
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+            r => r,
         }
-        Ok(())
     }
 
     fn name(&self) -> &'static str {
