@@ -711,7 +711,8 @@ impl Response {
         self.ctx.with(self.id, f).ok_or(ResponseError::Gone)
     }
 
-    /// Sets the status (100..=999 are accepted; 200 by default).
+    /// Sets the status (200..=999 are accepted; 200 by default). Informational statuses
+    /// (1xx) are not: the library sends `100 Continue` itself.
     pub fn status(&mut self, code: u16) -> Result<(), ResponseError> {
         if !(200..=999).contains(&code) {
             return Err(ResponseError::Invalid);

@@ -1,5 +1,5 @@
-//! myriad: a single-syscall event loop (epoll today; kqueue and io_uring behind the same
-//! backend trait) for application servers.
+//! myriad: a single-syscall event loop (epoll or io_uring on Linux, kqueue on FreeBSD and
+//! macOS, behind one backend trait) for application servers.
 //!
 //! One [`Loop`] per thread owns a backend, a slab of sources (listeners, connections, user
 //! fd watchers), a timer heap whose next deadline is the wait's timeout, a signalfd, and an
@@ -24,6 +24,11 @@ pub use net::{
 pub use reactor::{Closed, Handle, Loop, Posted, SignalId, Stats, TimerId, Token};
 pub use server::{Proto, Server, ServerOptions};
 pub use sys::{Interest, Ready};
+
+/// The README's Rust example, compiled as a doctest so that it stays true.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
 
 /// The library's version, from Cargo.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
