@@ -16,6 +16,7 @@ pub mod net;
 pub mod reactor;
 pub mod server;
 mod sys;
+pub mod systemd;
 
 pub use app::{Body, Completion, Request, Response, ResponseError};
 pub use net::{

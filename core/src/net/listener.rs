@@ -126,6 +126,32 @@ impl Listener {
         }
     }
 
+    /// A listener on an already listening socket this process owns (e.g. one from
+    /// [`crate::systemd::listen_fds`]); its address is `fd:N`. Fails (closing `fd`) if it is
+    /// not a listening socket.
+    pub fn from_fd(fd: OwnedFd) -> io::Result<Listener> {
+        let n = fd.as_raw_fd();
+        check_listening(n)?;
+        log::debug!("listening on inherited fd {n}");
+        Ok(Listener {
+            inner: Arc::new(Inner {
+                fd,
+                addr: Addr::Fd(n),
+                unix_file: None,
+            }),
+            shared: false,
+        })
+    }
+
+    /// Like [`Listener::bind_many`] for a listener this process owns already: `n` handles
+    /// sharing the one socket (registered with EPOLLEXCLUSIVE when `n` > 1).
+    pub fn share(self, n: usize) -> Vec<Listener> {
+        let n = n.max(1);
+        let mut l = self;
+        l.shared = n > 1;
+        vec![l; n]
+    }
+
     /// The bound address, with the real port when port 0 was asked for.
     pub fn addr(&self) -> &Addr {
         &self.inner.addr
@@ -392,6 +418,20 @@ fn bind_unix(path: &Path, opts: &ListenOptions) -> io::Result<Inner> {
 }
 
 fn adopt_fd(n: i32) -> io::Result<Inner> {
+    check_listening(n)?;
+    // SAFETY: the caller hands the inherited fd over to us; nothing else in the process
+    // should use it from now on (as with systemd's LISTEN_FDS or spawn-fcgi's fd 0).
+    let fd = unsafe { OwnedFd::from_raw_fd(n) };
+    log::debug!("listening on inherited fd {n}");
+    Ok(Inner {
+        fd,
+        addr: Addr::Fd(n),
+        unix_file: None,
+    })
+}
+
+/// Checks that `n` is a listening socket, and makes it non-blocking and close-on-exec.
+fn check_listening(n: RawFd) -> io::Result<()> {
     let mut st = MaybeUninit::<libc::stat>::uninit();
     syscall!(fstat(n, st.as_mut_ptr()))?;
     // SAFETY: fstat succeeded and filled the struct.
@@ -420,15 +460,7 @@ fn adopt_fd(n: i32) -> io::Result<Inner> {
     let flags = syscall!(fcntl(n, libc::F_GETFL))?;
     syscall!(fcntl(n, libc::F_SETFL, flags | libc::O_NONBLOCK))?;
     syscall!(fcntl(n, libc::F_SETFD, libc::FD_CLOEXEC))?;
-    // SAFETY: the caller hands the inherited fd over to us; nothing else in the process
-    // should use it from now on (as with systemd's LISTEN_FDS or spawn-fcgi's fd 0).
-    let fd = unsafe { OwnedFd::from_raw_fd(n) };
-    log::debug!("listening on inherited fd {n}");
-    Ok(Inner {
-        fd,
-        addr: Addr::Fd(n),
-        unix_file: None,
-    })
+    Ok(())
 }
 
 /// Accept callback: gets the loop and the new connection.
