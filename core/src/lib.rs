@@ -10,10 +10,14 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod app;
+pub mod cookie;
 pub mod fcgi;
+pub mod form;
 pub mod http;
 pub mod net;
+pub mod percent;
 pub mod reactor;
+pub mod router;
 pub mod server;
 mod sys;
 pub mod systemd;

@@ -33,7 +33,7 @@ pub(crate) fn http_date_until(now: Instant) -> ([u8; 29], Instant) {
     })
 }
 
-fn format_date(secs: u64) -> [u8; 29] {
+pub(crate) fn format_date(secs: u64) -> [u8; 29] {
     const DAYS: [&[u8; 3]; 7] = [b"Thu", b"Fri", b"Sat", b"Sun", b"Mon", b"Tue", b"Wed"];
     const MONTHS: [&[u8; 3]; 12] = [
         b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",

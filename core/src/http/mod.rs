@@ -9,6 +9,7 @@ pub(crate) mod head;
 pub(crate) mod parse;
 
 pub(crate) use conn::HttpConn;
+pub(crate) use date::format_date;
 pub use date::http_date;
 
 /// `v` in decimal, written into the end of `t`.
