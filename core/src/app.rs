@@ -367,7 +367,15 @@ pub(crate) struct Exchange {
     pub(crate) proto: Protocol,
     /// Called once when the connection's output next empties (see [`Response::on_drain`]).
     pub(crate) drain_cb: Option<Box<dyn FnOnce()>>,
+    /// Hands the connection to another protocol once this 101 response is written (see
+    /// [`Response::upgrade`]).
+    pub(crate) upgrade: Option<UpgradeFn>,
+    /// The request may switch protocols (HTTP/1.1; set by the HTTP driver).
+    pub(crate) upgradable: bool,
 }
+
+/// What [`Response::upgrade`] runs on the connection after the 101.
+pub(crate) type UpgradeFn = Box<dyn FnOnce(&mut crate::net::Io<'_>)>;
 
 impl Exchange {
     fn new() -> Exchange {
@@ -391,6 +399,8 @@ impl Exchange {
             errs: Vec::new(),
             proto: Protocol::Http,
             drain_cb: None,
+            upgrade: None,
+            upgradable: false,
         }
     }
 
@@ -513,6 +523,8 @@ impl Ctx {
         e.conn_queued = 0;
         e.errs.clear();
         e.drain_cb = None;
+        e.upgrade = None;
+        e.upgradable = false;
         e.req
             .get_or_insert_with(|| Box::new(Request::new()))
             .reset();
@@ -834,6 +846,32 @@ impl Response {
     pub fn abort(mut self) -> Result<(), ResponseError> {
         let _ = self.with(|e| e.cut = true);
         self.finish_inner()
+    }
+
+    /// Switches protocols (HTTP/1.1 `101`, as for a WebSocket): answers `101 Switching
+    /// Protocols` with `Upgrade: {upgrade}`, `Connection: upgrade` and the headers added so
+    /// far, then hands the live connection to `next` ([`crate::Io::hand_off`]): what the
+    /// client sent after this request's head (and body) is `next`'s first input. The
+    /// exchange ends here. `Invalid` over FastCGI, for an HTTP/1.0 request, or for an
+    /// `upgrade` that is not a valid header value; `HeadSent` after a flush.
+    pub fn upgrade<P: crate::net::Protocol>(
+        mut self,
+        upgrade: &str,
+        next: P,
+    ) -> Result<(), ResponseError> {
+        let ok = self.with(|e| e.upgradable)?;
+        if !ok || upgrade.is_empty() {
+            return Err(ResponseError::Invalid);
+        }
+        self.header("Upgrade", upgrade.as_bytes())?;
+        self.with(|e| {
+            e.hdrs.extend_from_slice(b"Connection: upgrade\r\n");
+            e.status = 101;
+            e.upgrade = Some(Box::new(move |io: &mut crate::net::Io<'_>| {
+                io.hand_off(next)
+            }));
+        })?;
+        self.finish()
     }
 
     /// Convenience: status, Content-Type, body, finish.

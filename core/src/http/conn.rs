@@ -24,6 +24,8 @@ enum St {
     Wait,
     /// Closing: input is discarded.
     Dead,
+    /// Handed to another protocol after a 101 ([`Response::upgrade`]): input is left for it.
+    Gone,
 }
 
 enum BodyState {
@@ -234,6 +236,7 @@ impl HttpConn {
                 .and_then(|l| l.1)
         });
         self.arm(io, Timer::None);
+        ctx.with(id, |e| e.upgradable = req.minor == 1);
 
         // Call the handler, with the request out of the pool's RefCell.
         let res = Response {
@@ -384,7 +387,7 @@ impl HttpConn {
     /// exchange and closes the connection once its output is written (not complete).
     fn collect(&mut self, io: &mut Io<'_>) -> bool {
         let Some(id) = self.cur else { return false };
-        if self.st == St::Head || self.st == St::Dead {
+        if matches!(self.st, St::Head | St::Dead | St::Gone) {
             return false;
         }
         let ctx = self.sh.ctx.clone();
@@ -508,7 +511,9 @@ impl HttpConn {
         if self.sh.draining.get() {
             self.set(KEEP_ALIVE, false);
         }
-        if !self.has(KEEP_ALIVE) {
+        if status == 101 {
+            // Switching protocols: its `Connection: upgrade` is among the user's headers.
+        } else if !self.has(KEEP_ALIVE) {
             t.put(b"Connection: close\r\n");
         } else if self.minor == 0 {
             t.put(b"Connection: keep-alive\r\n");
@@ -530,7 +535,17 @@ impl HttpConn {
             return false;
         }
         if let Some(id) = self.cur.take() {
+            let upgrade = self.sh.ctx.with(id, |e| e.upgrade.take()).flatten();
             self.sh.ctx.release(id);
+            if let Some(up) = upgrade {
+                // The connection leaves this server: it no longer counts for a drain.
+                self.st = St::Gone;
+                self.arm(io, Timer::None);
+                self.sh.conns.set(self.sh.conns.get() - 1);
+                finish_drain(io.lp(), &self.sh);
+                up(io);
+                return false;
+            }
         }
         if self.has(KEEP_ALIVE) && !self.sh.draining.get() {
             self.st = St::Head;
@@ -555,6 +570,7 @@ impl Protocol for HttpConn {
         let mut used = 0;
         loop {
             match self.st {
+                St::Gone => return used,
                 St::Dead => {
                     if used < input.len() && self.has(CLIENT_CLOSE) {
                         // Bytes after a request that asked to close: drain them before
@@ -625,6 +641,7 @@ impl Protocol for HttpConn {
             }
             // A half-closed client still gets its response; then we close.
             St::Wait => {}
+            St::Gone => {}
         }
     }
 

@@ -29,6 +29,7 @@ pub(crate) fn decimal(mut v: u64, t: &mut [u8; 20]) -> &[u8] {
 pub fn reason(code: u16) -> &'static str {
     match code {
         100 => "Continue",
+        101 => "Switching Protocols",
         200 => "OK",
         201 => "Created",
         202 => "Accepted",

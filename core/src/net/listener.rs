@@ -607,6 +607,10 @@ impl Source for ListenSource {
     fn as_any(&mut self) -> &mut dyn Any {
         self
     }
+
+    fn take_over(self: Box<Self>, _: &mut Loop, _: Token) -> Box<dyn Source> {
+        self
+    }
 }
 
 impl Loop {

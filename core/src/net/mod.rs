@@ -5,6 +5,7 @@ pub(crate) mod conn;
 pub(crate) mod connect;
 mod listener;
 pub(crate) mod pool;
+pub mod transport;
 
 pub use addr::{Addr, AddrError, PeerAddr};
 pub(crate) use conn::SMALL_STATIC;
@@ -13,3 +14,4 @@ pub use connect::{ResolveFn, ResolveId, Target};
 pub(crate) use listener::local_addr;
 pub use listener::{AcceptFn, Accepted, ListenOptions, Listener};
 pub use pool::DEFAULT_BUF_SIZE;
+pub use transport::{Plain, Transport, Wire};

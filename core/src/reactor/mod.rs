@@ -95,6 +95,9 @@ pub(crate) enum Next {
     Again,
     /// Close and remove the source.
     Remove,
+    /// Swap the source for what its [`Source::take_over`] returns (a connection handed to
+    /// another protocol), then call the new one at the end of the iteration.
+    Replace,
 }
 
 /// Something registered on the loop.
@@ -126,6 +129,9 @@ pub(crate) trait Source: Any {
     fn is_connection(&self) -> bool {
         false
     }
+    /// After [`Next::Replace`]: the source that takes this one's place, same token and
+    /// registration (only connections return `Replace`; others return themselves).
+    fn take_over(self: Box<Self>, lp: &mut Loop, token: Token) -> Box<dyn Source>;
 }
 
 struct Slot {
@@ -182,6 +188,9 @@ pub struct Loop {
     pub(crate) ring_recv: bool,
     /// What closed sources left with a send in flight, kept until its completion.
     orphans: Vec<(u64, crate::net::conn::Out)>,
+    /// Connections being handed to another protocol, with what builds their successor
+    /// (see [`crate::Io::hand_off`]; taken by [`Source::take_over`]).
+    pub(crate) handoffs: Vec<(Token, Box<dyn Any>)>,
 }
 
 impl Loop {
@@ -230,6 +239,7 @@ impl Loop {
             batch_sends,
             ring_recv,
             orphans: Vec::new(),
+            handoffs: Vec::new(),
         };
         let efd = lp.shared.fd();
         lp.register(efd, Token(WAKE_TOKEN), Interest::READ | Interest::EDGE);
@@ -419,6 +429,12 @@ impl Loop {
             self.finish_remove(i, token, src);
             return;
         }
+        let src = if next == Next::Replace {
+            self.again_next.push(token);
+            src.take_over(self, token)
+        } else {
+            src
+        };
         self.slots[i].src = Some(src);
         if next == Next::Again {
             self.again_next.push(token);
@@ -809,6 +825,10 @@ impl Source for Watcher {
     }
 
     fn as_any(&mut self) -> &mut dyn Any {
+        self
+    }
+
+    fn take_over(self: Box<Self>, _: &mut Loop, _: Token) -> Box<dyn Source> {
         self
     }
 }
