@@ -1,13 +1,17 @@
 //! The demo app on the Rust API (the twin of examples/hello.c):
-//! `hello [--http ADDR]... [--fcgi ADDR]... [--threads N] [--backend NAME]`.
+//! `hello [--http ADDR]... [--fcgi ADDR]... [--threads N] [--backend NAME] [--workers N]
+//! [--max-requests N] [--watchdog SECONDS] [--user NAME] [--status ADDR]...`.
 //!
 //! Routes: `/` hello, `/echo` body echo, `/env` CGI variables, `/stream?chunks=N&bytes=B`
 //! paced by a loop timer, `/delay?ms=M` from a loop timer, `/work?ms=M` from a worker
-//! thread, `/stats` the serving loop's counters as JSON, anything else 404, the same over
+//! thread, `/stats` the serving loop's counters as JSON, `/pid` the serving process's pid,
+//! `/hang` (with --watchdog) a handler that never returns, anything else 404, the same over
 //! HTTP and FastCGI. Prints `listening http ADDR`
 //! or `listening fcgi ADDR` per listener; with no listener flag it serves FastCGI on fd 0
 //! when started by spawn-fcgi, else HTTP on 127.0.0.1:8080. SIGTERM/SIGINT stop accepting,
-//! finish in-flight requests and exit 0; bad flags exit 2.
+//! finish in-flight requests and exit 0; bad flags exit 2. With --workers (or any of the
+//! supervisor's flags) a supervisor runs N worker processes: SIGHUP replaces them,
+//! SIGUSR2 re-executes the program in place, SIGTERM drains them; an unknown user exits 2.
 
 use std::cell::RefCell;
 use std::io::Write;
@@ -18,12 +22,13 @@ use std::time::Duration;
 
 use myriad::{
     Addr, Completion, ListenOptions, Listener, Loop, Proto, Request, Response, Server,
-    ServerOptions,
+    ServerOptions, Supervisor, SupervisorOptions,
 };
 
 fn usage(msg: &str) -> ! {
     eprintln!(
         "hello: {msg}\nusage: hello [--http ADDR]... [--fcgi ADDR]... [--threads N] [--backend NAME]\n\
+         \x20      [--workers N] [--max-requests N] [--watchdog SECONDS] [--user NAME] [--status ADDR]...\n\
          ADDR is HOST:PORT, [V6]:PORT, unix:PATH or fd:N"
     );
     std::process::exit(2);
@@ -144,6 +149,16 @@ fn handle(lp: &mut Loop, req: &mut Request, mut res: Response, pool: &Arc<Pool>)
             let c = res.into_completion();
             let _ = pool.tx.lock().unwrap().send((ms, c));
         }
+        ("GET", "/pid") => {
+            let _ = res.send(200, "text/plain", std::process::id().to_string().as_bytes());
+        }
+        ("GET", "/hang") if HANG.load(std::sync::atomic::Ordering::Relaxed) => {
+            // A handler stuck in a bug: the loop thread never comes back (--watchdog).
+            drop(res);
+            loop {
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
         ("GET", "/stats") => {
             let s = lp.stats();
             let body = format!(
@@ -180,10 +195,15 @@ fn serve(lp: &mut Loop, listeners: Vec<(Listener, Proto)>, pool: Arc<Pool>) -> S
     srv
 }
 
+/// `/hang` is served (only with --watchdog).
+static HANG: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn main() {
     let mut addrs: Vec<(Addr, Proto)> = Vec::new();
     let mut threads = 1usize;
     let mut backend = String::new();
+    let mut sup: Option<SupervisorOptions> = None;
+    let mut status: Vec<Addr> = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = |flag: &str| {
@@ -211,9 +231,100 @@ fn main() {
                     .unwrap_or_else(|| usage("--threads takes 1..256"))
             }
             "--backend" => backend = val("--backend"),
+            "--workers" => {
+                sup.get_or_insert_with(Default::default).workers = val("--workers")
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=1024).contains(n))
+                    .unwrap_or_else(|| usage("--workers takes 1..1024"))
+            }
+            "--max-requests" => {
+                sup.get_or_insert_with(Default::default).max_requests = val("--max-requests")
+                    .parse()
+                    .unwrap_or_else(|_| usage("--max-requests takes a number"))
+            }
+            "--watchdog" => {
+                let s: u64 = val("--watchdog")
+                    .parse()
+                    .ok()
+                    .filter(|s| *s > 0)
+                    .unwrap_or_else(|| usage("--watchdog takes seconds (1 or more)"));
+                sup.get_or_insert_with(Default::default).watchdog = Some(Duration::from_secs(s));
+                HANG.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            "--user" => sup.get_or_insert_with(Default::default).user = Some(val("--user")),
+            "--status" => status.push(
+                val("--status")
+                    .parse()
+                    .unwrap_or_else(|e| usage(&format!("{e}"))),
+            ),
             _ => usage(&format!("unknown argument {a:?}")),
         }
     }
+    if let Some(opts) = sup {
+        if addrs.is_empty() {
+            addrs.push(("127.0.0.1:8080".parse().unwrap(), Proto::Http));
+        }
+        supervise(opts, addrs, status, threads, backend);
+    }
+    serve_all(addrs, threads, backend, true);
+}
+
+/// --workers: the supervisor binds, prints the addresses once, and forks the workers, which
+/// serve as the process does without --workers.
+fn supervise(
+    opts: SupervisorOptions,
+    addrs: Vec<(Addr, Proto)>,
+    status: Vec<Addr>,
+    threads: usize,
+    backend: String,
+) -> ! {
+    let mut sup = Supervisor::new(opts);
+    if let Err(e) = sup.validate() {
+        eprintln!("hello: {e}");
+        std::process::exit(2);
+    }
+    for (a, proto) in &addrs {
+        match sup.listen(a, *proto) {
+            Ok(got) => println!("listening {} {got}", proto_name(*proto)),
+            Err(e) => {
+                eprintln!("hello: cannot listen on {a}: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
+    for a in &status {
+        match sup.status_listen(a) {
+            Ok(got) => println!("listening status {got}"),
+            Err(e) => {
+                eprintln!("hello: cannot listen on {a}: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
+    std::io::stdout().flush().unwrap();
+    match sup.run(move |w| {
+        serve_all(w.listeners().to_vec(), threads, backend.clone(), false);
+        0
+    }) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("hello: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn proto_name(p: Proto) -> &'static str {
+    if p == Proto::Http {
+        "http"
+    } else {
+        "fcgi"
+    }
+}
+
+/// Serves `addrs` on `threads` loops until SIGTERM/SIGINT has drained them.
+fn serve_all(mut addrs: Vec<(Addr, Proto)>, threads: usize, backend: String, print: bool) {
     if addrs.is_empty() {
         // Started by spawn-fcgi (or a web server): fd 0 is the FastCGI listen socket.
         if myriad::fcgi::is_listen_socket(0) {
@@ -228,12 +339,9 @@ fn main() {
             eprintln!("hello: cannot listen on {a}: {e}");
             std::process::exit(1);
         });
-        let name = if *proto == Proto::Http {
-            "http"
-        } else {
-            "fcgi"
-        };
-        println!("listening {name} {}", ls[0].addr());
+        if print {
+            println!("listening {} {}", proto_name(*proto), ls[0].addr());
+        }
         for (t, l) in ls.into_iter().enumerate() {
             per_thread[t].push((l, *proto));
         }

@@ -372,6 +372,8 @@ pub(crate) struct Exchange {
     pub(crate) upgrade: Option<UpgradeFn>,
     /// The request may switch protocols (HTTP/1.1; set by the HTTP driver).
     pub(crate) upgradable: bool,
+    /// Counted in flight in the supervisor's page (see `Ctx::probe`).
+    pub(crate) probed: bool,
 }
 
 /// What [`Response::upgrade`] runs on the connection after the 101.
@@ -401,6 +403,7 @@ impl Exchange {
             drain_cb: None,
             upgrade: None,
             upgradable: false,
+            probed: false,
         }
     }
 
@@ -483,6 +486,8 @@ pub(crate) struct Ctx {
     /// The connection whose protocol callback is running (it collects output itself).
     pub(crate) running: std::cell::Cell<Option<Token>>,
     pub(crate) handle: Handle,
+    /// The supervisor's page of a supervised worker (requests in flight).
+    probe: Option<&'static crate::supervisor::shm::Page>,
 }
 
 impl Ctx {
@@ -493,6 +498,7 @@ impl Ctx {
             kicks: lp.kicker(),
             running: std::cell::Cell::new(None),
             handle: lp.handle(),
+            probe: lp.probe,
         }
     }
 
@@ -525,6 +531,7 @@ impl Ctx {
         e.drain_cb = None;
         e.upgrade = None;
         e.upgradable = false;
+        e.probed = false;
         e.req
             .get_or_insert_with(|| Box::new(Request::new()))
             .reset();
@@ -543,6 +550,11 @@ impl Ctx {
             }
             e.live = false;
             e.gen = e.gen.wrapping_add(1);
+            if std::mem::take(&mut e.probed) {
+                if let Some(p) = self.probe {
+                    p.end();
+                }
+            }
             e.pieces.clear();
             let req = e.req.as_mut();
             (

@@ -19,6 +19,7 @@ pub mod percent;
 pub mod reactor;
 pub mod router;
 pub mod server;
+pub mod supervisor;
 mod sys;
 pub mod systemd;
 
@@ -28,6 +29,7 @@ pub use net::{
 };
 pub use reactor::{Closed, Handle, Loop, Posted, SignalId, Stats, TimerId, Token};
 pub use server::{Proto, Server, ServerOptions};
+pub use supervisor::{Supervisor, SupervisorOptions, Worker};
 pub use sys::{Interest, Ready};
 
 /// The README's Rust example, compiled as a doctest so that it stays true.

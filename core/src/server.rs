@@ -134,11 +134,21 @@ impl Loop {
         opts: ServerOptions,
         handler: impl Fn(&mut Loop, &mut Request, Response) + 'static,
     ) -> Server {
+        let handler: HandlerFn = match self.probe {
+            // A supervised worker: each request is counted and named in the page (atomic
+            // stores, no syscall); its exchange's end takes it out of the in-flight count.
+            Some(p) => Rc::new(move |lp: &mut Loop, req: &mut Request, res: Response| {
+                p.begin(req.method(), req.target());
+                res.ctx.with(res.id, |e| e.probed = true);
+                handler(lp, req, res)
+            }),
+            None => Rc::new(handler),
+        };
         Server {
             sh: Rc::new(Shared {
                 ctx: Rc::new(Ctx::new(self)),
                 opts,
-                handler: Rc::new(handler),
+                handler,
                 conns: Cell::new(0),
                 listeners: RefCell::default(),
                 locals: RefCell::default(),
@@ -161,9 +171,9 @@ impl Server {
         let sh = self.sh.clone();
         let idx = self.sh.listeners.borrow().len();
         let token = lp.listen(l, move |lp, a: Accepted| {
-            if sh.draining.get() {
-                return;
-            }
+            // A connection accepted after a shutdown began (a readiness or completion of the
+            // same iteration) is served, not dropped: its client sent nothing yet and could
+            // not retry. Its response says `Connection: close`.
             let local = if wildcard {
                 lp.stats.other += 1;
                 match crate::net::local_addr(std::os::fd::AsRawFd::as_raw_fd(&a.fd)) {
@@ -200,11 +210,19 @@ impl Server {
                     };
                     sh.conns.set(sh.conns.get() + 1);
                     let t = lp.add_conn_with(a, FcgiConn::new(sh.clone()), opts);
-                    lp.with_conn::<FcgiConn, ()>(t, |p, io| p.start(io));
+                    let draining = sh.draining.get();
+                    lp.with_conn::<FcgiConn, ()>(t, |p, io| {
+                        p.start(io);
+                        if draining {
+                            p.drain_after_requests();
+                        }
+                    });
                 }
             }
         });
         self.sh.listeners.borrow_mut().push((token, local));
+        // A supervised worker serves from its first listener on.
+        crate::supervisor::shm::ready();
         token
     }
 

@@ -153,6 +153,12 @@ impl FcgiConn {
         io.set_timeout(Some(self.sh.opts.idle_timeout));
     }
 
+    /// Graceful shutdown for a connection accepted while the server drains: it closes once
+    /// the requests it brings are answered.
+    pub(crate) fn drain_after_requests(&mut self) {
+        self.draining = true;
+    }
+
     pub(crate) fn drain(&mut self, io: &mut Io<'_>) {
         self.draining = true;
         if self.reqs.is_empty() {

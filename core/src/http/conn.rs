@@ -617,7 +617,13 @@ impl Protocol for HttpConn {
             self.collect(io);
         }
 
-        if self.st == St::Head && self.cur.is_none() && self.sh.draining.get() {
+        // Draining: an idle connection closes; one accepted but not read from yet (its
+        // request may be on the way) waits for its request like any other.
+        if self.st == St::Head
+            && self.cur.is_none()
+            && self.sh.draining.get()
+            && !self.has(HEAD_STARTED)
+        {
             self.st = St::Dead;
             io.close();
         }

@@ -626,7 +626,10 @@ impl Loop {
             interest = interest | Interest::EXCLUSIVE;
         }
         let fd = l.fd();
-        let ring = self.backend_accepts().then(|| match l.addr() {
+        // A supervised worker accepts with accept4 even on io_uring: a multishot accept
+        // cancelled when the worker retires may already have taken connections from the
+        // queue, which would be lost instead of left for the slot's next worker.
+        let ring = (self.backend_accepts() && self.probe.is_none()).then(|| match l.addr() {
             Addr::Unix(_) => true,
             Addr::Tcp(_) => false,
             // Inherited: whatever getsockname says (a TCP peer is named, so asked for).

@@ -191,6 +191,8 @@ pub struct Loop {
     /// Connections being handed to another protocol, with what builds their successor
     /// (see [`crate::Io::hand_off`]; taken by [`Source::take_over`]).
     pub(crate) handoffs: Vec<(Token, Box<dyn Any>)>,
+    /// The supervisor's page when this process is a supervised worker: the heartbeat.
+    pub(crate) probe: Option<&'static crate::supervisor::shm::Page>,
 }
 
 impl Loop {
@@ -240,10 +242,28 @@ impl Loop {
             ring_recv,
             orphans: Vec::new(),
             handoffs: Vec::new(),
+            probe: crate::supervisor::shm::probe(),
         };
         let efd = lp.shared.fd();
         lp.register(efd, Token(WAKE_TOKEN), Interest::READ | Interest::EDGE);
+        if let Some(fd) = crate::supervisor::shm::claim_ping() {
+            // A supervised worker's first loop hears the supervisor's pings (its watchdog
+            // wakes an idle loop so that its heartbeat moves).
+            lp.watch(fd, Interest::READ | Interest::EDGE, move |lp, t, _| {
+                if !crate::supervisor::shm::drain_pings(fd) {
+                    lp.unwatch(t);
+                }
+            })?;
+        }
         Ok(lp)
+    }
+
+    /// The fds this loop owns (backend, signals, wakeup): a forked child that does not run
+    /// the loop closes them.
+    pub(crate) fn own_fds(&self) -> Vec<RawFd> {
+        let mut v = vec![self.backend.fd(), self.shared.fd()];
+        v.extend(self.signals.fd());
+        v
     }
 
     /// The backend's name ("epoll", "io_uring", "kqueue").
@@ -675,6 +695,9 @@ impl Loop {
 
     fn iterate(&mut self, block: bool) -> io::Result<()> {
         self.stats.iterations += 1;
+        if let Some(p) = self.probe {
+            p.beat();
+        }
         let busy = !block || self.work_queued();
         std::mem::swap(&mut self.again, &mut self.again_next);
         let timeout = if busy {

@@ -1,0 +1,375 @@
+//! Starting a worker: its page and socketpair, what the forked child closes, switches
+//! and runs, and for exec mode everything the child needs prepared before the fork (the
+//! child of a multi-threaded host may only make syscalls until it executes).
+
+use std::cell::RefCell;
+use std::ffi::{CString, OsString};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::time::{Instant, SystemTime};
+
+use super::pool::{reconcile, Child, Mode, Shared, State};
+use super::proc::{self, Creds};
+use super::shm::{self, Shm};
+use super::Worker;
+use crate::net::Addr;
+use crate::reactor::{Loop, Token};
+use crate::server::Proto;
+use crate::sys::Interest;
+
+/// What a child of slot `slot` serves: (fd, proto) per listener.
+fn slot_fds(s: &State, slot: usize) -> Vec<(RawFd, Proto)> {
+    s.bound
+        .iter()
+        .map(|b| (b.socks[slot % b.socks.len()].fd(), b.proto))
+        .collect()
+}
+
+/// Writes Rust's and C's buffered output out, so that no child writes it a second time.
+pub(crate) fn flush_stdio() {
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    // SAFETY: fflush(NULL) flushes every C stream.
+    unsafe { libc::fflush(std::ptr::null_mut()) };
+}
+
+pub(crate) fn spawn_worker(lp: &mut Loop, st: &Shared, slot: usize, extra: bool) -> io::Result<()> {
+    let page = Shm::new()?;
+    let (mine, theirs) = socketpair()?;
+    let mut s = st.borrow_mut();
+    let fds = slot_fds(&s, slot);
+    // What the child must not keep (forked mode): the supervisor's loop, other slots'
+    // sockets, the status listeners, other workers' sockets and pages.
+    let mut close: Vec<RawFd> = s.loop_fds.clone();
+    close.push(mine.as_raw_fd());
+    for b in &s.bound {
+        close.extend(
+            b.socks
+                .iter()
+                .map(|l| l.fd())
+                .filter(|fd| !fds.iter().any(|f| f.0 == *fd)),
+        );
+    }
+    close.extend(s.status.iter().map(|(_, l)| l.fd()));
+    for c in &s.children {
+        close.push(c.page.fd());
+        if let Some((_, fd)) = &c.notify {
+            close.push(fd.as_raw_fd());
+        }
+    }
+    // And any other fd the supervisor opened since it started (a status connection open
+    // right now): everything above 2 that the application did not have before `run`.
+    if let Some(open) = proc::open_fds() {
+        close.extend(open.into_iter().filter(|fd| {
+            *fd > 2
+                && !s.app_fds.contains(fd)
+                && !fds.iter().any(|f| f.0 == *fd)
+                && *fd != theirs.as_raw_fd()
+                && *fd != page.fd()
+        }));
+        close.sort_unstable();
+        close.dedup();
+    }
+    let exec = match &s.mode {
+        Mode::Exec(argv) => Some(ExecPrep::new(argv, &fds, page.fd(), theirs.as_raw_fd())?),
+        Mode::Fork(_) => None,
+    };
+    flush_stdio();
+    let me = s.me;
+    // SAFETY: fork has no preconditions; the child below only makes syscalls before it runs
+    // the worker code (forked mode: as any forking server does) or executes (exec mode).
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid == 0 {
+        proc::reset_signals();
+        proc::die_with(me);
+        if let Some(x) = &exec {
+            x.run(s.creds.as_ref(), s.chroot.as_deref());
+        }
+        for fd in close {
+            // SAFETY: closing fds of the supervisor this child does not use.
+            unsafe { libc::close(fd) };
+        }
+        if let Err(what) = proc::switch_user(s.creds.as_ref(), s.chroot.as_deref()) {
+            proc::child_say(b"myriad worker: cannot switch user: ");
+            proc::child_say(what.as_bytes());
+            proc::child_say(b"\n");
+            // SAFETY: ends the child without running the supervisor's destructors.
+            unsafe { libc::_exit(proc::EXIT_CREDS) };
+        }
+        shm::set_probe(page.ptr(), theirs.as_raw_fd());
+        let w = Worker {
+            listeners: fds.iter().map(|&(fd, p)| (Addr::Fd(fd), p)).collect(),
+            slot,
+        };
+        let code = match &mut s.mode {
+            Mode::Fork(f) => {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&w))).unwrap_or(70)
+            }
+            Mode::Exec(_) => 127,
+        };
+        flush_stdio();
+        // SAFETY: ends the child without running the supervisor's destructors.
+        unsafe { libc::_exit(code) };
+    }
+    drop(theirs);
+    let now = Instant::now();
+    let st2 = st.clone();
+    let fd = mine.as_raw_fd();
+    let token = lp.watch(fd, Interest::READ | Interest::EDGE, move |lp, t, _| {
+        on_notify(lp, &st2, pid, fd, t)
+    })?;
+    if !extra {
+        if s.slots[slot].started > 0 {
+            s.respawns += 1;
+        }
+        s.slots[slot].started += 1;
+    }
+    log::info!(
+        "supervisor: started worker {pid} (slot {slot}{})",
+        if extra { ", extra" } else { "" }
+    );
+    s.children.push(Child {
+        pid,
+        slot,
+        extra,
+        page,
+        notify: Some((token, mine)),
+        ready: false,
+        retire: None,
+        term_at: None,
+        killed: false,
+        watchdogged: false,
+        started: SystemTime::now(),
+        started_at: now,
+        hb: 0,
+        hb_at: now,
+        pinged_at: now,
+        req_seq: 0,
+        req_at: now,
+        slow_counted: false,
+        last_requests: 0,
+        idle_at: now,
+        rss: 0,
+    });
+    Ok(())
+}
+
+/// The worker's socket: 'R' when it serves; EOF when it is gone.
+fn on_notify(lp: &mut Loop, st: &Shared, pid: libc::pid_t, fd: RawFd, t: Token) {
+    let mut buf = [0u8; 16];
+    let mut ready = false;
+    let gone;
+    loop {
+        // SAFETY: reads into a live buffer of its length.
+        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+        if n > 0 {
+            ready |= buf[..n as usize].contains(&b'R');
+            continue;
+        }
+        gone = n == 0 || io::Error::last_os_error().kind() != io::ErrorKind::WouldBlock;
+        break;
+    }
+    {
+        let mut s = st.borrow_mut();
+        if let Some(c) = s.children.iter_mut().find(|c| c.pid == pid) {
+            if ready && !c.ready {
+                c.ready = true;
+                c.hb_at = Instant::now();
+                log::info!("supervisor: worker {pid} (slot {}) ready", c.slot);
+            }
+            if gone {
+                if let Some((tok, _)) = c.notify.take() {
+                    lp.unwatch(tok);
+                }
+            }
+        } else if gone {
+            lp.unwatch(t);
+        }
+    }
+    if ready {
+        reconcile(lp, st);
+    }
+}
+
+fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [-1; 2];
+    crate::sys::syscall!(socketpair(
+        libc::AF_UNIX,
+        libc::SOCK_STREAM,
+        0,
+        fds.as_mut_ptr()
+    ))?;
+    // SAFETY: socketpair returned two fresh fds that nothing else owns.
+    let ends = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    for fd in fds {
+        proc::set_cloexec(fd, true)?;
+        let fl = crate::sys::syscall!(fcntl(fd, libc::F_GETFL))?;
+        crate::sys::syscall!(fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK))?;
+    }
+    Ok(ends)
+}
+
+/// Everything an exec-mode child needs, prepared before the fork (the child of a
+/// multi-threaded host may only make syscalls).
+struct ExecPrep {
+    path: CString,
+    argv: Vec<CString>,
+    env: Vec<CString>,
+    /// "LISTEN_PID=" and room for the digits, filled in by the child.
+    pid_var: RefCell<Vec<u8>>,
+    /// (source fd, target fd): listeners to 3.., then the page, then the socket.
+    moves: Vec<(RawFd, RawFd)>,
+}
+
+impl ExecPrep {
+    fn new(
+        argv: &[OsString],
+        fds: &[(RawFd, Proto)],
+        page: RawFd,
+        sock: RawFd,
+    ) -> io::Result<ExecPrep> {
+        let cs = |s: &[u8]| {
+            CString::new(s)
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in command"))
+        };
+        let argv: Vec<CString> = argv
+            .iter()
+            .map(|a| cs(a.as_bytes()))
+            .collect::<io::Result<_>>()?;
+        let path = find_program(&argv[0])?;
+        let n = fds.len() as RawFd;
+        let names: Vec<&str> = fds
+            .iter()
+            .map(|f| if f.1 == Proto::Fcgi { "fcgi" } else { "http" })
+            .collect();
+        let mut env: Vec<CString> = std::env::vars_os()
+            .filter(|(k, _)| {
+                let k = k.as_bytes();
+                !k.starts_with(b"LISTEN_")
+                    && !k.starts_with(b"MYRIAD_SUPERVISOR")
+                    && k != b"NOTIFY_SOCKET"
+                    && k != b"WATCHDOG_USEC"
+                    && k != b"WATCHDOG_PID"
+            })
+            .filter_map(|(k, v)| {
+                let mut kv = k.as_bytes().to_vec();
+                kv.push(b'=');
+                kv.extend_from_slice(v.as_bytes());
+                CString::new(kv).ok()
+            })
+            .collect();
+        env.push(cs(format!("LISTEN_FDS={n}").as_bytes())?);
+        env.push(cs(format!("LISTEN_FDNAMES={}", names.join(":")).as_bytes())?);
+        env.push(cs(format!("{}={},{}", shm::ENV, 3 + n, 4 + n).as_bytes())?);
+        let mut pid_var = b"LISTEN_PID=".to_vec();
+        pid_var.resize(pid_var.len() + 24, 0);
+        let mut moves: Vec<(RawFd, RawFd)> = fds
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.0, 3 + i as RawFd))
+            .collect();
+        moves.push((page, 3 + n));
+        moves.push((sock, 4 + n));
+        Ok(ExecPrep {
+            path,
+            argv,
+            env,
+            pid_var: RefCell::new(pid_var),
+            moves,
+        })
+    }
+
+    /// In the child: moves the fds, switches user, executes. Never returns.
+    fn run(&self, creds: Option<&Creds>, chroot: Option<&std::ffi::CStr>) -> ! {
+        let high = 5 + self.moves.len() as RawFd + 3;
+        let mut tmp = [0 as RawFd; 64];
+        let fail = |what: &[u8]| -> ! {
+            proc::child_say(b"myriad worker: ");
+            proc::child_say(what);
+            proc::child_say(b"\n");
+            // SAFETY: ends the child.
+            unsafe { libc::_exit(127) }
+        };
+        if self.moves.len() > tmp.len() {
+            fail(b"too many listeners");
+        }
+        for (i, (src, _)) in self.moves.iter().enumerate() {
+            // SAFETY: fcntl on an fd we own.
+            tmp[i] = unsafe { libc::fcntl(*src, libc::F_DUPFD_CLOEXEC, high) };
+            if tmp[i] < 0 {
+                fail(b"cannot duplicate a listener");
+            }
+        }
+        for (i, (_, dst)) in self.moves.iter().enumerate() {
+            // SAFETY: dup2 between fds we own; the copy is not close-on-exec.
+            if unsafe { libc::dup2(tmp[i], *dst) } < 0 {
+                fail(b"cannot place a listener");
+            }
+        }
+        if let Err(what) = proc::switch_user(creds, chroot) {
+            proc::child_say(b"myriad worker: cannot switch user: ");
+            proc::child_say(what.as_bytes());
+            proc::child_say(b"\n");
+            // SAFETY: ends the child.
+            unsafe { libc::_exit(proc::EXIT_CREDS) };
+        }
+        // LISTEN_PID: this child's pid, written without allocating.
+        // SAFETY: getpid cannot fail.
+        let mut pid = unsafe { libc::getpid() } as u32;
+        let mut digits = [0u8; 12];
+        let mut k = digits.len();
+        loop {
+            k -= 1;
+            digits[k] = b'0' + (pid % 10) as u8;
+            pid /= 10;
+            if pid == 0 {
+                break;
+            }
+        }
+        let mut pv = self.pid_var.borrow_mut();
+        let start = b"LISTEN_PID=".len();
+        pv[start..start + digits.len() - k].copy_from_slice(&digits[k..]);
+        let mut envp: [*const libc::c_char; 512] = [std::ptr::null(); 512];
+        let mut m = 0;
+        for e in self.env.iter().take(envp.len() - 2) {
+            envp[m] = e.as_ptr();
+            m += 1;
+        }
+        envp[m] = pv.as_ptr().cast();
+        let mut argvp: [*const libc::c_char; 256] = [std::ptr::null(); 256];
+        for (i, a) in self.argv.iter().take(argvp.len() - 1).enumerate() {
+            argvp[i] = a.as_ptr();
+        }
+        // SAFETY: NUL-terminated strings in NULL-terminated arrays, all live.
+        unsafe { libc::execve(self.path.as_ptr(), argvp.as_ptr(), envp.as_ptr()) };
+        fail(b"cannot execute the worker command")
+    }
+}
+
+/// `prog` as given when it has a slash, else the first executable of that name on PATH.
+fn find_program(prog: &CString) -> io::Result<CString> {
+    let b = prog.as_bytes();
+    if b.contains(&b'/') {
+        return Ok(prog.clone());
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    for dir in std::env::split_paths(&path) {
+        let cand = dir.join(std::ffi::OsStr::from_bytes(b));
+        if let Ok(md) = std::fs::metadata(&cand) {
+            use std::os::unix::fs::PermissionsExt;
+            if md.is_file() && md.permissions().mode() & 0o111 != 0 {
+                return CString::new(cand.as_os_str().as_bytes())
+                    .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"));
+            }
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("worker command {:?} not found on PATH", prog),
+    ))
+}
