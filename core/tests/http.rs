@@ -422,19 +422,29 @@ fn timeouts_header_body_idle_write() {
 #[test]
 fn graceful_shutdown_finishes_in_flight_requests() {
     let s = srv();
-    let idle = Client::connect(s.addr());
+    // Idle between requests: one request answered, the connection kept.
+    let mut idle = Client::connect(s.addr());
+    idle.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(idle.read(false).status, 200);
     let mut busy = Client::connect(s.addr());
     busy.send(b"GET /delay?ms=200 HTTP/1.1\r\nHost: t\r\n\r\n");
+    // Accepted, its first request not sent yet (it may be on the way).
+    let mut fresh = Client::connect(s.addr());
     s.inner
-        .wait_for(5, "both connected", |lp| lp.connection_count() == 2);
+        .wait_for(5, "all connected", |lp| lp.connection_count() == 3);
     std::thread::sleep(Duration::from_millis(20));
     let done = s.shutdown();
     // The idle connection is closed at once; new connections are refused.
-    let mut idle = idle;
     let t = Instant::now();
     assert!(idle.closed());
     assert!(t.elapsed() < Duration::from_millis(150));
     assert!(TcpStream::connect(s.addr()).is_err(), "listener closed");
+    // The fresh one is answered (nginx's way: only connections between requests are idle),
+    // and closed after its response.
+    fresh.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+    let r = fresh.read(false);
+    assert_eq!((r.status, r.header("connection")), (200, Some("close")));
+    assert!(fresh.closed());
     // The in-flight request completes, told that the connection closes.
     let r = busy.read(false);
     assert_eq!((r.status, &r.body[..]), (200, &b"delayed 200"[..]));
