@@ -32,13 +32,15 @@ static void usage(const char *msg) {
     fprintf(stderr,
             "hello: %s\n"
             "usage: hello [--http ADDR]... [--fcgi ADDR]... [--threads N] [--backend NAME]\n"
-            "ADDR is HOST:PORT, [V6]:PORT, unix:PATH or fd:N\n",
+            "ADDR is HOST:PORT, [V6]:PORT, unix:PATH or fd:N, optionally followed by\n"
+            "?mode=0660&owner=USER&group=GROUP (unix) or ?reuseport (TCP)\n",
             msg);
     exit(2);
 }
 
 static void die(const char *what, int code) {
-    fprintf(stderr, "hello: %s: %s\n", what, myriad_strerror(code));
+    const char *detail = myriad_last_error_detail();
+    fprintf(stderr, "hello: %s: %s\n", what, *detail ? detail : myriad_strerror(code));
     exit(1);
 }
 
@@ -321,7 +323,7 @@ int main(int argc, char **argv) {
         if (proto) {
             if (++i == argc) usage("missing ADDR");
             rc = myriad_server_listen(srv, proto, argv[i], strlen(argv[i]));
-            if (rc != MYRIAD_OK) usage(myriad_strerror(rc));
+            if (rc != MYRIAD_OK) usage(*myriad_last_error_detail() ? myriad_last_error_detail() : myriad_strerror(rc));
             listeners++;
         } else if (strcmp(argv[i], "--threads") == 0) {
             char *end;

@@ -210,7 +210,10 @@ typedef struct myriad_stats_t {
 } myriad_stats_t;
 
 // Request handler: called on a loop thread for each request. With several threads it is
-// called concurrently from each of them.
+// called concurrently from each of them. The handler (or whoever it hands the request to)
+// must end every request with myriad_req_finish, myriad_req_send(_async) or
+// myriad_req_abort; one that never ends is ended by the server's response timeout (a
+// server limit with a default, see the MYRIAD_*_TIMEOUT_MS limits), not left hanging.
 typedef void (*myriad_handler_fn)(struct myriad_req_t *req, void *userdata);
 
 // Body callback: the request, the bytes (for MYRIAD_BODY_DATA), the event, user data.
@@ -251,6 +254,16 @@ const char *myriad_version(void);
 // A static, NUL-terminated description of an error code (any value is accepted).
 // Any thread.
 const char *myriad_strerror(int code);
+
+// The detail of the last error recorded on the calling thread, as a NUL-terminated string
+// ("" if none): which address, path, option or name a failing call was about, e.g.
+// `http listener 127.0.0.1:8080: Address already in use (...)` where the return code only
+// says MYRIAD_EOS_BASE - EADDRINUSE. Recorded by myriad_server_listen,
+// myriad_server_start, myriad_stream_listen and myriad_stream_connect, which clear it
+// when they start (like errno, other calls leave it as it is). The string is owned by the
+// library and valid until the next of those calls on the same thread. Any thread (each
+// has its own).
+const char *myriad_last_error_detail(void);
 
 // Routes the library's log records (levels up to `max_level`, 1 error .. 5 trace; 0
 // turns logging off) to `cb`. `cb` may be called from any loop thread, concurrently:
@@ -347,8 +360,22 @@ int myriad_server_new(struct myriad_server_t **out);
 void myriad_server_free(struct myriad_server_t *srv);
 
 // Adds a listener: `proto` is MYRIAD_HTTP or MYRIAD_FCGI, `addr` is HOST:PORT,
-// [V6]:PORT, unix:PATH or fd:N (port 0 picks a free port). Bound at myriad_server_start.
-// Errors: MYRIAD_EINVAL, MYRIAD_EADDR, MYRIAD_ESTATE (already started).
+// [V6]:PORT, unix:PATH or fd:N (port 0 picks a free port; HOST is numeric: an IPv4
+// address, localhost or `*` — listeners resolve no names), optionally followed by
+// listener options `?OPT[&OPT]...`:
+// - `mode=0660` — a Unix socket's file mode. Default: what the umask leaves (usually
+//   0755: only the owner can connect, since connecting needs write permission), because
+//   who else may connect is the operator's choice; a front end running as another user
+//   (nginx workers as nobody or www-data) needs e.g. `mode=0660&group=www-data` or `0666`.
+// - `owner=USER|UID`, `group=GROUP|GID` — the Unix socket file's owner and group
+//   (changing the owner needs privileges; the group, membership of it).
+// - `reuseport` — share a TCP port with other sockets that ask for it too, other processes
+//   included (SO_REUSEPORT). Without it a port somebody listens on fails to start with
+//   EADDRINUSE, with one thread or several (the server's own threads always share it).
+//
+// Bound at myriad_server_start. Errors: MYRIAD_EINVAL, MYRIAD_EADDR (bad syntax, a host
+// name, an unknown option or user: myriad_last_error_detail says which), MYRIAD_ESTATE
+// (already started).
 int myriad_server_listen(struct myriad_server_t *srv, int proto, const char *addr, size_t addr_len);
 
 // Sets the number of loop threads (1..=256; default 1). The first runs on the loop given
@@ -367,7 +394,10 @@ int myriad_server_set_handler(struct myriad_server_t *srv, myriad_handler_fn cb,
 // Binds every listener and starts serving: thread 0 on `lp` (run it with
 // myriad_loop_run), the others on threads of their own. Loop thread of `lp`.
 // Errors: MYRIAD_EINVAL (no handler, no listener), MYRIAD_ESTATE (started), OS errors
-// (e.g. address in use).
+// (e.g. MYRIAD_EOS_BASE - EADDRINUSE); myriad_last_error_detail then names the listener
+// and what went wrong (`http listener 127.0.0.1:8080: Address already in use (...)`,
+// `fcgi listener unix:/nonexistent/x.sock: No such file or directory (...)`). Nothing is
+// left bound after an error.
 int myriad_server_start(struct myriad_server_t *srv, struct myriad_loop_t *lp);
 
 // Number of listeners (valid after myriad_server_start).
@@ -389,10 +419,18 @@ int myriad_server_shutdown(struct myriad_server_t *srv, myriad_cb cb, void *user
 // NUL-terminated. Loop thread. Errors: MYRIAD_EINVAL, MYRIAD_EGONE, MYRIAD_EWRONGTHREAD.
 int myriad_req_method(struct myriad_req_t *req, const char **out, size_t *len);
 
-// The request target as sent ("/a?b=1"). Same rules as myriad_req_method.
+// The request target as sent ("/a?b=1"): raw bytes, neither percent-decoded nor
+// normalised. Over FastCGI it is the REQUEST_URI parameter (else DOCUMENT_URI, else
+// SCRIPT_NAME, else "/"). Same rules as myriad_req_method.
 int myriad_req_target(struct myriad_req_t *req, const char **out, size_t *len);
 
-// The path part of the target ("/a"). Same rules as myriad_req_method.
+// The path part of the target ("/a"): the bytes before the first '?', exactly as the
+// client sent them — NOT percent-decoded and NOT normalised (`/users/%34%32` and
+// `/users/../users/5` reach the handler as written; decode and resolve dot segments
+// yourself before using it as a file name or a key). Over FastCGI it comes from the
+// REQUEST_URI parameter the front end passed (nginx: the original, raw `$request_uri`),
+// falling back to DOCUMENT_URI (nginx's normalised, decoded `$document_uri`), then
+// SCRIPT_NAME, then "/". Same rules as myriad_req_method.
 int myriad_req_path(struct myriad_req_t *req, const char **out, size_t *len);
 
 // The query string without '?' ("" if none). Same rules as myriad_req_method.
@@ -453,6 +491,9 @@ int myriad_req_on_abort(struct myriad_req_t *req, myriad_abort_fn cb, void *user
 int myriad_req_on_drain(struct myriad_req_t *req, myriad_req_fn cb, void *userdata);
 
 // Sets the status (200..=999). Before the head is sent. Loop thread.
+// Status codes below 200 are refused with MYRIAD_EINVAL: 1xx are interim responses the
+// library sends itself (100 Continue), and a protocol switch (101) needs the connection
+// handed to another protocol, which comes with the WebSocket upgrade path, not a raw 101.
 // Errors: MYRIAD_EINVAL, MYRIAD_ESTATE (head sent), MYRIAD_EGONE.
 int myriad_req_status(struct myriad_req_t *req, int code);
 
@@ -521,11 +562,13 @@ int myriad_req_post(struct myriad_req_t *req, myriad_req_fn cb, void *userdata);
 // MYRIAD_ESTATE (the loop is gone).
 int myriad_req_send_async(struct myriad_req_t *req, int status, const char *content_type, size_t ct_len, const uint8_t *body, size_t body_len);
 
-// Listens on `addr` (HOST:PORT, [V6]:PORT, unix:PATH or fd:N) and calls `cb` with each
-// accepted stream. `*id` (optional) receives the listener's id for myriad_stream_unlisten.
+// Listens on `addr` (HOST:PORT, [V6]:PORT, unix:PATH or fd:N, with the listener options
+// of myriad_server_listen: `?mode=0660&owner=..&group=..`, `?reuseport`) and calls `cb`
+// with each accepted stream. `*id` (optional) receives the listener's id for myriad_stream_unlisten.
 // `dtor(userdata)` runs when the listener is closed (or its loop freed); on an error return
 // it does not run (the user data stays the caller's). Loop thread.
-// Errors: MYRIAD_EINVAL, MYRIAD_EADDR, OS errors (bind, listen).
+// Errors: MYRIAD_EINVAL, MYRIAD_EADDR, OS errors (bind, listen); myriad_last_error_detail
+// names the address and the cause.
 int myriad_stream_listen(struct myriad_loop_t *lp, const char *addr, size_t addr_len, myriad_accept_fn cb, void *userdata, myriad_free_fn dtor, uint64_t *id);
 
 // Stops a stream listener (its streams stay open); its user data is released.
@@ -543,7 +586,8 @@ int myriad_stream_listener_addr(struct myriad_loop_t *lp, uint64_t id, char *buf
 // write if you like (output is queued until connected). MYRIAD_STREAM_CONNECTED follows,
 // or MYRIAD_STREAM_CLOSED with the error (MYRIAD_ETIMEDOUT after `timeout_ms`, 0 for
 // none; MYRIAD_ERESOLVE; MYRIAD_EOS_BASE - ECONNREFUSED...). Loop thread.
-// Errors (no stream is created): MYRIAD_EINVAL, MYRIAD_EADDR, immediate OS errors.
+// Errors (no stream is created): MYRIAD_EINVAL, MYRIAD_EADDR, immediate OS errors;
+// myriad_last_error_detail names the address and the cause.
 int myriad_stream_connect(struct myriad_loop_t *lp, const char *addr, size_t addr_len, uint64_t timeout_ms, struct myriad_stream_t **out);
 
 // Sets (or replaces) the stream's callbacks and user data; a replaced user data's

@@ -25,6 +25,9 @@ MYRIAD_URING_RECV=0 MYRIAD_URING_ACCEPT=0 MYRIAD_BACKEND=io_uring cargo test -p 
 bash tests/c/run.sh 2>&1 | tee -a "$log" || status=$?
 bash bindings/lua/run-tests.sh 2>&1 | tee -a "$log" || status=$?
 bash bindings/node/run-tests.sh 2>&1 | tee -a "$log" || status=$?
+# Listeners as operators see them: Unix socket mode/group behind nginx (workers as nobody),
+# error messages naming the address, for each demo.
+bash tests/listen_e2e.sh 2>&1 | tee -a "$log" || status=$?
 # The bindings on io_uring: Node drives the loop from libuv through the ring's fd.
 MYRIAD_BACKEND=io_uring bash bindings/lua/run-tests.sh 2>&1 | tee -a "$log" || status=$?
 MYRIAD_BACKEND=io_uring bash bindings/node/run-tests.sh 2>&1 | tee -a "$log" || status=$?

@@ -532,21 +532,33 @@ static int srv_gc(lua_State *L) {
     return 0;
 }
 
+/* The error of a failed call: the library's detail (which address, path or option) when it
+ * recorded one, else the code's description. */
+static const char *detail_or(int rc) {
+    const char *d = myriad_last_error_detail();
+    return *d ? d : myriad_strerror(rc);
+}
+
+static void listen_one(lua_State *L, myriad_server_t *srv, int proto, const char *field) {
+    size_t n;
+    const char *a = luaL_checklstring(L, -1, &n);
+    int rc = myriad_server_listen(srv, proto, a, n);
+    if (rc != MYRIAD_OK) luaL_error(L, "bad %s address '%s': %s", field, a, detail_or(rc));
+}
+
 static void listen_list(lua_State *L, myriad_server_t *srv, int proto, const char *field) {
     lua_getfield(L, 1, field);
     if (lua_isstring(L, -1)) {
-        size_t n;
-        const char *a = lua_tolstring(L, -1, &n);
-        if (myriad_server_listen(srv, proto, a, n) != MYRIAD_OK) luaL_error(L, "bad %s address '%s'", field, a);
+        listen_one(L, srv, proto, field);
     } else if (lua_istable(L, -1)) {
         for (int i = 1;; i++) {
             lua_rawgeti(L, -1, i);
             if (lua_isnil(L, -1)) { lua_pop(L, 1); break; }
-            size_t n;
-            const char *a = luaL_checklstring(L, -1, &n);
-            if (myriad_server_listen(srv, proto, a, n) != MYRIAD_OK) luaL_error(L, "bad %s address '%s'", field, a);
+            listen_one(L, srv, proto, field);
             lua_pop(L, 1);
         }
+    } else if (!lua_isnil(L, -1)) {
+        luaL_error(L, "%s: an address or a list of addresses expected, got %s", field, luaL_typename(L, -1));
     }
     lua_pop(L, 1);
 }
@@ -558,9 +570,39 @@ static const struct { const char *name; int which; } limits[] = {
     {"drain_timeout", MYRIAD_DRAIN_TIMEOUT_MS}, {"max_params", MYRIAD_MAX_PARAMS},
 };
 
+/* Options of myriad.server besides the limits above. */
+static const char *const server_keys[] = {"http", "fcgi", "handler", "threads", NULL};
+
+/* Every key of the options table is known: a typo (htp=) is an error naming it. */
+static void check_server_keys(lua_State *L) {
+    lua_pushnil(L);
+    while (lua_next(L, 1)) {
+        lua_pop(L, 1);
+        int known = 0;
+        if (lua_type(L, -1) == LUA_TSTRING) {
+            const char *k = lua_tostring(L, -1);
+            for (int i = 0; server_keys[i] && !known; i++) known = strcmp(k, server_keys[i]) == 0;
+            for (size_t i = 0; i < sizeof limits / sizeof limits[0] && !known; i++) known = strcmp(k, limits[i].name) == 0;
+        }
+        if (!known) {
+            luaL_Buffer b;
+            luaL_buffinit(L, &b);
+            for (int i = 0; server_keys[i]; i++) { luaL_addstring(&b, server_keys[i]); luaL_addstring(&b, ", "); }
+            for (size_t i = 0; i < sizeof limits / sizeof limits[0]; i++) {
+                luaL_addstring(&b, limits[i].name);
+                if (i + 1 < sizeof limits / sizeof limits[0]) luaL_addstring(&b, ", ");
+            }
+            luaL_pushresult(&b);
+            const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : luaL_typename(L, -2);
+            luaL_error(L, "myriad.server: unknown option '%s' (known: %s)", k, lua_tostring(L, -1));
+        }
+    }
+}
+
 /* myriad.server{ http = ..., fcgi = ..., handler = fn, threads = 1, max_body = ... } */
 static int l_server(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
+    check_server_keys(L);
     lua_getfield(L, 1, "handler");
     luaL_argcheck(L, lua_isfunction(L, -1), 1, "handler function required");
     lua_getfield(L, 1, "threads");
@@ -590,7 +632,7 @@ static int l_server(lua_State *L) {
     int rc = myriad_server_start(s->srv, LP);
     if (rc != MYRIAD_OK) {
         unref(L, &s->handler);
-        return luaL_error(L, "cannot start server: %s", myriad_strerror(rc));
+        return luaL_error(L, "cannot start server: %s", detail_or(rc));
     }
     lua_pushvalue(L, -1);
     s->selfref = luaL_ref(L, LUA_REGISTRYINDEX); /* serving: not collectable until closed */

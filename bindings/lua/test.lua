@@ -77,6 +77,25 @@ check(not pcall(myriad.signal, 9, function() end), "SIGKILL refused")
 check(not pcall(myriad.server, {}), "server needs a handler")
 check(not pcall(myriad.server, { http = { "nonsense" }, handler = print }), "bad address refused")
 check(not pcall(myriad.server, { http = { "127.0.0.1:0" }, threads = 2, handler = print }), "threads > 1 refused")
+-- Errors name what failed.
+local function err_of(opts)
+  local ok, e = pcall(myriad.server, opts)
+  return not ok and tostring(e) or ""
+end
+local e = err_of { htp = "127.0.0.1:0", handler = print }
+check(e:find("unknown option 'htp'", 1, true) and e:find("known: http", 1, true), "a typo names the bad key: " .. e)
+e = err_of { http = "nosuchhost.invalid:80", handler = print }
+check(e:find("nosuchhost.invalid", 1, true) and e:find("host name", 1, true), "a host name is refused as such: " .. e)
+e = err_of { fcgi = "unix:/nonexistent/x.sock", handler = print }
+check(e:find("fcgi listener unix:/nonexistent/x.sock", 1, true) and e:find("does not exist", 1, true),
+  "a missing socket directory is named: " .. e)
+local holder = myriad.server { http = "127.0.0.1:0", handler = print }
+local taken = holder:addresses()[1].addr
+e = err_of { http = taken, handler = print }
+check(e:find("http listener " .. taken, 1, true) and e:find("in use", 1, true), "a port in use is named: " .. e)
+local closed_holder = false
+holder:close(function() closed_holder = true end)
+run_until(function() return closed_holder end, 5)
 local errors_seen = 0
 local srv = myriad.server {
   http = { "127.0.0.1:0" }, fcgi = { "unix:" .. tmp .. "/lt.sock" },

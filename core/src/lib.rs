@@ -25,7 +25,8 @@ pub mod systemd;
 
 pub use app::{Body, Completion, Request, Response, ResponseError};
 pub use net::{
-    Accepted, Addr, ConnOptions, Io, ListenOptions, Listener, PeerAddr, Protocol, ResolveId, Target,
+    parse_listen, Accepted, Addr, ConnOptions, Io, ListenOptions, Listener, PeerAddr, Protocol,
+    ResolveId, Target,
 };
 pub use reactor::{Closed, Handle, Loop, Posted, SignalId, Stats, TimerId, Token};
 pub use server::{Proto, Server, ServerOptions};

@@ -240,3 +240,67 @@ fn connection_deadline_moves_lazily_and_fires() {
     let st = srv.stats();
     assert_eq!(st.other, 1, "{st:?}");
 }
+
+/// One rule for one thread and several: a TCP port somebody listens on is refused with
+/// EADDRINUSE unless both sides ask for sharing (`reuseport`), so a second instance never
+/// silently takes half of the first one's connections.
+#[test]
+fn a_port_is_shared_only_when_asked_for() {
+    let shared = ListenOptions {
+        reuseport: true,
+        ..Default::default()
+    };
+    // Held by a socket of ours with SO_REUSEPORT (another instance with --threads 2).
+    let first = Listener::bind_many(&"127.0.0.1:0".parse().unwrap(), 2, &shared).unwrap();
+    let addr = first[0].addr().clone();
+    for n in [1, 2, 4] {
+        let e = Listener::bind_many(&addr, n, &ListenOptions::default())
+            .err()
+            .unwrap_or_else(|| panic!("{n} threads joined a foreign reuseport group"));
+        assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse, "{n} threads: {e}");
+    }
+    // Asked for on both sides: shared.
+    let second = Listener::bind_many(&addr, 2, &shared).unwrap();
+    assert_eq!(second[0].addr(), &addr);
+    drop((first, second));
+    // Held by a plain socket (not ours): refused whatever the count.
+    let plain = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr: Addr = plain.local_addr().unwrap().to_string().parse().unwrap();
+    for n in [1, 2] {
+        for o in [ListenOptions::default(), shared.clone()] {
+            let e = Listener::bind_many(&addr, n, &o)
+                .err()
+                .expect("bind succeeded");
+            assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse);
+        }
+    }
+    drop(plain);
+    // Free again: several threads bind it (the probe is gone before they bind).
+    assert_eq!(
+        Listener::bind_many(&addr, 3, &ListenOptions::default())
+            .unwrap()
+            .len(),
+        3
+    );
+}
+
+/// A Unix socket's mode and group from the listener options (as `?mode=&group=` gives).
+#[test]
+fn unix_socket_mode_and_group() {
+    use std::os::unix::fs::MetadataExt;
+    let path = std::env::temp_dir().join(format!("myriad-lt-mode-{}.sock", std::process::id()));
+    let (addr, o) = myriad::parse_listen(&format!(
+        "unix:{}?mode=0660&group={}",
+        path.display(),
+        // SAFETY: getgid has no preconditions.
+        unsafe { libc::getgid() }
+    ))
+    .unwrap();
+    let l = Listener::bind(&addr, &o).unwrap();
+    let md = std::fs::metadata(&path).unwrap();
+    assert_eq!(md.mode() & 0o777, 0o660);
+    // SAFETY: as above.
+    assert_eq!(md.gid(), unsafe { libc::getgid() });
+    drop(l);
+    assert!(!path.exists());
+}

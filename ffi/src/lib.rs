@@ -220,6 +220,54 @@ pub extern "C" fn myriad_strerror(code: c_int) -> *const c_char {
     s.as_ptr().cast()
 }
 
+thread_local! {
+    /// The detail of the last failure recorded on this thread (see myriad_last_error_detail).
+    static LAST_ERROR: std::cell::RefCell<std::ffi::CString> =
+        std::cell::RefCell::new(std::ffi::CString::default());
+}
+
+/// Records `msg` as this thread's last error detail and returns `code`.
+pub(crate) fn fail(code: c_int, msg: impl Into<String>) -> c_int {
+    let mut m: Vec<u8> = msg.into().into_bytes();
+    m.retain(|b| *b != 0);
+    let c = std::ffi::CString::new(m).unwrap_or_default();
+    LAST_ERROR.with(|l| *l.borrow_mut() = c);
+    code
+}
+
+/// Forgets this thread's last error detail (at the start of a call that records one).
+pub(crate) fn clear_detail() {
+    LAST_ERROR.with(|l| {
+        if !l.borrow().is_empty() {
+            *l.borrow_mut() = std::ffi::CString::default();
+        }
+    });
+}
+
+/// An I/O error in words: the OS's message without Rust's "(os error N)" suffix.
+pub(crate) fn describe(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        // SAFETY: strerror returns a NUL-terminated string for any errno.
+        Some(n) => unsafe { std::ffi::CStr::from_ptr(libc::strerror(n)) }
+            .to_string_lossy()
+            .into_owned(),
+        None => e.to_string(),
+    }
+}
+
+/// The detail of the last error recorded on the calling thread, as a NUL-terminated string
+/// ("" if none): which address, path, option or name a failing call was about, e.g.
+/// `http listener 127.0.0.1:8080: Address already in use (...)` where the return code only
+/// says MYRIAD_EOS_BASE - EADDRINUSE. Recorded by myriad_server_listen,
+/// myriad_server_start, myriad_stream_listen and myriad_stream_connect, which clear it
+/// when they start (like errno, other calls leave it as it is). The string is owned by the
+/// library and valid until the next of those calls on the same thread. Any thread (each
+/// has its own).
+#[no_mangle]
+pub extern "C" fn myriad_last_error_detail() -> *const c_char {
+    guard_or(c"".as_ptr(), || LAST_ERROR.with(|l| l.borrow().as_ptr()))
+}
+
 /// Log callback: level (1 error .. 5 trace), message bytes (not NUL-terminated), userdata.
 pub type myriad_log_fn = Option<
     unsafe extern "C" fn(level: c_int, msg: *const c_char, len: usize, userdata: *mut c_void),

@@ -13,7 +13,7 @@ use myriad::{
 
 use crate::loops::{enter, myriad_loop_t, with_loop};
 use crate::{
-    c_bytes, c_str, copy_cstr, guard, guard_or, myriad_free_fn, os_err, FreeBuf, UserData,
+    c_bytes, c_str, copy_cstr, fail, guard, guard_or, myriad_free_fn, os_err, FreeBuf, UserData,
     MYRIAD_EADDR, MYRIAD_EGONE, MYRIAD_EINVAL, MYRIAD_ENOTFOUND, MYRIAD_ESTATE,
     MYRIAD_EWRONGTHREAD, MYRIAD_OK,
 };
@@ -117,7 +117,10 @@ unsafe fn release_req(r: *mut myriad_req_t) {
 }
 
 /// Request handler: called on a loop thread for each request. With several threads it is
-/// called concurrently from each of them.
+/// called concurrently from each of them. The handler (or whoever it hands the request to)
+/// must end every request with myriad_req_finish, myriad_req_send(_async) or
+/// myriad_req_abort; one that never ends is ended by the server's response timeout (a
+/// server limit with a default, see the MYRIAD_*_TIMEOUT_MS limits), not left hanging.
 pub type myriad_handler_fn =
     Option<unsafe extern "C" fn(req: *mut myriad_req_t, userdata: *mut c_void)>;
 
@@ -137,7 +140,7 @@ struct Started {
 /// A server (opaque): listeners, threads, limits and a handler. Configure, then start on a
 /// loop. Loop thread of the loop it is started on (configuration: any single thread).
 pub struct myriad_server_t {
-    addrs: Vec<(Addr, Proto)>,
+    addrs: Vec<(Addr, ListenOptions, Proto)>,
     bound: Vec<(String, c_int)>,
     threads: usize,
     opts: ServerOptions,
@@ -195,8 +198,22 @@ unsafe fn srv_mut<'a>(srv: *mut myriad_server_t) -> Option<&'a mut myriad_server
 }
 
 /// Adds a listener: `proto` is MYRIAD_HTTP or MYRIAD_FCGI, `addr` is HOST:PORT,
-/// [V6]:PORT, unix:PATH or fd:N (port 0 picks a free port). Bound at myriad_server_start.
-/// Errors: MYRIAD_EINVAL, MYRIAD_EADDR, MYRIAD_ESTATE (already started).
+/// [V6]:PORT, unix:PATH or fd:N (port 0 picks a free port; HOST is numeric: an IPv4
+/// address, localhost or `*` — listeners resolve no names), optionally followed by
+/// listener options `?OPT[&OPT]...`:
+/// - `mode=0660` — a Unix socket's file mode. Default: what the umask leaves (usually
+///   0755: only the owner can connect, since connecting needs write permission), because
+///   who else may connect is the operator's choice; a front end running as another user
+///   (nginx workers as nobody or www-data) needs e.g. `mode=0660&group=www-data` or `0666`.
+/// - `owner=USER|UID`, `group=GROUP|GID` — the Unix socket file's owner and group
+///   (changing the owner needs privileges; the group, membership of it).
+/// - `reuseport` — share a TCP port with other sockets that ask for it too, other processes
+///   included (SO_REUSEPORT). Without it a port somebody listens on fails to start with
+///   EADDRINUSE, with one thread or several (the server's own threads always share it).
+///
+/// Bound at myriad_server_start. Errors: MYRIAD_EINVAL, MYRIAD_EADDR (bad syntax, a host
+/// name, an unknown option or user: myriad_last_error_detail says which), MYRIAD_ESTATE
+/// (already started).
 #[no_mangle]
 pub unsafe extern "C" fn myriad_server_listen(
     srv: *mut myriad_server_t,
@@ -204,6 +221,7 @@ pub unsafe extern "C" fn myriad_server_listen(
     addr: *const c_char,
     addr_len: usize,
 ) -> c_int {
+    crate::clear_detail();
     guard(|| {
         // SAFETY: forwarded.
         let (Some(s), Some(a)) = (unsafe { srv_mut(srv) }, unsafe { c_str(addr, addr_len) }) else {
@@ -217,12 +235,12 @@ pub unsafe extern "C" fn myriad_server_listen(
         if s.started.is_some() {
             return MYRIAD_ESTATE;
         }
-        match a.parse::<Addr>() {
-            Ok(a) => {
-                s.addrs.push((a, p));
+        match myriad::parse_listen(a) {
+            Ok((a, o)) => {
+                s.addrs.push((a, o, p));
                 MYRIAD_OK
             }
-            Err(_) => MYRIAD_EADDR,
+            Err(e) => fail(MYRIAD_EADDR, e.to_string()),
         }
     })
 }
@@ -364,21 +382,28 @@ fn make_server(
 /// Binds every listener and starts serving: thread 0 on `lp` (run it with
 /// myriad_loop_run), the others on threads of their own. Loop thread of `lp`.
 /// Errors: MYRIAD_EINVAL (no handler, no listener), MYRIAD_ESTATE (started), OS errors
-/// (e.g. address in use).
+/// (e.g. MYRIAD_EOS_BASE - EADDRINUSE); myriad_last_error_detail then names the listener
+/// and what went wrong (`http listener 127.0.0.1:8080: Address already in use (...)`,
+/// `fcgi listener unix:/nonexistent/x.sock: No such file or directory (...)`). Nothing is
+/// left bound after an error.
 #[no_mangle]
 pub unsafe extern "C" fn myriad_server_start(
     srv: *mut myriad_server_t,
     lp: *mut myriad_loop_t,
 ) -> c_int {
+    crate::clear_detail();
     guard(|| {
         // SAFETY: forwarded.
         let Some(s) = (unsafe { srv_mut(srv) }) else {
             return MYRIAD_EINVAL;
         };
         let Some(h) = s.handler.clone() else {
-            return MYRIAD_EINVAL;
+            return fail(MYRIAD_EINVAL, "no handler set (myriad_server_set_handler)");
         };
-        if s.addrs.is_empty() || lp.is_null() {
+        if s.addrs.is_empty() {
+            return fail(MYRIAD_EINVAL, "no listener added (myriad_server_listen)");
+        }
+        if lp.is_null() {
             return MYRIAD_EINVAL;
         }
         if s.started.is_some() {
@@ -386,8 +411,8 @@ pub unsafe extern "C" fn myriad_server_start(
         }
         let mut per: Vec<Vec<(Listener, Proto)>> = (0..s.threads).map(|_| Vec::new()).collect();
         let mut bound = Vec::new();
-        for (a, p) in &s.addrs {
-            match Listener::bind_many(a, s.threads, &ListenOptions::default()) {
+        for (a, o, p) in &s.addrs {
+            match Listener::bind_many(a, s.threads, o) {
                 Ok(ls) => {
                     bound.push((
                         ls[0].addr().to_string(),
@@ -401,7 +426,10 @@ pub unsafe extern "C" fn myriad_server_start(
                         per[t].push((l, *p));
                     }
                 }
-                Err(e) => return os_err(&e),
+                Err(e) => {
+                    let proto = if *p == Proto::Http { "http" } else { "fcgi" };
+                    return fail(os_err(&e), bind_detail(proto, a, &e));
+                }
             }
         }
         let opts = s.opts.clone();
@@ -452,6 +480,34 @@ pub unsafe extern "C" fn myriad_server_start(
         s.bound = bound;
         r
     })
+}
+
+/// What a failed bind was about, in words, with a hint at the usual cause.
+pub(crate) fn bind_detail(proto: &str, a: &Addr, e: &std::io::Error) -> String {
+    let hint = match (e.raw_os_error(), a) {
+        (Some(libc::EADDRINUSE), Addr::Tcp(_)) => {
+            " (another socket listens on this port; add ?reuseport to both to share it on purpose)"
+                .to_string()
+        }
+        (Some(libc::ENOENT), Addr::Unix(p)) => match p.parent() {
+            Some(d) if !d.as_os_str().is_empty() => {
+                format!(" (the directory {} does not exist)", d.display())
+            }
+            _ => String::new(),
+        },
+        (Some(libc::EACCES), Addr::Tcp(sa)) if sa.port() < 1024 => {
+            " (ports below 1024 need privileges)".into()
+        }
+        (Some(libc::EACCES), Addr::Unix(_)) => {
+            " (the socket's directory is not writable by this user)".into()
+        }
+        (Some(libc::EADDRNOTAVAIL), Addr::Tcp(_)) => {
+            " (no interface of this machine has that address)".into()
+        }
+        (Some(libc::EBADF), Addr::Fd(_)) => " (no such file descriptor was inherited)".into(),
+        _ => String::new(),
+    };
+    format!("{proto} listener {a}: {}{hint}", crate::describe(e))
 }
 
 thread_local! {
@@ -618,7 +674,9 @@ pub unsafe extern "C" fn myriad_req_method(
     unsafe { str_getter(req, out, len, Request::method) }
 }
 
-/// The request target as sent ("/a?b=1"). Same rules as myriad_req_method.
+/// The request target as sent ("/a?b=1"): raw bytes, neither percent-decoded nor
+/// normalised. Over FastCGI it is the REQUEST_URI parameter (else DOCUMENT_URI, else
+/// SCRIPT_NAME, else "/"). Same rules as myriad_req_method.
 #[no_mangle]
 pub unsafe extern "C" fn myriad_req_target(
     req: *mut myriad_req_t,
@@ -629,7 +687,13 @@ pub unsafe extern "C" fn myriad_req_target(
     unsafe { str_getter(req, out, len, Request::target) }
 }
 
-/// The path part of the target ("/a"). Same rules as myriad_req_method.
+/// The path part of the target ("/a"): the bytes before the first '?', exactly as the
+/// client sent them — NOT percent-decoded and NOT normalised (`/users/%34%32` and
+/// `/users/../users/5` reach the handler as written; decode and resolve dot segments
+/// yourself before using it as a file name or a key). Over FastCGI it comes from the
+/// REQUEST_URI parameter the front end passed (nginx: the original, raw `$request_uri`),
+/// falling back to DOCUMENT_URI (nginx's normalised, decoded `$document_uri`), then
+/// SCRIPT_NAME, then "/". Same rules as myriad_req_method.
 #[no_mangle]
 pub unsafe extern "C" fn myriad_req_path(
     req: *mut myriad_req_t,
@@ -1024,6 +1088,9 @@ unsafe fn with_res(
 }
 
 /// Sets the status (200..=999). Before the head is sent. Loop thread.
+/// Status codes below 200 are refused with MYRIAD_EINVAL: 1xx are interim responses the
+/// library sends itself (100 Continue), and a protocol switch (101) needs the connection
+/// handed to another protocol, which comes with the WebSocket upgrade path, not a raw 101.
 /// Errors: MYRIAD_EINVAL, MYRIAD_ESTATE (head sent), MYRIAD_EGONE.
 #[no_mangle]
 pub unsafe extern "C" fn myriad_req_status(req: *mut myriad_req_t, code: c_int) -> c_int {

@@ -12,8 +12,8 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use myriad::{
-    Accepted, Addr, ConnOptions, Io, ListenOptions, Listener, Loop, PeerAddr, Protocol, ResolveId,
-    Target, TimerId, Token,
+    Accepted, Addr, ConnOptions, Io, Listener, Loop, PeerAddr, Protocol, ResolveId, Target,
+    TimerId, Token,
 };
 
 use crate::loops::{enter, myriad_loop_t, with_loop};
@@ -417,11 +417,13 @@ fn with_open(
     )
 }
 
-/// Listens on `addr` (HOST:PORT, [V6]:PORT, unix:PATH or fd:N) and calls `cb` with each
-/// accepted stream. `*id` (optional) receives the listener's id for myriad_stream_unlisten.
+/// Listens on `addr` (HOST:PORT, [V6]:PORT, unix:PATH or fd:N, with the listener options
+/// of myriad_server_listen: `?mode=0660&owner=..&group=..`, `?reuseport`) and calls `cb`
+/// with each accepted stream. `*id` (optional) receives the listener's id for myriad_stream_unlisten.
 /// `dtor(userdata)` runs when the listener is closed (or its loop freed); on an error return
 /// it does not run (the user data stays the caller's). Loop thread.
-/// Errors: MYRIAD_EINVAL, MYRIAD_EADDR, OS errors (bind, listen).
+/// Errors: MYRIAD_EINVAL, MYRIAD_EADDR, OS errors (bind, listen); myriad_last_error_detail
+/// names the address and the cause.
 #[no_mangle]
 pub unsafe extern "C" fn myriad_stream_listen(
     lp: *mut myriad_loop_t,
@@ -433,6 +435,7 @@ pub unsafe extern "C" fn myriad_stream_listen(
     id: *mut u64,
 ) -> c_int {
     let ud = userdata as usize;
+    crate::clear_detail();
     guard(|| {
         let Some(cb) = cb else {
             return MYRIAD_EINVAL;
@@ -441,8 +444,9 @@ pub unsafe extern "C" fn myriad_stream_listen(
         let Some(a) = (unsafe { c_str(addr, addr_len) }) else {
             return MYRIAD_EINVAL;
         };
-        let Ok(a) = a.parse::<Addr>() else {
-            return MYRIAD_EADDR;
+        let (a, lopts) = match myriad::parse_listen(a) {
+            Ok(x) => x,
+            Err(e) => return crate::fail(MYRIAD_EADDR, e.to_string()),
         };
         let lb = lp.cast_const();
         // Owned (with its destructor) only once the listener exists: an error return
@@ -464,9 +468,11 @@ pub unsafe extern "C" fn myriad_stream_listen(
             }
         };
         let body = move |lp: &mut Loop| {
-            let l = match Listener::bind(&a, &ListenOptions::default()) {
+            let l = match Listener::bind(&a, &lopts) {
                 Ok(l) => l,
-                Err(e) => return os_err(&e),
+                Err(e) => {
+                    return crate::fail(os_err(&e), crate::server::bind_detail("stream", &a, &e))
+                }
             };
             let ud = UserData {
                 ptr: ud as *mut c_void,
@@ -528,7 +534,8 @@ pub unsafe extern "C" fn myriad_stream_listener_addr(
 /// write if you like (output is queued until connected). MYRIAD_STREAM_CONNECTED follows,
 /// or MYRIAD_STREAM_CLOSED with the error (MYRIAD_ETIMEDOUT after `timeout_ms`, 0 for
 /// none; MYRIAD_ERESOLVE; MYRIAD_EOS_BASE - ECONNREFUSED...). Loop thread.
-/// Errors (no stream is created): MYRIAD_EINVAL, MYRIAD_EADDR, immediate OS errors.
+/// Errors (no stream is created): MYRIAD_EINVAL, MYRIAD_EADDR, immediate OS errors;
+/// myriad_last_error_detail names the address and the cause.
 #[no_mangle]
 pub unsafe extern "C" fn myriad_stream_connect(
     lp: *mut myriad_loop_t,
@@ -537,6 +544,7 @@ pub unsafe extern "C" fn myriad_stream_connect(
     timeout_ms: u64,
     out: *mut *mut myriad_stream_t,
 ) -> c_int {
+    crate::clear_detail();
     guard(|| {
         if out.is_null() {
             return MYRIAD_EINVAL;
@@ -545,8 +553,9 @@ pub unsafe extern "C" fn myriad_stream_connect(
         let Some(a) = (unsafe { c_str(addr, addr_len) }) else {
             return MYRIAD_EINVAL;
         };
-        let Ok(target) = Target::parse(a) else {
-            return MYRIAD_EADDR;
+        let target = match Target::parse(a) {
+            Ok(t) => t,
+            Err(e) => return crate::fail(MYRIAD_EADDR, e.to_string()),
         };
         let timeout = (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms));
         let lb = lp.cast_const();
@@ -555,13 +564,17 @@ pub unsafe extern "C" fn myriad_stream_connect(
                 Target::Addr(a) => {
                     let h = myriad_stream_t::new(lb, State::Connecting);
                     if let Err(e) = start_connect(lp, &h, &a, timeout) {
-                        return os_err(&e);
+                        let d = format!("connect {a}: {}", crate::describe(&e));
+                        return crate::fail(os_err(&e), d);
                     }
                     h
                 }
                 Target::Name(host, port) => match start_resolve(lp, lb, &host, port, timeout) {
                     Ok(h) => h,
-                    Err(e) => return os_err(&e),
+                    Err(e) => {
+                        let d = format!("connect {host}:{port}: {}", crate::describe(&e));
+                        return crate::fail(os_err(&e), d);
+                    }
                 },
             };
             // SAFETY: `out` is writable (checked).

@@ -72,7 +72,12 @@ echo "$out" | sed 's/^/  /'
 check "proxy end to end: $(echo "$out" | tail -1)" grep -q '^[0-9]* passed, 0 failed$' <<<"$out"
 
 # ---- install + pkg-config ----
-make -s PROFILE=debug install PREFIX="$TMP/prefix" >/dev/null
+# make install installs what make built and builds nothing (no cargo needed: CARGO points
+# nowhere here); a profile never built is refused with one clear line.
+check "make install builds nothing (no cargo needed)" \
+    bash -c "make -s PROFILE=debug CARGO=/nonexistent/cargo install PREFIX='$TMP/prefix' >/dev/null"
+out=$(make -s PROFILE=never-built install PREFIX="$TMP/prefix2" 2>&1)
+check "make install of an unbuilt library says to run make" grep -q "missing: run 'make'" <<<"$out"
 cat >"$TMP/app.c" <<'C'
 #include <myriad.h>
 #include <stdio.h>
@@ -89,9 +94,14 @@ export PKG_CONFIG_PATH="$TMP/prefix/lib/pkgconfig"
 check "installed library has its soname" bash -c "readelf -d '$TMP/prefix/lib/libmyriad.so.0.1.0' | grep -q 'SONAME.*libmyriad.so.0'"
 check "a program builds against the install with pkg-config" \
     bash -c "gcc $WARN \$(pkg-config --cflags myriad) '$TMP/app.c' -o '$TMP/app' \$(pkg-config --libs myriad)"
-check "and runs" bash -c "LD_LIBRARY_PATH='$TMP/prefix/lib' '$TMP/app' | grep -q '^0.1.0$'"
-check "static library links too" \
-    bash -c "gcc $WARN \$(pkg-config --cflags myriad) '$TMP/app.c' -o '$TMP/app_static' '$TMP/prefix/lib/libmyriad.a' -lpthread -ldl -lm && '$TMP/app_static' >/dev/null"
+check "and runs with LD_LIBRARY_PATH" bash -c "LD_LIBRARY_PATH='$TMP/prefix/lib' '$TMP/app' | grep -q '^0.1.0$'"
+# The README's run-time path recipe: an rpath from pkg-config's libdir, no environment.
+check "a program linked with the README's rpath runs as is" \
+    bash -c "gcc $WARN \$(pkg-config --cflags myriad) '$TMP/app.c' -o '$TMP/app_rpath' \$(pkg-config --libs myriad) -Wl,-rpath,\$(pkg-config --variable=libdir myriad) && env -u LD_LIBRARY_PATH '$TMP/app_rpath' | grep -q '^0.1.0$'"
+check "static library links with pkg-config (myriad-static) and runs" \
+    bash -c "gcc $WARN \$(pkg-config --cflags myriad-static) '$TMP/app.c' -o '$TMP/app_static' \$(pkg-config --libs myriad-static) && ! readelf -d '$TMP/app_static' | grep -q libmyriad && '$TMP/app_static' >/dev/null"
+check "make uninstall removes every installed file" \
+    bash -c "make -s PROFILE=debug uninstall PREFIX='$TMP/prefix' >/dev/null && [ -z \"\$(find '$TMP/prefix' -type f -o -type l)\" ]"
 
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]

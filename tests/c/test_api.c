@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -418,6 +419,90 @@ static void test_server(void) {
     pthread_barrier_destroy(&go);
 }
 
+static void noop_handler(myriad_req_t *req, void *ud) { (void)ud; myriad_req_finish(req); }
+
+/* A server with one listener at `addr` and `threads` threads, started on `lp`: the start's
+ * return code; *out gets the server (to free). */
+static int start_one(myriad_loop_t *lp, const char *addr, unsigned threads, myriad_server_t **out) {
+    myriad_server_t *s;
+    if (myriad_server_new(&s) != MYRIAD_OK) return -9999;
+    *out = s;
+    myriad_server_set_threads(s, threads);
+    myriad_server_set_handler(s, noop_handler, NULL, NULL);
+    int rc = myriad_server_listen(s, MYRIAD_HTTP, addr, strlen(addr));
+    return rc != MYRIAD_OK ? rc : myriad_server_start(s, lp);
+}
+
+#define DETAIL_HAS(sub) (strstr(myriad_last_error_detail(), (sub)) != NULL)
+
+/* Errors name what failed (myriad_last_error_detail); listener options after the address;
+ * a port is shared only when every side asks for it. */
+static void test_listen_errors(void) {
+    myriad_loop_t *lp;
+    myriad_server_t *a, *b;
+    char buf[160], want[200];
+    CHECK(myriad_loop_new(&lp) == MYRIAD_OK);
+    CHECK(strcmp(myriad_last_error_detail(), "") == 0 || myriad_last_error_detail() != NULL);
+
+    CHECK(start_one(lp, "127.0.0.1:0", 1, &a) == MYRIAD_OK);
+    CHECK(myriad_server_listener_addr(a, 0, NULL, buf, sizeof buf) > 0);
+    snprintf(want, sizeof want, "http listener %s", buf);
+    /* The port in use: named, with one thread and with two (no silent SO_REUSEPORT share). */
+    for (unsigned t = 1; t <= 2; t++) {
+        CHECK(start_one(lp, buf, t, &b) == MYRIAD_EOS_BASE - 98);
+        CHECK(DETAIL_HAS(want) && DETAIL_HAS("Address already in use"));
+        if (!DETAIL_HAS(want)) printf("  detail: %s\n", myriad_last_error_detail());
+        myriad_server_free(b);
+    }
+    myriad_server_free(a);
+    /* Sharing on purpose: ?reuseport on both sides. */
+    CHECK(start_one(lp, "127.0.0.1:0?reuseport", 1, &a) == MYRIAD_OK);
+    CHECK(myriad_server_listener_addr(a, 0, NULL, buf, sizeof buf) > 0);
+    strcat(buf, "?reuseport");
+    CHECK(start_one(lp, buf, 2, &b) == MYRIAD_OK);
+    myriad_server_free(b);
+    *strchr(buf, '?') = 0;
+    CHECK(start_one(lp, buf, 2, &b) == MYRIAD_EOS_BASE - 98); /* not asked for: refused */
+    myriad_server_free(b);
+    myriad_server_free(a);
+
+    CHECK(start_one(lp, "unix:/nonexistent/x.sock", 1, &a) == MYRIAD_EOS_BASE - 2);
+    CHECK(DETAIL_HAS("unix:/nonexistent/x.sock") && DETAIL_HAS("directory /nonexistent does not exist"));
+    myriad_server_free(a);
+    CHECK(start_one(lp, "nosuchhost.invalid:80", 1, &a) == MYRIAD_EADDR);
+    CHECK(DETAIL_HAS("nosuchhost.invalid") && DETAIL_HAS("host name") && DETAIL_HAS("numeric"));
+    myriad_server_free(a);
+    CHECK(start_one(lp, "127.0.0.1:0?bogus=1", 1, &a) == MYRIAD_EADDR);
+    CHECK(DETAIL_HAS("unknown option \"bogus\""));
+    myriad_server_free(a);
+    CHECK(start_one(lp, "unix:/tmp/x.sock?owner=no-such-user-here", 1, &a) == MYRIAD_EADDR);
+    CHECK(DETAIL_HAS("no such user"));
+    myriad_server_free(a);
+    /* A success clears the detail. */
+    CHECK(start_one(lp, "127.0.0.1:0", 1, &a) == MYRIAD_OK && strcmp(myriad_last_error_detail(), "") == 0);
+    myriad_server_free(a);
+
+    /* Unix socket mode and group from the address. */
+    char path[64], addr[128];
+    snprintf(path, sizeof path, "/tmp/myriad-mode-%d.sock", (int)getpid());
+    snprintf(addr, sizeof addr, "unix:%s?mode=0666&group=%d", path, (int)getgid());
+    CHECK(start_one(lp, addr, 1, &a) == MYRIAD_OK);
+    struct stat st;
+    CHECK(stat(path, &st) == 0 && (st.st_mode & 0777) == 0666 && st.st_gid == getgid());
+    myriad_server_free(a);
+    strcat(path, "2"); /* (a freed server's listener stays on its loop until the loop goes) */
+    snprintf(addr, sizeof addr, "unix:%s?mode=0600", path);
+    int rc = start_one(lp, addr, 1, &a);
+    CHECK(rc == MYRIAD_OK);
+    if (rc) printf("  %d %s\n", rc, myriad_last_error_detail());
+    CHECK(stat(path, &st) == 0 && (st.st_mode & 0777) == 0600);
+    myriad_server_free(a);
+    myriad_loop_free(lp);
+    CHECK(stat(path, &st) != 0); /* our socket file removed with its listener */
+    path[strlen(path) - 1] = 0;
+    CHECK(stat(path, &st) != 0);
+}
+
 static void logger(int level, const char *msg, size_t len, void *ud) {
     (void)level; (void)msg; (void)len; (void)ud;
 }
@@ -436,6 +521,7 @@ int main(void) {
     CHECK(myriad_set_logger(NULL, NULL, 0) == MYRIAD_OK);
     test_loop();
     test_server();
+    test_listen_errors();
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }

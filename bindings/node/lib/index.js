@@ -13,6 +13,7 @@ const { EventEmitter } = require('node:events');
 const { Readable } = require('node:stream');
 const querystring = require('node:querystring');
 const path = require('node:path');
+const os = require('node:os');
 
 const native = require(path.join(__dirname, '..', 'build', 'myriad.node'));
 
@@ -674,7 +675,11 @@ class Server extends EventEmitter {
     const limits = {};
     for (const k of LIMITS) if (o[k] !== undefined) limits[k] = o[k];
     const id = nextId++;
-    native.listen(id, http, fcgi, limits); // throws on a bad address or limit, or bind errors
+    try {
+      native.listen(id, http, fcgi, limits); // throws on a bad address or limit, or bind errors
+    } catch (e) {
+      throw listenError(e);
+    }
     this._id = id;
     this._listening = true;
     servers.set(id, this);
@@ -703,6 +708,33 @@ class Server extends EventEmitter {
     native.close(this._id);
     return promise;
   }
+}
+
+const ERRNO_NAMES = new Map(Object.entries(os.constants.errno).map(([name, n]) => [n, name]));
+
+/** A listen failure in Node's shape: an OS error gets Node's code ('EADDRINUSE'), errno
+ * (-98), syscall ('listen') and the address (and port) of the listener that failed, as
+ * net.Server's 'error' has them; the message keeps the library's detail. Other errors
+ * (bad address syntax: MYRIAD_EADDR) keep their code and get the detail as message. */
+function listenError(e) {
+  if (typeof e.errno !== 'number' || e.errno > -1000) return e;
+  const sys = -1000 - e.errno;
+  const code = ERRNO_NAMES.get(sys) || 'EUNKNOWN';
+  const err = new Error(`listen ${code}: ${e.detail || e.message}`);
+  err.code = code;
+  err.errno = -sys;
+  err.syscall = 'listen';
+  const m = /^(?:http|fcgi) listener (\S+): /.exec(e.detail || '');
+  if (m) {
+    const a = m[1];
+    const t = /^\[(.*)\]:(\d+)$/.exec(a) || /^([^:]*):(\d+)$/.exec(a);
+    if (a.startsWith('unix:')) err.address = a.slice(5);
+    else if (t) {
+      err.address = t[1];
+      err.port = Number(t[2]);
+    } else err.address = a;
+  }
+  return err;
 }
 
 /** Creates a server: `createServer([options,] handler)`; options are limits (maxBody,

@@ -119,6 +119,26 @@ static napi_value throw_rc(napi_env env, int rc, const char *context) {
     return NULL;
 }
 
+/* throw_rc for the calls that record a detail (listen, start): the message is the
+ * library's detail (which address, path or option failed, and why) when there is one, and
+ * the error gets .detail too; lib/index.js turns OS errors into Node's shape. */
+static napi_value throw_detail(napi_env env, int rc, const char *context) {
+    const char *d = myriad_last_error_detail();
+    char ctx[800];
+    if (!*d) return throw_rc(env, rc, context);
+    snprintf(ctx, sizeof ctx, "%s%s%s", context ? context : "", context ? ": " : "", d);
+    napi_value m, c, err, n, dv;
+    napi_create_string_utf8(env, ctx, NAPI_AUTO_LENGTH, &m);
+    napi_create_string_utf8(env, code_name(rc), NAPI_AUTO_LENGTH, &c);
+    napi_create_error(env, c, m, &err);
+    napi_create_int32(env, rc, &n);
+    napi_set_named_property(env, err, "errno", n);
+    napi_create_string_utf8(env, d, NAPI_AUTO_LENGTH, &dv);
+    napi_set_named_property(env, err, "detail", dv);
+    napi_throw(env, err);
+    return NULL;
+}
+
 static napi_value throw_type(napi_env env, const char *msg) {
     napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", msg);
     return NULL;
@@ -649,7 +669,7 @@ static int add_listeners(napi_env env, myriad_server_t *srv, int proto, napi_val
             return MYRIAD_EINVAL;
         }
         rc = myriad_server_listen(srv, proto, a, al);
-        if (rc != MYRIAD_OK) snprintf(err, errcap, "bad %s address '%.*s'", proto == MYRIAD_HTTP ? "http" : "fcgi", (int)(al > 400 ? 400 : al), a);
+        if (rc != MYRIAD_OK) snprintf(err, errcap, "bad %s address '%.*s'", proto == MYRIAD_HTTP ? "http" : "fcgi", (int)(al > 200 ? 200 : al), a);
         free(heap);
         if (rc != MYRIAD_OK) return rc;
     }
@@ -696,8 +716,8 @@ static napi_value js_listen(napi_env env, napi_callback_info info) {
     myriad_server_set_handler(srv, on_request, S, NULL);
     if ((rc = myriad_server_start(srv, I->lp)) != MYRIAD_OK) {
         free(S);
-        snprintf(err, sizeof err, "listen");
-        goto fail;
+        myriad_server_free(srv);
+        return throw_detail(env, rc, NULL);
     }
     S->next = I->servers;
     I->servers = S;
@@ -706,7 +726,7 @@ static napi_value js_listen(napi_env env, napi_callback_info info) {
     return result;
 fail:
     myriad_server_free(srv);
-    return throw_rc(env, rc, err[0] ? err : NULL);
+    return throw_detail(env, rc, err[0] ? err : NULL);
 }
 
 static server *find_server(inst *I, napi_env env, napi_value v) {

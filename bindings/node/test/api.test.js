@@ -214,8 +214,27 @@ test('listen errors reject with a code; the server can listen again after', asyn
   const [{ addr }] = await srv.listen({ http: '127.0.0.1:0' });
   await assert.rejects(srv.listen({ http: '127.0.0.1:0' }), { code: 'ERR_SERVER_ALREADY_LISTEN' });
   const other = myriad.createServer((req, res) => res.end());
-  await assert.rejects(other.listen({ http: addr }), (e) => e.code === 'MYRIAD_EOS' && /in use/i.test(e.message));
+  // Node's shape for a port in use (as net.Server's 'error'), naming the listener.
+  const [host, port] = [addr.slice(0, addr.lastIndexOf(':')), Number(addr.slice(addr.lastIndexOf(':') + 1))];
+  await assert.rejects(other.listen({ http: addr }), (e) => {
+    assert.equal(e.code, 'EADDRINUSE');
+    assert.equal(e.errno, -98);
+    assert.equal(e.syscall, 'listen');
+    assert.equal(e.address, host);
+    assert.equal(e.port, port);
+    assert.match(e.message, new RegExp(`^listen EADDRINUSE: http listener ${addr}: Address already in use`));
+    return true;
+  });
   await srv.close();
+  await assert.rejects(other.listen({ fcgi: 'unix:/nonexistent/x.sock' }), (e) => {
+    assert.equal(e.code, 'ENOENT');
+    assert.equal(e.address, '/nonexistent/x.sock');
+    assert.equal(e.port, undefined);
+    assert.match(e.message, /fcgi listener unix:\/nonexistent\/x\.sock: No such file or directory \(the directory \/nonexistent does not exist\)/);
+    return true;
+  });
+  await assert.rejects(other.listen({ http: 'nosuchhost.invalid:80' }), { code: 'MYRIAD_EADDR', message: /nosuchhost\.invalid.*host name.*numeric/ });
+  await assert.rejects(other.listen({ http: '127.0.0.1:0?bogus' }), { code: 'MYRIAD_EADDR', message: /unknown option "bogus"/ });
   await assert.rejects(srv.close(), { code: 'ERR_SERVER_NOT_RUNNING' });
   await srv.listen('127.0.0.1:0'); // a string is one HTTP address
   const r = await request(`http://${srv.addresses()[0].addr}/`);

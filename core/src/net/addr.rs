@@ -19,7 +19,7 @@ pub enum Addr {
 
 /// Why an address string was rejected.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AddrError(String);
+pub struct AddrError(pub(crate) String);
 
 impl fmt::Display for AddrError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -77,6 +77,18 @@ impl FromStr for Addr {
             let ip = match h {
                 "localhost" => IpAddr::V4(Ipv4Addr::LOCALHOST),
                 "*" | "" => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                // A name (letters and dots): say that names are not looked up here rather
+                // than call the syntax bad.
+                _ if h.bytes().any(|b| b.is_ascii_alphabetic())
+                    && h.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-') =>
+                {
+                    return Err(AddrError(format!(
+                        "invalid address {s:?}: {h:?} is a host name, and addresses here are \
+                         numeric (listeners and this parser do not resolve names: use an IP \
+                         address such as 127.0.0.1 or [::1], localhost, or * for all)"
+                    )))
+                }
                 _ => IpAddr::V4(h.parse().map_err(|_| err(s, "bad IPv4 address"))?),
             };
             (ip, p)
@@ -166,6 +178,11 @@ mod tests {
         ] {
             assert!(bad.parse::<Addr>().is_err(), "{bad:?} accepted");
         }
+        let e = "nosuchhost.invalid:80"
+            .parse::<Addr>()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is a host name") && e.contains("numeric"), "{e}");
         let long = format!("unix:{}", "a".repeat(120));
         assert!(long.parse::<Addr>().is_err());
     }

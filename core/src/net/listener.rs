@@ -32,7 +32,14 @@ pub struct ListenOptions {
     pub backlog: i32,
     /// File mode of a Unix socket (e.g. 0o660); `None` keeps the umask's choice.
     pub unix_mode: Option<u32>,
-    /// Set SO_REUSEPORT (needed for one listener per thread on one TCP port).
+    /// Owner (uid) given to a Unix socket file; `None` leaves the process's.
+    pub unix_owner: Option<u32>,
+    /// Group (gid) given to a Unix socket file; `None` leaves the process's.
+    pub unix_group: Option<u32>,
+    /// Share the TCP port with other sockets that ask for it too (SO_REUSEPORT), other
+    /// processes included. Without it a port somebody already listens on is refused with
+    /// EADDRINUSE, whatever the number of threads (`bind_many` still gives its own threads
+    /// one socket each with SO_REUSEPORT, after checking that nobody else holds the port).
     pub reuseport: bool,
 }
 
@@ -41,6 +48,8 @@ impl Default for ListenOptions {
         ListenOptions {
             backlog: 4096,
             unix_mode: None,
+            unix_owner: None,
+            unix_group: None,
             reuseport: false,
         }
     }
@@ -100,12 +109,22 @@ impl Listener {
     /// kernel spreads connections); Unix sockets and inherited fds get one socket shared by
     /// all, registered with EPOLLEXCLUSIVE so one loop is woken per connection. With port 0,
     /// every TCP socket gets the port the first one was given.
+    ///
+    /// One rule whatever `n`: unless `opts.reuseport` asks for sharing, a TCP port that
+    /// another socket (another process, or another server of this one) listens on is
+    /// refused with EADDRINUSE. With several threads the port is first bound by a probe
+    /// socket without SO_REUSEPORT, which fails if anybody holds it, and closed just before
+    /// the threads' sockets are bound (two servers starting in that same instant could
+    /// still both succeed).
     pub fn bind_many(addr: &Addr, n: usize, opts: &ListenOptions) -> io::Result<Vec<Listener>> {
         let n = n.max(1);
         match addr {
             // macOS's SO_REUSEPORT does not spread connections over the sockets of a port:
             // there, TCP shares one socket like the others.
-            Addr::Tcp(_) if n > 1 && cfg!(not(target_os = "macos")) => {
+            Addr::Tcp(sa) if n > 1 && cfg!(not(target_os = "macos")) => {
+                if !opts.reuseport && sa.port() != 0 {
+                    drop(probe_tcp(sa)?);
+                }
                 let opts = ListenOptions {
                     reuseport: true,
                     ..opts.clone()
@@ -299,6 +318,28 @@ fn peer_addr(fd: RawFd) -> io::Result<PeerAddr> {
     sock_addr(fd, libc::getpeername)
 }
 
+/// Binds `sa` without SO_REUSEPORT (SO_REUSEADDR only, as a listener would): fails with
+/// EADDRINUSE if any socket, with SO_REUSEPORT or not, listens there.
+fn probe_tcp(sa: &SocketAddr) -> io::Result<OwnedFd> {
+    let fd = new_socket(if sa.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    })?;
+    let raw = fd.as_raw_fd();
+    set_opt(raw, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+    if sa.is_ipv6() {
+        set_opt(raw, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 1)?;
+    }
+    let (st, len) = sockaddr_of(sa);
+    syscall!(bind(
+        raw,
+        (&st as *const libc::sockaddr_storage).cast(),
+        len
+    ))?;
+    Ok(fd)
+}
+
 fn bind_tcp(sa: &SocketAddr, opts: &ListenOptions) -> io::Result<Inner> {
     let family = if sa.is_ipv4() {
         libc::AF_INET
@@ -411,6 +452,17 @@ fn bind_unix(path: &Path, opts: &ListenOptions) -> io::Result<Inner> {
         // Before listen(): nobody can connect until the mode is right.
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    }
+    if opts.unix_owner.is_some() || opts.unix_group.is_some() {
+        let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // u32::MAX is (uid_t)-1 / (gid_t)-1: "leave unchanged".
+        let (uid, gid) = (
+            opts.unix_owner.unwrap_or(u32::MAX),
+            opts.unix_group.unwrap_or(u32::MAX),
+        );
+        // SAFETY: `c` is a NUL-terminated path; lchown does not follow a symlink.
+        syscall!(lchown(c.as_ptr(), uid as libc::uid_t, gid as libc::gid_t))?;
     }
     syscall!(listen(raw, opts.backlog))?;
     log::debug!("listening on unix:{} (fd {raw})", path.display());

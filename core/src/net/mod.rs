@@ -3,6 +3,7 @@
 mod addr;
 pub(crate) mod conn;
 pub(crate) mod connect;
+mod listen_spec;
 mod listener;
 pub(crate) mod pool;
 pub mod transport;
@@ -11,6 +12,7 @@ pub use addr::{Addr, AddrError, PeerAddr};
 pub(crate) use conn::SMALL_STATIC;
 pub use conn::{ConnOptions, Io, Protocol};
 pub use connect::{ResolveFn, ResolveId, Target};
+pub use listen_spec::parse_listen;
 pub(crate) use listener::local_addr;
 pub use listener::{AcceptFn, Accepted, ListenOptions, Listener};
 pub use pool::DEFAULT_BUF_SIZE;
