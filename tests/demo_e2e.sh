@@ -89,6 +89,12 @@ expect "fcgi 404" "404" fstatus GET /nope
 # Graceful stop with a request in flight: it completes; the demo exits 0.
 $C "http://$H/delay?ms=300" >"$TMP/inflight" &
 CPID=$!
+# (curl's start can take longer than 0.1 s on a loaded machine: wait for its connection to
+# be established before giving the request 0.1 s more to reach the handler)
+for _ in $(seq 1 100); do
+    [ -n "$(ss -tnH state established "( sport = :${H##*:} )" 2>/dev/null)" ] && break
+    sleep 0.03
+done
 sleep 0.1
 kill -TERM "$DPID"
 wait "$CPID"
