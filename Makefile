@@ -13,6 +13,12 @@ TARGET := target/$(PROFILE)
 CFLAGS ?= -O2 -g
 WARN := -std=c11 -Wall -Wextra -Werror -pedantic
 
+# LuaRocks run from the repository root would drive this file: refuse (it would build and
+# install the C library instead of the Lua module).
+ifneq ($(LIBFLAG)$(INST_LIBDIR),)
+$(error this is the C library's Makefile: run `luarocks make` in bindings/lua)
+endif
+
 ifeq ($(PROFILE),release)
 CARGO_FLAGS := --release
 endif
@@ -40,7 +46,8 @@ examples: lib
 
 # The Lua module for both interpreters (the test suite builds its own against the debug
 # library): build/lua/lua5.4/myriad.so and build/lua/luajit/myriad.so, run with
-# LUA_CPATH='build/lua/lua5.4/?.so' lua5.4 app.lua.
+# LUA_CPATH='build/lua/lua5.4/?.so' LUA_PATH='bindings/lua/?.lua;;' lua5.4 app.lua (the second
+# path for myriad.http). LuaRocks builds it too: `luarocks make` in bindings/lua.
 LUA_FLAVOURS := lua5.4:/usr/include/lua5.4 luajit:/usr/include/luajit-2.1
 lua: lib
 	for v in $(LUA_FLAVOURS); do \

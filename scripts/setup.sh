@@ -17,6 +17,7 @@ declare -A NEED=(
     [readelf]=binutils
     [lua5.4]=lua5.4
     [luajit]=luajit
+    [luarocks]=luarocks
     [node]=nodejs
     [npm]=npm
 )

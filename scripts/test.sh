@@ -24,6 +24,8 @@ MYRIAD_BACKEND=io_uring cargo test -p myriad 2>&1 | tee -a "$log" || status=$?
 MYRIAD_URING_RECV=0 MYRIAD_URING_ACCEPT=0 MYRIAD_BACKEND=io_uring cargo test -p myriad 2>&1 | tee -a "$log" || status=$?
 bash tests/c/run.sh 2>&1 | tee -a "$log" || status=$?
 bash bindings/lua/run-tests.sh 2>&1 | tee -a "$log" || status=$?
+# LuaRocks for Lua 5.4 and LuaJIT into temporary trees, pack, install elsewhere.
+bash bindings/lua/rocks.sh 2>&1 | tee -a "$log" || status=$?
 bash bindings/node/run-tests.sh 2>&1 | tee -a "$log" || status=$?
 # Listeners as operators see them: Unix socket mode/group behind nginx (workers as nobody),
 # error messages naming the address, for each demo.

@@ -59,6 +59,7 @@ static myriad_loop_t *LP;   /* the loop */
 static lua_State *CB;       /* a thread for calling Lua from C callbacks */
 static int live_requests;   /* for the GC test: request objects not yet collected */
 static int COREQ = LUA_NOREF; /* registry: weak-keyed table coroutine -> request */
+static int SNAPS = LUA_NOREF; /* registry: request (light userdata) -> its fields once ended */
 
 static void report(lua_State *L, const char *what) {
     fprintf(stderr, "myriad: %s: %s\n", what, lua_tostring(L, -1) ? lua_tostring(L, -1) : "(error object)");
@@ -79,7 +80,11 @@ typedef struct {
     int selfref;   /* registry ref keeping the object alive while C callbacks hold it */
     int coref;     /* the handler coroutine */
     int bodyref;   /* body callback (on_body) */
+    int abortref;  /* res:on_abort callback */
+    int drainref;  /* the coroutine waiting in res:drain() */
+    int snapped;   /* its fields were kept in SNAPS when its handle ended (req.target after finish) */
     int in_handler;
+    int aborted;
 } lreq;
 
 static lreq *checkreq(lua_State *L, int i) {
@@ -99,10 +104,18 @@ static void unref(lua_State *L, int *ref) {
     }
 }
 
-/* The request's handle is gone (finished or abandoned): drop what kept it reachable. */
+static void push_headers(lua_State *L, myriad_req_t *r);
+static void snapshot(lua_State *L, lreq *q);
+static void wake_drain(lreq *q, int ok);
+
+/* The request's handle is gone (finished or abandoned): keep its fields readable, wake a
+ * coroutine waiting in res:drain(), drop what kept it reachable. */
 static void ended(lua_State *L, lreq *q) {
+    snapshot(L, q);
     q->r = NULL;
     unref(L, &q->bodyref);
+    unref(L, &q->abortref);
+    wake_drain(q, 0);
     unref(L, &q->selfref);
 }
 
@@ -114,6 +127,7 @@ static void finish(lua_State *L, lreq *q, int error_status) {
             myriad_req_write(q->r, (const uint8_t *)"Internal Server Error\n", 22);
         }
     }
+    snapshot(L, q);
     myriad_req_finish(q->r);
     ended(L, q);
 }
@@ -153,6 +167,13 @@ static void run_co(lua_State *co, int nargs, lreq *q) {
 static int req_gc(lua_State *L) {
     lreq *q = checkreq(L, 1);
     live_requests--;
+    if (q->snapped) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, SNAPS);
+        lua_pushlightuserdata(L, q);
+        lua_pushnil(L);
+        lua_rawset(L, -3);
+        lua_pop(L, 1);
+    }
     if (q->r) {
         /* Dropped unanswered: the client gets a 500 instead of a hung connection, or, once
          * the head is out, a response cut short (never a truncated one passed off as whole). */
@@ -206,6 +227,99 @@ static int headers_index(lua_State *L) {
     return 1;
 }
 
+/* Adds value (top) under key (below it) to the table below them, OpenResty's way: the first
+ * value as is, a repeated key's values as a list in order. Pops key and value. */
+static void add_multi(lua_State *L) {
+    lua_pushvalue(L, -2);
+    lua_rawget(L, -4);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+    } else if (lua_type(L, -1) != LUA_TTABLE) {
+        lua_newtable(L);
+        lua_insert(L, -2);
+        lua_rawseti(L, -2, 1);
+        lua_insert(L, -2);
+        lua_rawseti(L, -2, 2);
+    } else {
+        lua_insert(L, -2);
+        lua_rawseti(L, -2, (int)rawlen(L, -2) + 1);
+    }
+    lua_rawset(L, -3);
+}
+
+/* req.args: the decoded query arguments; `a` alone is true, `a=1&a=2` is {"1", "2"}. */
+static void push_args(lua_State *L, const char *s, size_t n) {
+    lua_newtable(L);
+    size_t i = 0;
+    while (i < n) {
+        size_t e = i, eq = 0;
+        while (e < n && s[e] != '&') {
+            if (s[e] == '=' && !eq) eq = e;
+            e++;
+        }
+        if (e > i) {
+            if (eq) {
+                push_decoded(L, s + i, eq - i);
+                push_decoded(L, s + eq + 1, e - eq - 1);
+            } else {
+                push_decoded(L, s + i, e - i);
+                lua_pushboolean(L, 1);
+            }
+            add_multi(L);
+        }
+        i = e + 1;
+    }
+}
+
+/* req.headers: lower-cased names (looked up case-insensitively), repeated ones as lists. */
+static void push_headers(lua_State *L, myriad_req_t *r) {
+    const char *s, *v;
+    size_t n, vn;
+    int c = myriad_req_header_count(r);
+    lua_newtable(L);
+    for (int i = 0; i < c; i++) {
+        char buf[256];
+        if (myriad_req_header_at(r, (size_t)i, &s, &n, &v, &vn) != MYRIAD_OK || n >= sizeof buf) continue;
+        for (size_t j = 0; j < n; j++) buf[j] = (char)((s[j] >= 'A' && s[j] <= 'Z') ? s[j] + 32 : s[j]);
+        lua_pushlstring(L, buf, n);
+        lua_pushlstring(L, v, vn);
+        add_multi(L);
+    }
+    lua_newtable(L);
+    lua_pushcfunction(L, headers_index);
+    lua_setfield(L, -2, "__index");
+    lua_setmetatable(L, -2);
+}
+
+/* Keeps the request's fields for after its handle ends (an access log in a callback). */
+static void snapshot(lua_State *L, lreq *q) {
+    const char *s;
+    size_t n;
+    char buf[128];
+    if (!q->r || q->snapped) return;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, SNAPS);
+    lua_pushlightuserdata(L, q);
+    lua_newtable(L);
+#define KEEP(name, getter) if (getter(q->r, &s, &n) == MYRIAD_OK) { lua_pushlstring(L, s, n); lua_setfield(L, -2, name); }
+    KEEP("method", myriad_req_method);
+    KEEP("path", myriad_req_path);
+    KEEP("target", myriad_req_target);
+    KEEP("url", myriad_req_target);
+    KEEP("query", myriad_req_query);
+#undef KEEP
+    lua_pushstring(L, myriad_req_protocol(q->r) == MYRIAD_FCGI ? "fcgi" : "http");
+    lua_setfield(L, -2, "protocol");
+    if (myriad_req_peer(q->r, buf, sizeof buf) >= 0) {
+        lua_pushstring(L, buf);
+        lua_setfield(L, -2, "peer");
+    }
+    push_headers(L, q->r);
+    lua_setfield(L, -2, "headers");
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
+    q->snapped = 1;
+}
+
 static int req_index(lua_State *L) {
     lreq *q = checkreq(L, 1);
     const char *k = luaL_checkstring(L, 2);
@@ -215,7 +329,22 @@ static int req_index(lua_State *L) {
     lua_getfield(L, -1, k);
     if (!lua_isnil(L, -1)) return 1; /* a method */
     lua_pop(L, 2);
-    if (!q->r) return 0;
+    if (!q->r) {
+        /* Ended: the fields kept at the end (args are parsed again from the kept query). */
+        if (!q->snapped) return 0;
+        lua_rawgeti(L, LUA_REGISTRYINDEX, SNAPS);
+        lua_pushlightuserdata(L, q);
+        lua_rawget(L, -2);
+        if (!strcmp(k, "args")) {
+            lua_getfield(L, -1, "query");
+            size_t qn;
+            const char *qs = lua_tolstring(L, -1, &qn);
+            push_args(L, qs ? qs : "", qs ? qn : 0);
+            return 1;
+        }
+        lua_getfield(L, -1, k);
+        return 1;
+    }
     if (!strcmp(k, "method")) { int rc = myriad_req_method(q->r, &s, &n); return push_str(L, rc, s, n); }
     if (!strcmp(k, "path")) { int rc = myriad_req_path(q->r, &s, &n); return push_str(L, rc, s, n); }
     if (!strcmp(k, "target") || !strcmp(k, "url")) { int rc = myriad_req_target(q->r, &s, &n); return push_str(L, rc, s, n); }
@@ -231,60 +360,12 @@ static int req_index(lua_State *L) {
         return 1;
     }
     if (!strcmp(k, "args")) {
-        lua_newtable(L);
-        if (myriad_req_query(q->r, &s, &n) != MYRIAD_OK) return 1;
-        size_t i = 0;
-        while (i < n) {
-            size_t e = i, eq = 0;
-            while (e < n && s[e] != '&') {
-                if (s[e] == '=' && !eq) eq = e;
-                e++;
-            }
-            if (e > i) {
-                if (eq) {
-                    push_decoded(L, s + i, eq - i);
-                    push_decoded(L, s + eq + 1, e - eq - 1);
-                } else {
-                    push_decoded(L, s + i, e - i);
-                    lua_pushboolean(L, 1);
-                }
-                lua_settable(L, -3);
-            }
-            i = e + 1;
-        }
+        if (myriad_req_query(q->r, &s, &n) != MYRIAD_OK) n = 0;
+        push_args(L, s, n);
         return 1;
     }
     if (!strcmp(k, "headers")) {
-        int c = myriad_req_header_count(q->r);
-        lua_newtable(L);
-        for (int i = 0; i < c; i++) {
-            if (myriad_req_header_at(q->r, (size_t)i, &s, &n, &v, &vn) != MYRIAD_OK) continue;
-            char buf[256];
-            if (n >= sizeof buf) continue;
-            for (size_t j = 0; j < n; j++) buf[j] = (char)((s[j] >= 'A' && s[j] <= 'Z') ? s[j] + 32 : s[j]);
-            lua_pushlstring(L, buf, n);
-            lua_pushvalue(L, -1);
-            lua_rawget(L, -3);
-            if (lua_isnil(L, -1)) {
-                lua_pop(L, 1);
-                lua_pushlstring(L, v, vn);
-            } else if (lua_type(L, -1) == LUA_TSTRING) {
-                /* repeated header: a list */
-                lua_newtable(L);
-                lua_insert(L, -2);
-                lua_rawseti(L, -2, 1);
-                lua_pushlstring(L, v, vn);
-                lua_rawseti(L, -2, 2);
-            } else {
-                lua_pushlstring(L, v, vn);
-                lua_rawseti(L, -2, (int)rawlen(L, -2) + 1);
-            }
-            lua_rawset(L, -3);
-        }
-        lua_newtable(L);
-        lua_pushcfunction(L, headers_index);
-        lua_setfield(L, -2, "__index");
-        lua_setmetatable(L, -2);
+        push_headers(L, q->r);
         return 1;
     }
     if (!strcmp(k, "env")) {
@@ -350,6 +431,7 @@ static int res_finish(lua_State *L) {
 static int res_abort(lua_State *L) {
     lreq *q = checkreq(L, 1);
     if (!q->r) return luaL_error(L, "request already finished");
+    snapshot(L, q);
     myriad_req_abort(q->r);
     ended(L, q);
     return 0;
@@ -435,11 +517,72 @@ static int req_on_body(lua_State *L) {
     return 0;
 }
 
+/* res:on_abort(fn): fn() once if the client goes away before the response is finished
+ * (not after a finish). Replaces an earlier one. */
+static int res_on_abort(lua_State *L) {
+    lreq *q = checkreq(L, 1);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    if (!q->r) return luaL_error(L, "request already finished");
+    unref(L, &q->abortref);
+    lua_pushvalue(L, 2);
+    q->abortref = luaL_ref(L, LUA_REGISTRYINDEX);
+    if (q->selfref == LUA_NOREF) {
+        lua_pushvalue(L, 1);
+        q->selfref = luaL_ref(L, LUA_REGISTRYINDEX); /* C holds `q` until the request ends */
+    }
+    lua_settop(L, 1);
+    return 1;
+}
+
+/* Resumes the coroutine waiting in res:drain() with `ok` (false: the client went away or
+ * the request ended). */
+static void wake_drain(lreq *q, int ok) {
+    if (q->drainref == LUA_NOREF) return;
+    lua_rawgeti(CB, LUA_REGISTRYINDEX, q->drainref);
+    lua_State *co = lua_tothread(CB, -1);
+    lua_pop(CB, 1);
+    unref(CB, &q->drainref);
+    lua_pushboolean(co, ok);
+    run_co(co, 1, NULL);
+}
+
+static void on_req_drain(myriad_req_t *r, void *ud) {
+    lreq *q = ud;
+    (void)r;
+    wake_drain(q, 1);
+}
+
+/* res:drain([low]): sends what was written (a flush) and, unless at most `low` bytes (default
+ * 0) are then queued, yields until all of it has reached the client; returns true, or
+ * false if the client went away. */
+static int res_drain(lua_State *L) {
+    lreq *q = checkreq(L, 1);
+    lua_Integer low = luaL_optinteger(L, 2, 0);
+    if (!q->r || q->aborted || myriad_req_is_aborted(q->r) == 1 || myriad_req_flush(q->r) != MYRIAD_OK) {
+        lua_pushboolean(L, 0);
+        return 1;
+    }
+    if ((lua_Integer)myriad_req_queued(q->r) <= low) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    if (q->drainref != LUA_NOREF) return luaL_error(L, "res:drain(): another coroutine is already waiting");
+    if (lua_pushthread(L)) return luaL_error(L, "res:drain() must run in a coroutine (the handler's)");
+    q->drainref = luaL_ref(L, LUA_REGISTRYINDEX);
+    if (q->selfref == LUA_NOREF) {
+        lua_pushvalue(L, 1);
+        q->selfref = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+    check_rc(L, myriad_req_on_drain(q->r, on_req_drain, q));
+    return lua_yield(L, 0);
+}
+
 static const luaL_Reg req_methods[] = {
     {"status", res_status},   {"header", res_header},     {"write", res_write},
     {"flush", res_flush},     {"finish", res_finish},     {"queued", res_queued},
     {"aborted", res_aborted}, {"body", req_body},         {"on_body", req_on_body},
-    {"abort", res_abort},     {NULL, NULL}};
+    {"abort", res_abort},     {"on_abort", res_on_abort}, {"drain", res_drain},
+    {NULL, NULL}};
 
 /* ---- servers ---- */
 
@@ -450,6 +593,19 @@ typedef struct {
     int doneref;
 } lsrv;
 
+/* The client went away (or the front end aborted the request). */
+static void on_req_abort(myriad_req_t *r, void *ud) {
+    lreq *q = ud;
+    (void)r;
+    q->aborted = 1;
+    if (q->abortref != LUA_NOREF) {
+        lua_rawgeti(CB, LUA_REGISTRYINDEX, q->abortref);
+        unref(CB, &q->abortref);
+        call_cb(0, "abort callback");
+    }
+    wake_drain(q, 0);
+}
+
 static void on_request(myriad_req_t *r, void *ud) {
     lsrv *s = ud;
     lua_State *co = lua_newthread(CB);
@@ -459,8 +615,13 @@ static void on_request(myriad_req_t *r, void *ud) {
     q->coref = coref;
     q->bodyref = LUA_NOREF;
     q->selfref = LUA_NOREF;
+    q->abortref = q->drainref = LUA_NOREF;
+    q->snapped = 0;
+    q->aborted = 0;
     q->in_handler = 1;
     live_requests++;
+    /* The abort notice, for res:on_abort() and a res:drain() that waits (any time later). */
+    myriad_req_on_abort(r, on_req_abort, q, NULL);
     luaL_getmetatable(co, REQ_MT);
     lua_setmetatable(co, -2);
     /* coreq[co] = req, for errors after the handler yielded */
@@ -827,11 +988,14 @@ static int l_stats(lua_State *L) {
     return 1;
 }
 
+#include "cosocket.h"
+
 static const luaL_Reg funcs[] = {
     {"server", l_server}, {"timer", l_timer},       {"sleep", l_sleep},
     {"signal", l_signal}, {"run", l_run},           {"run_once", l_run_once},
     {"stop", l_stop},     {"backend_fd", l_backend_fd}, {"next_timeout", l_next_timeout},
-    {"stats", l_stats},   {NULL, NULL}};
+    {"stats", l_stats},   {"tcp", l_tcp},           {"connect", l_connect},
+    {"spawn", l_spawn},   {NULL, NULL}};
 
 static void metatable(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction gc,
                       lua_CFunction index) {
@@ -862,11 +1026,14 @@ int luaopen_myriad(lua_State *L) {
         lua_setfield(L, -2, "__mode");
         lua_setmetatable(L, -2);
         COREQ = luaL_ref(L, LUA_REGISTRYINDEX);
+        lua_newtable(L);
+        SNAPS = luaL_ref(L, LUA_REGISTRYINDEX);
     }
     metatable(L, REQ_MT, req_methods, req_gc, req_index);
     metatable(L, SRV_MT, srv_methods, srv_gc, NULL);
     metatable(L, TIMER_MT, timer_methods, NULL, NULL);
     metatable(L, SIG_MT, sig_methods, NULL, NULL);
+    metatable(L, SOCK_MT, sock_methods, sock_gc, NULL);
     lua_newtable(L);
     setfuncs(L, funcs);
     lua_pushstring(L, myriad_version());
