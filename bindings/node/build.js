@@ -6,7 +6,11 @@
 // (/usr/include/node for a packaged Node), else node_api.h from the node-api-headers
 // package and uv.h from libuv1-dev (/usr/include). myriad.h and libmyriad: MYRIAD_INCLUDE /
 // MYRIAD_LIB_DIR if set; else, inside the myriad source tree, `make lib` builds them
-// (PROFILE=release unless MYRIAD_PROFILE says otherwise); else pkg-config myriad.
+// (PROFILE=release unless MYRIAD_PROFILE says otherwise); else pkg-config myriad; else (a
+// tarball from `npm pack`, which bundles the Rust sources in native/) cargo builds the
+// library from them and the addon links it statically (nothing to find at run time;
+// CARGO_TARGET_DIR is honoured, native/target is removed afterwards). Without any of those
+// the build stops with one line saying what to install.
 'use strict';
 const fs = require('node:fs');
 const path = require('node:path');
@@ -54,14 +58,42 @@ function myriadPaths() {
     return { inc: path.join(root, 'include'), libdir: path.join(root, 'target', profile) };
   }
   try {
-    const out = (args) => execFileSync('pkg-config', args, { encoding: 'utf8' }).trim();
+    const out = (args) => execFileSync('pkg-config', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
     return { inc: out(['--variable=includedir', 'myriad']), libdir: out(['--variable=libdir', 'myriad']) };
   } catch {
-    return fail('libmyriad not found: set MYRIAD_LIB_DIR, build inside the myriad tree, or `make install` it');
+    // not installed
   }
+  const bundled = path.join(here, 'native');
+  if (fs.existsSync(path.join(bundled, 'Cargo.toml'))) return buildBundled(bundled);
+  return fail('libmyriad not found: set MYRIAD_LIB_DIR, build inside the myriad tree, or `make install` it');
 }
 
-const { inc, libdir } = myriadPaths();
+/** Builds libmyriad.a from the Rust sources bundled by `npm pack`; the addon links it in. */
+function buildBundled(dir) {
+  const profile = process.env.MYRIAD_PROFILE || 'release';
+  const target = process.env.CARGO_TARGET_DIR || path.join(dir, 'target');
+  const cargo = process.env.CARGO || 'cargo';
+  try {
+    execFileSync(cargo, ['--version'], { stdio: 'ignore' });
+  } catch {
+    return fail(
+      'libmyriad not found, and cargo is not installed to build it from the bundled sources: install Rust ' +
+        '(https://rustup.rs) and run npm install again, or install libmyriad (make install; pkg-config myriad) or set MYRIAD_LIB_DIR',
+    );
+  }
+  console.error(`myriad: building libmyriad (${profile}) from the bundled sources with cargo...`);
+  const args = ['build', '-q', '-p', 'myriad-ffi', '--manifest-path', path.join(dir, 'Cargo.toml'), '--target-dir', target];
+  if (profile === 'release') args.push('--release');
+  try {
+    execFileSync(cargo, args, { stdio: ['ignore', 'inherit', 'inherit'] });
+  } catch {
+    return fail('cargo build of the bundled libmyriad failed (see above)');
+  }
+  const lib = path.join(target, profile === 'release' ? 'release' : 'debug', 'libmyriad.a');
+  return { inc: path.join(dir, 'include'), staticLib: lib, cleanup: process.env.CARGO_TARGET_DIR ? null : target };
+}
+
+const { inc, libdir, staticLib, cleanup } = myriadPaths();
 const cc = process.env.CC || 'cc';
 const out = path.join(here, 'build', 'myriad.node');
 fs.mkdirSync(path.dirname(out), { recursive: true });
@@ -69,11 +101,12 @@ const args = [
   '-std=c11', '-Wall', '-Wextra', '-Werror', '-O2', '-g', '-fPIC', '-shared', '-fvisibility=hidden',
   ...nodeIncludes().map((d) => `-I${d}`), `-I${inc}`,
   path.join(here, 'src', 'addon.c'), '-o', out,
-  `-L${libdir}`, `-Wl,-rpath,${libdir}`, '-lmyriad',
+  ...(staticLib ? [staticLib, '-lpthread', '-ldl', '-lm'] : [`-L${libdir}`, `-Wl,-rpath,${libdir}`, '-lmyriad']),
 ];
 try {
   execFileSync(cc, args, { stdio: 'inherit' });
 } catch {
   fail(`${cc} failed`);
 }
+if (cleanup) fs.rmSync(cleanup, { recursive: true, force: true }); // the addon has it all
 console.log(`myriad: built ${path.relative(process.cwd(), out) || out}`);

@@ -33,6 +33,61 @@ else
     echo "FAIL [node] cannot install typescript"; count "typescript" 0 1
 fi
 
+# npm pack, then npm install of the tarball in a clean folder as a user would: no libmyriad
+# anywhere to find (PKG_CONFIG_LIBDIR empty), so the Rust sources the tarball bundles are
+# built with cargo and linked in statically; a server runs from it. Without cargo: one line.
+# (once: not again in the io_uring run of the suite, which changes nothing here)
+T=$(mktemp -d)
+ROOT=$PWD
+if [ "${MYRIAD_BACKEND:-}" = io_uring ]; then
+    : # packaging does not depend on the backend
+elif (cd bindings/node && npm pack --silent --pack-destination "$T" >/dev/null 2>"$T/pack.err"); then
+    tgz=$(ls "$T"/myriad-*.tgz)
+    list=$(tar tzf "$tgz")
+    if grep -q '^package/native/ffi/src/lib.rs$' <<<"$list" && ! grep -qE 'native/target/|node_modules/|package/build/' <<<"$list" &&
+        [ ! -e bindings/node/native ]; then
+        count "npm pack bundles the Rust sources (and leaves no copy behind)" 1 0
+    else
+        echo "FAIL [node] tarball contents"; count "npm pack contents" 0 1
+    fi
+    tar xzf "$tgz" -O package/package.json | grep -q '"@types/node"' &&
+        count "the package declares @types/node for its types" 1 0 || count "@types/node declared" 0 1
+    mkdir -p "$T/app" "$T/app2"
+    echo '{ "name": "app", "private": true }' >"$T/app/package.json"
+    cp "$T/app/package.json" "$T/app2/package.json"
+    if (cd "$T/app" && PKG_CONFIG_LIBDIR=/nonexistent MYRIAD_PROFILE=debug CARGO_TARGET_DIR="$ROOT/build/npm-pack-target" \
+        timeout 900 npm install --no-audit --no-fund --loglevel=error "$tgz" >"$T/install.log" 2>&1); then
+        count "npm install of the tarball in a clean folder builds it" 1 0
+        if ! ldd "$T/app/node_modules/myriad/build/myriad.node" | grep -q libmyriad &&
+            (cd "$T/app" && timeout 30 node -e "
+              const http = require('node:http');
+              const myriad = require('myriad');
+              const srv = myriad.createServer((req, res) => res.end('from the tarball ' + req.url));
+              srv.listen({ http: '127.0.0.1:0' }).then(([{ addr }]) => {
+                http.get('http://' + addr + '/x', (res) => {
+                  let b = ''; res.on('data', (c) => (b += c));
+                  res.on('end', () => { if (b !== 'from the tarball /x') process.exit(1); srv.close(); });
+                });
+              });") ; then
+            count "a server runs from the clean install (library linked in)" 1 0
+        else
+            echo "FAIL [node] server from the tarball"; count "server from the tarball" 0 1
+        fi
+    else
+        echo "FAIL [node] npm install of the tarball:"; tail -5 "$T/install.log"; count "npm install of the tarball" 0 1
+    fi
+    out=$(cd "$T/app2" && PKG_CONFIG_LIBDIR=/nonexistent CARGO=/nonexistent/cargo \
+        timeout 300 npm install --no-audit --no-fund --loglevel=error "$tgz" 2>&1)
+    if [ $? -ne 0 ] && grep -q 'cargo is not installed to build it from the bundled sources: install Rust' <<<"$out"; then
+        count "without cargo or libmyriad: one line saying what to install" 1 0
+    else
+        echo "FAIL [node] without cargo: $out"; count "without cargo" 0 1
+    fi
+else
+    echo "FAIL [node] npm pack: $(cat "$T/pack.err")"; count "npm pack" 0 1
+fi
+rm -rf "$T"
+
 out=$(cd bindings/node && timeout 600 node --expose-gc --test --test-timeout=120000 --test-reporter=tap test/*.test.js 2>&1)
 echo "$out" | grep -E '^\s*not ok' | sed 's/^/FAIL [node] /'
 p=$(echo "$out" | sed -n 's/^# pass \([0-9]*\)$/\1/p' | tail -1)

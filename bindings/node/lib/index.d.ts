@@ -139,7 +139,10 @@ export declare class Response extends EventEmitter implements NodeJS.WritableStr
   off(event: string | symbol, listener: (...args: any[]) => void): this;
 }
 
-export type Handler = (req: Request, res: Response) => void | Promise<void>;
+/** A request handler; a Connect-style one also gets `next`: `next(err)` answers 500 (and
+ * reports `err`), `next()` with nothing sent answers 404. (Express/Connect apps are refused:
+ * ERR_MYRIAD_EXPRESS_APP.) */
+export type Handler = (req: Request, res: Response, next: (err?: unknown) => void) => void | Promise<void>;
 
 export declare class Server extends EventEmitter {
   readonly listening: boolean;

@@ -14,6 +14,7 @@ const { Readable } = require('node:stream');
 const querystring = require('node:querystring');
 const path = require('node:path');
 const os = require('node:os');
+const cluster = require('node:cluster');
 
 const native = require(path.join(__dirname, '..', 'build', 'myriad.node'));
 
@@ -140,8 +141,10 @@ function finished(res) {
   res._close();
 }
 
-/** The request: properties are read from myriad when first used; read what you need
- * before ending the response (afterwards unread ones are undefined). */
+/** The request: properties are read from myriad when first used. Ending the response
+ * (end() or destroy()) keeps url, headers and peer (and what was read) for the object's
+ * life, so a 'finish' listener (an access logger) still reads them; env only if read
+ * before. After a client abort, what was read before it. */
 class Request extends Lazy {
   constructor(h, method, path, flags) {
     super();
@@ -223,6 +226,13 @@ class Request extends Lazy {
   /** The client: "127.0.0.1:5678", "[::1]:5678" or "unix:". */
   get peer() {
     return (this._peer ??= native.peer(this._h));
+  }
+
+  /** Reads the fields an access log wants while the native handle is live. */
+  _keep() {
+    void this.url;
+    void this.headers;
+    void this.peer;
   }
 
   /** An AbortSignal aborted when the client goes away before the response ends. */
@@ -457,6 +467,7 @@ class Response extends Lazy {
     const status = this.headersSent ? 0 : this.statusCode;
     const flat = this.headersSent ? undefined : this._head();
     const h = this._h;
+    this.req._keep();
     native.end(h, status, flat, encoded(chunk, encoding)); // throws for a bad chunk type
     this.headersSent = true;
     this._release(h);
@@ -500,6 +511,7 @@ class Response extends Lazy {
   destroy() {
     if (this.writableEnded || this.destroyed) return this;
     const h = this._h;
+    this.req._keep();
     native.abort(h);
     this.destroyed = true;
     this._release(h);
@@ -544,6 +556,23 @@ class Response extends Lazy {
 function report(server, err, req) {
   if (server.listenerCount('error') > 0) server.emit('error', err, req);
   else console.error('myriad: request handler failed:', err);
+}
+
+/** A Connect-style handler `(req, res, next)`: `next(err)` answers 500 (the error goes to
+ * 'error'), `next()` with nothing sent answers 404, as Connect's final handler does. */
+function connectStyle(fn) {
+  const wrapped = function (req, res) {
+    const next = (err) => {
+      if (err) return failed(this, req, res, err);
+      if (!res.headersSent && !res.writableEnded) {
+        res.statusCode = 404;
+        res.setHeader('Content-Type', 'text/plain');
+        res.end(`Cannot ${req.method} ${req.path}`);
+      }
+    };
+    return fn.call(this, req, res, next);
+  };
+  return wrapped;
 }
 
 function failed(server, req, res, err) {
@@ -648,6 +677,17 @@ class Server extends EventEmitter {
     super();
     if (typeof options === 'function') [options, handler] = [handler, options];
     if (typeof handler !== 'function') throw new TypeError('createServer: a handler function is required');
+    if (typeof handler.handle === 'function' && typeof handler.use === 'function') {
+      // An Express or Connect app: it swaps the request's and response's prototypes for its
+      // own (built on http.IncomingMessage / ServerResponse), which myriad's are not.
+      throw codeError(
+        'createServer: an Express/Connect app (app.handle/app.use) needs Node\'s own http.IncomingMessage and ' +
+          'ServerResponse, which myriad\'s request and response are not: serve it with http.createServer(app), or ' +
+          'call plain (req, res, next) middleware from a myriad handler',
+        'ERR_MYRIAD_EXPRESS_APP',
+      );
+    }
+    if (handler.length === 3) handler = connectStyle(handler);
     this._handler = handler;
     this._options = { ...options };
     this._id = 0;
@@ -669,9 +709,10 @@ class Server extends EventEmitter {
     if (o.threads !== undefined && o.threads !== 1) {
       throw codeError('threads: a Node.js thread runs one loop (use worker_threads or more processes)', 'ERR_INVALID_ARG_VALUE');
     }
-    const http = asList(o.http, 'http');
-    const fcgi = asList(o.fcgi, 'fcgi');
+    let http = asList(o.http, 'http');
+    let fcgi = asList(o.fcgi, 'fcgi');
     if (!http.length && !fcgi.length) throw codeError('listen: no http or fcgi address', 'ERR_INVALID_ARG_VALUE');
+    if (cluster.isWorker) [http, fcgi] = [http.map(clusterAddr), fcgi.map(clusterAddr)];
     const limits = {};
     for (const k of LIMITS) if (o[k] !== undefined) limits[k] = o[k];
     const id = nextId++;
@@ -735,6 +776,23 @@ function listenError(e) {
     } else err.address = a;
   }
   return err;
+}
+
+/** In a `cluster` worker: Node's cluster shares a listener through its primary, which
+ * myriad's listeners do not use; instead every worker binds the TCP port itself with
+ * SO_REUSEPORT (`?reuseport`, added here), and the kernel spreads connections over them. A
+ * Unix socket path cannot be bound by several processes: refused with what to use. */
+function clusterAddr(a) {
+  if (typeof a !== 'string' || a.startsWith('fd:')) return a;
+  if (a.startsWith('unix:')) {
+    throw codeError(
+      `listen: ${a} in a cluster worker: several processes cannot bind one Unix socket path; give each worker its ` +
+        "own path, use a TCP address (shared with ?reuseport), or myriad's supervisor (exec mode, see the README)",
+      'ERR_MYRIAD_CLUSTER',
+    );
+  }
+  if (/[?&]reuseport/.test(a)) return a;
+  return a + (a.includes('?') ? '&' : '?') + 'reuseport';
 }
 
 /** Creates a server: `createServer([options,] handler)`; options are limits (maxBody,
