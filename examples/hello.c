@@ -44,6 +44,19 @@ static void die(const char *what, int code) {
     exit(1);
 }
 
+/* Sends a whole response; one that cannot be built (a header value the library refuses,
+ * such as a Content-Type echoed from the request with a control byte in it) is answered 500
+ * instead, so no request is left open. */
+static int reply(myriad_req_t *req, int status, const char *ct, size_t ctl, const uint8_t *body, size_t len) {
+    int rc = myriad_req_send(req, status, ct, ctl, body, len);
+    if (rc == MYRIAD_EINVAL) {
+        fprintf(stderr, "hello: cannot build a %d response (%s): answering 500\n", status, myriad_strerror(rc));
+        rc = myriad_req_send(req, 500, S("text/plain"), (const uint8_t *)"Internal Server Error\n", 22);
+    }
+    if (rc == MYRIAD_EINVAL) rc = myriad_req_finish(req);
+    return rc;
+}
+
 /* ---- a small worker pool for /work ---- */
 
 struct job {
@@ -87,7 +100,7 @@ static void *worker(void *arg) {
 static void pool_push(myriad_req_t *req, unsigned ms) {
     struct job *j = (struct job *)malloc(sizeof *j);
     if (!j) {
-        myriad_req_send(req, 503, S("text/plain"), (const uint8_t *)"busy", 4);
+        reply(req, 503, S("text/plain"), (const uint8_t *)"busy", 4);
         return;
     }
     j->req = req;
@@ -141,7 +154,7 @@ static void echo_done(myriad_req_t *req, const uint8_t *data, size_t len, int st
         return;
     }
     size_t ctlen = strlen(ct);
-    myriad_req_send(req, 200, ct, ctlen, data, len);
+    reply(req, 200, ct, ctlen, data, len);
 }
 
 struct stream {
@@ -184,7 +197,7 @@ static void delay_fire(myriad_loop_t *lp, void *ud) {
     char body[64];
     int n = snprintf(body, sizeof body, "delayed %lu", d->ms);
     (void)lp;
-    myriad_req_send(d->req, 200, S("text/plain"), (const uint8_t *)body, (size_t)n);
+    reply(d->req, 200, S("text/plain"), (const uint8_t *)body, (size_t)n);
 }
 
 static void route_env(myriad_req_t *req) {
@@ -207,7 +220,7 @@ static void route_env(myriad_req_t *req) {
         memcpy(out + len, v, vl); len += vl;
         out[len++] = '\n';
     }
-    myriad_req_send(req, out ? 200 : 500, S("text/plain"), (const uint8_t *)out, out ? len : 0);
+    reply(req, out ? 200 : 500, S("text/plain"), (const uint8_t *)out, out ? len : 0);
     free(out);
 }
 
@@ -217,7 +230,7 @@ static void route_stats(myriad_req_t *req) {
     char body[512];
     int n;
     if (myriad_loop_stats(myriad_req_loop(req), &st) != MYRIAD_OK) {
-        myriad_req_send(req, 500, S("text/plain"), NULL, 0);
+        reply(req, 500, S("text/plain"), NULL, 0);
         return;
     }
 #define U(x) (unsigned long long)st.x
@@ -228,7 +241,7 @@ static void route_stats(myriad_req_t *req) {
                  U(iterations), U(wait), U(ctl), U(read), U(received), U(write), U(accept),
                  U(other), U(wakeups), U(accepted));
 #undef U
-    myriad_req_send(req, 200, S("application/json"), (const uint8_t *)body, (size_t)n);
+    reply(req, 200, S("application/json"), (const uint8_t *)body, (size_t)n);
 }
 
 static void handler(myriad_req_t *req, void *ud) {
@@ -239,9 +252,11 @@ static void handler(myriad_req_t *req, void *ud) {
     myriad_req_path(req, &p, &pl);
 
     if ((eq(m, ml, "GET") || eq(m, ml, "HEAD")) && eq(p, pl, "/")) {
-        myriad_req_header_add(req, S("Content-Type"), S("text/plain"));
-        myriad_req_write_static(req, (const uint8_t *)"Hello, World!", 13);
-        myriad_req_finish(req);
+        if (myriad_req_header_add(req, S("Content-Type"), S("text/plain")) != MYRIAD_OK ||
+            myriad_req_write_static(req, (const uint8_t *)"Hello, World!", 13) != MYRIAD_OK)
+            reply(req, 500, S("text/plain"), NULL, 0);
+        else
+            myriad_req_finish(req);
     } else if ((eq(m, ml, "POST") || eq(m, ml, "PUT")) && eq(p, pl, "/echo")) {
         const char *ct;
         size_t ctl;
@@ -250,18 +265,18 @@ static void handler(myriad_req_t *req, void *ud) {
             ctl = strlen(ct);
         }
         char *copy = (char *)malloc(ctl + 1);
-        if (!copy) { myriad_req_send(req, 500, S("text/plain"), NULL, 0); return; }
+        if (!copy) { reply(req, 500, S("text/plain"), NULL, 0); return; }
         memcpy(copy, ct, ctl);
         copy[ctl] = 0;
         if (myriad_req_read_body(req, echo_done, copy, free) != MYRIAD_OK) {
             free(copy);
-            myriad_req_send(req, 500, S("text/plain"), NULL, 0);
+            reply(req, 500, S("text/plain"), NULL, 0);
         }
     } else if (eq(m, ml, "GET") && eq(p, pl, "/env")) {
         route_env(req);
     } else if (eq(m, ml, "GET") && eq(p, pl, "/stream")) {
         struct stream *s = (struct stream *)calloc(1, sizeof *s);
-        if (!s) { myriad_req_send(req, 500, S("text/plain"), NULL, 0); return; }
+        if (!s) { reply(req, 500, S("text/plain"), NULL, 0); return; }
         s->req = req;
         s->chunks = param(req, "chunks", 1, 100000);
         s->bytes = param(req, "bytes", 1, 1 << 20);
@@ -275,7 +290,7 @@ static void handler(myriad_req_t *req, void *ud) {
         myriad_timer_start(myriad_req_loop(req), 0, 1, stream_tick, s, stream_free, &s->timer);
     } else if (eq(m, ml, "GET") && eq(p, pl, "/delay")) {
         struct delay *d = (struct delay *)malloc(sizeof *d);
-        if (!d) { myriad_req_send(req, 500, S("text/plain"), NULL, 0); return; }
+        if (!d) { reply(req, 500, S("text/plain"), NULL, 0); return; }
         d->req = req;
         d->ms = param(req, "ms", 0, 60000);
         myriad_timer_start(myriad_req_loop(req), d->ms, 0, delay_fire, d, free, NULL);
@@ -284,7 +299,7 @@ static void handler(myriad_req_t *req, void *ud) {
     } else if (eq(m, ml, "GET") && eq(p, pl, "/stats")) {
         route_stats(req);
     } else {
-        myriad_req_send(req, 404, S("text/plain"), (const uint8_t *)"Not Found", 9);
+        reply(req, 404, S("text/plain"), (const uint8_t *)"Not Found", 9);
     }
 }
 

@@ -114,6 +114,18 @@
 // FastCGI: largest total PARAMS size in bytes.
 #define MYRIAD_MAX_PARAMS 8
 
+// Timeout (ms) for a handler's response once the request is read: to its first output, then
+// between two pieces of it (default 60000, as nginx's fastcgi_read_timeout and
+// proxy_read_timeout). When it passes, a request nothing was sent for yet is answered 504
+// and its handler sees it aborted (myriad_req_is_aborted, the abort callback); a response
+// already started is cut short (as by myriad_req_abort). 0 turns it off.
+#define MYRIAD_RESPONSE_TIMEOUT_MS 9
+
+// FastCGI: most requests open at once on one connection (default 64; GET_VALUES reports it
+// as FCGI_MAX_REQS). A BEGIN_REQUEST beyond it gets END_REQUEST with FCGI_OVERLOADED
+// (FCGI_CANT_MPX_CONN when it is 1).
+#define MYRIAD_FCGI_MAX_REQUESTS 10
+
 // Body event: a piece of data.
 #define MYRIAD_BODY_DATA 0
 
@@ -383,8 +395,10 @@ int myriad_server_listen(struct myriad_server_t *srv, int proto, const char *add
 // MYRIAD_ESTATE.
 int myriad_server_set_threads(struct myriad_server_t *srv, uint32_t n);
 
-// Sets a limit or timeout (MYRIAD_MAX_BODY, MYRIAD_*_TIMEOUT_MS...). Errors:
-// MYRIAD_EINVAL (unknown `which`, or 0 for a size), MYRIAD_ESTATE.
+// Sets a limit or timeout (MYRIAD_MAX_BODY, MYRIAD_*_TIMEOUT_MS...). Every limit applies to
+// HTTP and FastCGI requests alike (MYRIAD_MAX_PARAMS and MYRIAD_FCGI_MAX_REQUESTS to FastCGI
+// only). Errors: MYRIAD_EINVAL (unknown `which`, or 0 for a size or for a timeout other
+// than MYRIAD_DRAIN_TIMEOUT_MS and MYRIAD_RESPONSE_TIMEOUT_MS), MYRIAD_ESTATE.
 int myriad_server_set_limit(struct myriad_server_t *srv, int which, uint64_t value);
 
 // Sets the request handler; `dtor(userdata)` runs when the server is freed.

@@ -729,6 +729,8 @@ static const struct { const char *name; int which; } limits[] = {
     {"header_timeout", MYRIAD_HEADER_TIMEOUT_MS}, {"body_timeout", MYRIAD_BODY_TIMEOUT_MS},
     {"idle_timeout", MYRIAD_IDLE_TIMEOUT_MS},  {"write_timeout", MYRIAD_WRITE_TIMEOUT_MS},
     {"drain_timeout", MYRIAD_DRAIN_TIMEOUT_MS}, {"max_params", MYRIAD_MAX_PARAMS},
+    {"response_timeout", MYRIAD_RESPONSE_TIMEOUT_MS},
+    {"fcgi_max_requests", MYRIAD_FCGI_MAX_REQUESTS},
 };
 
 /* Options of myriad.server besides the limits above. */

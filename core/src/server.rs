@@ -43,8 +43,26 @@ pub struct ServerOptions {
     pub write_timeout: Duration,
     /// Graceful shutdown: longest wait for in-flight requests before they are cut.
     pub drain_timeout: Duration,
+    /// Longest time a handler may take to start its response, and then between two pieces
+    /// of it, once the request is read (nginx's `proxy_read_timeout` /
+    /// `fastcgi_read_timeout`, 60 s by default there too). When it passes, a request
+    /// nothing was sent for yet is answered 504 (and its handler sees it aborted); a
+    /// response already started is cut short (see [`crate::Response::abort`]). Either way
+    /// the request is freed. `Duration::ZERO` turns it off (a response may then wait for
+    /// ever: long polls, event streams).
+    pub response_timeout: Duration,
     /// FastCGI: largest total size of a request's PARAMS (answered 431 + END_REQUEST).
+    /// The other request limits apply to FastCGI as they do to HTTP: `max_body` (a
+    /// CONTENT_LENGTH or a STDIN stream past it is answered 413 + END_REQUEST, the rest of
+    /// that request's STDIN discarded unbuffered), `header_timeout` for the whole PARAMS
+    /// from BEGIN_REQUEST on and `body_timeout` between STDIN records (408 +
+    /// END_REQUEST), `response_timeout` (504 + END_REQUEST).
     pub max_params: usize,
+    /// FastCGI: most requests open at once on one connection (what GET_VALUES reports as
+    /// FCGI_MAX_REQS). A BEGIN_REQUEST beyond it is refused with END_REQUEST and
+    /// protocolStatus FCGI_OVERLOADED (FCGI_CANT_MPX_CONN when the cap is 1, and
+    /// FCGI_MPXS_CONNS is then reported 0); the connection's other requests go on.
+    pub fcgi_max_requests: usize,
     /// FastCGI: peers allowed on TCP listeners (FCGI_WEB_SERVER_ADDRS); empty allows all.
     pub web_server_addrs: Vec<std::net::IpAddr>,
 }
@@ -60,7 +78,9 @@ impl Default for ServerOptions {
             idle_timeout: Duration::from_secs(60),
             write_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(10),
+            response_timeout: Duration::from_secs(60),
             max_params: 1 << 20,
+            fcgi_max_requests: 64,
             web_server_addrs: web_server_addrs_from_env(),
         }
     }

@@ -434,3 +434,115 @@ fn connections_accepted_for_a_listener_closed_meanwhile_are_closed() {
         srv.stop();
     }
 }
+
+/// Echoes, but panics on a message containing "boom" (a bug in a protocol).
+struct EchoOrPanic;
+
+impl Protocol for EchoOrPanic {
+    fn on_data(&mut self, io: &mut Io<'_>, input: &[u8]) -> usize {
+        if input.windows(4).any(|w| w == b"boom") {
+            panic!("protocol bug on purpose");
+        }
+        io.write(input);
+        input.len()
+    }
+}
+
+#[test]
+fn a_panic_in_one_connection_closes_it_and_the_others_are_served() {
+    for backend in BACKENDS {
+        let srv = Server::start_on(backend, "127.0.0.1:0", |lp, l| {
+            lp.listen(l, |lp, a| {
+                lp.add_conn(a, EchoOrPanic);
+            });
+        });
+        let echo = |s: &mut TcpStream, m: &[u8]| {
+            s.write_all(m).unwrap();
+            let mut got = vec![0u8; m.len()];
+            s.read_exact(&mut got).unwrap();
+            assert_eq!(got, m, "{backend}");
+        };
+        let mut a = TcpStream::connect(srv.tcp()).unwrap();
+        a.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        echo(&mut a, b"before");
+        for _ in 0..5 {
+            let mut b = TcpStream::connect(srv.tcp()).unwrap();
+            b.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            echo(&mut b, b"first");
+            b.write_all(b"boom").unwrap();
+            let mut rest = Vec::new();
+            // EOF or a reset: the connection is gone, and nothing came back.
+            let _ = b.read_to_end(&mut rest);
+            assert!(rest.is_empty(), "{backend}: {rest:?}");
+        }
+        echo(&mut a, b"after");
+        let mut c = TcpStream::connect(srv.tcp()).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        echo(&mut c, b"new");
+        drop((a, c));
+        srv.wait_for(5, "connections closed", |lp| lp.connection_count() == 0);
+        let st = srv.stop();
+        assert_eq!(st.buffers_in_use, 0, "{backend}: {st:?}");
+    }
+}
+
+/// Answers "no" and closes at once, whatever comes (an error answer).
+struct SayNo;
+
+impl Protocol for SayNo {
+    fn on_data(&mut self, io: &mut Io<'_>, input: &[u8]) -> usize {
+        io.write(b"no");
+        io.close();
+        input.len()
+    }
+}
+
+#[test]
+fn a_lingering_close_ends_after_the_lingering_time_however_long_the_peer_sends() {
+    for backend in BACKENDS {
+        let srv = Server::start_on(backend, "127.0.0.1:0", |lp, l| {
+            lp.listen(l, |lp, a| {
+                let opts = myriad::ConnOptions {
+                    linger_ms: 1000,
+                    linger_timeout_ms: 400,
+                    ..Default::default()
+                };
+                lp.add_conn_with(a, SayNo, opts);
+            });
+        });
+        // A peer that keeps sending, every 100 ms: the lingering stops at its total time.
+        let mut s = TcpStream::connect(srv.tcp()).unwrap();
+        s.write_all(b"hello").unwrap();
+        let mut got = [0u8; 2];
+        s.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"no");
+        let t0 = std::time::Instant::now();
+        srv.wait_for(5, "the lingering connection still open", |lp| {
+            lp.connection_count() == 1
+        });
+        while srv.on_loop(|lp| lp.connection_count()) == 1 {
+            assert!(
+                t0.elapsed() < Duration::from_secs(3),
+                "{backend}: lingers on"
+            );
+            let _ = s.write_all(b"more");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let took = t0.elapsed();
+        assert!(
+            took > Duration::from_millis(800),
+            "{backend}: closed after {took:?}"
+        );
+        // A peer that goes quiet: closed after the lingering timeout.
+        let mut s = TcpStream::connect(srv.tcp()).unwrap();
+        s.write_all(b"hello").unwrap();
+        s.read_exact(&mut got).unwrap();
+        let t0 = std::time::Instant::now();
+        srv.wait_for(5, "closed", |lp| lp.connection_count() == 0);
+        let took = t0.elapsed();
+        assert!(
+            took > Duration::from_millis(300) && took < Duration::from_millis(900),
+            "{backend}: closed after {took:?}"
+        );
+    }
+}

@@ -331,3 +331,120 @@ fn the_demo_under_spawn_fcgi() {
     assert!(st.success(), "demo exited with {st}");
     drop(ng);
 }
+
+/// curl's status code for `url` (with extra args), whatever it is.
+fn status_of(args: &[&str]) -> String {
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "--max-time",
+            "20",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
+        .args(args)
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn requests_nobody_answers_are_freed_and_chunked_uploads_arrive_whole() {
+    let dir = tempdir("limits");
+    // Our response timeout (1 s) before nginx's (5 s): we answer 504 through nginx. On the
+    // other server nginx gives up first (1 s) and closes: we free the requests.
+    let ours = HttpSrv::start_proto(
+        ServerOptions {
+            response_timeout: Duration::from_secs(1),
+            ..Default::default()
+        },
+        Proto::Fcgi,
+        "127.0.0.1:0",
+    );
+    let theirs = HttpSrv::start_proto(ServerOptions::default(), Proto::Fcgi, "127.0.0.1:0");
+    let (p_ours, p_theirs) = (free_port(), free_port());
+    let _ng = nginx(
+        &dir,
+        &[
+            (
+                p_ours,
+                ours.addr().to_string(),
+                "fastcgi_keep_conn on; fastcgi_read_timeout 5s; fastcgi_request_buffering off;",
+            ),
+            (
+                p_theirs,
+                theirs.addr().to_string(),
+                "fastcgi_keep_conn on; fastcgi_read_timeout 1s;",
+            ),
+        ],
+    );
+    let t0 = Instant::now();
+    let url = format!("http://127.0.0.1:{p_ours}/delay?ms=60000");
+    assert_eq!(status_of(&[&url]), "504");
+    assert!(t0.elapsed() < Duration::from_secs(4), "{:?}", t0.elapsed());
+    // nginx's own timeout: 504 from nginx, and our connections go with nginx's.
+    let url = format!("http://127.0.0.1:{p_theirs}/delay?ms=60000");
+    let clients: Vec<_> = (0..22)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || status_of(&[&url]))
+        })
+        .collect();
+    for c in clients {
+        assert_eq!(c.join().unwrap(), "504");
+    }
+    theirs
+        .inner
+        .wait_for(5, "the abandoned connections freed", |lp| {
+            lp.connection_count() == 0
+        });
+    // And still serving.
+    assert_eq!(
+        curl(&[&format!("http://127.0.0.1:{p_theirs}/")]).0,
+        "Hello, World!"
+    );
+
+    // request buffering off: a chunked upload of 20,000 one-byte chunks reaches the
+    // handler whole, however nginx cuts it into STDIN records.
+    let mut wire = Vec::new();
+    let mut body = Vec::new();
+    for i in 0..20_000usize {
+        let c = b'a' + (i % 26) as u8;
+        wire.extend_from_slice(&[b'1', b'\r', b'\n', c, b'\r', b'\n']);
+        body.push(c);
+    }
+    wire.extend_from_slice(b"0\r\n\r\n");
+    let mut s = TcpStream::connect(("127.0.0.1", p_ours)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .unwrap();
+    s.write_all(&wire).unwrap();
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).unwrap();
+    let text = String::from_utf8_lossy(&resp);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    // nginx streams an unknown-length body chunked: reassemble it.
+    let head_end = resp.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let mut rest = &resp[head_end..];
+    let mut got = Vec::new();
+    if text
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        loop {
+            let e = rest.windows(2).position(|w| w == b"\r\n").unwrap();
+            let n = usize::from_str_radix(std::str::from_utf8(&rest[..e]).unwrap(), 16).unwrap();
+            got.extend_from_slice(&rest[e + 2..e + 2 + n]);
+            rest = &rest[e + 4 + n..];
+            if n == 0 {
+                break;
+            }
+        }
+    } else {
+        got = rest.to_vec();
+    }
+    assert_eq!(got.len(), body.len());
+    assert!(got == body, "the echo differs");
+}

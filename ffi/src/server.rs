@@ -39,6 +39,16 @@ pub const MYRIAD_WRITE_TIMEOUT_MS: c_int = 6;
 pub const MYRIAD_DRAIN_TIMEOUT_MS: c_int = 7;
 /// FastCGI: largest total PARAMS size in bytes.
 pub const MYRIAD_MAX_PARAMS: c_int = 8;
+/// Timeout (ms) for a handler's response once the request is read: to its first output, then
+/// between two pieces of it (default 60000, as nginx's fastcgi_read_timeout and
+/// proxy_read_timeout). When it passes, a request nothing was sent for yet is answered 504
+/// and its handler sees it aborted (myriad_req_is_aborted, the abort callback); a response
+/// already started is cut short (as by myriad_req_abort). 0 turns it off.
+pub const MYRIAD_RESPONSE_TIMEOUT_MS: c_int = 9;
+/// FastCGI: most requests open at once on one connection (default 64; GET_VALUES reports it
+/// as FCGI_MAX_REQS). A BEGIN_REQUEST beyond it gets END_REQUEST with FCGI_OVERLOADED
+/// (FCGI_CANT_MPX_CONN when it is 1).
+pub const MYRIAD_FCGI_MAX_REQUESTS: c_int = 10;
 
 /// Body event: a piece of data.
 pub const MYRIAD_BODY_DATA: c_int = 0;
@@ -266,8 +276,10 @@ pub unsafe extern "C" fn myriad_server_set_threads(srv: *mut myriad_server_t, n:
     })
 }
 
-/// Sets a limit or timeout (MYRIAD_MAX_BODY, MYRIAD_*_TIMEOUT_MS...). Errors:
-/// MYRIAD_EINVAL (unknown `which`, or 0 for a size), MYRIAD_ESTATE.
+/// Sets a limit or timeout (MYRIAD_MAX_BODY, MYRIAD_*_TIMEOUT_MS...). Every limit applies to
+/// HTTP and FastCGI requests alike (MYRIAD_MAX_PARAMS and MYRIAD_FCGI_MAX_REQUESTS to FastCGI
+/// only). Errors: MYRIAD_EINVAL (unknown `which`, or 0 for a size or for a timeout other
+/// than MYRIAD_DRAIN_TIMEOUT_MS and MYRIAD_RESPONSE_TIMEOUT_MS), MYRIAD_ESTATE.
 #[no_mangle]
 pub unsafe extern "C" fn myriad_server_set_limit(
     srv: *mut myriad_server_t,
@@ -293,6 +305,10 @@ pub unsafe extern "C" fn myriad_server_set_limit(
             MYRIAD_WRITE_TIMEOUT_MS if value > 0 => o.write_timeout = ms,
             MYRIAD_DRAIN_TIMEOUT_MS => o.drain_timeout = ms,
             MYRIAD_MAX_PARAMS if value > 0 => o.max_params = value.min(1 << 30) as usize,
+            MYRIAD_RESPONSE_TIMEOUT_MS => o.response_timeout = ms,
+            MYRIAD_FCGI_MAX_REQUESTS if value > 0 => {
+                o.fcgi_max_requests = value.min(65535) as usize
+            }
             _ => return MYRIAD_EINVAL,
         }
         MYRIAD_OK
@@ -1320,9 +1336,60 @@ pub type myriad_req_fn =
 
 struct SendPtr(usize);
 
+/// A request handle travelling in a post to its loop. If the post never runs (the loop is
+/// freed with it still queued: a program stopping with work in flight), dropping it releases
+/// the handle, on the loop's thread, where the loop drops its queue — the handle would
+/// otherwise be lost for good. Dropped on another thread (a post refused because the loop
+/// is gone), it is left alone: only the loop's thread may touch the handle.
+struct PostedReq {
+    req: usize,
+    owner: crate::ThreadKey,
+    ran: bool,
+}
+
+impl PostedReq {
+    fn new(req: *mut myriad_req_t) -> PostedReq {
+        // SAFETY: a live request (the caller's contract); `owner` never changes.
+        let owner = unsafe { (*req).owner };
+        PostedReq {
+            req: req as usize,
+            owner,
+            ran: false,
+        }
+    }
+
+    /// The handle, for the post that runs (which then owns its fate).
+    fn take(mut self) -> *mut myriad_req_t {
+        self.ran = true;
+        self.req as *mut myriad_req_t
+    }
+}
+
+impl Drop for PostedReq {
+    fn drop(&mut self) {
+        if self.ran || crate::this_thread() != self.owner {
+            return;
+        }
+        let r = self.req as *mut myriad_req_t;
+        // SAFETY: on the handle's own thread, with its loop being freed: nothing else can
+        // use the handle any more (its post was the last use the program made of it).
+        let free = unsafe { !(*r).in_handler };
+        if free {
+            log::warn!("a request posted to a loop that stopped was released unanswered");
+            // SAFETY: as above; the handle came from Box::into_raw and is not used again.
+            unsafe {
+                (*r).finish_handle();
+                release_req(r);
+            }
+        }
+    }
+}
+
 /// Runs `cb(req, userdata)` on the request's loop thread, soon. ANY THREAD: this is how a
 /// worker thread completes a request (cb then writes and finishes it). One wakeup at most.
-/// Errors: MYRIAD_EINVAL, MYRIAD_ESTATE (the loop is gone).
+/// If the loop is freed before `cb` runs (a program stopping with work still posted), `cb`
+/// is not called and the request handle is released (its client, if still there, gets a
+/// 500). Errors: MYRIAD_EINVAL, MYRIAD_ESTATE (the loop is gone).
 #[no_mangle]
 pub unsafe extern "C" fn myriad_req_post(
     req: *mut myriad_req_t,
@@ -1336,12 +1403,12 @@ pub unsafe extern "C" fn myriad_req_post(
         // SAFETY: a live, unfinished request (the caller's contract); `handle` is Send+Sync
         // and immutable.
         let (handle, lb) = unsafe { ((*req).handle.clone(), (*req).lp as usize) };
-        let (rp, ud) = (SendPtr(req as usize), SendPtr(userdata as usize));
+        let (rp, ud) = (PostedReq::new(req), SendPtr(userdata as usize));
         match handle.post(move |l| {
-            let (rp, ud) = (rp, ud);
+            let (rp, ud) = (rp.take(), ud);
             // SAFETY: runs on the request's loop thread; the request is still unfinished.
             enter(lb as *const c_void, l, || unsafe {
-                cb(rp.0 as *mut myriad_req_t, ud.0 as *mut c_void)
+                cb(rp, ud.0 as *mut c_void)
             });
         }) {
             Ok(()) => MYRIAD_OK,
@@ -1351,7 +1418,9 @@ pub unsafe extern "C" fn myriad_req_post(
 }
 
 /// Like myriad_req_send, from ANY THREAD: the content type and body are copied now; the
-/// response is sent and the handle freed on the loop's thread. Errors: MYRIAD_EINVAL,
+/// response is sent and the handle freed on the loop's thread (a status or content type the
+/// loop refuses is answered 500 instead, since no caller is left to hear of it). If the loop
+/// is freed before it runs, the handle is released then. Errors: MYRIAD_EINVAL,
 /// MYRIAD_ESTATE (the loop is gone).
 #[no_mangle]
 pub unsafe extern "C" fn myriad_req_send_async(
@@ -1375,20 +1444,44 @@ pub unsafe extern "C" fn myriad_req_send_async(
         let (ct, b) = (ct.to_vec(), b.to_vec());
         // SAFETY: as in myriad_req_post.
         let (handle, lb) = unsafe { ((*req).handle.clone(), (*req).lp as usize) };
-        let rp = SendPtr(req as usize);
+        let rp = PostedReq::new(req);
         match handle.post(move |l| {
-            let rp = rp;
+            let rp = rp.take();
             enter(lb as *const c_void, l, || {
                 // SAFETY: runs on the loop thread; the request is unfinished.
-                unsafe {
+                let rc = unsafe {
                     myriad_req_send(
-                        rp.0 as *mut myriad_req_t,
+                        rp,
                         status,
                         ct.as_ptr().cast(),
                         ct.len(),
                         b.as_ptr(),
                         b.len(),
                     )
+                };
+                if rc == MYRIAD_EINVAL {
+                    // A response that cannot be built (a bad status or content type): no
+                    // caller is left to hear of it, so it becomes a 500 rather than a
+                    // request left open.
+                    log::warn!(
+                        "myriad_req_send_async: invalid status or content type: answering 500"
+                    );
+                    let msg = b"Internal Server Error\n";
+                    // SAFETY: the request is still unfinished (EINVAL leaves it so).
+                    let rc = unsafe {
+                        myriad_req_send(
+                            rp,
+                            500,
+                            c"text/plain".as_ptr(),
+                            10,
+                            msg.as_ptr(),
+                            msg.len(),
+                        )
+                    };
+                    if rc == MYRIAD_EINVAL {
+                        // SAFETY: as above.
+                        unsafe { myriad_req_finish(rp) };
+                    }
                 }
             });
         }) {

@@ -382,6 +382,10 @@ static void test_server(void) {
     CHECK(myriad_server_set_limit(srv, MYRIAD_HEADER_TIMEOUT_MS, 0) == MYRIAD_EINVAL);
     CHECK(myriad_server_set_limit(srv, MYRIAD_MAX_BODY, 1 << 20) == MYRIAD_OK);
     CHECK(myriad_server_set_limit(srv, MYRIAD_IDLE_TIMEOUT_MS, 5000) == MYRIAD_OK);
+    CHECK(myriad_server_set_limit(srv, MYRIAD_RESPONSE_TIMEOUT_MS, 0) == MYRIAD_OK); /* off */
+    CHECK(myriad_server_set_limit(srv, MYRIAD_RESPONSE_TIMEOUT_MS, 60000) == MYRIAD_OK);
+    CHECK(myriad_server_set_limit(srv, MYRIAD_FCGI_MAX_REQUESTS, 0) == MYRIAD_EINVAL);
+    CHECK(myriad_server_set_limit(srv, MYRIAD_FCGI_MAX_REQUESTS, 16) == MYRIAD_OK);
     CHECK(myriad_server_set_handler(srv, NULL, NULL, NULL) == MYRIAD_EINVAL);
     CHECK(myriad_loop_new(&main_lp) == MYRIAD_OK);
     CHECK(myriad_server_start(srv, main_lp) == MYRIAD_EINVAL); /* no handler, no listener */

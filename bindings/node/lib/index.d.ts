@@ -19,6 +19,11 @@ export interface Limits {
   drainTimeout?: number;
   /** Most FastCGI params per request. */
   maxParams?: number;
+  /** Milliseconds a handler may take to start its response, then between two pieces of it
+   * (default 60000; 0: no limit): then 504, or the response is cut short if it started. */
+  responseTimeout?: number;
+  /** Most FastCGI requests open at once on one connection (default 64). */
+  fcgiMaxRequests?: number;
 }
 
 export interface ListenOptions extends Limits {

@@ -27,7 +27,8 @@ const HIGH_WATER = 64 * 1024; // write() returns false above this many queued by
 const MANAGED = new Set(['content-length', 'transfer-encoding', 'connection', 'date']);
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const BAD_VALUE = /[\r\n\0]|[^\t\x20-\xff]/;
-const LIMITS = ['maxBody', 'maxHead', 'headerTimeout', 'bodyTimeout', 'idleTimeout', 'writeTimeout', 'drainTimeout', 'maxParams'];
+const LIMITS = ['maxBody', 'maxHead', 'headerTimeout', 'bodyTimeout', 'idleTimeout', 'writeTimeout', 'drainTimeout', 'maxParams',
+  'responseTimeout', 'fcgiMaxRequests'];
 
 const servers = new Map(); // id -> Server (listening or closing)
 const live = []; // slot -> Response, for body, abort and drain events

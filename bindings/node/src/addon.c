@@ -650,6 +650,8 @@ static const struct {
     {"headerTimeout", MYRIAD_HEADER_TIMEOUT_MS}, {"bodyTimeout", MYRIAD_BODY_TIMEOUT_MS},
     {"idleTimeout", MYRIAD_IDLE_TIMEOUT_MS},  {"writeTimeout", MYRIAD_WRITE_TIMEOUT_MS},
     {"drainTimeout", MYRIAD_DRAIN_TIMEOUT_MS}, {"maxParams", MYRIAD_MAX_PARAMS},
+    {"responseTimeout", MYRIAD_RESPONSE_TIMEOUT_MS},
+    {"fcgiMaxRequests", MYRIAD_FCGI_MAX_REQUESTS},
 };
 
 static int add_listeners(napi_env env, myriad_server_t *srv, int proto, napi_value list, char *err, size_t errcap) {

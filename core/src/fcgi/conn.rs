@@ -4,9 +4,11 @@
 
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
+use super::params::{index_params, Known};
 use super::record::{self, kind, Decoder, Event};
-use crate::app::{Body, Collected, Ctx, ExId, Phase, PieceRef, Protocol as Proto, Response, Span};
+use crate::app::{Body, Collected, Ctx, ExId, Phase, PieceRef, Protocol as Proto, Response};
 use crate::http::{decimal, reason};
 use crate::net::{Io, PeerAddr, Protocol};
 use crate::reactor::{Loop, Token};
@@ -30,10 +32,14 @@ struct Active {
     /// The STDIN stream ended: the front end sends nothing more for this request.
     input_done: bool,
     params_len: usize,
+    /// STDIN bytes received (against `max_body`).
+    body_seen: u64,
     head_sent: bool,
     no_body: bool,
-    /// Answered by the library (params too large): later records are ignored.
-    rejected: bool,
+    /// When the request's current wait ends (PARAMS: the header timeout from BEGIN; STDIN:
+    /// the body timeout from its last record; the response: the response timeout from its
+    /// last output). None: no limit.
+    deadline: Option<Instant>,
 }
 
 pub(crate) struct FcgiConn {
@@ -47,84 +53,8 @@ pub(crate) struct FcgiConn {
     /// all its input (with `close_when_idle` too, the close lingers).
     close_done: bool,
     draining: bool,
-}
-
-fn span_in(base: &[u8], part: &[u8]) -> Span {
-    let start = part.as_ptr() as usize - base.as_ptr() as usize;
-    (start as u32, (start + part.len()) as u32)
-}
-
-/// The parameters the request model is built from.
-#[derive(Clone, Copy)]
-enum Known {
-    Method,
-    Uri,
-    DocumentUri,
-    ScriptName,
-    Query,
-    Protocol,
-    ContentLength,
-    RemoteAddr,
-    RemotePort,
-    ServerAddr,
-    ServerPort,
-}
-
-const KNOWN: [(&[u8], Known); 11] = [
-    (b"REQUEST_METHOD", Known::Method),
-    (b"REQUEST_URI", Known::Uri),
-    (b"DOCUMENT_URI", Known::DocumentUri),
-    (b"SCRIPT_NAME", Known::ScriptName),
-    (b"QUERY_STRING", Known::Query),
-    (b"SERVER_PROTOCOL", Known::Protocol),
-    (b"CONTENT_LENGTH", Known::ContentLength),
-    (b"REMOTE_ADDR", Known::RemoteAddr),
-    (b"REMOTE_PORT", Known::RemotePort),
-    (b"SERVER_ADDR", Known::ServerAddr),
-    (b"SERVER_PORT", Known::ServerPort),
-];
-
-/// One pass over the params stream in `req.buf`: fills `req.params` (spans into the
-/// buffer) and `req.headers` (HTTP_* names turned back into lower-case header names,
-/// stored after the params; CONTENT_TYPE and CONTENT_LENGTH when not empty), and returns
-/// the last value of each [`Known`] parameter. `None`: the stream is malformed.
-fn index_params(req: &mut crate::app::Request) -> Option<[Option<Span>; KNOWN.len()]> {
-    let mut known = [None; KNOWN.len()];
-    let end = req.buf.len();
-    req.params.clear();
-    req.headers.clear();
-    let mut at = 0;
-    while at < end {
-        let (left, (name, value)) = record::nv_pair(&req.buf[at..end]).ok()?;
-        let (n, v) = (span_in(&req.buf, name), span_in(&req.buf, value));
-        let http = name.starts_with(b"HTTP_");
-        let header: Option<&'static [u8]> = match name {
-            b"CONTENT_TYPE" if v.0 != v.1 => Some(b"content-type"),
-            b"CONTENT_LENGTH" if v.0 != v.1 => Some(b"content-length"),
-            _ => None,
-        };
-        if let Some(&(_, k)) = KNOWN.iter().find(|(kn, _)| *kn == name) {
-            known[k as usize] = Some(v);
-        }
-        at = end - left.len();
-        req.params.push((n, v));
-        if http {
-            let start = req.buf.len();
-            for k in n.0 as usize + 5..n.1 as usize {
-                let c = req.buf[k];
-                req.buf.push(if c == b'_' {
-                    b'-'
-                } else {
-                    c.to_ascii_lowercase()
-                });
-            }
-            req.headers.push(((start as u32, req.buf.len() as u32), v));
-        } else if let Some(h) = header {
-            let hn = req.store(h);
-            req.headers.push((hn, v));
-        }
-    }
-    Some(known)
+    /// A response whose head was sent must be cut short: close once its records are out.
+    cut: bool,
 }
 
 impl FcgiConn {
@@ -137,6 +67,7 @@ impl FcgiConn {
             close_when_idle: false,
             close_done: false,
             draining: false,
+            cut: false,
         }
     }
 
@@ -229,8 +160,28 @@ impl FcgiConn {
             return; // a BEGIN for an active id: ignored
         }
         let keep = flags & record::KEEP_CONN != 0;
-        if role != record::RESPONDER && role != record::AUTHORIZER {
-            record::put_end(&mut self.scratch, id, 0, record::UNKNOWN_ROLE);
+        let max = self.sh.opts.fcgi_max_requests;
+        let refusal = if role != record::RESPONDER && role != record::AUTHORIZER {
+            Some(record::UNKNOWN_ROLE)
+        } else if self.reqs.len() >= max {
+            // FastCGI 1.0 §5.5: a new request the application cannot take is refused with
+            // END_REQUEST, FCGI_CANT_MPX_CONN from an application serving one request per
+            // connection, FCGI_OVERLOADED when it runs out of a resource.
+            log::warn!(
+                "fcgi: {} requests open on the connection from {}: refusing request {id}",
+                self.reqs.len(),
+                io.peer()
+            );
+            Some(if max <= 1 {
+                record::CANT_MPX_CONN
+            } else {
+                record::OVERLOADED
+            })
+        } else {
+            None
+        };
+        if let Some(status) = refusal {
+            record::put_end(&mut self.scratch, id, 0, status);
             self.flush_scratch(io);
             if !keep {
                 self.close_when_idle = true;
@@ -252,16 +203,16 @@ impl FcgiConn {
             keep,
             input_done: false,
             params_len: 0,
+            body_seen: 0,
             head_sent: false,
             no_body: false,
-            rejected: false,
+            deadline: Some(io.now() + self.sh.opts.header_timeout),
         });
-        io.set_timeout(None);
     }
 
     fn params(&mut self, io: &mut Io<'_>, id: u16, data: &[u8], end: bool) {
         let Some(i) = self.find(id) else { return };
-        if self.reqs[i].stage != Stage::Params || self.reqs[i].rejected {
+        if self.reqs[i].stage != Stage::Params {
             return;
         }
         let ex = self.reqs[i].ex;
@@ -276,13 +227,8 @@ impl FcgiConn {
                 });
             }
             _ => {
-                // Too large: answer 431 ourselves and ignore the rest of this request.
-                self.reqs[i].rejected = true;
-                self.reqs[i].stage = Stage::Wait;
-                self.sh.ctx.with(ex, |e| {
-                    e.canned(431, b"Request Header Fields Too Large\n");
-                    e.phase = Phase::Done;
-                });
+                // Too large: answer 431 ourselves; the rest of this request is ignored.
+                self.answer_now(io, i, 431);
                 return;
             }
         }
@@ -342,7 +288,20 @@ impl FcgiConn {
         req.local = local;
         req.proto = Proto::Fcgi;
         self.reqs[i].no_body = req.method() == "HEAD";
+        let too_long = req
+            .content_length
+            .is_some_and(|n| n > self.sh.opts.max_body);
+        ctx.with(ex, |e| e.req = Some(req));
+        if too_long {
+            // Refused before the handler sees it, as over HTTP.
+            self.answer_now(io, i, 413);
+            return;
+        }
+        let Some(mut req) = ctx.with(ex, |e| e.req.take()).flatten() else {
+            return;
+        };
         self.reqs[i].stage = Stage::Stdin;
+        self.reqs[i].deadline = Some(io.now() + self.sh.opts.body_timeout);
 
         let res = Response {
             ctx: ctx.clone(),
@@ -360,21 +319,80 @@ impl FcgiConn {
         self.sh.ctx.deliver_body(ex, b);
     }
 
-    fn stdin(&mut self, _io: &mut Io<'_>, id: u16, data: &[u8], end: bool) {
+    fn stdin(&mut self, io: &mut Io<'_>, id: u16, data: &[u8], end: bool) {
         let Some(i) = self.find(id) else { return };
         if self.reqs[i].stage != Stage::Stdin {
             return;
         }
         let ex = self.reqs[i].ex;
+        let respond_by = self.response_deadline(io);
+        let a = &mut self.reqs[i];
+        a.body_seen += data.len() as u64;
+        if a.body_seen > self.sh.opts.max_body {
+            // Over the body limit: 413 and END_REQUEST now; the rest of this request's
+            // STDIN finds no request and is dropped as it comes (nothing buffered).
+            self.answer_now(io, i, 413);
+            return;
+        }
+        a.deadline = Some(io.now() + self.sh.opts.body_timeout);
+        if end {
+            a.stage = Stage::Wait;
+            a.input_done = true;
+            a.deadline = respond_by;
+        }
         if !data.is_empty() {
             self.deliver(ex, Body::Data(data));
         }
         if end {
-            if let Some(i) = self.find(id) {
-                self.reqs[i].stage = Stage::Wait;
-                self.reqs[i].input_done = true;
-            }
             self.deliver(ex, Body::End);
+        }
+    }
+
+    /// When a response waited for from now must have made progress (None: no limit).
+    fn response_deadline(&self, io: &Io<'_>) -> Option<Instant> {
+        let t = self.sh.opts.response_timeout;
+        (!t.is_zero()).then(|| io.now() + t)
+    }
+
+    /// Ends request `i` with the library's own answer, at once: `status` with a text/plain
+    /// reason (no body for HEAD), an empty STDOUT and END_REQUEST. Its exchange is aborted
+    /// (the handler, if it was called, is told; its response handle goes stale). A request
+    /// whose response head was already sent cannot be answered again: it is cut short
+    /// instead (a STDERR record says why, then the connection closes, as after
+    /// [`crate::Response::abort`]). Records still coming for it are ignored.
+    fn answer_now(&mut self, io: &mut Io<'_>, i: usize, status: u16) {
+        let a = self.reqs.remove(i);
+        self.abort_exchange(&a);
+        if a.head_sent {
+            let msg = format!("myriad: response cut short: {status} {}", reason(status));
+            record::put_record(&mut self.scratch, kind::STDERR, a.id, msg.as_bytes());
+            self.cut = true;
+        } else {
+            let body = reason(status);
+            record::put_record_with(&mut self.scratch, kind::STDOUT, a.id, |out| {
+                let t = &mut [0; 20];
+                out.extend_from_slice(b"Status: ");
+                out.extend_from_slice(decimal(status.into(), t));
+                out.push(b' ');
+                out.extend_from_slice(body.as_bytes());
+                out.extend_from_slice(b"\r\nContent-Type: text/plain\r\nContent-Length: ");
+                out.extend_from_slice(decimal(body.len() as u64 + 1, t));
+                out.extend_from_slice(b"\r\n\r\n");
+                if !a.no_body {
+                    out.extend_from_slice(body.as_bytes());
+                    out.push(b'\n');
+                }
+            });
+            record::put_record(&mut self.scratch, kind::STDOUT, a.id, b"");
+            record::put_end(&mut self.scratch, a.id, 0, record::REQUEST_COMPLETE);
+        }
+        self.flush_scratch(io);
+        if !a.keep {
+            if a.input_done {
+                self.close_done = true;
+            } else {
+                self.close_when_idle = true;
+            }
         }
     }
 
@@ -383,11 +401,16 @@ impl FcgiConn {
             return;
         };
         let mut out = Vec::new();
+        let max = self.sh.opts.fcgi_max_requests.max(1);
+        let mut t = [0; 20];
+        let max_reqs = decimal(max as u64, &mut t);
         for (name, _) in asked {
             let v: &[u8] = match name {
                 b"FCGI_MAX_CONNS" => b"10000",
-                b"FCGI_MAX_REQS" => b"10000",
-                b"FCGI_MPXS_CONNS" => b"1",
+                // Per connection: what one connection may have open at once.
+                b"FCGI_MAX_REQS" => max_reqs,
+                b"FCGI_MPXS_CONNS" if max > 1 => b"1",
+                b"FCGI_MPXS_CONNS" => b"0",
                 _ => continue,
             };
             record::put_pair(&mut out, name, v);
@@ -410,11 +433,12 @@ impl FcgiConn {
         let mut i = 0;
         while i < self.reqs.len() {
             let a = &mut self.reqs[i];
-            if a.stage == Stage::Params && !a.rejected {
+            if a.stage == Stage::Params {
                 i += 1;
                 continue;
             }
             let scratch = &mut self.scratch;
+            let before = scratch.len() + io.queued();
             let done = ctx
                 .with(a.ex, |e| {
                     if e.drain_cb.is_some() {
@@ -488,6 +512,11 @@ impl FcgiConn {
                     Collected::Pending
                 })
                 .unwrap_or(Collected::Pending);
+            if a.stage == Stage::Wait && self.scratch.len() + io.queued() > before {
+                // Output moved: the response is alive; its timeout starts again.
+                let t = self.sh.opts.response_timeout;
+                a.deadline = (!t.is_zero()).then(|| io.now() + t);
+            }
             if done == Collected::Cut {
                 let a = self.reqs.remove(i);
                 ctx.release(a.ex);
@@ -517,7 +546,7 @@ impl FcgiConn {
             }
         }
         self.flush_scratch(io);
-        if cut {
+        if cut || self.cut {
             // (The connection's other requests are aborted when it closes.)
             io.close();
             return;
@@ -532,6 +561,35 @@ impl FcgiConn {
             } else {
                 io.set_timeout(Some(self.sh.opts.idle_timeout));
             }
+        } else {
+            // The earliest request deadline is the connection's (none: no timer).
+            let next = self.reqs.iter().filter_map(|a| a.deadline).min();
+            io.set_deadline(next);
+        }
+    }
+
+    /// The requests whose deadline passed: PARAMS or STDIN that stopped coming gets 408, a
+    /// response that did not come 504 (or is cut short if it had started).
+    fn expire(&mut self, io: &mut Io<'_>) {
+        let now = io.now();
+        let mut i = 0;
+        while i < self.reqs.len() {
+            let a = &self.reqs[i];
+            if a.deadline.is_none_or(|d| d > now) {
+                i += 1;
+                continue;
+            }
+            let (status, what, after): (u16, &str, Duration) = match a.stage {
+                Stage::Params => (408, "params", self.sh.opts.header_timeout),
+                Stage::Stdin => (408, "body", self.sh.opts.body_timeout),
+                Stage::Wait => (504, "response", self.sh.opts.response_timeout),
+            };
+            log::warn!(
+                "fcgi: request {} from {}: {what} timed out after {after:?}",
+                a.id,
+                io.peer()
+            );
+            self.answer_now(io, i, status);
         }
     }
 }
@@ -597,27 +655,23 @@ impl Protocol for FcgiConn {
     }
 
     fn on_eof(&mut self, io: &mut Io<'_>) {
-        // The front end will send nothing more: requests still reading STDIN cannot
-        // complete; the others may still answer (a half-closed connection).
-        let mut i = 0;
-        while i < self.reqs.len() {
-            if self.reqs[i].stage != Stage::Wait {
-                let a = self.reqs.remove(i);
-                self.abort_exchange(&a);
-            } else {
-                i += 1;
-            }
+        // The front end closed: it reads nothing more either (nginx closes a connection it
+        // gave up on; no front end half-closes one and waits for answers). Every request on
+        // it is over: their handlers are told, and the connection goes now instead of
+        // waiting for responses nobody will read.
+        for a in std::mem::take(&mut self.reqs) {
+            self.abort_exchange(&a);
         }
-        self.close_when_idle = true;
-        if self.reqs.is_empty() {
-            io.close();
-        }
+        io.close();
     }
 
     fn on_timeout(&mut self, io: &mut Io<'_>) {
         if self.reqs.is_empty() {
             io.close();
+            return;
         }
+        self.expire(io);
+        self.collect(io);
     }
 
     fn on_close(&mut self, lp: &mut Loop, token: Token, err: Option<&std::io::Error>) {

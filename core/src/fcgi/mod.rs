@@ -3,6 +3,7 @@
 //! AUTHORIZER role, and the fd-0 listen socket of spawn-fcgi.
 
 mod conn;
+mod params;
 pub(crate) mod record;
 
 pub(crate) use conn::FcgiConn;

@@ -27,6 +27,10 @@ pub(crate) const RESPONDER: u16 = 1;
 pub(crate) const AUTHORIZER: u16 = 2;
 /// protocolStatus values of END_REQUEST.
 pub(crate) const REQUEST_COMPLETE: u8 = 0;
+/// Refusing a second request on a connection (an application serving one at a time).
+pub(crate) const CANT_MPX_CONN: u8 = 1;
+/// Refusing a new request for want of resources (here: the connection's request cap).
+pub(crate) const OVERLOADED: u8 = 2;
 pub(crate) const UNKNOWN_ROLE: u8 = 3;
 /// BEGIN_REQUEST flag: keep the connection open after this request.
 pub(crate) const KEEP_CONN: u8 = 1;

@@ -41,6 +41,8 @@ enum Timer {
     Body,
     Idle,
     Write,
+    /// The handler's response is late (see `ServerOptions::response_timeout`).
+    Response,
 }
 
 /// What a response head says (see [`HttpConn::write_head`]).
@@ -134,6 +136,8 @@ impl HttpConn {
             Timer::Body => Some(o.body_timeout),
             Timer::Idle => Some(o.idle_timeout),
             Timer::Write => Some(o.write_timeout),
+            Timer::Response if o.response_timeout.is_zero() => None,
+            Timer::Response => Some(o.response_timeout),
         };
         self.timer = t;
         io.set_timeout(d);
@@ -318,38 +322,22 @@ impl HttpConn {
                 let mut dec = std::mem::replace(dec, Box::new(Decoder::new()));
                 let mut seen = self.body_seen;
                 let mut over = false;
-                // Collect data pieces as spans of `input` (the callback is ours to call).
-                let mut pieces: [(usize, usize); 8] = [(0, 0); 8];
-                let mut np = 0;
-                let base = input.as_ptr() as usize;
-                let mut consumed = 0;
-                let mut err = None;
-                while consumed < input.len() && !dec.is_done() && err.is_none() && np < 8 {
-                    // Decode one slice at a time so that at most 8 pieces are pending.
-                    let r = dec.decode(&input[consumed..], |d| {
-                        seen += d.len() as u64;
-                        if seen > max {
-                            over = true;
-                        }
-                        if np < 8 {
-                            pieces[np] = (d.as_ptr() as usize - base, d.len());
-                            np += 1;
-                        }
-                    });
-                    match r {
-                        Ok(n) => consumed += n,
-                        Err(e) => err = Some(e),
+                // Every data piece goes to the handler as the decoder finds it, in order
+                // (however many one read brings: 20,000 one-byte chunks in one read are
+                // 20,000 pieces), until the body limit is passed.
+                let (ctx, cur) = (&self.sh.ctx, self.cur);
+                let r = dec.decode(input, |d| {
+                    seen += d.len() as u64;
+                    over |= seen > max;
+                    if let (false, Some(id)) = (over, cur) {
+                        ctx.deliver_body(id, Body::Data(d));
                     }
-                    if np >= 8 {
-                        break;
-                    }
-                }
+                });
+                let (consumed, err) = match r {
+                    Ok(n) => (n, None),
+                    Err(e) => (input.len(), Some(e)),
+                };
                 self.body_seen = seen;
-                for &(off, len) in &pieces[..np] {
-                    if !over {
-                        self.deliver(Body::Data(&input[off..off + len]));
-                    }
-                }
                 if over {
                     self.deliver(Body::Aborted);
                     self.reject(io, 413);
@@ -391,6 +379,7 @@ impl HttpConn {
             return false;
         }
         let ctx = self.sh.ctx.clone();
+        let queued_before = io.queued();
         let r = ctx.with(id, |e| {
             if e.drain_cb.is_some() {
                 io.notify_drained();
@@ -453,6 +442,10 @@ impl HttpConn {
             e.flush = false;
             if self.has(BLOCKED) {
                 e.conn_queued = io.queued();
+            }
+            if io.queued() > queued_before && self.timer == Timer::Response {
+                // Output moved: the response is alive; its timeout starts again.
+                self.arm(io, Timer::Response);
             }
             if e.cut {
                 // Without the last chunk.
@@ -524,6 +517,15 @@ impl HttpConn {
         let prefix = cache.prefix(io.now(), self.minor, status);
         let body = if no_body { &[][..] } else { body };
         io.write_parts(&[prefix, hdrs, t.bytes(), body]);
+    }
+
+    /// A request read whole whose response is not complete: from now on the response
+    /// timeout runs (restarted by each piece of output, see `collect`). Armed only here, at
+    /// the end of a callback, so a response finished by its handler at once costs no timer.
+    fn await_response(&mut self, io: &mut Io<'_>) {
+        if self.st == St::Wait && self.cur.is_some() && self.timer == Timer::None {
+            self.arm(io, Timer::Response);
+        }
     }
 
     /// Finishes the current exchange if its response is complete and its body read.
@@ -607,6 +609,7 @@ impl Protocol for HttpConn {
             }
         }
         self.collect(io);
+        self.await_response(io);
         used
     }
 
@@ -616,6 +619,7 @@ impl Protocol for HttpConn {
         } else {
             self.collect(io);
         }
+        self.await_response(io);
 
         // Draining: an idle connection closes; one accepted but not read from yet (its
         // request may be on the way) waits for its request like any other.
@@ -659,6 +663,19 @@ impl Protocol for HttpConn {
                 self.reject(io, 408);
             }
             Timer::Write => io.abort(),
+            Timer::Response => {
+                log::warn!(
+                    "response to {} timed out after {:?}: {}",
+                    io.peer(),
+                    self.sh.opts.response_timeout,
+                    if self.has(HEAD_SENT) {
+                        "cutting it short"
+                    } else {
+                        "answering 504"
+                    }
+                );
+                self.reject(io, 504);
+            }
             _ => {
                 self.st = St::Dead;
                 io.close();
@@ -686,6 +703,7 @@ impl Protocol for HttpConn {
             let next = match self.st {
                 St::Head if self.has(HEAD_STARTED) => Timer::Header,
                 St::Head => Timer::Idle,
+                St::Wait if self.cur.is_some() => Timer::Response,
                 _ => Timer::None,
             };
             self.arm(io, next);

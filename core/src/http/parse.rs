@@ -175,10 +175,15 @@ pub(crate) fn parse_head(
     finish(r.headers, base, minor, method, req, n)
 }
 
+/// The target after an `http://` or `https://` scheme (any case), if it has one. Compares
+/// bytes: the target is the client's, and slicing it as a `&str` at a fixed length could
+/// cut a multi-byte character in two (a panic). The split after a matched ASCII prefix is at
+/// a character boundary.
 fn strip_scheme(t: &str) -> Option<&str> {
     for s in ["http://", "https://"] {
-        if t.len() >= s.len() && t[..s.len()].eq_ignore_ascii_case(s) {
-            return Some(&t[s.len()..]);
+        let head = t.as_bytes().get(..s.len());
+        if head.is_some_and(|h| h.eq_ignore_ascii_case(s.as_bytes())) {
+            return t.get(s.len()..);
         }
     }
     None
@@ -215,6 +220,13 @@ fn finish(
             continue;
         }
         if name.eq_ignore_ascii_case(b"host") {
+            // RFC 9112 §3.2: "A server MUST respond with a 400 (Bad Request) status code to
+            // any HTTP/1.1 request message that lacks a Host header field and to any
+            // request message that contains more than one Host header field line or a Host
+            // header field with an invalid field value."
+            if !valid_host(trim_ows(h.value)) {
+                return Err(400);
+            }
             hosts += 1;
         } else if name.eq_ignore_ascii_case(b"content-length") {
             for t in tokens(h.value) {
@@ -290,6 +302,86 @@ fn finish(
             is_head: method == "HEAD",
         },
     )))
+}
+
+/// Whether `v` is a valid Host field value (RFC 9110 §7.2, RFC 3986 §3.2.2):
+///
+/// ```text
+/// Host       = uri-host [ ":" port ]
+/// uri-host   = IP-literal / IPv4address / reg-name
+/// IP-literal = "[" ( IPv6address / IPvFuture ) "]"
+/// IPvFuture  = "v" 1*HEXDIG "." 1*( unreserved / sub-delims / ":" )
+/// reg-name   = *( unreserved / pct-encoded / sub-delims )
+/// port       = *DIGIT
+/// ```
+///
+/// An IPv4 address is a reg-name as far as bytes go. Empty is valid (a target without an
+/// authority). Whitespace, `@` (userinfo), `/ ? #` (the rest of a URI), `\`, control bytes,
+/// raw non-ASCII (a name must be punycoded or percent-encoded) and a non-numeric port are
+/// not. An IPv6 literal is checked for its characters, not for its full grammar.
+fn valid_host(v: &[u8]) -> bool {
+    let (host, rest) = if let Some(lit) = v.strip_prefix(b"[") {
+        let Some(end) = lit.iter().position(|&c| c == b']') else {
+            return false;
+        };
+        let (inner, rest) = (&lit[..end], &lit[end + 1..]);
+        let ok = match inner {
+            [b'v' | b'V', future @ ..] => {
+                let dot = future.iter().position(|&c| c == b'.');
+                dot.is_some_and(|d| {
+                    d > 0
+                        && future[..d].iter().all(u8::is_ascii_hexdigit)
+                        && future.len() > d + 1
+                        && future[d + 1..]
+                            .iter()
+                            .all(|&c| c == b':' || reg_name_byte(c))
+                })
+            }
+            _ => {
+                inner.len() >= 2
+                    && inner
+                        .iter()
+                        .all(|&c| c.is_ascii_hexdigit() || c == b':' || c == b'.')
+            }
+        };
+        if !ok {
+            return false;
+        }
+        (&[][..], rest)
+    } else {
+        let colon = v.iter().position(|&c| c == b':').unwrap_or(v.len());
+        (&v[..colon], &v[colon..])
+    };
+    let port_ok = match rest {
+        [] => true,
+        [b':', port @ ..] => port.iter().all(u8::is_ascii_digit),
+        _ => false,
+    };
+    port_ok && valid_reg_name(host)
+}
+
+/// `*( unreserved / pct-encoded / sub-delims )`.
+fn valid_reg_name(h: &[u8]) -> bool {
+    let mut i = 0;
+    while i < h.len() {
+        if h[i] == b'%' {
+            let hex = h.get(i + 1..i + 3);
+            if !hex.is_some_and(|x| x.iter().all(u8::is_ascii_hexdigit)) {
+                return false;
+            }
+            i += 3;
+        } else if reg_name_byte(h[i]) {
+            i += 1;
+        } else {
+            return false;
+        }
+    }
+    true
+}
+
+/// unreserved / sub-delims (RFC 3986 §2.2, §2.3).
+fn reg_name_byte(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&c)
 }
 
 /// 1*DIGIT, at most 19 digits (no sign, no spaces, no hex).
@@ -407,10 +499,98 @@ mod tests {
             (b"GET /#frag HTTP/1.1\r\nHost: h\r\n\r\n", 400),
             (b"CONNECT h:443 HTTP/1.1\r\nHost: h:443\r\n\r\n", 501),
             (b"GET / HTTP/1.1\r\nHost: h\r\nExpect: magic\r\n\r\n", 417),
+            // A target that is not origin-form, with a multi-byte character across the
+            // length of "http://" or "https://": a 400, not a panic.
+            (b"GET aaaaaa\xc3\xa9 HTTP/1.0\r\n\r\n", 400),
+            (b"GET aaaaaaa\xc3\xa9 HTTP/1.0\r\n\r\n", 400),
+            (b"GET \xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9 HTTP/1.1\r\nHost: h\r\n\r\n", 400),
         ];
         for (b, want) in cases {
             assert_eq!(rej(b), *want, "{:?}", String::from_utf8_lossy(b));
         }
+    }
+
+    #[test]
+    fn targets_with_multibyte_characters_at_every_offset() {
+        // No offset of a multi-byte character panics the scheme check; a scheme spelled
+        // with one is not a scheme.
+        for pre in 0..10 {
+            for ch in ["\u{e9}", "\u{20ac}", "\u{1f600}"] {
+                let t = format!("{}{ch}x", "h".repeat(pre));
+                let head = format!("GET {t} HTTP/1.1\r\nHost: h\r\n\r\n");
+                assert_eq!(rej(head.as_bytes()), 400, "{t:?}");
+                let abs = format!("GET http://h/{t} HTTP/1.1\r\nHost: h\r\n\r\n");
+                let (r, _) = ok(abs.as_bytes());
+                assert_eq!(r.path(), format!("/{t}"));
+            }
+        }
+        let (r, _) = ok(b"GET HTTPS://h/p HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert_eq!(r.path(), "/p");
+    }
+
+    #[test]
+    fn host_values() {
+        let good: &[&[u8]] = &[
+            b"h",
+            b"",
+            b"example.com",
+            b"example.com:8080",
+            b"example.com:",
+            b"127.0.0.1",
+            b"127.0.0.1:80",
+            b"[::1]",
+            b"[::1]:8080",
+            b"[2001:db8::7]",
+            b"[::ffff:192.0.2.1]:1",
+            b"[v1.fe80::a+en1]",
+            b"xn--caf-dma.example",
+            b"a%20b",
+            b"a_b-c~d!$&'()*+,;=",
+        ];
+        for v in good {
+            assert!(valid_host(v), "{:?}", String::from_utf8_lossy(v));
+            let head = [&b"GET / HTTP/1.1\r\nHost: "[..], v, b"\r\n\r\n"].concat();
+            ok(&head);
+        }
+        let bad: &[&[u8]] = &[
+            b"a b",
+            b"a\tb",
+            b"user@h",
+            b"h/p",
+            b"h?q",
+            b"h#f",
+            b"h\\x",
+            b"h\x01",
+            b"h\x7f",
+            b"caf\xc3\xa9",
+            b"h:80a",
+            b"h:-1",
+            b"h: 80",
+            b"h:80:80",
+            b"[::1",
+            b"::1",
+            b"[]",
+            b"[::g]",
+            b"[::1]x",
+            b"[::1]:a",
+            b"[v1]",
+            b"[v.x]",
+            b"[vx.y]",
+            b"a%2",
+            b"a%zz",
+            b"\"h\"",
+            b"<h>",
+        ];
+        for v in bad {
+            assert!(!valid_host(v), "{:?}", String::from_utf8_lossy(v));
+            let head = [&b"GET / HTTP/1.1\r\nHost: "[..], v, b"\r\n\r\n"].concat();
+            if let Ok(Some(_)) | Ok(None) = parse(&head) {
+                panic!("accepted Host {:?}", String::from_utf8_lossy(v));
+            }
+        }
+        // HTTP/1.0 without a Host is still fine; with a bad one it is not.
+        ok(b"GET / HTTP/1.0\r\n\r\n");
+        assert_eq!(rej(b"GET / HTTP/1.0\r\nHost: a b\r\n\r\n"), 400);
     }
 
     #[test]

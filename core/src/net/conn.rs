@@ -90,8 +90,12 @@ pub struct ConnOptions {
     /// Largest unconsumed input the connection will hold (a protocol that consumes nothing
     /// from a full buffer this size gets `on_data` no more and should answer and close).
     pub max_input: usize,
-    /// How long a closing connection with unread input keeps draining (ms).
+    /// Longest a lingering close keeps draining input in all (ms; nginx's `lingering_time`,
+    /// 30 s): after an error answer, a client still sending its body has that long to finish
+    /// and read the answer before the close (which may then reset it).
     pub linger_ms: u64,
+    /// Longest wait for more input while lingering (ms; nginx's `lingering_timeout`, 5 s).
+    pub linger_timeout_ms: u64,
 }
 
 impl Default for ConnOptions {
@@ -100,7 +104,8 @@ impl Default for ConnOptions {
             high_water: 256 * 1024,
             low_water: 64 * 1024,
             max_input: 64 * 1024,
-            linger_ms: 2000,
+            linger_ms: 30_000,
+            linger_timeout_ms: 5_000,
         }
     }
 }
@@ -416,7 +421,10 @@ struct Limits {
     high_water: u32,
     low_water: u32,
     max_input: u32,
-    linger_ms: u32,
+    /// The lingering time and timeout, in tenths of a second (16 bits each keep the
+    /// connection within 128 bytes).
+    linger_ds: u16,
+    linger_timeout_ds: u16,
 }
 
 impl From<ConnOptions> for Limits {
@@ -427,7 +435,8 @@ impl From<ConnOptions> for Limits {
             low_water: c(o.low_water),
             // Input indices are u32: cap the largest input at 1 GiB.
             max_input: c(o.max_input.min(1 << 30)),
-            linger_ms: o.linger_ms.min(u64::from(u32::MAX)) as u32,
+            linger_ds: o.linger_ms.div_ceil(100).min(u64::from(u16::MAX)) as u16,
+            linger_timeout_ds: o.linger_timeout_ms.div_ceil(100).min(u64::from(u16::MAX)) as u16,
         }
     }
 }
@@ -494,7 +503,9 @@ const HANDOFF: u32 = 1 << 23;
 /// Connection flags and bookkeeping visible to the protocol through [`Io`].
 pub(crate) struct State {
     flags: u32,
-    /// Bytes of the send in flight (with `SENDING`).
+    /// Bytes of the send in flight (with `SENDING`). While `LINGERING` (no output, so no
+    /// send), the end of the lingering time instead: milliseconds since the loop started,
+    /// wrapping (compared by difference; the span is far below 24 days).
     sending: u32,
     token: Token,
     peer: PeerAddr,
@@ -698,6 +709,11 @@ impl State {
 fn set_deadline(lp: &mut Loop, st: &mut State, deadline: Option<Instant>) {
     st.deadline = deadline.map_or(0, |d| lp.timers.ns(d));
     arm(lp, st);
+}
+
+/// The loop's time in milliseconds since it started.
+fn now_ms(lp: &Loop) -> u64 {
+    lp.now_ns() / 1_000_000
 }
 
 /// Makes sure a wake-up is pending for the deadline. A wake-up at or before it pending:
@@ -1132,9 +1148,23 @@ impl<P: Protocol> Conn<P> {
         lp.stats.other += 1;
         // SAFETY: plain shutdown(2) on the fd we own.
         unsafe { libc::shutdown(self.fd.as_raw_fd(), libc::SHUT_WR) };
-        let d = lp.now() + std::time::Duration::from_millis(self.st.opts.linger_ms.into());
-        set_deadline(lp, &mut self.st, Some(d));
+        let total = u32::from(self.st.opts.linger_ds) * 100;
+        self.st.sending = (now_ms(lp) as u32).wrapping_add(total);
+        self.linger_more(lp);
         self.input.release(lp);
+    }
+
+    /// Input came (or lingering starts): wait for more up to the lingering timeout, but not
+    /// past the end of the lingering time; past it, the close is due now.
+    fn linger_more(&mut self, lp: &mut Loop) {
+        let left = self.st.sending.wrapping_sub(now_ms(lp) as u32) as i32;
+        if left <= 0 {
+            self.st.set(ABORT, true);
+            return;
+        }
+        let wait = (left as u32).min(u32::from(self.st.opts.linger_timeout_ds) * 100);
+        let at = lp.now() + std::time::Duration::from_millis(wait.into());
+        set_deadline(lp, &mut self.st, Some(at));
     }
 
     /// Reads and discards while lingering; returns true when done.
@@ -1154,6 +1184,9 @@ impl<P: Protocol> Conn<P> {
                 unsafe { libc::recv(self.fd.as_raw_fd(), sink.as_mut_ptr().cast(), sink.len(), 0) };
             if n == 0 || (n < 0 && io::Error::last_os_error().kind() != io::ErrorKind::WouldBlock) {
                 return true;
+            }
+            if n > 0 {
+                self.linger_more(lp);
             }
             if n < 0 || (n as usize) < sink.len() {
                 self.st.set(CAN_READ, false);
@@ -1304,9 +1337,13 @@ impl<P: Protocol> Conn<P> {
                 // deadline) instead.
                 // (On the readiness path, CAN_READ: the last read filled the buffer, so more
                 // may be waiting unread.)
+                // A peer that closed its side (PEER_CLOSED: its FIN is here) may still have
+                // sent bytes we have not read: closing with them unread sends a reset too, so
+                // the drain is skipped only once its EOF was read.
                 let done =
                     self.st.has(NO_LINGER) && self.input.len() == 0 && !self.st.has(CAN_READ);
-                if !done && !self.st.has(PEER_CLOSED | EOF | CONNECTING) {
+                let all_read = self.st.has(EOF) || (self.st.has(PEER_CLOSED) && done);
+                if !done && !all_read && !self.st.has(CONNECTING) {
                     self.start_linger(lp);
                     return if self.linger_read(lp) {
                         Next::Remove
@@ -1368,8 +1405,26 @@ impl<P: Protocol> Conn<P> {
     }
 }
 
-impl<P: Protocol> Source for Conn<P> {
-    fn ready(&mut self, lp: &mut Loop, _token: Token, ready: Ready) -> Next {
+impl<P: Protocol> Conn<P> {
+    /// Runs one dispatch of this connection with panics contained: a panic closes this
+    /// connection only (see [`super::contain`]); its output is dropped.
+    fn guarded(&mut self, lp: &mut Loop, f: impl FnOnce(&mut Self, &mut Loop) -> Next) -> Next {
+        let token = self.st.token;
+        match super::contain::contained(token, || f(self, lp)) {
+            Ok(next) => next,
+            Err(()) => self.panicked(),
+        }
+    }
+
+    /// After a contained panic: the connection is removed at once (a reset), with the cause
+    /// for `on_close`.
+    fn panicked(&mut self) -> Next {
+        self.st.set(ABORT, true);
+        self.st.error = Some(io::Error::other("panic while handling the connection"));
+        Next::Remove
+    }
+
+    fn ready_inner(&mut self, lp: &mut Loop, ready: Ready) -> Next {
         // With RING_RECV a read here could overtake input already received and not yet
         // handed over: EOF and errors come through the receive instead.
         if ready.intersects(Ready::READABLE | Ready::READ_CLOSED | Ready::HUP | Ready::ERROR)
@@ -1394,14 +1449,7 @@ impl<P: Protocol> Source for Conn<P> {
         self.drive(lp, ready.is_empty())
     }
 
-    fn sent(&mut self, lp: &mut Loop, _token: Token, res: i32) -> Next {
-        if let Err(e) = self.send_done(lp, res) {
-            return self.fail(e);
-        }
-        self.drive(lp, false)
-    }
-
-    fn received(&mut self, lp: &mut Loop, _token: Token, res: i32, data: &[u8]) -> Next {
+    fn received_inner(&mut self, lp: &mut Loop, res: i32, data: &[u8]) -> Next {
         if res < 0 {
             return self.fail(io::Error::from_raw_os_error(-res));
         }
@@ -1409,7 +1457,10 @@ impl<P: Protocol> Source for Conn<P> {
         if res == 0 {
             self.st.set(EOF, true);
             self.st.set(PEER_CLOSED, true);
-        } else if !self.st.has(CLOSING | LINGERING) {
+        } else if self.st.has(LINGERING) {
+            // Discarded; the peer is still sending, so the lingering goes on a while.
+            self.linger_more(lp);
+        } else if !self.st.has(CLOSING) {
             // (A closing connection reads no more requests: what arrives is dropped.)
             if self.layer.is_some() {
                 self.decode(lp, data);
@@ -1426,6 +1477,25 @@ impl<P: Protocol> Source for Conn<P> {
         self.st.set(HELD, true);
         self.drive(lp, false)
     }
+}
+
+impl<P: Protocol> Source for Conn<P> {
+    fn ready(&mut self, lp: &mut Loop, _token: Token, ready: Ready) -> Next {
+        self.guarded(lp, |c, lp| c.ready_inner(lp, ready))
+    }
+
+    fn sent(&mut self, lp: &mut Loop, _token: Token, res: i32) -> Next {
+        self.guarded(lp, |c, lp| {
+            if let Err(e) = c.send_done(lp, res) {
+                return c.fail(e);
+            }
+            c.drive(lp, false)
+        })
+    }
+
+    fn received(&mut self, lp: &mut Loop, _token: Token, res: i32, data: &[u8]) -> Next {
+        self.guarded(lp, |c, lp| c.received_inner(lp, res, data))
+    }
 
     fn close(&mut self, lp: &mut Loop, token: Token) {
         self.input.release(lp);
@@ -1439,7 +1509,9 @@ impl<P: Protocol> Source for Conn<P> {
             l.wire.clear(lp);
         }
         let err = self.st.error.take();
-        self.proto.on_close(lp, token, err.as_ref());
+        let proto = &mut self.proto;
+        // (A panic in `on_close` is logged; the connection is going anyway.)
+        let _ = super::contain::contained(token, || proto.on_close(lp, token, err.as_ref()));
         lp.stats.other += 1; // the close(2) when `fd` drops with this source
     }
 
@@ -1567,12 +1639,16 @@ impl Loop {
         token: Token,
         f: impl FnOnce(&mut P, &mut Io<'_>) -> R,
     ) -> Option<R> {
-        self.with_source::<Conn<P>, R>(token, |c, lp, _| {
-            let (proto, mut io) = c.io_parts(lp);
-            let r = f(proto, &mut io);
-            let next = c.drive(lp, true);
+        let r = self.with_source::<Conn<P>, Option<R>>(token, |c, lp, _| {
+            let mut r = None;
+            let next = c.guarded(lp, |c, lp| {
+                let (proto, mut io) = c.io_parts(lp);
+                r = Some(f(proto, &mut io));
+                c.drive(lp, true)
+            });
             (r, next)
-        })
+        });
+        r.flatten()
     }
 
     /// Runs `f` with connection `token`'s protocol and I/O without running any of its
@@ -1585,10 +1661,15 @@ impl Loop {
         token: Token,
         f: impl FnOnce(&mut P, &mut Io<'_>) -> R,
     ) -> Option<R> {
-        let r = self.with_source::<Conn<P>, R>(token, |c, lp, _| {
-            let (proto, mut io) = c.io_parts(lp);
-            (f(proto, &mut io), Next::Keep)
-        })?;
+        let r = self.with_source::<Conn<P>, Option<R>>(token, |c, lp, _| {
+            let mut r = None;
+            let next = c.guarded(lp, |c, lp| {
+                let (proto, mut io) = c.io_parts(lp);
+                r = Some(f(proto, &mut io));
+                Next::Keep
+            });
+            (r, next)
+        })??;
         self.kick_soon(token);
         Some(r)
     }

@@ -3,6 +3,7 @@
 mod addr;
 pub(crate) mod conn;
 pub(crate) mod connect;
+mod contain;
 mod listen_spec;
 mod listener;
 pub(crate) mod pool;

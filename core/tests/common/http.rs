@@ -202,6 +202,22 @@ pub fn routes(lp: &mut Loop, req: &mut Request, mut res: Response) {
                 c.abort();
             });
         }
+        ("GET", "/stall") => {
+            // Sends its head and a piece (if `flushed`), then nothing for `ms` (5 s by
+            // default), then finishes: a response the response timeout must end.
+            if param(&q, "flushed").is_some() {
+                let _ = res.write(b"first piece\n");
+                let _ = res.flush();
+            }
+            let ms = param(&q, "ms").unwrap_or(5000);
+            lp.timer(Duration::from_millis(ms), move |_| {
+                let _ = res.finish();
+            });
+        }
+        ("GET", "/panic") => {
+            // A bug in a handler: only this connection may suffer for it.
+            panic!("handler panicked on purpose");
+        }
         ("GET", "/drop") => {
             // A completion dropped unanswered on another thread: 500, never a hang.
             let c = res.into_completion();
