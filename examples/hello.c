@@ -318,6 +318,12 @@ static void on_signal(myriad_loop_t *lp, int signo, void *ud) {
     if (!once++) myriad_server_shutdown(srv, drained, NULL);
 }
 
+/* The library's warnings and errors (out of fds, a response timed out...) on stderr. */
+static void log_stderr(int level, const char *msg, size_t len, void *ud) {
+    (void)ud;
+    fprintf(stderr, "hello: myriad %s: %.*s\n", level <= 1 ? "error" : "warning", (int)len, msg);
+}
+
 static int is_fcgi_listen_fd0(void) {
     struct sockaddr_storage ss;
     socklen_t len = sizeof ss;
@@ -330,6 +336,7 @@ int main(int argc, char **argv) {
     const char *backend = "";
     unsigned long threads = 1;
 
+    myriad_set_logger(log_stderr, NULL, 2);
     if ((rc = myriad_server_new(&srv)) != MYRIAD_OK) die("server", rc);
     for (int i = 1; i < argc; i++) {
         int proto = 0;

@@ -80,7 +80,12 @@ fn handle(lp: &mut Loop, req: &mut Request, mut res: Response, pool: &Arc<Pool>)
                 .unwrap_or_else(|| b"application/octet-stream".to_vec());
             req.read_body(move |body| match body {
                 Some(b) => {
-                    let _ = res.header("Content-Type", &ct);
+                    // A type the response cannot carry (a control byte in the request's,
+                    // echoed back) makes the response impossible to build: 500.
+                    if res.header_bytes(b"Content-Type", &ct).is_err() {
+                        let _ = res.send(500, "text/plain", b"Internal Server Error\n");
+                        return;
+                    }
                     let _ = res.write(&b);
                     let _ = res.finish();
                 }

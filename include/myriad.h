@@ -135,6 +135,16 @@
 // Body event: the body will not complete (client gone, timeout, bad framing).
 #define MYRIAD_BODY_ABORTED 2
 
+// myriad_req_body_size: the request has no body.
+#define MYRIAD_BODYLEN_NONE 0
+
+// myriad_req_body_size: the body has the length stored in `*length`.
+#define MYRIAD_BODYLEN_KNOWN 1
+
+// myriad_req_body_size: the body's length is unknown until it ends (HTTP chunked, or
+// FastCGI without a valid CONTENT_LENGTH: the body ends at the empty STDIN record).
+#define MYRIAD_BODYLEN_UNKNOWN 2
+
 // Stream event: an outbound connection is established (queued output goes out now).
 #define MYRIAD_STREAM_CONNECTED 1
 
@@ -476,6 +486,14 @@ int myriad_req_cgi_at(struct myriad_req_t *req, size_t i, const char **name, siz
 // `buf`; returns its length. Errors: MYRIAD_EINVAL (short buffer), MYRIAD_EGONE.
 int myriad_req_peer(struct myriad_req_t *req, char *buf, size_t cap);
 
+// How the request's body is delimited, as the server frames it: MYRIAD_BODYLEN_NONE,
+// MYRIAD_BODYLEN_KNOWN (its length in `*length`, if `length` is not NULL) or
+// MYRIAD_BODYLEN_UNKNOWN; with a body, the body callback's MYRIAD_BODY_END says when it
+// ended. Use this rather than the Content-Length / Transfer-Encoding headers or the
+// CONTENT_LENGTH variable (an empty or missing CONTENT_LENGTH over FastCGI still has a
+// body). Loop thread. Errors: MYRIAD_EINVAL, MYRIAD_EWRONGTHREAD, MYRIAD_EGONE.
+int myriad_req_body_size(struct myriad_req_t *req, uint64_t *length);
+
 // MYRIAD_HTTP or MYRIAD_FCGI, or a negative error. Loop thread.
 int myriad_req_protocol(struct myriad_req_t *req);
 
@@ -568,11 +586,15 @@ int myriad_req_send(struct myriad_req_t *req, int status, const char *content_ty
 
 // Runs `cb(req, userdata)` on the request's loop thread, soon. ANY THREAD: this is how a
 // worker thread completes a request (cb then writes and finishes it). One wakeup at most.
-// Errors: MYRIAD_EINVAL, MYRIAD_ESTATE (the loop is gone).
+// If the loop is freed before `cb` runs (a program stopping with work still posted), `cb`
+// is not called and the request handle is released (its client, if still there, gets a
+// 500). Errors: MYRIAD_EINVAL, MYRIAD_ESTATE (the loop is gone).
 int myriad_req_post(struct myriad_req_t *req, myriad_req_fn cb, void *userdata);
 
 // Like myriad_req_send, from ANY THREAD: the content type and body are copied now; the
-// response is sent and the handle freed on the loop's thread. Errors: MYRIAD_EINVAL,
+// response is sent and the handle freed on the loop's thread (a status or content type the
+// loop refuses is answered 500 instead, since no caller is left to hear of it). If the loop
+// is freed before it runs, the handle is released then. Errors: MYRIAD_EINVAL,
 // MYRIAD_ESTATE (the loop is gone).
 int myriad_req_send_async(struct myriad_req_t *req, int status, const char *content_type, size_t ct_len, const uint8_t *body, size_t body_len);
 

@@ -94,8 +94,12 @@ expect "http multi-byte target: 400" "400" $RAW http-status "$H" "$(hex 'GET aaa
 expect "http still serving after it" "Hello, World!" $C "http://$H/"
 expect "http Host: a b: 400" "400" $RAW http-status "$H" "$(hex $'GET / HTTP/1.1\r\nHost: a b\r\n\r\n')"
 expect "http Host: u@h: 400" "400" $RAW http-status "$H" "$(hex $'GET / HTTP/1.1\r\nHost: u@h\r\n\r\n')"
+expect "http HEAD with a bad Host: 400 without a body" "400 0" $RAW http-after "$H" "$(hex $'HEAD / HTTP/1.1\r\nHost: a b\r\n\r\n')"
 expect "http 20,000 one-byte chunks echoed" "200 20000 equal" $RAW http-chunks "$H" 20000
 expect "fcgi 20,000 one-byte STDIN records echoed" "200 20000 equal" $RAW fcgi-stdin "$F" 20000
+# A body of unknown length (no CONTENT_LENGTH, or an empty one) ends at the empty STDIN record.
+expect "fcgi POST /echo without CONTENT_LENGTH" "200 3000 equal" $RAW fcgi-stdin "$F" 3000 -
+expect "fcgi POST /echo with an empty CONTENT_LENGTH" "200 3000 equal" $RAW fcgi-stdin "$F" 3000 ""
 # An error answer reaches a client that half-closed after a 70 KB head (no reset), and one
 # still uploading slowly for 2.5 s after its 413 (the lingering close lasts).
 expect "http 431 to a half-closed client, no reset" "431 clean" $RAW http-halfclose "$H"

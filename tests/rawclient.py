@@ -15,6 +15,8 @@ over HTTP or FastCGI and prints one line saying what came back.
                                              "STATUS clean" or "STATUS reset"
   rawclient.py http-slow-413 ADDR            POST /echo with a 100 MB Content-Length, 1 KB sent
                                              every 100 ms for 2.5 s, then reads: the status
+  rawclient.py http-after ADDR HEX           sends the bytes, reads to EOF: "STATUS N", N the
+                                             bytes after the head (0 for an answer to HEAD)
 Every socket has a 15 s timeout; a timeout prints "timeout".
 """
 import socket
@@ -127,6 +129,12 @@ def main():
             s.sendall(bytes.fromhex(sys.argv[3]))
             status, _ = http_response(s)
             print(status if status else "none")
+        elif cmd == "http-after":
+            s.sendall(bytes.fromhex(sys.argv[3]))
+            out = read_all(s)
+            head, _, rest = out.partition(b"\r\n\r\n")
+            status = head.split(b" ", 2)[1].decode() if head.startswith(b"HTTP/") else "none"
+            print(status, len(rest))
         elif cmd == "http-chunks":
             n = int(sys.argv[3])
             body = bytes(ord("a") + i % 26 for i in range(n))

@@ -1016,9 +1016,18 @@ static void metatable(lua_State *L, const char *name, const luaL_Reg *methods, l
     lua_pop(L, 1);
 }
 
+/* The library's warnings and errors (a lack of fds, a response that timed out, a request
+ * dropped unanswered) go to stderr: running out of fds must not be silent. Any thread. */
+static void log_stderr(int level, const char *msg, size_t len, void *ud) {
+    (void)ud;
+    fprintf(stderr, "myriad: %s: %.*s\n", level <= 1 ? "error" : "warning", (int)len, msg);
+}
+
 int luaopen_myriad(lua_State *L) {
     if (!LP) {
-        int rc = myriad_loop_new(&LP);
+        int rc;
+        myriad_set_logger(log_stderr, NULL, 2);
+        rc = myriad_loop_new(&LP);
         if (rc != MYRIAD_OK) return luaL_error(L, "myriad: %s", myriad_strerror(rc));
         CB = lua_newthread(L);
         luaL_ref(L, LUA_REGISTRYINDEX); /* anchored for the life of the state */

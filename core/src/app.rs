@@ -37,6 +37,19 @@ pub enum Body<'a> {
     Aborted,
 }
 
+/// How a request's body is delimited (see [`Request::body_size`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodySize {
+    /// No body (none declared, or a length of 0).
+    None,
+    /// A body of this many bytes (Content-Length, FastCGI CONTENT_LENGTH).
+    Known(u64),
+    /// A body whose end is only known when it comes: chunked over HTTP, or a FastCGI request
+    /// without a (valid) CONTENT_LENGTH, whose body ends at the empty STDIN record (it may
+    /// turn out empty).
+    Unknown,
+}
+
 /// A body callback: called for each piece, then once with `End` or `Aborted`.
 pub type BodyFn = Box<dyn FnMut(Body<'_>)>;
 
@@ -182,6 +195,17 @@ impl Request {
     /// The declared body length, if any (None for chunked or unknown).
     pub fn content_length(&self) -> Option<u64> {
         self.content_length
+    }
+    /// How the body is delimited, as the server frames it: what a binding needs to know
+    /// to decide when the body has ended (rather than re-deriving it from headers that
+    /// FastCGI does not carry the same way).
+    pub fn body_size(&self) -> BodySize {
+        match (self.proto, self.chunked, self.content_length) {
+            (Protocol::Http, true, _) => BodySize::Unknown,
+            (_, _, Some(0)) | (Protocol::Http, false, None) => BodySize::None,
+            (_, _, Some(n)) => BodySize::Known(n),
+            (Protocol::Fcgi, _, None) => BodySize::Unknown,
+        }
     }
 
     /// A CGI variable (RFC 3875 names plus HTTP_*): from the FastCGI parameters, or
@@ -407,6 +431,35 @@ impl Exchange {
         }
     }
 
+    /// Gives back to the allocator what a request or response made this (now free)
+    /// exchange grow past the sizes a usual one needs, so that one large request does not
+    /// leave its memory held for good in the pool; everything when `all` (the pool already
+    /// keeps enough free exchanges, after a burst of connections).
+    fn trim(&mut self, all: bool) {
+        fn shrink<T>(v: &mut Vec<T>, keep: usize, all: bool) {
+            if all || v.capacity() > keep {
+                *v = Vec::new();
+            }
+        }
+        shrink(&mut self.bytes, KEEP_BYTES, all);
+        shrink(&mut self.hdrs, KEEP_HEAD, all);
+        shrink(&mut self.errs, KEEP_HEAD, all);
+        shrink(&mut self.pieces, KEEP_ITEMS, all);
+        if all {
+            self.req = None;
+        } else if let Some(r) = self.req.as_mut() {
+            shrink(&mut r.buf, KEEP_HEAD, false);
+            shrink(&mut r.headers, KEEP_ITEMS, false);
+            shrink(&mut r.params, KEEP_ITEMS, false);
+        }
+    }
+
+    /// Whether the handler produced output the connection has not collected yet (a piece,
+    /// a flush, the finish): the response is alive even if its timeout just passed.
+    pub(crate) fn has_output(&self) -> bool {
+        !self.pieces.is_empty() || self.flush || self.phase == Phase::Done || !self.errs.is_empty()
+    }
+
     /// Queues body bytes (copied), counting them in `body_len`.
     pub(crate) fn push_copy(&mut self, b: &[u8]) {
         if b.is_empty() {
@@ -477,6 +530,17 @@ pub(crate) struct ExId {
     pub(crate) gen: u32,
 }
 
+/// Free exchanges kept with their buffers: beyond this many (after a burst of connections)
+/// a released exchange keeps none.
+const POOL_KEEP: usize = 256;
+/// Response body bytes a free exchange keeps room for (a small response's; a larger one's
+/// buffer goes back to the allocator when its request ends).
+const KEEP_BYTES: usize = 64 * 1024;
+/// Request head / response headers / STDERR bytes a free exchange keeps room for.
+const KEEP_HEAD: usize = 16 * 1024;
+/// Headers, params or queued pieces a free exchange keeps room for.
+const KEEP_ITEMS: usize = 128;
+
 /// Per-loop server state shared by its connections and response handles.
 pub(crate) struct Ctx {
     pub(crate) ex: RefCell<Vec<Exchange>>,
@@ -538,8 +602,11 @@ impl Ctx {
         ExId { slot, gen: e.gen }
     }
 
-    /// Returns an exchange to the pool; response handles to it go stale.
+    /// Returns an exchange to the pool; response handles to it go stale. What a large
+    /// request or response made it grow goes back to the allocator (see
+    /// [`Exchange::trim`]); past [`POOL_KEEP`] free exchanges, all of it does.
     pub(crate) fn release(&self, id: ExId) {
+        let mut free = self.free.borrow_mut();
         let (body_cb, abort_cb, drain_cb) = {
             let mut ex = self.ex.borrow_mut();
             let Some(e) = ex.get_mut(id.slot as usize) else {
@@ -557,13 +624,16 @@ impl Ctx {
             }
             e.pieces.clear();
             let req = e.req.as_mut();
-            (
+            let cbs = (
                 req.and_then(|r| r.body_cb.take()),
                 e.req.as_mut().and_then(|r| r.abort_cb.take()),
                 e.drain_cb.take(),
-            )
+            );
+            e.trim(free.len() >= POOL_KEEP);
+            cbs
         };
-        self.free.borrow_mut().push(id.slot);
+        free.push(id.slot);
+        drop(free);
         // User closures are dropped outside the borrow: they may hold Responses.
         drop(body_cb);
         drop(abort_cb);
@@ -1065,7 +1135,28 @@ pub type HandlerFn = Rc<dyn Fn(&mut Loop, &mut Request, Response)>;
 
 #[cfg(test)]
 mod tests {
-    use super::{token_is, valid_token, valid_value};
+    use super::{token_is, valid_token, valid_value, BodySize, Protocol, Request};
+
+    #[test]
+    fn body_size_follows_the_framing_of_each_protocol() {
+        let mut r = Request::new();
+        let mut size = |proto, chunked, cl| {
+            r.proto = proto;
+            r.chunked = chunked;
+            r.content_length = cl;
+            r.body_size()
+        };
+        use Protocol::{Fcgi, Http};
+        assert_eq!(size(Http, false, None), BodySize::None);
+        assert_eq!(size(Http, false, Some(0)), BodySize::None);
+        assert_eq!(size(Http, false, Some(5)), BodySize::Known(5));
+        assert_eq!(size(Http, true, None), BodySize::Unknown);
+        // FastCGI: no (or an empty, or a bad) CONTENT_LENGTH still has a body, which ends
+        // at the empty STDIN record.
+        assert_eq!(size(Fcgi, false, None), BodySize::Unknown);
+        assert_eq!(size(Fcgi, false, Some(0)), BodySize::None);
+        assert_eq!(size(Fcgi, false, Some(7)), BodySize::Known(7));
+    }
 
     #[test]
     fn header_names_are_tokens() {

@@ -23,7 +23,7 @@ pub mod supervisor;
 mod sys;
 pub mod systemd;
 
-pub use app::{Body, Completion, Request, Response, ResponseError};
+pub use app::{Body, BodySize, Completion, Request, Response, ResponseError};
 pub use net::{
     parse_listen, Accepted, Addr, ConnOptions, Io, ListenOptions, Listener, PeerAddr, Protocol,
     ResolveId, Target,

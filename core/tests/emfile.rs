@@ -1,6 +1,6 @@
 //! EMFILE: a server whose fd limit is lowered (in a child process) survives a burst of
-//! connections beyond the limit without spinning, and serves the waiting ones once others
-//! close.
+//! connections beyond the limit without spinning, says so in its log (at most once a
+//! second), and serves the waiting ones once others close.
 
 mod common;
 
@@ -11,6 +11,21 @@ use std::time::{Duration, Instant};
 
 const CHILD_ENV: &str = "MYRIAD_EMFILE_CHILD";
 
+/// The child's logger: warnings and errors to stdout, one "LOG " line each.
+struct Lines;
+
+impl log::Log for Lines {
+    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+        m.level() <= log::Level::Warn
+    }
+    fn log(&self, r: &log::Record<'_>) {
+        if self.enabled(r.metadata()) {
+            println!("LOG {}", r.args());
+        }
+    }
+    fn flush(&self) {}
+}
+
 /// Child: lower RLIMIT_NOFILE, serve echo, print the port, exit when stdin closes.
 fn child() {
     let lim = libc::rlimit {
@@ -19,6 +34,8 @@ fn child() {
     };
     // SAFETY: setrlimit with a valid struct.
     assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) }, 0);
+    log::set_logger(&Lines).unwrap();
+    log::set_max_level(log::LevelFilter::Warn);
     let mut lp = myriad::Loop::new().unwrap();
     let l = myriad::Listener::bind(
         &"127.0.0.1:0".parse().unwrap(),
@@ -89,6 +106,7 @@ fn emfile_burst_survives_and_recovers() {
         assert_eq!(&b, format!("m{i:03}").as_bytes());
     }
     // While over the limit, the server waits instead of spinning on accept.
+    let t_over = Instant::now();
     let pid = ch.id();
     let t0 = cpu_ticks(pid);
     std::thread::sleep(Duration::from_millis(1000));
@@ -122,4 +140,16 @@ fn emfile_burst_survives_and_recovers() {
     drop(ch.stdin.take());
     let st = ch.wait().unwrap();
     assert!(st.success(), "child exited with {st}");
+    // Out of fds for over a second: said, and not once per retry (every 100 ms).
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    let said = rest
+        .lines()
+        .filter(|l| l.contains("LOG accept on") && l.contains("Too many open files"))
+        .count();
+    let secs = t_over.elapsed().as_secs() as usize;
+    assert!(
+        (1..=secs + 2).contains(&said),
+        "{said} reports of EMFILE in {secs} s:\n{rest}"
+    );
 }

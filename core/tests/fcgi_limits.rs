@@ -187,6 +187,8 @@ fn params_body_and_response_that_stop_coming_time_out() {
     }
     assert!(kinds.contains(&f::STDOUT), "{kinds:?}");
     assert!(!kinds.contains(&f::END), "{kinds:?}");
+    // (Our EOF ends the server's lingering close.)
+    drop(c);
     s.inner
         .wait_for(5, "connections closed", |lp| lp.connection_count() == 0);
 }

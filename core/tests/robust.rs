@@ -237,3 +237,40 @@ fn a_slow_upload_after_a_413_still_reads_its_answer() {
     );
     drop(c);
 }
+
+#[test]
+fn error_answers_to_head_have_no_body() {
+    let s = HttpSrv::start(ServerOptions {
+        max_body: 1000,
+        ..Default::default()
+    });
+    for (req, status) in [
+        (&b"HEAD / HTTP/1.1\r\nHost: a b\r\n\r\n"[..], "400"),
+        (b"\r\nHEAD /x HTTP/1.1\r\nHost: t\r\nHost: u\r\n\r\n", "400"),
+        (
+            b"HEAD / HTTP/1.1\r\nHost: t\r\nContent-Length: 5000\r\n\r\n",
+            "413",
+        ),
+        (
+            b"HEAD / HTTP/1.1\r\nHost: t\r\nExpect: magic\r\n\r\n",
+            "417",
+        ),
+    ] {
+        let got = exchange(&s, req);
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.starts_with(&format!("HTTP/1.1 {status} ")), "{text}");
+        assert!(
+            text.ends_with("\r\n\r\n"),
+            "a body after the head: {text:?}"
+        );
+    }
+    // The same errors to GET do have one; and a HEAD after a GET on the same connection
+    // is still a HEAD (and a GET after a HEAD a GET).
+    let got = exchange(&s, b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n");
+    assert!(String::from_utf8_lossy(&got).ends_with("Bad Request\n"));
+    let got = exchange(
+        &s,
+        b"HEAD / HTTP/1.1\r\nHost: t\r\n\r\nGET / HTTP/1.1\r\nHost: a b\r\n\r\n",
+    );
+    assert!(String::from_utf8_lossy(&got).ends_with("Bad Request\n"));
+}

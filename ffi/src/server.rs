@@ -885,6 +885,42 @@ pub unsafe extern "C" fn myriad_req_peer(
     })
 }
 
+/// myriad_req_body_size: the request has no body.
+pub const MYRIAD_BODYLEN_NONE: c_int = 0;
+/// myriad_req_body_size: the body has the length stored in `*length`.
+pub const MYRIAD_BODYLEN_KNOWN: c_int = 1;
+/// myriad_req_body_size: the body's length is unknown until it ends (HTTP chunked, or
+/// FastCGI without a valid CONTENT_LENGTH: the body ends at the empty STDIN record).
+pub const MYRIAD_BODYLEN_UNKNOWN: c_int = 2;
+
+/// How the request's body is delimited, as the server frames it: MYRIAD_BODYLEN_NONE,
+/// MYRIAD_BODYLEN_KNOWN (its length in `*length`, if `length` is not NULL) or
+/// MYRIAD_BODYLEN_UNKNOWN; with a body, the body callback's MYRIAD_BODY_END says when it
+/// ended. Use this rather than the Content-Length / Transfer-Encoding headers or the
+/// CONTENT_LENGTH variable (an empty or missing CONTENT_LENGTH over FastCGI still has a
+/// body). Loop thread. Errors: MYRIAD_EINVAL, MYRIAD_EWRONGTHREAD, MYRIAD_EGONE.
+#[no_mangle]
+pub unsafe extern "C" fn myriad_req_body_size(req: *mut myriad_req_t, length: *mut u64) -> c_int {
+    guard(|| {
+        // SAFETY: forwarded.
+        match unsafe { req_ref(req) } {
+            Ok(r) => match with_request(r, |q| q.body_size()) {
+                Some(myriad::BodySize::None) => MYRIAD_BODYLEN_NONE,
+                Some(myriad::BodySize::Known(n)) => {
+                    // SAFETY: NULL or a writable u64 (the caller's contract).
+                    if let Some(out) = unsafe { length.as_mut() } {
+                        *out = n;
+                    }
+                    MYRIAD_BODYLEN_KNOWN
+                }
+                Some(myriad::BodySize::Unknown) => MYRIAD_BODYLEN_UNKNOWN,
+                None => MYRIAD_EGONE,
+            },
+            Err(e) => e,
+        }
+    })
+}
+
 /// MYRIAD_HTTP or MYRIAD_FCGI, or a negative error. Loop thread.
 #[no_mangle]
 pub unsafe extern "C" fn myriad_req_protocol(req: *mut myriad_req_t) -> c_int {

@@ -242,6 +242,11 @@ static void check_accessors(myriad_req_t *req) {
     CHECK(myriad_req_peer(req, buf, 2) == MYRIAD_EINVAL);
     CHECK(myriad_req_peer(req, buf, sizeof buf) > 0 && !strncmp(buf, "127.0.0.1:", 10));
     CHECK(myriad_req_protocol(req) == MYRIAD_HTTP);
+    {
+        uint64_t len = 77;
+        /* (This request is a GET without a body.) */
+        CHECK(myriad_req_body_size(req, &len) == MYRIAD_BODYLEN_NONE && len == 77);
+    }
     CHECK(myriad_req_loop(req) != NULL);
     CHECK(myriad_req_status(req, 99) == MYRIAD_EINVAL);
     CHECK(myriad_req_status(req, 201) == MYRIAD_OK);
@@ -294,6 +299,10 @@ static void handler(myriad_req_t *req, void *ud) {
         CHECK(myriad_req_abort(req) == MYRIAD_OK);
     } else if (pn == 5 && !memcmp(p, "/body", 5)) {
         CHECK(myriad_req_on_body(req, NULL, NULL, NULL) == MYRIAD_EINVAL);
+        {
+            uint64_t len = 0;
+            CHECK(myriad_req_body_size(req, &len) == MYRIAD_BODYLEN_KNOWN && len == 5);
+        }
         CHECK(myriad_req_on_body(req, on_body, NULL, count_dtor) == MYRIAD_OK);
     } else {
         CHECK(myriad_req_send(req, 404, S("text/plain"), (const uint8_t *)"nf", 2) == MYRIAD_OK);
@@ -386,6 +395,7 @@ static void test_server(void) {
     CHECK(myriad_server_set_limit(srv, MYRIAD_RESPONSE_TIMEOUT_MS, 60000) == MYRIAD_OK);
     CHECK(myriad_server_set_limit(srv, MYRIAD_FCGI_MAX_REQUESTS, 0) == MYRIAD_EINVAL);
     CHECK(myriad_server_set_limit(srv, MYRIAD_FCGI_MAX_REQUESTS, 16) == MYRIAD_OK);
+    CHECK(myriad_req_body_size(NULL, NULL) == MYRIAD_EINVAL);
     CHECK(myriad_server_set_handler(srv, NULL, NULL, NULL) == MYRIAD_EINVAL);
     CHECK(myriad_loop_new(&main_lp) == MYRIAD_OK);
     CHECK(myriad_server_start(srv, main_lp) == MYRIAD_EINVAL); /* no handler, no listener */

@@ -390,21 +390,13 @@ static void on_drain(myriad_req_t *r, void *ud) {
     notify(s->I, JS_DRAIN, handle_of(s));
 }
 
-static int nonzero_length(const char *v, size_t n) {
-    for (size_t i = 0; i < n; i++)
-        if (v[i] != '0') return 1;
-    return 0;
-}
-
 /* Whether a body may follow: then it is streamed to JS as it arrives, whether or not the
- * handler reads it (it can only be asked for inside the handler call). */
-static int has_body(myriad_req_t *r, int proto) {
-    const char *v;
-    size_t n;
-    if (proto == MYRIAD_FCGI)
-        return myriad_req_cgi(r, "CONTENT_LENGTH", 14, &v, &n) != MYRIAD_OK || nonzero_length(v, n);
-    if (myriad_req_header(r, "transfer-encoding", 17, &v, &n) == MYRIAD_OK) return 1;
-    return myriad_req_header(r, "content-length", 14, &v, &n) == MYRIAD_OK && nonzero_length(v, n);
+ * handler reads it (it can only be asked for inside the handler call). The library says
+ * how it frames the body: over FastCGI an empty or missing CONTENT_LENGTH still has one,
+ * which ends at the empty STDIN record. */
+static int has_body(myriad_req_t *r) {
+    int kind = myriad_req_body_size(r, NULL);
+    return kind == MYRIAD_BODYLEN_KNOWN || kind == MYRIAD_BODYLEN_UNKNOWN;
 }
 
 static const char UNAVAILABLE[] = "Service Unavailable";
@@ -423,7 +415,7 @@ static void on_request(myriad_req_t *r, void *ud) {
         return;
     }
     proto = myriad_req_protocol(r);
-    body = has_body(r, proto);
+    body = has_body(r);
     if (body) myriad_req_on_body(r, on_body, s, NULL);
     myriad_req_on_abort(r, on_abort, s, NULL);
     myriad_req_method(r, &m, &ml);
@@ -979,10 +971,25 @@ static napi_value js_stats(napi_env env, napi_callback_info info) {
 
 /* ---- the environment's lifetime ---- */
 
+static _Thread_local int tearing_down; /* this thread is freeing its environment */
+
+/* The library's warnings and errors (a lack of fds, a response that timed out, a request
+ * dropped unanswered) go to stderr, as Node's own warnings do; written here, in C, since it
+ * may be called from any thread and must not re-enter JS. */
+static void log_stderr(int level, const char *msg, size_t len, void *ud) {
+    (void)ud;
+    /* (What a teardown drops, requests left unanswered at process.exit, is not news.) */
+    if (tearing_down) return;
+    fprintf(stderr, "myriad: %s: %.*s\n", level <= 1 ? "error" : "warning", (int)len, msg);
+}
+
+
 static void on_handle_closed(uv_handle_t *h) {
     inst *I = h->data;
     if (--I->open_handles > 0) return;
+    tearing_down = 1;
     myriad_loop_free(I->lp);
+    tearing_down = 0;
     for (uint32_t i = 0; i < I->npages; i++) free(I->pages[i]);
     free(I->pages);
     napi_remove_async_cleanup_hook(I->cleanup);
@@ -995,12 +1002,14 @@ static void on_cleanup(napi_async_cleanup_hook_handle hh, void *arg) {
     inst *I = arg;
     I->cleanup = hh;
     I->closing = 1;
+    tearing_down = 1;
     while (I->servers) {
         server *S = I->servers;
         I->servers = S->next;
         myriad_server_free(S->s);
         free(S);
     }
+    tearing_down = 0;
     for (int i = 0; i < JS_COUNT; i++)
         if (I->js[i]) napi_delete_reference(I->env, I->js[i]);
     napi_delete_reference(I->env, I->resource);
@@ -1011,6 +1020,7 @@ static void on_cleanup(napi_async_cleanup_hook_handle hh, void *arg) {
 }
 
 static napi_value init_module(napi_env env, napi_value exports) {
+    myriad_set_logger(log_stderr, NULL, 2);
     static const struct {
         const char *name;
         napi_callback fn;

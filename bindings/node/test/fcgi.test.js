@@ -89,3 +89,72 @@ test('nginx in front with keep_conn: many requests over few connections', { skip
   assert.ok(conns >= 1 && conns <= 4, `52 requests over ${conns} FastCGI connection(s)`);
   await srv.close();
 });
+
+/** One FastCGI record. */
+function rec(type, id, content = Buffer.alloc(0)) {
+  const h = Buffer.from([1, type, id >> 8, id & 255, content.length >> 8, content.length & 255, 0, 0]);
+  return Buffer.concat([h, content]);
+}
+
+/** FastCGI name-value pairs (short names and values). */
+function pairs(env) {
+  return Buffer.concat(Object.entries(env).map(([k, v]) => Buffer.concat([Buffer.from([k.length, v.length]), Buffer.from(k + v, 'latin1')])));
+}
+
+/** A raw FastCGI POST whose body comes in `pieces` (50 ms apart) after `env`'s params;
+ * resolves to the CGI response's body (after its head). */
+function rawPost(addr, env, pieces) {
+  return new Promise((resolve, reject) => {
+    const [host, port] = addr.split(':');
+    const s = net.connect(Number(port), host);
+    let got = Buffer.alloc(0);
+    let out = Buffer.alloc(0);
+    s.on('error', reject);
+    s.on('data', (d) => {
+      got = Buffer.concat([got, d]);
+      while (got.length >= 8) {
+        const len = got.readUInt16BE(4) + got[6] + 8;
+        if (got.length < len) break;
+        if (got[1] === 6) out = Buffer.concat([out, got.subarray(8, 8 + got.readUInt16BE(4))]);
+        if (got[1] === 3) {
+          s.destroy();
+          const text = out.toString('latin1');
+          return resolve(text.slice(text.indexOf('\r\n\r\n') + 4));
+        }
+        got = got.subarray(len);
+      }
+    });
+    s.write(Buffer.concat([rec(1, 1, Buffer.from([0, 1, 0, 0, 0, 0, 0, 0])), rec(4, 1, pairs(env)), rec(4, 1)]));
+    let i = 0;
+    const next = () => {
+      if (i < pieces.length) {
+        s.write(rec(5, 1, Buffer.from(pieces[i++])));
+        setTimeout(next, 50);
+      } else s.write(rec(5, 1));
+    };
+    setTimeout(next, 50);
+  });
+}
+
+test('a FastCGI body of unknown length ends at the empty STDIN record, however it is read', async () => {
+  const srv = myriad.createServer(async (req, res) => {
+    let body = '';
+    if (req.path === '/body') body = (await req.body()).toString();
+    else if (req.path === '/iter') for await (const p of req) body += p.toString();
+    else {
+      req.on('data', (p) => { body += p.toString(); });
+      await new Promise((resolve) => req.on('end', resolve));
+    }
+    res.end(body);
+  });
+  const [{ addr }] = await srv.listen({ fcgi: '127.0.0.1:0' });
+  const pieces = ['abc', 'defg', 'hi'];
+  for (const path of ['/body', '/iter', '/events']) {
+    for (const cl of [undefined, '']) {
+      const env = { REQUEST_METHOD: 'POST', REQUEST_URI: path, SCRIPT_NAME: path };
+      if (cl !== undefined) env.CONTENT_LENGTH = cl;
+      assert.equal(await rawPost(addr, env, pieces), 'abcdefghi', `${path}, CONTENT_LENGTH ${JSON.stringify(cl)}`);
+    }
+  }
+  await srv.close();
+});

@@ -93,7 +93,8 @@ impl FcgiConn {
     pub(crate) fn drain(&mut self, io: &mut Io<'_>) {
         self.draining = true;
         if self.reqs.is_empty() {
-            io.close();
+            // Idle: nothing in flight to drain for (unless bytes are already waiting).
+            io.close_no_linger();
         }
     }
 
@@ -579,6 +580,12 @@ impl FcgiConn {
                 i += 1;
                 continue;
             }
+            if a.stage == Stage::Wait && self.sh.ctx.with(a.ex, |e| e.has_output()) == Some(true) {
+                // Output came in the same iteration as the timeout (a late loop): alive;
+                // `collect` restarts its clock.
+                i += 1;
+                continue;
+            }
             let (status, what, after): (u16, &str, Duration) = match a.stage {
                 Stage::Params => (408, "params", self.sh.opts.header_timeout),
                 Stage::Stdin => (408, "body", self.sh.opts.body_timeout),
@@ -667,7 +674,8 @@ impl Protocol for FcgiConn {
 
     fn on_timeout(&mut self, io: &mut Io<'_>) {
         if self.reqs.is_empty() {
-            io.close();
+            // The idle timeout: closed at once, no lingering (nothing is in flight).
+            io.close_no_linger();
             return;
         }
         self.expire(io);

@@ -147,8 +147,10 @@ impl HttpConn {
     pub(crate) fn drain(&mut self, io: &mut Io<'_>) {
         self.set(DRAINING, true);
         if self.st == St::Head && self.cur.is_none() && !self.has(HEAD_STARTED) {
+            // Idle between requests: like nginx closing its keep-alive connections, no
+            // lingering (unless bytes are already waiting).
             self.st = St::Dead;
-            io.close();
+            io.close_no_linger();
         } else if !self.has(HEAD_SENT) {
             self.set(KEEP_ALIVE, false);
         }
@@ -168,7 +170,12 @@ impl HttpConn {
             t.put(b"\r\nConnection: close\r\n\r\n");
             let mut cache = self.sh.head.borrow_mut();
             let prefix = cache.prefix(io.now(), 1, status);
-            io.write_parts(&[prefix, t.bytes(), body, b"\n"]);
+            if self.has(IS_HEAD) {
+                // RFC 9110 §9.3.2: the answer to HEAD has no content, errors included.
+                io.write_parts(&[prefix, t.bytes()]);
+            } else {
+                io.write_parts(&[prefix, t.bytes(), body, b"\n"]);
+            }
             io.close();
         } else {
             io.abort();
@@ -207,6 +214,10 @@ impl HttpConn {
             }
             Err(status) => {
                 ctx.with(id, |e| e.req = Some(req));
+                // (The head did not parse: its method is what it starts with.)
+                let start = input.iter().position(|&c| c != b'\r' && c != b'\n');
+                let is_head = start.is_some_and(|i| input[i..].starts_with(b"HEAD "));
+                self.set(IS_HEAD, is_head);
                 self.reject(io, status);
                 return input.len();
             }
@@ -549,6 +560,13 @@ impl HttpConn {
                 return false;
             }
         }
+        // The response is out: until the next head is parsed, no response head is sent
+        // (an error answered to a bad pipelined request after this one, or a 408, is a
+        // whole answer, not a cut) and there is no HEAD request.
+        self.set(
+            IS_HEAD | HEAD_SENT | CHUNKED_OUT | NO_BODY | TRAILER_SENT,
+            false,
+        );
         if self.has(KEEP_ALIVE) && !self.sh.draining.get() {
             self.st = St::Head;
             self.arm(io, Timer::Idle);
@@ -629,7 +647,7 @@ impl Protocol for HttpConn {
             && !self.has(HEAD_STARTED)
         {
             self.st = St::Dead;
-            io.close();
+            io.close_no_linger();
         }
     }
 
@@ -664,6 +682,18 @@ impl Protocol for HttpConn {
             }
             Timer::Write => io.abort(),
             Timer::Response => {
+                let id = self.cur;
+                if id.is_some_and(|id| self.sh.ctx.with(id, |e| e.has_output()) == Some(true)) {
+                    // Output came in the same iteration as the timeout (a late loop): the
+                    // response is alive.
+                    self.arm(io, Timer::Response);
+                    if self.st == St::Wait {
+                        self.try_complete(io);
+                    } else {
+                        self.collect(io);
+                    }
+                    return;
+                }
                 log::warn!(
                     "response to {} timed out after {:?}: {}",
                     io.peer(),
@@ -677,8 +707,10 @@ impl Protocol for HttpConn {
                 self.reject(io, 504);
             }
             _ => {
+                // An idle keep-alive connection (or one that never sent a byte) times out:
+                // closed at once, as nginx does, without the lingering drain.
                 self.st = St::Dead;
-                io.close();
+                io.close_no_linger();
             }
         }
     }

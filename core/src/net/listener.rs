@@ -14,7 +14,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::{Addr, PeerAddr};
 use crate::reactor::{Loop, Next, Source, Token};
@@ -522,7 +522,11 @@ struct ListenSource {
     l: Listener,
     on_accept: AcceptFn,
     paused: bool,
-    warned: bool,
+    /// When the last lack of fds (or memory) was logged, and how many since went unlogged:
+    /// logged at most once a second, as nginx does, so running out of fds is never silent
+    /// and never floods the log.
+    warned_at: Option<Instant>,
+    unlogged: u32,
     /// The backend accepts (see [`Loop::backend_accepts`]); `Some(unix)`: whether the
     /// socket is a Unix one, whose peers are unnamed.
     ring: Option<bool>,
@@ -569,13 +573,25 @@ impl ListenSource {
         match e.raw_os_error() {
             Some(libc::EINTR | libc::ECONNABORTED | libc::EPROTO | libc::EPERM) => return false,
             Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
-                if !self.warned {
+                let now = lp.now();
+                if self
+                    .warned_at
+                    .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+                {
+                    let more = std::mem::take(&mut self.unlogged);
                     log::warn!(
-                        "accept on {}: {e}; pausing accepts for {:?} at a time",
+                        "accept on {}: {e}; pausing accepts for {:?} at a time{}",
                         self.l.addr(),
-                        EMFILE_BACKOFF
+                        EMFILE_BACKOFF,
+                        if more > 0 {
+                            format!(" ({more} more since the last report)")
+                        } else {
+                            String::new()
+                        }
                     );
-                    self.warned = true;
+                    self.warned_at = Some(now);
+                } else {
+                    self.unlogged += 1;
                 }
             }
             _ => log::error!("accept on {}: {e}", self.l.addr()),
@@ -696,7 +712,8 @@ impl Loop {
                 l,
                 on_accept: Box::new(on_accept),
                 paused: false,
-                warned: false,
+                warned_at: None,
+                unlogged: 0,
                 ring,
             })
         })
