@@ -572,10 +572,12 @@ impl HttpConn {
             self.arm(io, Timer::Idle);
         } else {
             self.st = St::Dead;
-            if self.has(CLIENT_CLOSE) {
+            if self.has(CLIENT_CLOSE) || self.sh.draining.get() {
                 // The request was read whole (St::Wait): like nginx's lingering_close on,
                 // no lingering unless more input is already here (`on_data` and the
-                // connection check that).
+                // connection check that). So too in a graceful shutdown, which would
+                // otherwise wait out the lingering timeout of every client that keeps its
+                // socket open after the `Connection: close` answer.
                 io.close_no_linger();
             } else {
                 io.close();
@@ -592,7 +594,7 @@ impl Protocol for HttpConn {
             match self.st {
                 St::Gone => return used,
                 St::Dead => {
-                    if used < input.len() && self.has(CLIENT_CLOSE) {
+                    if used < input.len() && (self.has(CLIENT_CLOSE) || self.sh.draining.get()) {
                         // Bytes after a request that asked to close: drain them before
                         // closing, lest the close turn into a reset.
                         io.close();
