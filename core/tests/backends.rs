@@ -110,6 +110,8 @@ fn a_stalled_reader_gets_everything_with_bounded_output() {
         assert_eq!(got, 4 << 20, "{backend}");
         // While stalled the server held its 64 KiB window plus one block, not megabytes.
         assert!(stalled.buffers_in_use <= 6, "{backend}: {stalled:?}");
+        // (The server's lingering close waits for our side: close it.)
+        drop(s);
         srv.wait_for(5, "closed", |lp| lp.connection_count() == 0);
         srv.stop();
     }
