@@ -57,3 +57,10 @@ rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup comp
 for t in x86_64-unknown-freebsd x86_64-apple-darwin; do
     rustup target list --installed 2>/dev/null | grep -qx "$t" || rustup target add "$t"
 done
+# Fuzzing (scripts/fuzz.sh): cargo-fuzz runs on the stable toolchain with --sanitizer none.
+command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
+# The differential test of the HTTP head parser compares it with Python's h11.
+if ! python3 -c 'import h11' 2>/dev/null; then
+    command -v pip3 >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip
+    pip3 install -q h11 2>/dev/null || pip3 install -q --break-system-packages h11
+fi

@@ -15,6 +15,10 @@ cargo clippy --workspace --all-targets -- -D warnings
 for t in x86_64-unknown-freebsd x86_64-apple-darwin; do
     cargo clippy --target "$t" --workspace --all-targets -- -D warnings
 done
+# The fuzz crate (its own workspace: fuzz/) and the codec entry points it uses.
+cargo fmt --manifest-path fuzz/Cargo.toml --check
+cargo clippy -p myriad --features fuzzing --all-targets -- -D warnings
+cargo clippy --manifest-path fuzz/Cargo.toml --all-targets -- -D warnings
 status=0
 cargo test --workspace 2>&1 | tee "$log" || status=$?
 # The core suite again on the io_uring backend (the default is epoll; MYRIAD_BACKEND picks).
@@ -33,6 +37,9 @@ bash tests/listen_e2e.sh 2>&1 | tee -a "$log" || status=$?
 # The bindings on io_uring: Node drives the loop from libuv through the ring's fd.
 MYRIAD_BACKEND=io_uring bash bindings/lua/run-tests.sh 2>&1 | tee -a "$log" || status=$?
 MYRIAD_BACKEND=io_uring bash bindings/node/run-tests.sh 2>&1 | tee -a "$log" || status=$?
+# Fuzzing smoke: every target for a few seconds from its committed seeds (each target
+# without a finding counts as passed); the long runs are on demand (scripts/fuzz.sh N).
+bash scripts/fuzz.sh "${MYRIAD_FUZZ_SECONDS:-12}" 2>&1 | tee -a "$log" || status=$?
 
 passed=$(grep -hoE '(ok|FAILED)\. [0-9]+ passed' "$log" | awk '{s+=$2} END {print s+0}')
 failed=$(grep -hoE '[0-9]+ passed; [0-9]+ failed' "$log" | awk '{s+=$3} END {print s+0}')

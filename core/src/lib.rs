@@ -13,6 +13,9 @@ pub mod app;
 pub mod cookie;
 pub mod fcgi;
 pub mod form;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod net;
 pub mod percent;
