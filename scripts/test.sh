@@ -37,6 +37,9 @@ bash tests/listen_e2e.sh 2>&1 | tee -a "$log" || status=$?
 # The bindings on io_uring: Node drives the loop from libuv through the ring's fd.
 MYRIAD_BACKEND=io_uring bash bindings/lua/run-tests.sh 2>&1 | tee -a "$log" || status=$?
 MYRIAD_BACKEND=io_uring bash bindings/node/run-tests.sh 2>&1 | tee -a "$log" || status=$?
+# The fuzz crate's own tests: the connection harnesses on every committed seed, and the
+# differential test of the head parser against Python's h11.
+cargo test --manifest-path fuzz/Cargo.toml 2>&1 | tee -a "$log" || status=$?
 # Fuzzing smoke: every target for a few seconds from its committed seeds (each target
 # without a finding counts as passed); the long runs are on demand (scripts/fuzz.sh N).
 bash scripts/fuzz.sh "${MYRIAD_FUZZ_SECONDS:-12}" 2>&1 | tee -a "$log" || status=$?
