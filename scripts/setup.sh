@@ -20,6 +20,7 @@ declare -A NEED=(
     [luarocks]=luarocks
     [node]=nodejs
     [npm]=npm
+    [wrk]=wrk
 )
 
 missing=()

@@ -37,6 +37,9 @@ bash tests/listen_e2e.sh 2>&1 | tee -a "$log" || status=$?
 # The bindings on io_uring: Node drives the loop from libuv through the ring's fd.
 MYRIAD_BACKEND=io_uring bash bindings/lua/run-tests.sh 2>&1 | tee -a "$log" || status=$?
 MYRIAD_BACKEND=io_uring bash bindings/node/run-tests.sh 2>&1 | tee -a "$log" || status=$?
+# The reduced soak (bench/soak/soak.py --reduced): slowloris, slow readers, EMFILE, resets,
+# mutated requests over sockets and a subset under valgrind, against the C demo.
+bash tests/soak.sh 2>&1 | tee -a "$log" || status=$?
 # The fuzz crate's own tests: the connection harnesses on every committed seed, and the
 # differential test of the head parser against Python's h11.
 cargo test --manifest-path fuzz/Cargo.toml 2>&1 | tee -a "$log" || status=$?
