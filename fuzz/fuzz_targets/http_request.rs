@@ -55,7 +55,25 @@ fn model(minor: u8, fields: &[(String, Vec<u8>)]) -> Result<BodyFraming, ()> {
     for (n, v) in fields {
         let v = std::str::from_utf8(v).map_err(|_| ())?;
         match n.to_ascii_lowercase().as_str() {
-            "host" => hosts += 1,
+            "host" => {
+                // RFC 9110 §7.2 / RFC 3986 §3.2.2: uri-host [ ":" port ] (IP literals are
+                // left to the unit tests: the generator makes none).
+                let v = v.trim_matches([' ', '\t']);
+                let (h, port) = v.split_once(':').unwrap_or((v, ""));
+                let reg = |c: char| c.is_ascii_alphanumeric() || "-._~!$&'()*+,;=%".contains(c);
+                let pct_ok = h
+                    .split('%')
+                    .skip(1)
+                    .all(|p| p.len() >= 2 && p.bytes().take(2).all(|c| c.is_ascii_hexdigit()));
+                if v.starts_with('[')
+                    || !pct_ok
+                    || !h.chars().all(reg)
+                    || !port.bytes().all(|c| c.is_ascii_digit())
+                {
+                    return Err(());
+                }
+                hosts += 1;
+            }
             "content-length" => {
                 for t in v.split(',').map(|t| t.trim_matches([' ', '\t'])) {
                     if t.is_empty() || t.len() > 19 || !t.bytes().all(|c| c.is_ascii_digit()) {
