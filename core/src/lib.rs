@@ -25,6 +25,7 @@ pub mod server;
 pub mod supervisor;
 mod sys;
 pub mod systemd;
+pub mod workpool;
 
 pub use app::{Body, BodySize, Completion, Request, Response, ResponseError};
 pub use net::{
@@ -35,6 +36,7 @@ pub use reactor::{Closed, Handle, Loop, Posted, SignalId, Stats, TimerId, Token}
 pub use server::{Proto, Server, ServerOptions};
 pub use supervisor::{Supervisor, SupervisorOptions, Worker};
 pub use sys::{Interest, Ready};
+pub use workpool::{WorkError, WorkId, WorkPool};
 
 /// The README's Rust example, compiled as a doctest so that it stays true.
 #[doc = include_str!("../../README.md")]

@@ -193,6 +193,8 @@ pub struct Loop {
     pub(crate) handoffs: Vec<(Token, Box<dyn Any>)>,
     /// The supervisor's page when this process is a supervised worker: the heartbeat.
     pub(crate) probe: Option<&'static crate::supervisor::shm::Page>,
+    /// The work pool this loop queues on and the done functions it holds.
+    pub(crate) work: crate::workpool::LoopWork,
 }
 
 impl Loop {
@@ -243,6 +245,7 @@ impl Loop {
             orphans: Vec::new(),
             handoffs: Vec::new(),
             probe: crate::supervisor::shm::probe(),
+            work: crate::workpool::LoopWork::new(),
         };
         let efd = lp.shared.fd();
         lp.register(efd, Token(WAKE_TOKEN), Interest::READ | Interest::EDGE);
@@ -809,6 +812,8 @@ impl Drop for Loop {
             }
         }
         self.deferred.clear();
+        // Queued work leaves the pool unrun; done functions are dropped uncalled.
+        self.work.close();
     }
 }
 
