@@ -5,16 +5,18 @@
  *
  * ADDR is HOST:PORT, [V6]:PORT, unix:PATH or fd:N (port 0 picks a free port). With no
  * listener flag it serves FastCGI on fd 0 when started by spawn-fcgi, else HTTP on
- * 127.0.0.1:8080. Prints "listening http|fcgi ADDR" per listener. SIGTERM/SIGINT: stop
+ * 127.0.0.1:8080 — unless socket-activated (systemd's LISTEN_FDS: an fd named "fcgi"
+ * serves FastCGI, the others HTTP). Prints "listening http|fcgi ADDR" per listener; with
+ * NOTIFY_SOCKET set it tells the manager READY=1 and a STATUS= line once serving,
+ * STOPPING=1 when it drains, and WATCHDOG=1 every half WATCHDOG_USEC. SIGTERM/SIGINT: stop
  * accepting, finish in-flight requests, exit 0. Bad flags: usage on stderr, exit 2.
  *
  * Routes (the same over HTTP and FastCGI): GET|HEAD / ; POST|PUT /echo ; GET /env ;
- * GET /stream?chunks=N&bytes=B ; GET /delay?ms=M ; GET /work?ms=M (worker thread) ;
+ * GET /stream?chunks=N&bytes=B ; GET /delay?ms=M ; GET /work?ms=M (on the library's work pool) ;
  * GET /stats (the serving loop's counters as JSON, like nginx's stub_status) ; 404.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -57,47 +59,34 @@ static int reply(myriad_req_t *req, int status, const char *ct, size_t ctl, cons
     return rc;
 }
 
-/* ---- a small worker pool for /work ---- */
+/* ---- /work on the library's work pool ---- */
 
 struct job {
     myriad_req_t *req;
     unsigned ms;
-    struct job *next;
+    int n;
+    char body[64];
 };
 
-static struct {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    struct job *head, *tail;
-    int quit;
-    pthread_t threads[4];
-} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, NULL, 0, {0}};
-
-static void *worker(void *arg) {
-    (void)arg;
-    for (;;) {
-        pthread_mutex_lock(&pool.mu);
-        while (!pool.head && !pool.quit) pthread_cond_wait(&pool.cv, &pool.mu);
-        struct job *j = pool.head;
-        if (!j) {
-            pthread_mutex_unlock(&pool.mu);
-            return NULL;
-        }
-        pool.head = j->next;
-        if (!pool.head) pool.tail = NULL;
-        pthread_mutex_unlock(&pool.mu);
-
-        struct timespec ts = {(time_t)(j->ms / 1000), (long)(j->ms % 1000) * 1000000L};
-        nanosleep(&ts, NULL);
-        char body[64];
-        int n = snprintf(body, sizeof body, "worked %u", j->ms);
-        /* Any thread may finish a request this way; the loop's thread writes it. */
-        myriad_req_send_async(j->req, 200, S("text/plain"), (const uint8_t *)body, (size_t)n);
-        free(j);
-    }
+/* On a pool thread: the CPU-bound part (here a sleep standing for it). */
+static void work_run(void *ud) {
+    struct job *j = (struct job *)ud;
+    struct timespec ts = {(time_t)(j->ms / 1000), (long)(j->ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+    j->n = snprintf(j->body, sizeof j->body, "worked %u", j->ms);
 }
 
-static void pool_push(myriad_req_t *req, unsigned ms) {
+/* Back on the loop's thread. */
+static void work_done(myriad_loop_t *lp, int status, void *ud) {
+    struct job *j = (struct job *)ud;
+    (void)lp;
+    if (status == MYRIAD_OK)
+        reply(j->req, 200, S("text/plain"), (const uint8_t *)j->body, (size_t)j->n);
+    else
+        reply(j->req, 503, S("text/plain"), (const uint8_t *)"cancelled", 9);
+}
+
+static void work_push(myriad_req_t *req, unsigned ms) {
     struct job *j = (struct job *)malloc(sizeof *j);
     if (!j) {
         reply(req, 503, S("text/plain"), (const uint8_t *)"busy", 4);
@@ -105,12 +94,11 @@ static void pool_push(myriad_req_t *req, unsigned ms) {
     }
     j->req = req;
     j->ms = ms;
-    j->next = NULL;
-    pthread_mutex_lock(&pool.mu);
-    if (pool.tail) pool.tail->next = j; else pool.head = j;
-    pool.tail = j;
-    pthread_cond_signal(&pool.cv);
-    pthread_mutex_unlock(&pool.mu);
+    /* The pool's queue is bounded: a full one refuses at once (MYRIAD_EFULL). */
+    if (myriad_work_queue(myriad_req_loop(req), work_run, work_done, j, free, NULL) != MYRIAD_OK) {
+        free(j);
+        reply(req, 503, S("text/plain"), (const uint8_t *)"busy", 4);
+    }
 }
 
 /* ---- helpers ---- */
@@ -295,7 +283,7 @@ static void handler(myriad_req_t *req, void *ud) {
         d->ms = param(req, "ms", 0, 60000);
         myriad_timer_start(myriad_req_loop(req), d->ms, 0, delay_fire, d, free, NULL);
     } else if (eq(m, ml, "GET") && eq(p, pl, "/work")) {
-        pool_push(req, (unsigned)param(req, "ms", 0, 60000));
+        work_push(req, (unsigned)param(req, "ms", 0, 60000));
     } else if (eq(m, ml, "GET") && eq(p, pl, "/stats")) {
         route_stats(req);
     } else {
@@ -312,10 +300,19 @@ static void drained(myriad_loop_t *lp, void *ud) {
     myriad_loop_stop(lp);
 }
 
+/* sd_notify when a service manager listens (NOTIFY_SOCKET); a failure is not fatal. */
+static void notify(const char *state, size_t len) {
+    int rc = myriad_notify(state, len);
+    if (rc < 0) fprintf(stderr, "hello: sd_notify: %s\n", myriad_strerror(rc));
+}
+
 static void on_signal(myriad_loop_t *lp, int signo, void *ud) {
     static int once;
     (void)lp; (void)signo; (void)ud;
-    if (!once++) myriad_server_shutdown(srv, drained, NULL);
+    if (!once++) {
+        notify(S("STOPPING=1\nSTATUS=draining"));
+        myriad_server_shutdown(srv, drained, NULL);
+    }
 }
 
 /* The library's warnings and errors (out of fds, a response timed out...) on stderr. */
@@ -360,34 +357,45 @@ int main(int argc, char **argv) {
         }
     }
     if (!listeners) {
-        if (is_fcgi_listen_fd0()) myriad_server_listen(srv, MYRIAD_FCGI, S("fd:0"));
-        else myriad_server_listen(srv, MYRIAD_HTTP, S("127.0.0.1:8080"));
+        /* Socket activation (systemd, systemd-socket-activate): the fds passed, "fcgi" by
+           name serving FastCGI. Else spawn-fcgi's fd 0, else the default address. */
+        rc = myriad_server_listen_inherited(srv, 1);
+        if (rc < 0) die("socket activation", rc);
+        if (rc == 0) {
+            if (is_fcgi_listen_fd0()) myriad_server_listen(srv, MYRIAD_FCGI, S("fd:0"));
+            else myriad_server_listen(srv, MYRIAD_HTTP, S("127.0.0.1:8080"));
+        }
     }
     if ((rc = myriad_loop_new_backend(&lp, backend, strlen(backend))) != MYRIAD_OK) usage(myriad_strerror(rc));
     /* Signals before any thread starts: threads inherit the blocked mask. */
     myriad_signal_watch(lp, SIGTERM, on_signal, NULL, NULL, NULL);
     myriad_signal_watch(lp, SIGINT, on_signal, NULL, NULL, NULL);
-    for (int i = 0; i < 4; i++) pthread_create(&pool.threads[i], NULL, worker, NULL);
 
     myriad_server_set_threads(srv, (uint32_t)threads);
     myriad_server_set_limit(srv, MYRIAD_MAX_BODY, 64u << 20);
     myriad_server_set_handler(srv, handler, NULL, NULL);
     if ((rc = myriad_server_start(srv, lp)) != MYRIAD_OK) die("listen", rc);
+    char status[1024];
+    size_t sl = (size_t)snprintf(status, sizeof status, "READY=1\nSTATUS=serving");
     for (size_t i = 0; i < myriad_server_listener_count(srv); i++) {
         char addr[256];
         int proto;
-        if (myriad_server_listener_addr(srv, i, &proto, addr, sizeof addr) >= 0)
-            printf("listening %s %s\n", proto == MYRIAD_HTTP ? "http" : "fcgi", addr);
+        if (myriad_server_listener_addr(srv, i, &proto, addr, sizeof addr) >= 0) {
+            const char *name = proto == MYRIAD_HTTP ? "http" : "fcgi";
+            printf("listening %s %s\n", name, addr);
+            if (sl < sizeof status)
+                sl += (size_t)snprintf(status + sl, sizeof status - sl, "%s %s %s", i ? "," : "", name, addr);
+        }
     }
     fflush(stdout);
+    if (sl < sizeof status)
+        sl += (size_t)snprintf(status + sl, sizeof status - sl, " (%lu thread%s)", threads, threads > 1 ? "s" : "");
+    notify(status, sl < sizeof status ? sl : sizeof status - 1);
+    /* WATCHDOG=1 from this loop's timers when the manager asks for it (WatchdogSec=). */
+    if ((rc = myriad_watchdog_start(lp, NULL)) < 0) die("watchdog", rc);
 
     rc = myriad_loop_run(lp);
 
-    pthread_mutex_lock(&pool.mu);
-    pool.quit = 1;
-    pthread_cond_broadcast(&pool.cv);
-    pthread_mutex_unlock(&pool.mu);
-    for (int i = 0; i < 4; i++) pthread_join(pool.threads[i], NULL);
     myriad_server_free(srv);
     myriad_loop_free(lp);
     return rc == MYRIAD_OK ? 0 : 1;

@@ -2,9 +2,11 @@
 // hello.js — the myriad demo app in JavaScript (same contract as examples/hello.c):
 //   node hello.js [--http ADDR]... [--fcgi ADDR]... [--threads N] [--backend NAME]
 // ADDR is HOST:PORT, [V6]:PORT, unix:PATH or fd:N. With no listener flag it serves FastCGI
-// on fd 0 when started by spawn-fcgi, else HTTP on 127.0.0.1:8080. Prints "listening
-// http|fcgi ADDR" per listener. SIGTERM/SIGINT: stop accepting, finish in-flight requests,
-// exit 0. Bad flags: usage on stderr, exit 2.
+// on fd 0 when started by spawn-fcgi, else HTTP on 127.0.0.1:8080 — unless socket-activated
+// (LISTEN_FDS: "fcgi" by name FastCGI, the others HTTP). Prints "listening http|fcgi ADDR"
+// per listener; with NOTIFY_SOCKET: READY=1 + STATUS= once serving, STOPPING=1 at drain,
+// WATCHDOG=1 pings for WATCHDOG_USEC. SIGTERM/SIGINT: stop accepting, finish in-flight
+// requests, exit 0. Bad flags: usage on stderr, exit 2.
 // /work runs on a pool of worker_threads workers. Node's thread runs one loop, so
 // --threads must be 1 and --backend epoll (or absent).
 // Routes: GET|HEAD / ; POST|PUT /echo ; GET /env ; GET /stream?chunks=N&bytes=B ;
@@ -43,7 +45,18 @@ for (let i = 0; i < argv.length; i += 2) {
     usage(`unknown argument ${a}`);
   }
 }
+// No listener flag: the fds of socket activation (systemd's LISTEN_FDS; "fcgi" by name
+// FastCGI, the others HTTP), else spawn-fcgi's fd 0, else the default address.
+let inherited = false;
 if (!http.length && !fcgi.length) {
+  try {
+    inherited = myriad.listenFds() > 0;
+  } catch (e) {
+    process.stderr.write(`hello: ${e.message}\n`);
+    process.exit(1);
+  }
+}
+if (!http.length && !fcgi.length && !inherited) {
   let socket = false;
   try {
     socket = fs.fstatSync(0).isSocket(); // spawn-fcgi passes its listening socket as fd 0
@@ -145,9 +158,20 @@ async function handler(req, res) {
 }
 
 const srv = myriad.createServer({ maxBody: 64 * 1024 * 1024 }, handler);
-srv.listen({ http, fcgi }).then(
+// sd_notify when a service manager listens (NOTIFY_SOCKET); a failure is not fatal.
+function notify(state) {
+  try {
+    myriad.notify(state);
+  } catch (e) {
+    process.stderr.write(`hello: sd_notify: ${e.message}\n`);
+  }
+}
+
+srv.listen({ http, fcgi, inherited }).then(
   (addrs) => {
     for (const a of addrs) process.stdout.write(`listening ${a.proto} ${a.addr}\n`);
+    notify(`READY=1\nSTATUS=serving ${addrs.map((a) => `${a.proto} ${a.addr}`).join(', ')} (1 thread)`);
+    myriad.watchdog(); // WATCHDOG=1 from the loop's timers when WATCHDOG_USEC asks for it
   },
   (err) => {
     process.stderr.write(`hello: ${err.message}\n`);
@@ -160,6 +184,7 @@ let stopping = false;
 function stop() {
   if (stopping) return;
   stopping = true;
+  notify('STOPPING=1\nSTATUS=draining');
   srv.close();
 }
 process.on('SIGTERM', stop);

@@ -27,7 +27,14 @@ while i <= #arg do
   end
   i = i + 2
 end
-if #http == 0 and #fcgi == 0 then http = { "127.0.0.1:8080" } end
+-- No listener flag: the fds of socket activation (systemd; "fcgi" by name FastCGI, the
+-- others HTTP), else the default address.
+local inherited = false
+if #http == 0 and #fcgi == 0 then
+  local ok, n = pcall(myriad.listen_fds)
+  if not ok then io.stderr:write("hello: ", tostring(n), "\n"); os.exit(1) end
+  if n > 0 then inherited = true else http = { "127.0.0.1:8080" } end
+end
 
 local function num(s, default, max)
   local n = tonumber(s)
@@ -94,18 +101,32 @@ local function handler(req, res)
   end
 end
 
-local ok, srv = pcall(myriad.server, { http = http, fcgi = fcgi, handler = handler, max_body = 64 * 1024 * 1024 })
+local ok, srv = pcall(myriad.server, { http = http, fcgi = fcgi, inherited = inherited, handler = handler,
+  max_body = 64 * 1024 * 1024 })
 if not ok then
   io.stderr:write("hello: ", tostring(srv), "\n")
   os.exit(1)
 end
-for _, l in ipairs(srv:addresses()) do print("listening " .. l.proto .. " " .. l.addr) end
+local status = {}
+for _, l in ipairs(srv:addresses()) do
+  print("listening " .. l.proto .. " " .. l.addr)
+  status[#status + 1] = l.proto .. " " .. l.addr
+end
 io.stdout:flush()
+
+-- sd_notify when a service manager listens (NOTIFY_SOCKET); a failure is not fatal.
+local function notify(state)
+  local sent, err = myriad.notify(state)
+  if sent == nil then io.stderr:write("hello: sd_notify: ", err, "\n") end
+end
+notify("READY=1\nSTATUS=serving " .. table.concat(status, ", ") .. " (1 thread)")
+myriad.watchdog() -- WATCHDOG=1 from the loop's timers when WATCHDOG_USEC asks for it
 
 local stopping = false
 local function stop()
   if stopping then return end
   stopping = true
+  notify("STOPPING=1\nSTATUS=draining")
   srv:close(function() myriad.stop() end)
 end
 myriad.signal("SIGTERM", stop)

@@ -3,12 +3,14 @@
 //! [--max-requests N] [--watchdog SECONDS] [--user NAME] [--status ADDR]...`.
 //!
 //! Routes: `/` hello, `/echo` body echo, `/env` CGI variables, `/stream?chunks=N&bytes=B`
-//! paced by a loop timer, `/delay?ms=M` from a loop timer, `/work?ms=M` from a worker
-//! thread, `/stats` the serving loop's counters as JSON, `/pid` the serving process's pid,
+//! paced by a loop timer, `/delay?ms=M` from a loop timer, `/work?ms=M` on the library's
+//! work pool (`Loop::queue_work`), `/stats` the serving loop's counters as JSON, `/pid` the serving process's pid,
 //! `/hang` (with --watchdog) a handler that never returns, anything else 404, the same over
 //! HTTP and FastCGI. Prints `listening http ADDR`
 //! or `listening fcgi ADDR` per listener; with no listener flag it serves FastCGI on fd 0
-//! when started by spawn-fcgi, else HTTP on 127.0.0.1:8080. SIGTERM/SIGINT stop accepting,
+//! when started by spawn-fcgi, else HTTP on 127.0.0.1:8080 — unless socket-activated
+//! (LISTEN_FDS: "fcgi" by name FastCGI, the others HTTP). With NOTIFY_SOCKET: READY=1 and
+//! STATUS= once serving, STOPPING=1 at drain, WATCHDOG=1 pings. SIGTERM/SIGINT stop accepting,
 //! finish in-flight requests and exit 0; bad flags exit 2. With --workers (or any of the
 //! supervisor's flags) a supervisor runs N worker processes: SIGHUP replaces them,
 //! SIGUSR2 re-executes the program in place, SIGTERM drains them; an unknown user exits 2.
@@ -17,12 +19,11 @@ use std::cell::RefCell;
 use std::io::Write;
 use std::rc::Rc;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use myriad::{
-    Addr, Completion, ListenOptions, Listener, Loop, Proto, Request, Response, Server,
-    ServerOptions, Supervisor, SupervisorOptions,
+    systemd, Addr, ListenOptions, Listener, Loop, Proto, Request, Response, Server, ServerOptions,
+    Supervisor, SupervisorOptions,
 };
 
 fn usage(msg: &str) -> ! {
@@ -34,28 +35,6 @@ fn usage(msg: &str) -> ! {
     std::process::exit(2);
 }
 
-/// A tiny worker pool for /work.
-struct Pool {
-    tx: Mutex<mpsc::Sender<(u64, Completion)>>,
-}
-
-impl Pool {
-    fn new(n: usize) -> Arc<Pool> {
-        let (tx, rx) = mpsc::channel::<(u64, Completion)>();
-        let rx = Arc::new(Mutex::new(rx));
-        for _ in 0..n {
-            let rx = rx.clone();
-            std::thread::spawn(move || loop {
-                let job = rx.lock().unwrap().recv();
-                let Ok((ms, c)) = job else { return };
-                std::thread::sleep(Duration::from_millis(ms));
-                c.send(200, "text/plain", format!("worked {ms}").into_bytes());
-            });
-        }
-        Arc::new(Pool { tx: Mutex::new(tx) })
-    }
-}
-
 fn param(query: &str, name: &str) -> Option<u64> {
     query
         .split('&')
@@ -64,7 +43,7 @@ fn param(query: &str, name: &str) -> Option<u64> {
         .and_then(|(_, v)| v.parse().ok())
 }
 
-fn handle(lp: &mut Loop, req: &mut Request, mut res: Response, pool: &Arc<Pool>) {
+fn handle(lp: &mut Loop, req: &mut Request, mut res: Response) {
     let method = req.method().to_string();
     match (method.as_str(), req.path()) {
         ("GET" | "HEAD", "/") => {
@@ -151,8 +130,29 @@ fn handle(lp: &mut Loop, req: &mut Request, mut res: Response, pool: &Arc<Pool>)
         }
         ("GET", "/work") => {
             let ms = param(req.query(), "ms").unwrap_or(0).min(60_000);
-            let c = res.into_completion();
-            let _ = pool.tx.lock().unwrap().send((ms, c));
+            // On the library's work pool; the response comes back to the loop's thread.
+            let cell = Rc::new(RefCell::new(Some(res)));
+            let back = cell.clone();
+            let queued = lp.queue_work(
+                move || {
+                    std::thread::sleep(Duration::from_millis(ms));
+                    format!("worked {ms}")
+                },
+                move |_, r| {
+                    if let Some(res) = back.borrow_mut().take() {
+                        let _ = match r {
+                            Ok(body) => res.send(200, "text/plain", body.as_bytes()),
+                            Err(_) => res.send(503, "text/plain", b"cancelled"),
+                        };
+                    }
+                },
+            );
+            if queued.is_err() {
+                // The pool's bounded queue is full.
+                if let Some(res) = cell.borrow_mut().take() {
+                    let _ = res.send(503, "text/plain", b"busy");
+                }
+            }
         }
         ("GET", "/pid") => {
             let _ = res.send(200, "text/plain", std::process::id().to_string().as_bytes());
@@ -188,12 +188,19 @@ fn handle(lp: &mut Loop, req: &mut Request, mut res: Response, pool: &Arc<Pool>)
     }
 }
 
-fn serve(lp: &mut Loop, listeners: Vec<(Listener, Proto)>, pool: Arc<Pool>) -> Server {
+/// sd_notify when a service manager listens (NOTIFY_SOCKET); a failure is not fatal.
+fn notify(state: &str) {
+    if let Err(e) = systemd::notify(state) {
+        eprintln!("hello: sd_notify: {e}");
+    }
+}
+
+fn serve(lp: &mut Loop, listeners: Vec<(Listener, Proto)>) -> Server {
     let opts = ServerOptions {
         max_body: 64 << 20,
         ..Default::default()
     };
-    let srv = lp.server(opts, move |lp, req, res| handle(lp, req, res, &pool));
+    let srv = lp.server(opts, handle);
     for (l, proto) in listeners {
         srv.listen(lp, l, proto);
     }
@@ -328,9 +335,28 @@ fn proto_name(p: Proto) -> &'static str {
     }
 }
 
-/// Serves `addrs` on `threads` loops until SIGTERM/SIGINT has drained them.
-fn serve_all(mut addrs: Vec<(Addr, Proto)>, threads: usize, backend: String, print: bool) {
-    if addrs.is_empty() {
+/// Serves `addrs` on `threads` loops until SIGTERM/SIGINT has drained them. `main`: this
+/// process is the service itself (not a supervised worker): it prints the addresses, takes
+/// socket-activated fds when given no address, and notifies the service manager.
+fn serve_all(mut addrs: Vec<(Addr, Proto)>, threads: usize, backend: String, main: bool) {
+    // Each listener as one handle per thread, with its protocol.
+    let mut bound: Vec<(Vec<Listener>, Proto)> = Vec::new();
+    if addrs.is_empty() && main {
+        // Socket activation (systemd): the fds passed, "fcgi" by name serving FastCGI.
+        let fds = systemd::listen_fds(true).unwrap_or_else(|e| {
+            eprintln!("hello: {e}");
+            std::process::exit(1);
+        });
+        for f in fds {
+            let proto = f.proto();
+            let l = f.into_listener().unwrap_or_else(|e| {
+                eprintln!("hello: socket activation: {e}");
+                std::process::exit(1);
+            });
+            bound.push((l.share(threads), proto));
+        }
+    }
+    if addrs.is_empty() && bound.is_empty() {
         // Started by spawn-fcgi (or a web server): fd 0 is the FastCGI listen socket.
         if myriad::fcgi::is_listen_socket(0) {
             addrs.push((Addr::Fd(0), Proto::Fcgi));
@@ -338,17 +364,22 @@ fn serve_all(mut addrs: Vec<(Addr, Proto)>, threads: usize, backend: String, pri
             addrs.push(("127.0.0.1:8080".parse().unwrap(), Proto::Http));
         }
     }
-    let mut per_thread: Vec<Vec<(Listener, Proto)>> = (0..threads).map(|_| Vec::new()).collect();
     for (a, proto) in &addrs {
         let ls = Listener::bind_many(a, threads, &ListenOptions::default()).unwrap_or_else(|e| {
             eprintln!("hello: cannot listen on {a}: {e}");
             std::process::exit(1);
         });
-        if print {
-            println!("listening {} {}", proto_name(*proto), ls[0].addr());
+        bound.push((ls, *proto));
+    }
+    let mut per_thread: Vec<Vec<(Listener, Proto)>> = (0..threads).map(|_| Vec::new()).collect();
+    let mut status = Vec::new();
+    for (ls, proto) in bound {
+        if main {
+            println!("listening {} {}", proto_name(proto), ls[0].addr());
         }
+        status.push(format!("{} {}", proto_name(proto), ls[0].addr()));
         for (t, l) in ls.into_iter().enumerate() {
-            per_thread[t].push((l, *proto));
+            per_thread[t].push((l, proto));
         }
     }
     std::io::stdout().flush().unwrap();
@@ -362,6 +393,9 @@ fn serve_all(mut addrs: Vec<(Addr, Proto)>, threads: usize, backend: String, pri
         let (st, sv) = (stoppers.clone(), servers.clone());
         main_lp
             .watch_signal(sig, move |lp, _| {
+                if main {
+                    notify("STOPPING=1\nSTATUS=draining");
+                }
                 for h in st.borrow().iter() {
                     h.stop();
                 }
@@ -372,15 +406,13 @@ fn serve_all(mut addrs: Vec<(Addr, Proto)>, threads: usize, backend: String, pri
             .expect("signal");
     }
     // Started after the signals are blocked: threads inherit the mask.
-    let pool = Pool::new(4);
     let mut workers = Vec::new();
     for ls in per_thread.drain(1..) {
         let (tx, rx) = mpsc::channel();
-        let pool = pool.clone();
         let backend = backend.clone();
         workers.push(std::thread::spawn(move || {
             let mut lp = Loop::with_backend(&backend).expect("loop");
-            let srv = serve(&mut lp, ls, pool);
+            let srv = serve(&mut lp, ls);
             // Stop: drain this loop's server, then leave.
             let h = lp.handle();
             tx.send(h).unwrap();
@@ -391,8 +423,20 @@ fn serve_all(mut addrs: Vec<(Addr, Proto)>, threads: usize, backend: String, pri
         }));
         stoppers.borrow_mut().push(rx.recv().unwrap());
     }
-    let srv = serve(&mut main_lp, per_thread.pop().unwrap(), pool);
+    let srv = serve(&mut main_lp, per_thread.pop().unwrap());
     servers.borrow_mut().push(srv);
+    if main {
+        let plural = if threads > 1 { "s" } else { "" };
+        notify(&format!(
+            "READY=1\nSTATUS=serving {} ({threads} thread{plural})",
+            status.join(", ")
+        ));
+        // WATCHDOG=1 from this loop's timers when the manager asks for it (WatchdogSec=).
+        if let Err(e) = systemd::start_watchdog(&mut main_lp) {
+            eprintln!("hello: watchdog: {e}");
+            std::process::exit(1);
+        }
+    }
     main_lp.run().expect("loop");
     for w in workers {
         w.join().unwrap();

@@ -171,6 +171,13 @@
 // A host name could not be resolved.
 #define MYRIAD_ERESOLVE -11
 
+// The work pool's queue is full (see myriad_work_queue).
+#define MYRIAD_EFULL -12
+
+// The work was cancelled before it started (the status myriad_work_queue's done callback
+// gets after myriad_work_cancel).
+#define MYRIAD_ECANCELED -13
+
 // An event loop (opaque). Create with myriad_loop_new, free with myriad_loop_free.
 typedef struct myriad_loop_t myriad_loop_t;
 
@@ -265,6 +272,13 @@ typedef size_t (*myriad_stream_data_fn)(struct myriad_stream_t *s, const uint8_t
 // Event callback: one of MYRIAD_STREAM_CONNECTED, _DRAINED, _EOF, _TIMEOUT, _CLOSED, with
 // its error or direction (see each event).
 typedef void (*myriad_stream_event_fn)(struct myriad_stream_t *s, int event, int error, void *userdata);
+
+// Work callback: runs on a pool thread with the job's user data.
+typedef void (*myriad_work_fn)(void *userdata);
+
+// Done callback: runs on the loop's thread once the work callback returned (status
+// MYRIAD_OK) or the job was cancelled before it started (MYRIAD_ECANCELED).
+typedef void (*myriad_work_done_fn)(struct myriad_loop_t *lp, int status, void *userdata);
 
 #ifdef __cplusplus
 extern "C" {
@@ -686,6 +700,84 @@ int myriad_stream_peer(struct myriad_stream_t *s, char *buf, size_t cap);
 
 // The stream's loop (NULL for a NULL stream). Any thread.
 struct myriad_loop_t *myriad_stream_loop(struct myriad_stream_t *s);
+
+// Adds the listening sockets the service manager passed by socket activation (systemd's
+// LISTEN_PID, LISTEN_FDS and LISTEN_FDNAMES, as sd_listen_fds(3) reads them) to the
+// server: an fd named "fcgi" serves FastCGI, any other name (or none) HTTP. Their
+// addresses read "fd:3", "fd:4"... (myriad_server_listener_addr). With `unset_env`
+// non-zero the three variables are removed from the environment (call it then before
+// starting threads). Returns the number of listeners added: 0 when the process was not
+// socket-activated (the variables are unset, or LISTEN_PID names another process).
+// Configuration thread, before myriad_server_start.
+// Errors: MYRIAD_EINVAL (NULL server, or malformed variables: a LISTEN_PID or LISTEN_FDS
+// that is not a number, LISTEN_FDNAMES with a different count of names; the library's log
+// says which), MYRIAD_ESTATE (server started, or the fds were taken by an earlier call),
+// OS errors (a passed fd is not open).
+int myriad_server_listen_inherited(struct myriad_server_t *srv, int unset_env);
+
+// How many listening sockets socket activation passed to this process (what
+// myriad_server_listen_inherited would add now), without taking them: 0 when the process
+// was not socket-activated or they were taken already. Any thread.
+// Errors: MYRIAD_EINVAL (malformed LISTEN_PID, LISTEN_FDS or LISTEN_FDNAMES).
+int myriad_listen_fds(void);
+
+// Sends `state` (one or more "VAR=value" lines: "READY=1", "STOPPING=1",
+// "RELOADING=1\nMONOTONIC_USEC=...", "WATCHDOG=1", "STATUS=text") to the service manager's
+// NOTIFY_SOCKET in one datagram, as sd_notify(3) does. NOTIFY_SOCKET is read at the first
+// call. Never blocks (a manager whose queue is full gives MYRIAD_EOS_BASE - EAGAIN).
+// Returns 1 when sent, 0 when NOTIFY_SOCKET is unset (not started by a manager that
+// listens: nothing to do). Any thread.
+// Errors: MYRIAD_EINVAL (`state` NULL with a length, not UTF-8, or NOTIFY_SOCKET neither an
+// absolute path nor an @abstract name), OS errors from sendto.
+int myriad_notify(const char *state, size_t len);
+
+// The watchdog timeout the service manager asks for (WATCHDOG_USEC, unless WATCHDOG_PID
+// names another process), in microseconds, into `*usec` (optional). Returns 1 if a
+// watchdog is asked for, 0 if not. Any thread.
+// Errors: MYRIAD_EINVAL (WATCHDOG_USEC or WATCHDOG_PID not a positive number).
+int myriad_watchdog_usec(uint64_t *usec);
+
+// When the service manager asks for a watchdog (WATCHDOG_USEC) and listens
+// (NOTIFY_SOCKET): sends "WATCHDOG=1" now and arms a repeating timer on `lp` that sends it
+// every half timeout, so a loop stuck in a callback stops the pings and the manager
+// restarts the service. Returns 1 (the timer id in `*timer`, optional, for
+// myriad_timer_cancel), or 0 when no watchdog is asked for. Loop thread.
+// Errors: MYRIAD_EINVAL (malformed variables), MYRIAD_EWRONGTHREAD, OS errors from the
+// first ping.
+int myriad_watchdog_start(struct myriad_loop_t *lp, uint64_t *timer);
+
+// Queues `work(userdata)` on the loop's work pool (a pool thread runs it), then
+// `done(loop, status, userdata)` on the loop's thread; `dtor(userdata)` (optional) runs
+// once after both. `done` may be NULL. The job's id goes to `*id` (optional), for
+// myriad_work_cancel. Never blocks: a full queue is refused at once.
+//
+// Threads: `work` runs on a pool thread and must be thread-safe with respect to what it
+// touches; it must not call loop-thread functions (it may call the "any thread" ones, e.g.
+// myriad_req_send_async). `done` and `dtor` run on the loop's thread — except when the
+// loop is freed while `work` runs: `done` is then never called and `dtor` runs on the pool
+// thread when `work` returns. Freeing the loop drops its jobs not yet started without
+// calling `work` or `done` (their `dtor` runs). Loop thread.
+//
+// Errors: MYRIAD_EINVAL (`work` NULL), MYRIAD_EFULL (the pool's queue holds its maximum of
+// waiting jobs: 1024 by default, see myriad_loop_set_work_pool), MYRIAD_ENOMEM (no pool
+// thread could be started), MYRIAD_EWRONGTHREAD. On error nothing is called, `dtor`
+// included.
+int myriad_work_queue(struct myriad_loop_t *lp, myriad_work_fn work, myriad_work_done_fn done, void *userdata, myriad_free_fn dtor, uint64_t *id);
+
+// Cancels job `id` if no pool thread has started it: its done callback then runs with
+// MYRIAD_ECANCELED at the end of the current loop iteration (its work callback never), then
+// its destructor. Loop thread.
+// Errors: MYRIAD_ENOTFOUND (started, finished, cancelled already, or unknown),
+// MYRIAD_EWRONGTHREAD.
+int myriad_work_cancel(struct myriad_loop_t *lp, uint64_t id);
+
+// Gives the loop a work pool of its own: at most `threads` pool threads (1..=256, started
+// on demand, retired after a few idle seconds) and `max_queued` jobs waiting for one
+// (1..=1048576; one more gets MYRIAD_EFULL). Without this call a loop uses the process's
+// shared pool: 4 threads (or the environment variable MYRIAD_WORK_THREADS), 1024 waiting
+// jobs. Jobs queued before keep their pool. Loop thread.
+// Errors: MYRIAD_EINVAL (out of range), MYRIAD_EWRONGTHREAD.
+int myriad_loop_set_work_pool(struct myriad_loop_t *lp, uint32_t threads, uint32_t max_queued);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -21,6 +21,7 @@ declare -A NEED=(
     [node]=nodejs
     [npm]=npm
     [wrk]=wrk
+    [systemd-socket-activate]=systemd
 )
 
 missing=()

@@ -10,6 +10,8 @@
  *   myriad.sleep(ms)          -- inside a handler (or any coroutine driven by myriad)
  *   myriad.run() / myriad.stop() / myriad.run_once([nowait]) / myriad.backend_fd() /
  *   myriad.next_timeout()
+ *   myriad.listen_fds() / myriad.notify(state) / myriad.watchdog()  -- systemd (see README)
+ *   (myriad.server{ inherited = true, ... } serves the socket-activated fds)
  *
  * Handlers run as coroutines: req:body() and myriad.sleep() yield. req and res are two
  * views of one request object. Errors in a handler give the client a 500 and go to stderr
@@ -734,7 +736,7 @@ static const struct { const char *name; int which; } limits[] = {
 };
 
 /* Options of myriad.server besides the limits above. */
-static const char *const server_keys[] = {"http", "fcgi", "handler", "threads", NULL};
+static const char *const server_keys[] = {"http", "fcgi", "inherited", "handler", "threads", NULL};
 
 /* Every key of the options table is known: a typo (htp=) is an error naming it. */
 static void check_server_keys(lua_State *L) {
@@ -780,6 +782,13 @@ static int l_server(lua_State *L) {
     if (myriad_server_new(&s->srv) != MYRIAD_OK) return luaL_error(L, "out of memory");
     listen_list(L, s->srv, MYRIAD_HTTP, "http");
     listen_list(L, s->srv, MYRIAD_FCGI, "fcgi");
+    lua_getfield(L, 1, "inherited");
+    if (lua_toboolean(L, -1)) {
+        /* Socket activation: the fds systemd passed ("fcgi" by name FastCGI, others HTTP). */
+        int rc = myriad_server_listen_inherited(s->srv, 1);
+        if (rc < 0) return luaL_error(L, "socket activation: %s", myriad_strerror(rc));
+    }
+    lua_pop(L, 1);
     for (size_t i = 0; i < sizeof limits / sizeof limits[0]; i++) {
         lua_getfield(L, 1, limits[i].name);
         if (!lua_isnil(L, -1)) {
@@ -992,12 +1001,43 @@ static int l_stats(lua_State *L) {
 
 #include "cosocket.h"
 
+/* myriad.listen_fds() -> the number of socket-activated fds passed to this process. */
+static int l_listen_fds(lua_State *L) {
+    int n = myriad_listen_fds();
+    if (n < 0) return luaL_error(L, "socket activation: %s", myriad_strerror(n));
+    lua_pushinteger(L, n);
+    return 1;
+}
+
+/* myriad.notify(state) -> true (sent), false (no NOTIFY_SOCKET), or nil, message. */
+static int l_notify(lua_State *L) {
+    size_t n;
+    const char *st = luaL_checklstring(L, 1, &n);
+    int rc = myriad_notify(st, n);
+    if (rc < 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, myriad_strerror(rc));
+        return 2;
+    }
+    lua_pushboolean(L, rc == 1);
+    return 1;
+}
+
+/* myriad.watchdog() -> true if WATCHDOG=1 pings were armed on the loop, false if not asked. */
+static int l_watchdog(lua_State *L) {
+    int rc = myriad_watchdog_start(LP, NULL);
+    if (rc < 0) return luaL_error(L, "watchdog: %s", myriad_strerror(rc));
+    lua_pushboolean(L, rc == 1);
+    return 1;
+}
+
 static const luaL_Reg funcs[] = {
     {"server", l_server}, {"timer", l_timer},       {"sleep", l_sleep},
     {"signal", l_signal}, {"run", l_run},           {"run_once", l_run_once},
     {"stop", l_stop},     {"backend_fd", l_backend_fd}, {"next_timeout", l_next_timeout},
     {"stats", l_stats},   {"tcp", l_tcp},           {"connect", l_connect},
-    {"spawn", l_spawn},   {NULL, NULL}};
+    {"spawn", l_spawn},   {"listen_fds", l_listen_fds}, {"notify", l_notify},
+    {"watchdog", l_watchdog}, {NULL, NULL}};
 
 static void metatable(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction gc,
                       lua_CFunction index) {

@@ -96,6 +96,13 @@ check(e:find("http listener " .. taken, 1, true) and e:find("in use", 1, true), 
 local closed_holder = false
 holder:close(function() closed_holder = true end)
 run_until(function() return closed_holder end, 5)
+-- systemd: this process was not socket-activated nor started by a manager that listens
+-- (tests/systemd_e2e.sh runs the demo under systemd-socket-activate for the rest).
+check(myriad.listen_fds() == 0, "listen_fds: not socket-activated")
+check(myriad.notify("READY=1") == false, "notify without NOTIFY_SOCKET: false")
+check(myriad.watchdog() == false, "watchdog without WATCHDOG_USEC: false")
+check(not pcall(myriad.notify), "notify needs a string")
+check(not pcall(myriad.server, { inherited = true, handler = print }), "inherited with nothing passed: no listener")
 local errors_seen = 0
 local srv = myriad.server {
   http = { "127.0.0.1:0" }, fcgi = { "unix:" .. tmp .. "/lt.sock" },

@@ -16,10 +16,14 @@ mod alloc_test;
 mod loops;
 mod server;
 mod stream;
+mod systemd;
+mod work;
 
 pub use loops::*;
 pub use server::*;
 pub use stream::*;
+pub use systemd::*;
+pub use work::*;
 
 /// ABI major version (the soname is libmyriad.so.MAJOR).
 pub const MYRIAD_VERSION_MAJOR: c_int = 0;
@@ -210,6 +214,8 @@ pub extern "C" fn myriad_strerror(code: c_int) -> *const c_char {
         MYRIAD_EUNSUPPORTED => "not supported\0",
         MYRIAD_ETIMEDOUT => "timed out\0",
         MYRIAD_ERESOLVE => "host name could not be resolved\0",
+        MYRIAD_EFULL => "the work pool's queue is full\0",
+        MYRIAD_ECANCELED => "cancelled before it started\0",
         c if c <= MYRIAD_EOS_BASE && c > MYRIAD_EOS_BASE - 4096 => {
             // SAFETY: strerror returns a static (per-thread) string for any errno; glibc's
             // messages for known errno values are static.

@@ -202,9 +202,21 @@ pub unsafe extern "C" fn myriad_server_free(srv: *mut myriad_server_t) {
     });
 }
 
-unsafe fn srv_mut<'a>(srv: *mut myriad_server_t) -> Option<&'a mut myriad_server_t> {
+pub(crate) unsafe fn srv_mut<'a>(srv: *mut myriad_server_t) -> Option<&'a mut myriad_server_t> {
     // SAFETY: the caller passes a live server or NULL.
     unsafe { srv.as_mut() }
+}
+
+impl myriad_server_t {
+    /// Whether myriad_server_start ran.
+    pub(crate) fn is_started(&self) -> bool {
+        self.started.is_some()
+    }
+}
+
+/// Adds a listener to bind at start (for other modules: socket activation).
+pub(crate) fn push_listener(s: &mut myriad_server_t, a: Addr, p: Proto) {
+    s.addrs.push((a, p));
 }
 
 /// Adds a listener: `proto` is MYRIAD_HTTP or MYRIAD_FCGI, `addr` is HOST:PORT,

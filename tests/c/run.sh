@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# C-side tests: the header compiles as C11 and C++, the API and stream tests (on epoll and on
-# io_uring), the demo (examples/hello.c) through every route over HTTP and FastCGI (under
+# C-side tests: the header compiles as C11 and C++, the API, stream, work pool and systemd tests
+# (on epoll and on io_uring; the work pool's under valgrind too), the demo (examples/hello.c) through every route over HTTP and FastCGI (under
 # valgrind on epoll, and on io_uring), its Rust twin (examples/hello.rs), and an install that a C program
 # builds against with pkg-config. Ends with "N passed, M failed".
 set -uo pipefail
@@ -25,6 +25,9 @@ for x in hello echo proxy; do
 done
 check "api test compiles" gcc $WARN -g -Iinclude tests/c/test_api.c -o "$TMP/test_api" -L"$LIB" -Wl,-rpath,"$LIB" -lmyriad -lpthread
 check "stream test compiles" gcc $WARN -g -Iinclude tests/c/test_stream.c -o "$TMP/test_stream" -L"$LIB" -Wl,-rpath,"$LIB" -lmyriad -lpthread
+for t in work systemd; do
+    check "$t test compiles" gcc $WARN -g -Iinclude "tests/c/test_$t.c" -o "$TMP/test_$t" -L"$LIB" -Wl,-rpath,"$LIB" -lmyriad -lpthread
+done
 # Both tests on each backend (MYRIAD_BACKEND picks the one a loop gets by default).
 for be in epoll io_uring; do
     out=$(MYRIAD_BACKEND=$be timeout 120 "$TMP/test_api" 2>/dev/null)
@@ -33,7 +36,19 @@ for be in epoll io_uring; do
     out=$(MYRIAD_BACKEND=$be timeout 120 "$TMP/test_stream" 2>/dev/null)
     echo "$out" | grep -E '^(FAIL|  )' || true
     check "stream test on $be: $(echo "$out" | tail -1)" grep -q '^[0-9]* passed, 0 failed$' <<<"$out"
+    for t in work systemd; do
+        out=$(MYRIAD_BACKEND=$be timeout 120 "$TMP/test_$t" 2>/dev/null)
+        echo "$out" | grep -E '^FAIL' || true
+        check "$t test on $be: $(echo "$out" | tail -1)" grep -q '^[0-9]* passed, 0 failed$' <<<"$out"
+    done
 done
+
+# ---- the work pool under valgrind: a loop freed with work queued and running leaks nothing ----
+out=$(MYRIAD_BACKEND=epoll timeout 300 valgrind -q --leak-check=full --errors-for-leak-kinds=definite,indirect \
+    --error-exitcode=99 --log-file="$TMP/vg-work.log" "$TMP/test_work" 2>&1)
+rc=$?
+check "work test under valgrind (exit $rc): $(echo "$out" | tail -1)" test "$rc" = 0
+[ "$rc" = 0 ] || cat "$TMP/vg-work.log"
 
 # ---- the demo under valgrind: every route over HTTP and FastCGI ----
 # On epoll: valgrind (3.19) holds its lock across io_uring_enter, which deadlocks a loop that

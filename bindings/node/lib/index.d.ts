@@ -29,6 +29,9 @@ export interface Limits {
 export interface ListenOptions extends Limits {
   http?: Address | Address[];
   fcgi?: Address | Address[];
+  /** Also serve the listeners of socket activation (systemd's LISTEN_FDS for this process:
+   * an fd named "fcgi" serves FastCGI, the others HTTP; their addresses read "fd:3"...). */
+  inherited?: boolean;
   /** Must be 1 (or absent): a Node.js thread runs one loop; use worker_threads for more. */
   threads?: 1;
 }
@@ -197,6 +200,19 @@ export interface Stats {
 
 /** This thread's loop counters. */
 export declare function stats(): Stats;
+
+/** How many listening fds socket activation passed to this process (not taken); 0 when
+ * not socket-activated. Throws on malformed LISTEN_* variables. */
+export declare function listenFds(): number;
+
+/** sd_notify: sends `state` ("READY=1", "STOPPING=1", "STATUS=...", "WATCHDOG=1", or
+ * several lines) to NOTIFY_SOCKET, never blocking. True when sent, false when
+ * NOTIFY_SOCKET is unset; throws on a send error. */
+export declare function notify(state: string): boolean;
+
+/** Arms WATCHDOG=1 pings every half WATCHDOG_USEC from the loop's timers; false when no
+ * watchdog is asked for. */
+export declare function watchdog(): boolean;
 
 /** The library version, e.g. "0.1.0". */
 export declare const version: string;

@@ -702,8 +702,10 @@ class Server extends EventEmitter {
   }
 
   /** Binds the listeners and starts serving. `what`: { http: ADDR | ADDR[], fcgi: ADDR |
-   * ADDR[], ...limits } or one HTTP address. ADDR is HOST:PORT, [V6]:PORT, unix:PATH or
-   * fd:N (port 0 picks a free port). Resolves to the bound addresses. */
+   * ADDR[], inherited: true, ...limits } or one HTTP address. ADDR is HOST:PORT, [V6]:PORT,
+   * unix:PATH or fd:N (port 0 picks a free port). `inherited` adds the listeners of socket
+   * activation (systemd's LISTEN_FDS: an fd named "fcgi" serves FastCGI, others HTTP; they
+   * read "fd:3"...). Resolves to the bound addresses. */
   async listen(what) {
     if (this._listening || this._closing) throw codeError('already listening', 'ERR_SERVER_ALREADY_LISTEN');
     const o = typeof what === 'string' ? { http: what } : { ...this._options, ...what };
@@ -712,9 +714,15 @@ class Server extends EventEmitter {
     }
     let http = asList(o.http, 'http');
     let fcgi = asList(o.fcgi, 'fcgi');
-    if (!http.length && !fcgi.length) throw codeError('listen: no http or fcgi address', 'ERR_INVALID_ARG_VALUE');
+    const inherited = o.inherited === true;
+    if (inherited && !http.length && !fcgi.length && native.listenFds() === 0) {
+      throw codeError('listen: not socket-activated (no LISTEN_FDS for this process)', 'ERR_INVALID_ARG_VALUE');
+    }
+    if (!http.length && !fcgi.length && !inherited) {
+      throw codeError('listen: no http or fcgi address', 'ERR_INVALID_ARG_VALUE');
+    }
     if (cluster.isWorker) [http, fcgi] = [http.map(clusterAddr), fcgi.map(clusterAddr)];
-    const limits = {};
+    const limits = { inherited };
     for (const k of LIMITS) if (o[k] !== undefined) limits[k] = o[k];
     const id = nextId++;
     try {
@@ -809,4 +817,26 @@ function stats() {
   return native.stats();
 }
 
-module.exports = { createServer, Server, Request, Response, stats, version: native.version };
+/** The number of listening fds socket activation passed to this process (systemd's
+ * LISTEN_FDS, when LISTEN_PID is this process), without taking them; 0 when not
+ * socket-activated. Throws (code MYRIAD_EINVAL) on malformed variables. */
+function listenFds() {
+  return native.listenFds();
+}
+
+/** sd_notify: sends `state` ('READY=1', 'STOPPING=1', 'STATUS=...', 'WATCHDOG=1', several
+ * lines at once) to the service manager's NOTIFY_SOCKET in one datagram, never blocking.
+ * Returns true when sent, false when NOTIFY_SOCKET is unset. Throws on a send error. */
+function notify(state) {
+  if (typeof state !== 'string') throw codeError('notify: state must be a string', 'ERR_INVALID_ARG_TYPE');
+  return native.notify(state);
+}
+
+/** When the service manager asks for a watchdog (WATCHDOG_USEC) and listens: sends
+ * WATCHDOG=1 now and every half timeout from myriad's loop timers. Returns true if armed,
+ * false if no watchdog is asked for. */
+function watchdog() {
+  return native.watchdog();
+}
+
+module.exports = { createServer, Server, Request, Response, stats, listenFds, notify, watchdog, version: native.version };

@@ -100,6 +100,8 @@ static const char *code_name(int rc) {
     case MYRIAD_EUNSUPPORTED: return "MYRIAD_EUNSUPPORTED";
     case MYRIAD_ETIMEDOUT: return "MYRIAD_ETIMEDOUT";
     case MYRIAD_ERESOLVE: return "MYRIAD_ERESOLVE";
+    case MYRIAD_EFULL: return "MYRIAD_EFULL";
+    case MYRIAD_ECANCELED: return "MYRIAD_ECANCELED";
     default: return rc <= MYRIAD_EOS_BASE ? "MYRIAD_EOS" : "MYRIAD_ERROR";
     }
 }
@@ -686,6 +688,18 @@ static napi_value js_listen(napi_env env, napi_callback_info info) {
     if ((rc = add_listeners(env, srv, MYRIAD_HTTP, argv[1], err, sizeof err)) != MYRIAD_OK ||
         (rc = add_listeners(env, srv, MYRIAD_FCGI, argv[2], err, sizeof err)) != MYRIAD_OK)
         goto fail;
+    {
+        /* options.inherited: the socket-activated fds (LISTEN_FDS). The environment is left
+           alone: other threads of the process may read it. */
+        napi_value v;
+        bool yes = false;
+        if (napi_get_named_property(env, argv[3], "inherited", &v) == napi_ok &&
+            napi_get_value_bool(env, v, &yes) == napi_ok && yes &&
+            (rc = myriad_server_listen_inherited(srv, 0)) < 0) {
+            snprintf(err, sizeof err, "socket activation");
+            goto fail;
+        }
+    }
     for (size_t i = 0; i < sizeof LIMITS / sizeof LIMITS[0]; i++) {
         napi_value v;
         napi_valuetype t;
@@ -944,6 +958,40 @@ static napi_value js_log(napi_env env, napi_callback_info info) {
 }
 
 /* stats() -> { requests: live request handles, iterations, ... (myriad_loop_stats) } */
+/* listenFds() -> the number of socket-activated fds passed to this process. */
+static napi_value js_listen_fds(napi_env env, napi_callback_info info) {
+    int n = myriad_listen_fds();
+    (void)info;
+    if (n < 0) return throw_rc(env, n, "socket activation");
+    return num(env, n);
+}
+
+/* notify(state) -> true (sent) or false (no NOTIFY_SOCKET); throws on a send error. */
+static napi_value js_notify(napi_env env, napi_callback_info info) {
+    napi_value argv[1], r;
+    char buf[1024], *st, *heap;
+    size_t n;
+    int rc;
+    if (get_args(env, info, 1, argv) < 0 || get_str(env, argv[0], 1, buf, sizeof buf, &st, &n, &heap) < 0)
+        return throw_type(env, "notify: a string expected");
+    rc = myriad_notify(st, n);
+    free(heap);
+    if (rc < 0) return throw_rc(env, rc, "sd_notify");
+    napi_get_boolean(env, rc == 1, &r);
+    return r;
+}
+
+/* watchdog() -> true if WATCHDOG=1 pings were armed on the loop, false if not asked for. */
+static napi_value js_watchdog(napi_env env, napi_callback_info info) {
+    inst *I = the_inst(env);
+    napi_value r;
+    int rc = myriad_watchdog_start(I->lp, NULL);
+    (void)info;
+    if (rc < 0) return throw_rc(env, rc, "watchdog");
+    napi_get_boolean(env, rc == 1, &r);
+    return r;
+}
+
 static napi_value js_stats(napi_env env, napi_callback_info info) {
     inst *I = the_inst(env);
     myriad_stats_t st;
@@ -1029,6 +1077,7 @@ static napi_value init_module(napi_env env, napi_value exports) {
         {"target", js_target},   {"query", js_query},   {"peer", js_peer},           {"headers", js_headers},
         {"env", js_env},         {"write", js_write},   {"end", js_end},             {"queued", js_queued}, {"abort", js_abort},
         {"onDrain", js_on_drain}, {"log", js_log},      {"stats", js_stats},
+        {"listenFds", js_listen_fds}, {"notify", js_notify}, {"watchdog", js_watchdog},
     };
     inst *I;
     uv_loop_t *uvl;

@@ -272,6 +272,16 @@ test('stats and version', async () => {
   await srv.close();
 });
 
+test('systemd: not socket-activated, no manager listening', async () => {
+  // tests/systemd_e2e.sh runs the demo under systemd-socket-activate for the rest.
+  assert.equal(myriad.listenFds(), 0);
+  assert.equal(myriad.notify('READY=1'), false);
+  assert.equal(myriad.watchdog(), false);
+  assert.throws(() => myriad.notify(1), (e) => e.code === 'ERR_INVALID_ARG_TYPE');
+  const srv = myriad.createServer((req, res) => res.end());
+  await assert.rejects(srv.listen({ inherited: true }), (e) => e.code === 'ERR_INVALID_ARG_VALUE' && /LISTEN_FDS/.test(e.message));
+});
+
 test('flushHeaders sends the head before the body; end callbacks run', async () => {
   let release;
   const gate = new Promise((r) => {

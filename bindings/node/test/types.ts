@@ -45,3 +45,12 @@ async function main(): Promise<void> {
   await srv.close();
 }
 void main();
+
+// systemd
+const nfds: number = myriad.listenFds();
+const sent: boolean = myriad.notify('READY=1');
+const armed: boolean = myriad.watchdog();
+void srv.listen({ inherited: true });
+void [nfds, sent, armed];
+// @ts-expect-error the state is a string
+myriad.notify(1);

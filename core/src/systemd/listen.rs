@@ -211,6 +211,24 @@ pub fn listen_fds(unset_env: bool) -> Result<Vec<ListenFd>, ActivationError> {
     Ok(out)
 }
 
+/// How many fds [`listen_fds`] would take now, without taking them or changing the
+/// environment: 0 when the process was not socket-activated (or the fds were taken).
+/// Errors: as [`listen_fds`] for malformed variables.
+pub fn listen_fds_count() -> Result<usize, ActivationError> {
+    if TAKEN.load(Ordering::Acquire) {
+        return Ok(0);
+    }
+    let vars = ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"].map(std::env::var_os);
+    let [pid, fds, names] = &vars;
+    let names = parse(
+        pid.as_deref(),
+        fds.as_deref(),
+        names.as_deref(),
+        std::process::id(),
+    )?;
+    Ok(names.map_or(0, |n| n.len()))
+}
+
 fn set_cloexec(fd: RawFd) -> io::Result<()> {
     let flags = crate::sys::syscall!(fcntl(fd, libc::F_GETFD))?;
     if flags & libc::FD_CLOEXEC == 0 {

@@ -16,6 +16,8 @@ mod listen;
 mod notify;
 mod spawn;
 
-pub use listen::{listen_fds, proto_for_name, ActivationError, ListenFd, LISTEN_FDS_START};
+pub use listen::{
+    listen_fds, listen_fds_count, proto_for_name, ActivationError, ListenFd, LISTEN_FDS_START,
+};
 pub use notify::{monotonic_usec, notify, start_watchdog, watchdog_interval, Notifier};
 pub use spawn::{spawn, spawn_with, ChildEnv, PassFds};
