@@ -77,7 +77,8 @@ pub extern "C" fn myriad_listen_fds() -> c_int {
 /// NOTIFY_SOCKET in one datagram, as sd_notify(3) does. NOTIFY_SOCKET is read at the first
 /// call. Never blocks (a manager whose queue is full gives MYRIAD_EOS_BASE - EAGAIN).
 /// Returns 1 when sent, 0 when NOTIFY_SOCKET is unset (not started by a manager that
-/// listens: nothing to do). Any thread.
+/// listens: nothing to do) or when called in a process forked after the first call (a
+/// worker is not the service's main process: it sends nothing). Any thread.
 /// Errors: MYRIAD_EINVAL (`state` NULL with a length, not UTF-8, or NOTIFY_SOCKET neither an
 /// absolute path nor an @abstract name), OS errors from sendto.
 #[no_mangle]

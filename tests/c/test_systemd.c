@@ -15,6 +15,7 @@
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -134,6 +135,14 @@ int main(void) {
     CHECK(myriad_notify(S("READY=1\nSTATUS=serving fd:3")) == 1);
     n = recv(rx, m, sizeof m - 1, 0);
     CHECK(n == 27 && memcmp(m, "READY=1\nSTATUS=serving fd:3", 27) == 0);
+    /* A forked child (a supervisor's worker) is not the main process: it sends nothing. */
+    pid_t child = fork();
+    if (child == 0) _exit(myriad_notify(S("FROM_CHILD=1")) == 0 ? 0 : 1);
+    int wst = -1;
+    CHECK(child > 0 && waitpid(child, &wst, 0) == child && WIFEXITED(wst) && WEXITSTATUS(wst) == 0);
+    CHECK(myriad_notify(S("STATUS=parent")) == 1);
+    n = recv(rx, m, sizeof m - 1, 0);
+    CHECK(n == 13 && memcmp(m, "STATUS=parent", 13) == 0);
     CHECK(myriad_notify(NULL, 3) == MYRIAD_EINVAL);
     CHECK(myriad_notify("\xff\xfe", 2) == MYRIAD_EINVAL);
     uint64_t usec = 0;

@@ -160,18 +160,25 @@ pub(crate) fn status_line(text: &str) -> String {
 }
 
 /// The process's notifier from `NOTIFY_SOCKET`, made at the first use (the error as text,
-/// when the variable is malformed).
-fn global() -> &'static Result<Option<Notifier>, String> {
-    static N: OnceLock<Result<Option<Notifier>, String>> = OnceLock::new();
-    N.get_or_init(|| Notifier::from_env(false).map_err(|e| e.to_string()))
+/// when the variable is malformed), with the pid of the process that made it.
+fn global() -> &'static (u32, Result<Option<Notifier>, String>) {
+    static N: OnceLock<(u32, Result<Option<Notifier>, String>)> = OnceLock::new();
+    N.get_or_init(|| {
+        let n = Notifier::from_env(false).map_err(|e| e.to_string());
+        (std::process::id(), n)
+    })
 }
 
 /// sd_notify(3) for the whole process: sends `state` to `NOTIFY_SOCKET` (read once, at the
 /// first call). `Ok(false)` when the variable is unset (not started by a manager that
-/// listens), `Ok(true)` once sent. Errors: a malformed `NOTIFY_SOCKET`, and send failures
-/// as [`Notifier::send`] gives them. Any thread.
+/// listens), `Ok(true)` once sent. A process forked after that first call (a supervisor's
+/// worker) is not the service's main process: its calls are `Ok(false)` and send nothing,
+/// so a forked loop's watchdog timer cannot speak for its parent. Errors: a malformed
+/// `NOTIFY_SOCKET`, and send failures as [`Notifier::send`] gives them. Any thread.
 pub fn notify(state: &str) -> io::Result<bool> {
-    match global() {
+    let (pid, n) = global();
+    match n {
+        _ if *pid != std::process::id() => Ok(false),
         Ok(Some(n)) => n.send(state).map(|_| true),
         Ok(None) => Ok(false),
         Err(e) => Err(io::Error::new(io::ErrorKind::InvalidInput, e.clone())),
