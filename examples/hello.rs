@@ -275,6 +275,19 @@ fn main() {
     }
     if let Some(opts) = sup {
         if addrs.is_empty() {
+            // Socket activation: the supervisor serves the passed fds (one socket shared by
+            // every worker) and tells systemd READY=1 once its workers serve. The variables
+            // stay set: a SIGUSR2 re-exec keeps the pid and these fds, and finds them again.
+            let fds = systemd::listen_fds(false).unwrap_or_else(|e| {
+                eprintln!("hello: {e}");
+                std::process::exit(1);
+            });
+            for f in fds {
+                let proto = f.proto();
+                addrs.push((Addr::Fd(std::os::fd::IntoRawFd::into_raw_fd(f.fd)), proto));
+            }
+        }
+        if addrs.is_empty() {
             addrs.push(("127.0.0.1:8080".parse().unwrap(), Proto::Http));
         }
         supervise(opts, addrs, status, threads, backend);

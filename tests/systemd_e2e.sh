@@ -61,18 +61,25 @@ gcc -std=c99 -Wall -Wextra -Werror -pedantic -O2 -fPIC -shared -Iinclude -I/usr/
     bad "build the Node addon"
 cargo build -q -p myriad --example hello || bad "build the Rust demo"
 
-# A notification socket: every datagram becomes one line of $2 (newlines as '|').
+# A notification socket: every datagram becomes one line of $2 (newlines as '|'), and the
+# sender's pid (SCM_CREDENTIALS, as systemd reads it for NotifyAccess=main) a line of $3.
 cat >"$TMP/recv.py" <<'EOF'
-import socket, sys
+import socket, struct, sys
 s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
 s.bind(sys.argv[1])
 s.settimeout(120)
-with open(sys.argv[2], "a", buffering=1) as f:
+with open(sys.argv[2], "a", buffering=1) as f, open(sys.argv[3], "a", buffering=1) as who:
     while True:
         try:
-            m = s.recv(65536)
+            m, anc, _, _ = s.recvmsg(65536, socket.CMSG_SPACE(12))
         except socket.timeout:
             break
+        pid = "?"
+        for level, kind, data in anc:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+                pid = struct.unpack("iII", data[:12])[0]
+        who.write(f"{pid}\n")
         f.write(m.decode(errors="replace").replace("\n", "|") + "\n")
 EOF
 
@@ -107,12 +114,14 @@ activated() { # label, command...
     read -r p1 p2 < <(free_ports 2)
     rm -f "$TMP/notify.sock"
     : >"$TMP/notes"
-    python3 "$TMP/recv.py" "$TMP/notify.sock" "$TMP/notes" &
+    : >"$TMP/senders"
+    python3 "$TMP/recv.py" "$TMP/notify.sock" "$TMP/notes" "$TMP/senders" &
     RPID=$!
     wait_for 10 test -S "$TMP/notify.sock" || bad "[$label] notification receiver"
     systemd-socket-activate -l "127.0.0.1:$p1" -l "127.0.0.1:$p2" --fdname=http:fcgi "${ENV[@]}" \
         -E "NOTIFY_SOCKET=$TMP/notify.sock" -E WATCHDOG_USEC=300000 "$@" >"$TMP/out" 2>"$TMP/err" &
     SPID=$!
+    local pid=$SPID # systemd-socket-activate executes the demo: the same process
     wait_for 10 grep -q "^Listening on 127.0.0.1:$p2" "$TMP/err"
     # systemd-socket-activate starts the demo on this first connection, which waits in the
     # backlog of the passed socket until the demo accepts it.
@@ -154,9 +163,18 @@ activated() { # label, command...
     SPID=
     [ "$rc" = 0 ] && ok "[$label] SIGTERM: exit 0" || bad "[$label] exit $rc: $(cat "$TMP/err")"
     if grep -q '^STOPPING=1' "$TMP/notes"; then ok "[$label] STOPPING=1"; else bad "[$label] no STOPPING=1: $(cat "$TMP/notes")"; fi
+    senders_are "$label" "$pid"
     kill "$RPID" 2>/dev/null
     wait "$RPID" 2>/dev/null
     RPID=
+}
+
+senders_are() { # label, pid: every notification came from that process (the main one)
+    if [ "$(sort -u "$TMP/senders")" = "$2" ]; then
+        ok "[$1] every notification from the main process ($2)"
+    else
+        bad "[$1] senders: $(sort "$TMP/senders" | uniq -c | tr '\n' ' ') (main $2)"
+    fi
 }
 
 # One socket without a name (LISTEN_FDNAMES=unknown) and no NOTIFY_SOCKET: HTTP.
@@ -190,6 +208,86 @@ malformed() { # label, command...
     fi
 }
 
+# Under the supervisor (--workers 2): the supervisor takes the passed fds and is the only
+# process that notifies: READY=1 once both workers serve, RELOADING=1 + MONOTONIC_USEC then
+# READY=1 around a SIGHUP reload, WATCHDOG=1 from its loop, STOPPING=1; the workers serve.
+supervised() { # label, command...
+    local label="$1 --workers"; shift
+    local p1 p2
+    read -r p1 p2 < <(free_ports 2)
+    rm -f "$TMP/notify.sock"
+    : >"$TMP/notes"
+    : >"$TMP/senders"
+    python3 "$TMP/recv.py" "$TMP/notify.sock" "$TMP/notes" "$TMP/senders" &
+    RPID=$!
+    wait_for 10 test -S "$TMP/notify.sock" || bad "[$label] notification receiver"
+    systemd-socket-activate -l "127.0.0.1:$p1" -l "127.0.0.1:$p2" --fdname=http:fcgi "${ENV[@]}" \
+        -E "NOTIFY_SOCKET=$TMP/notify.sock" -E WATCHDOG_USEC=300000 "$@" --workers 2 >"$TMP/out" 2>"$TMP/err" &
+    SPID=$!
+    local pid=$SPID
+    wait_for 10 grep -q "^Listening on 127.0.0.1:$p2" "$TMP/err"
+    local got
+    got=$(curl -sS --max-time 20 "http://127.0.0.1:$p1/" 2>&1)
+    [ "$got" = "Hello, World!" ] && ok "[$label] the first connection is served by a worker" ||
+        bad "[$label] first request: [$got] $(cat "$TMP/err")"
+    if wait_for 20 grep -q '^READY=1|STATUS=serving: 2 of 2 workers ready$' "$TMP/notes"; then
+        ok "[$label] READY=1 once both workers serve"
+    else
+        bad "[$label] no READY=1: $(cat "$TMP/notes" "$TMP/err")"
+    fi
+    got=$(curl -sS --max-time 10 "http://127.0.0.1:$p1/pid" 2>&1)
+    [ -n "$got" ] && [ "$got" != "$pid" ] && ok "[$label] HTTP fd served by a worker (pid $got)" ||
+        bad "[$label] /pid over HTTP: [$got] (supervisor $pid)"
+    got=$(fcgi_get "127.0.0.1:$p2" "/pid")
+    [ -n "$got" ] && [ "$got" != "$pid" ] && ok "[$label] FastCGI fd served by a worker" ||
+        bad "[$label] /pid over FastCGI: [$got]"
+    local n0 n1
+    n0=$(grep -c '^WATCHDOG=1$' "$TMP/notes")
+    sleep 1.5
+    n1=$(grep -c '^WATCHDOG=1$' "$TMP/notes")
+    if [ $((n1 - n0)) -ge 3 ] && [ $((n1 - n0)) -le 30 ]; then
+        ok "[$label] WATCHDOG=1 from the supervisor's loop ($((n1 - n0)) in 1.5 s)"
+    else
+        bad "[$label] watchdog pings: $((n1 - n0)) in 1.5 s"
+    fi
+    local ready0
+    ready0=$(grep -c '^READY=1' "$TMP/notes")
+    kill -HUP "$SPID"
+    if wait_for 20 grep -q '^RELOADING=1|MONOTONIC_USEC=[0-9][0-9]*$' "$TMP/notes"; then
+        ok "[$label] SIGHUP: RELOADING=1 with MONOTONIC_USEC"
+    else
+        bad "[$label] no RELOADING=1: $(cat "$TMP/notes")"
+    fi
+    ready_again() { [ "$(grep -c '^READY=1' "$TMP/notes")" -gt "$ready0" ]; }
+    if wait_for 20 ready_again; then ok "[$label] READY=1 when the reload is done"; else bad "[$label] no READY=1 after the reload: $(tail -5 "$TMP/notes")"; fi
+    got=$(curl -sS --max-time 10 "http://127.0.0.1:$p1/" 2>&1)
+    [ "$got" = "Hello, World!" ] && ok "[$label] served after the reload" || bad "[$label] after reload: [$got]"
+    # SIGUSR2: the supervisor executes itself again (same pid) and finds the passed fds in
+    # LISTEN_FDS again; the new image says READY=1 once its workers serve.
+    ready0=$(grep -c '^READY=1' "$TMP/notes")
+    kill -USR2 "$SPID"
+    if wait_for 30 ready_again && kill -0 "$pid" 2>/dev/null; then
+        ok "[$label] SIGUSR2 re-exec: READY=1 again, same pid"
+    else
+        bad "[$label] re-exec: $(tail -5 "$TMP/notes") $(tail -5 "$TMP/err")"
+    fi
+    got=$(curl -sS --max-time 10 "http://127.0.0.1:$p1/" 2>&1)
+    local fgot
+    fgot=$(fcgi_get "127.0.0.1:$p2" "/delay?ms=1")
+    [ "$got" = "Hello, World!" ] && [ "$fgot" = "delayed 1" ] && ok "[$label] both fds served after the re-exec" ||
+        bad "[$label] after re-exec: [$got] [$fgot]"
+    kill -TERM "$SPID"
+    local rc=0
+    wait "$SPID" || rc=$?
+    SPID=
+    [ "$rc" = 0 ] && ok "[$label] SIGTERM: exit 0" || bad "[$label] exit $rc: $(tail -5 "$TMP/err")"
+    if grep -q '^STOPPING=1' "$TMP/notes"; then ok "[$label] STOPPING=1"; else bad "[$label] no STOPPING=1: $(cat "$TMP/notes")"; fi
+    senders_are "$label" "$pid"
+    kill "$RPID" 2>/dev/null
+    wait "$RPID" 2>/dev/null
+    RPID=
+}
+
 for demo in "C:build/hello" "Lua:lua5.4 examples/hello.lua" "JS:node examples/hello.js" \
     "Rust:target/debug/examples/hello"; do
     label=${demo%%:*}
@@ -197,6 +295,10 @@ for demo in "C:build/hello" "Lua:lua5.4 examples/hello.lua" "JS:node examples/he
     activated "$label" "${cmd[@]}"
     unnamed "$label" "${cmd[@]}"
     malformed "$label" "${cmd[@]}"
+    # The supervisor's flags, in each demo that has them.
+    src=$(printf '%s\n' "${cmd[@]}" | grep -E '^(examples/|build/|target/)' | head -1)
+    case $label in C) src=examples/hello.c ;; Rust) src=examples/hello.rs ;; esac
+    if grep -q -- '--workers' "$src"; then supervised "$label" "${cmd[@]}"; fi
 done
 
 echo "$pass passed, $fail failed"

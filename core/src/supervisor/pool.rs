@@ -239,6 +239,8 @@ pub(crate) fn run(mut sup: Supervisor, mode: Mode) -> io::Result<i32> {
         lp.repeat(TICK, TICK, move |lp, _| tick(lp, &st));
     }
     tick(&mut lp, &st);
+    // systemd: WATCHDOG=1 from this loop when WatchdogSec= asks (READY/STATUS: in tick).
+    crate::systemd::start_watchdog(&mut lp)?;
     lp.run()?;
     let mut s = st.borrow_mut();
     if let Some(f) = s.fatal.take() {
@@ -321,6 +323,7 @@ fn reload(st: &Shared) {
         return;
     }
     log::info!("supervisor: reload (SIGHUP)");
+    let _ = crate::systemd::notify_reloading();
     let hook = st.borrow_mut().reload.take();
     if let Some(mut h) = hook {
         h();
@@ -361,6 +364,7 @@ fn reexec_now(st: &Shared) {
 }
 
 fn stop(st: &Shared, fast: bool) {
+    let _ = crate::systemd::notify("STOPPING=1");
     let mut s = st.borrow_mut();
     if fast {
         log::info!("supervisor: fast stop");
@@ -398,6 +402,19 @@ fn tick(lp: &mut Loop, st: &Shared) {
     }
     reconcile(lp, st);
     let s = st.borrow();
+    // systemd: READY=1 once every slot's worker serves, STATUS= when it changes.
+    let ready = (s.children.iter())
+        .filter(|c| c.live() && c.ready && c.retire.is_none())
+        .count();
+    let what = match s.phase {
+        Phase::Running if s.reloading => "reloading",
+        Phase::Running => "serving",
+        _ => "draining",
+    };
+    crate::systemd::service_state(
+        s.phase == Phase::Running && ready >= s.slots.len(),
+        &format!("{what}: {ready} of {} workers ready", s.slots.len()),
+    );
     if s.fatal.is_some() || (s.phase != Phase::Running && s.children.is_empty()) {
         lp.stop();
     }
@@ -651,6 +668,7 @@ pub(crate) fn reconcile(lp: &mut Loop, st: &Shared) {
         {
             s.reloading = false;
             log::info!("supervisor: reload done");
+            let _ = crate::systemd::notify("READY=1");
         }
     }
     for (slot, extra) in spawn {

@@ -141,7 +141,7 @@ impl Inherited {
 /// Makes an inherited TCP listener have `n` slot sockets (binding more siblings on its
 /// port, or closing the surplus).
 pub(crate) fn grow(mut b: Bound, n: usize, backlog: i32) -> io::Result<Bound> {
-    if !matches!(b.addr, Addr::Tcp(_)) {
+    if !matches!(b.spec, Addr::Tcp(_)) {
         b.socks.truncate(1);
         return Ok(b);
     }

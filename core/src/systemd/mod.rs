@@ -19,5 +19,8 @@ mod spawn;
 pub use listen::{
     listen_fds, listen_fds_count, proto_for_name, ActivationError, ListenFd, LISTEN_FDS_START,
 };
-pub use notify::{monotonic_usec, notify, start_watchdog, watchdog_interval, Notifier};
+pub use notify::{
+    monotonic_usec, notify, notify_reloading, service_state, start_watchdog, watchdog_interval,
+    Notifier,
+};
 pub use spawn::{spawn, spawn_with, ChildEnv, PassFds};

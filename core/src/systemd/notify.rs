@@ -14,7 +14,7 @@ use std::io;
 use std::mem::size_of;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use crate::reactor::{Loop, TimerId};
@@ -182,6 +182,38 @@ pub fn notify(state: &str) -> io::Result<bool> {
         Ok(Some(n)) => n.send(state).map(|_| true),
         Ok(None) => Ok(false),
         Err(e) => Err(io::Error::new(io::ErrorKind::InvalidInput, e.clone())),
+    }
+}
+
+/// [`notify`] `RELOADING=1` with `MONOTONIC_USEC=` now: a reload starts (send `READY=1`
+/// when it is done).
+pub fn notify_reloading() -> io::Result<bool> {
+    notify(&format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec()))
+}
+
+/// For a service whose readiness builds up over time (a supervisor waiting for its
+/// workers), called as often as convenient: sends `READY=1` the first time `ready` is true
+/// (with the status), and `STATUS=` the one-line `status` whenever it changed since the
+/// last call. Failures are logged, not returned (a manager that went away must not stop a
+/// server). Process-wide.
+pub fn service_state(ready: bool, status: &str) {
+    static STATE: Mutex<(bool, String)> = Mutex::new((false, String::new()));
+    let mut st = STATE.lock().unwrap_or_else(|e| e.into_inner());
+    let first = ready && !st.0;
+    if !first && st.1 == status {
+        return;
+    }
+    st.0 |= ready;
+    st.1.clear();
+    st.1.push_str(status);
+    let line = status_line(status);
+    let msg = if first {
+        format!("READY=1\n{line}")
+    } else {
+        line
+    };
+    if let Err(e) = notify(&msg) {
+        log::warn!("sd_notify: {e}");
     }
 }
 
