@@ -162,7 +162,8 @@ activated() { # label, command...
     wait "$SPID" || rc=$?
     SPID=
     [ "$rc" = 0 ] && ok "[$label] SIGTERM: exit 0" || bad "[$label] exit $rc: $(cat "$TMP/err")"
-    if grep -q '^STOPPING=1' "$TMP/notes"; then ok "[$label] STOPPING=1"; else bad "[$label] no STOPPING=1: $(cat "$TMP/notes")"; fi
+    # The datagram was queued before the exit; the receiver may not have written it yet.
+    if wait_for 5 grep -q '^STOPPING=1' "$TMP/notes"; then ok "[$label] STOPPING=1"; else bad "[$label] no STOPPING=1: $(cat "$TMP/notes")"; fi
     senders_are "$label" "$pid"
     kill "$RPID" 2>/dev/null
     wait "$RPID" 2>/dev/null
@@ -281,7 +282,8 @@ supervised() { # label, command...
     wait "$SPID" || rc=$?
     SPID=
     [ "$rc" = 0 ] && ok "[$label] SIGTERM: exit 0" || bad "[$label] exit $rc: $(tail -5 "$TMP/err")"
-    if grep -q '^STOPPING=1' "$TMP/notes"; then ok "[$label] STOPPING=1"; else bad "[$label] no STOPPING=1: $(cat "$TMP/notes")"; fi
+    # The datagram was queued before the exit; the receiver may not have written it yet.
+    if wait_for 5 grep -q '^STOPPING=1' "$TMP/notes"; then ok "[$label] STOPPING=1"; else bad "[$label] no STOPPING=1: $(cat "$TMP/notes")"; fi
     senders_are "$label" "$pid"
     kill "$RPID" 2>/dev/null
     wait "$RPID" 2>/dev/null
