@@ -13,6 +13,9 @@
 //!   captures are released), and the result of a job running at that moment is dropped on
 //!   its thread when it ends. Nothing waits, nothing leaks.
 //!
+//! A forked child starts with no pool thread and an empty queue (the first job it queues
+//! starts its own threads); the parent's jobs stay the parent's.
+//!
 //! Every loop uses the process's default pool ([`WorkPool::default_pool`]: 4 threads, or
 //! `MYRIAD_WORK_THREADS`; 1024 queued jobs) unless given its own ([`Loop::set_work_pool`]).
 
@@ -88,6 +91,8 @@ struct State {
     idle: usize,
     /// Every handle to the pool is gone: threads exit once the queue is empty.
     closed: bool,
+    /// The process the threads belong to: a forked child has none of them.
+    pid: u32,
 }
 
 struct Shared {
@@ -135,6 +140,7 @@ impl WorkPool {
                 threads: 0,
                 idle: 0,
                 closed: false,
+                pid: std::process::id(),
             }),
             cv: Condvar::new(),
             max_threads: threads.max(1),
@@ -185,6 +191,15 @@ impl WorkPool {
     fn push(&self, job: Job) -> Result<(), (Job, WorkError)> {
         let sh = self.sh();
         let mut st = sh.lock();
+        if st.pid != std::process::id() {
+            // A forked child (a supervisor's worker): the threads stayed in the parent, and
+            // the queued jobs are the parent's (its loops' copies, which the child never
+            // runs nor finishes: forgotten, as fork leaves them).
+            std::mem::forget(std::mem::take(&mut st.queue));
+            st.threads = 0;
+            st.idle = 0;
+            st.pid = std::process::id();
+        }
         if st.queue.len() >= sh.max_queued {
             let e = WorkError::Full {
                 max_queued: sh.max_queued,
