@@ -31,8 +31,9 @@ fi
 # pages that are not installed here, hence --man=no; ExecStart points at the built demo.
 mkdir -p "$TMP/units"
 cp examples/systemd/*.socket examples/systemd/*.service "$TMP/units/"
-sed -i "s|/usr/local/bin/myriad-hello|$ROOT/build/hello|" "$TMP/units/myriad-hello.service"
+sed -i "s|/usr/local/bin/myriad-hello|$ROOT/target/debug/examples/hello|" "$TMP/units/myriad-hello.service"
 make -s PROFILE=debug hello >/dev/null 2>&1 || bad "make hello"
+cargo build -q -p myriad --example hello || bad "build the Rust demo"
 if out=$(cd "$TMP/units" && systemd-analyze verify --man=no ./*.socket ./*.service 2>&1) && [ -z "$out" ]; then
     ok "systemd-analyze verify examples/systemd/ (no warning)"
 else
@@ -59,7 +60,6 @@ gcc -std=c99 -Wall -Wextra -Werror -pedantic -O2 -fPIC -shared -Iinclude -I/usr/
     bad "build the Lua module"
 (cd bindings/node && MYRIAD_PROFILE=debug npm install --no-audit --no-fund --loglevel=error >/dev/null) ||
     bad "build the Node addon"
-cargo build -q -p myriad --example hello || bad "build the Rust demo"
 
 # A notification socket: every datagram becomes one line of $2 (newlines as '|'), and the
 # sender's pid (SCM_CREDENTIALS, as systemd reads it for NotifyAccess=main) a line of $3.
@@ -122,7 +122,7 @@ activated() { # label, command...
         -E "NOTIFY_SOCKET=$TMP/notify.sock" -E WATCHDOG_USEC=300000 "$@" >"$TMP/out" 2>"$TMP/err" &
     SPID=$!
     local pid=$SPID # systemd-socket-activate executes the demo: the same process
-    wait_for 10 grep -q "^Listening on 127.0.0.1:$p2" "$TMP/err"
+    wait_for 10 grep -qs "^Listening on 127.0.0.1:$p2" "$TMP/err"
     # systemd-socket-activate starts the demo on this first connection, which waits in the
     # backlog of the passed socket until the demo accepts it.
     local got
@@ -185,7 +185,7 @@ unnamed() { # label, command...
     p=$(free_ports 1)
     systemd-socket-activate -l "127.0.0.1:$p" "${ENV[@]}" "$@" >"$TMP/out" 2>"$TMP/err" &
     SPID=$!
-    wait_for 10 grep -q "^Listening on 127.0.0.1:$p" "$TMP/err"
+    wait_for 10 grep -qs "^Listening on 127.0.0.1:$p" "$TMP/err"
     local got
     got=$(curl -sS --max-time 20 "http://127.0.0.1:$p/" 2>&1)
     [ "$got" = "Hello, World!" ] && ok "[$label] an unnamed fd serves HTTP" || bad "[$label] unnamed: [$got] $(cat "$TMP/err")"
@@ -226,7 +226,7 @@ supervised() { # label, command...
         -E "NOTIFY_SOCKET=$TMP/notify.sock" -E WATCHDOG_USEC=300000 "$@" --workers 2 >"$TMP/out" 2>"$TMP/err" &
     SPID=$!
     local pid=$SPID
-    wait_for 10 grep -q "^Listening on 127.0.0.1:$p2" "$TMP/err"
+    wait_for 10 grep -qs "^Listening on 127.0.0.1:$p2" "$TMP/err"
     local got
     got=$(curl -sS --max-time 20 "http://127.0.0.1:$p1/" 2>&1)
     [ "$got" = "Hello, World!" ] && ok "[$label] the first connection is served by a worker" ||
@@ -289,6 +289,47 @@ supervised() { # label, command...
     wait "$RPID" 2>/dev/null
     RPID=
 }
+
+# The service unit's own command line (ExecStart, with the socket units' fd names and its
+# WatchdogSec= as systemd would pass them) really serves.
+unit_command() {
+    local label=unit exec wd p1 p2
+    exec=$(sed -n 's/^ExecStart=//p' "$TMP/units/myriad-hello.service")
+    wd=$(sed -n 's/^WatchdogSec=\([0-9]*\)$/\1/p' "$TMP/units/myriad-hello.service")
+    read -r p1 p2 < <(free_ports 2)
+    rm -f "$TMP/notify.sock"
+    : >"$TMP/notes"
+    : >"$TMP/senders"
+    python3 "$TMP/recv.py" "$TMP/notify.sock" "$TMP/notes" "$TMP/senders" &
+    RPID=$!
+    wait_for 10 test -S "$TMP/notify.sock" || bad "[$label] notification receiver"
+    # shellcheck disable=SC2086 # ExecStart's words
+    systemd-socket-activate -l "127.0.0.1:$p1" -l "127.0.0.1:$p2" \
+        --fdname="$(sed -n 's/^FileDescriptorName=//p' examples/systemd/myriad-hello-http.socket):$(sed -n 's/^FileDescriptorName=//p' examples/systemd/myriad-hello-fcgi.socket)" \
+        "${ENV[@]}" -E "NOTIFY_SOCKET=$TMP/notify.sock" -E "WATCHDOG_USEC=$((wd * 1000000))" $exec >"$TMP/out" 2>"$TMP/err" &
+    SPID=$!
+    wait_for 10 grep -qs "^Listening on 127.0.0.1:$p2" "$TMP/err"
+    local got workers
+    got=$(curl -sS --max-time 20 "http://127.0.0.1:$p1/" 2>&1)
+    workers=$(echo "$exec" | sed -n 's/.*--workers \([0-9]*\).*/\1/p')
+    if [ "$got" = "Hello, World!" ] && wait_for 20 grep -q "^READY=1|STATUS=serving: $workers of $workers workers ready$" "$TMP/notes"; then
+        ok "[$label] ExecStart ($exec) serves the socket units' fds, READY=1 with $workers workers"
+    else
+        bad "[$label] ExecStart: [$got] $(cat "$TMP/notes") $(tail -3 "$TMP/err")"
+    fi
+    got=$(fcgi_get "127.0.0.1:$p2" "/delay?ms=1")
+    [ "$got" = "delayed 1" ] && ok "[$label] the fcgi socket unit's fd serves FastCGI" || bad "[$label] FastCGI: [$got]"
+    kill -TERM "$SPID"
+    local rc=0
+    wait "$SPID" || rc=$?
+    SPID=
+    [ "$rc" = 0 ] && wait_for 5 grep -q '^STOPPING=1' "$TMP/notes" && ok "[$label] SIGTERM: STOPPING=1, exit 0" ||
+        bad "[$label] stop: exit $rc, $(tail -3 "$TMP/notes")"
+    kill "$RPID" 2>/dev/null
+    wait "$RPID" 2>/dev/null
+    RPID=
+}
+unit_command
 
 for demo in "C:build/hello" "Lua:lua5.4 examples/hello.lua" "JS:node examples/hello.js" \
     "Rust:target/debug/examples/hello"; do
