@@ -476,7 +476,11 @@ fn shutdown_drains_only_its_own_servers_connections() {
         port
     });
     let other = std::net::SocketAddr::from(([127, 0, 0, 1], other_port));
+    // Idle between requests (a connection whose first request has not come yet is not idle:
+    // a graceful shutdown waits for that request).
     let mut mine = Client::connect(s.addr());
+    mine.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(mine.read(false).status, 200);
     let mut theirs = Client::connect(other);
     theirs.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!(theirs.read(false).status, 200);
