@@ -360,7 +360,7 @@ int main(int argc, char **argv) {
         /* Socket activation (systemd, systemd-socket-activate): the fds passed, "fcgi" by
            name serving FastCGI. Else spawn-fcgi's fd 0, else the default address. */
         rc = myriad_server_listen_inherited(srv, 1);
-        if (rc < 0) die("socket activation", rc);
+        if (rc < 0) die("cannot serve the passed fds", rc);
         if (rc == 0) {
             if (is_fcgi_listen_fd0()) myriad_server_listen(srv, MYRIAD_FCGI, S("fd:0"));
             else myriad_server_listen(srv, MYRIAD_HTTP, S("127.0.0.1:8080"));

@@ -710,15 +710,16 @@ struct myriad_loop_t *myriad_stream_loop(struct myriad_stream_t *s);
 // socket-activated (the variables are unset, or LISTEN_PID names another process).
 // Configuration thread, before myriad_server_start.
 // Errors: MYRIAD_EINVAL (NULL server, or malformed variables: a LISTEN_PID or LISTEN_FDS
-// that is not a number, LISTEN_FDNAMES with a different count of names; the library's log
-// says which), MYRIAD_ESTATE (server started, or the fds were taken by an earlier call),
-// OS errors (a passed fd is not open).
+// that is not a number, LISTEN_FDNAMES with a different count of names;
+// myriad_last_error_detail says which), MYRIAD_ESTATE (server started, or the fds were
+// taken by an earlier call), OS errors (a passed fd is not open).
 int myriad_server_listen_inherited(struct myriad_server_t *srv, int unset_env);
 
 // How many listening sockets socket activation passed to this process (what
 // myriad_server_listen_inherited would add now), without taking them: 0 when the process
 // was not socket-activated or they were taken already. Any thread.
-// Errors: MYRIAD_EINVAL (malformed LISTEN_PID, LISTEN_FDS or LISTEN_FDNAMES).
+// Errors: MYRIAD_EINVAL (malformed LISTEN_PID, LISTEN_FDS or LISTEN_FDNAMES;
+// myriad_last_error_detail says which).
 int myriad_listen_fds(void);
 
 // Sends `state` (one or more "VAR=value" lines: "READY=1", "STOPPING=1",

@@ -786,7 +786,7 @@ static int l_server(lua_State *L) {
     if (lua_toboolean(L, -1)) {
         /* Socket activation: the fds systemd passed ("fcgi" by name FastCGI, others HTTP). */
         int rc = myriad_server_listen_inherited(s->srv, 1);
-        if (rc < 0) return luaL_error(L, "socket activation: %s", myriad_strerror(rc));
+        if (rc < 0) return luaL_error(L, "%s", detail_or(rc));
     }
     lua_pop(L, 1);
     for (size_t i = 0; i < sizeof limits / sizeof limits[0]; i++) {
@@ -1004,7 +1004,7 @@ static int l_stats(lua_State *L) {
 /* myriad.listen_fds() -> the number of socket-activated fds passed to this process. */
 static int l_listen_fds(lua_State *L) {
     int n = myriad_listen_fds();
-    if (n < 0) return luaL_error(L, "socket activation: %s", myriad_strerror(n));
+    if (n < 0) return luaL_error(L, "%s", detail_or(n));
     lua_pushinteger(L, n);
     return 1;
 }

@@ -216,7 +216,7 @@ impl myriad_server_t {
 
 /// Adds a listener to bind at start (for other modules: socket activation).
 pub(crate) fn push_listener(s: &mut myriad_server_t, a: Addr, p: Proto) {
-    s.addrs.push((a, p));
+    s.addrs.push((a, ListenOptions::default(), p));
 }
 
 /// Adds a listener: `proto` is MYRIAD_HTTP or MYRIAD_FCGI, `addr` is HOST:PORT,

@@ -20,14 +20,15 @@ use crate::{guard, myriad_loop_t, myriad_server_t, os_err, MYRIAD_EINVAL, MYRIAD
 /// socket-activated (the variables are unset, or LISTEN_PID names another process).
 /// Configuration thread, before myriad_server_start.
 /// Errors: MYRIAD_EINVAL (NULL server, or malformed variables: a LISTEN_PID or LISTEN_FDS
-/// that is not a number, LISTEN_FDNAMES with a different count of names; the library's log
-/// says which), MYRIAD_ESTATE (server started, or the fds were taken by an earlier call),
-/// OS errors (a passed fd is not open).
+/// that is not a number, LISTEN_FDNAMES with a different count of names;
+/// myriad_last_error_detail says which), MYRIAD_ESTATE (server started, or the fds were
+/// taken by an earlier call), OS errors (a passed fd is not open).
 #[no_mangle]
 pub unsafe extern "C" fn myriad_server_listen_inherited(
     srv: *mut myriad_server_t,
     unset_env: c_int,
 ) -> c_int {
+    crate::clear_detail();
     guard(|| {
         // SAFETY: forwarded.
         let Some(s) = (unsafe { srv_mut(srv) }) else {
@@ -39,12 +40,12 @@ pub unsafe extern "C" fn myriad_server_listen_inherited(
         let fds = match systemd::listen_fds(unset_env != 0) {
             Ok(fds) => fds,
             Err(e) => {
-                log::error!("{e}");
-                return match e {
-                    ActivationError::Fd(_, err) => os_err(&err),
+                let code = match &e {
+                    ActivationError::Fd(_, err) => os_err(err),
                     ActivationError::AlreadyTaken => MYRIAD_ESTATE,
                     _ => MYRIAD_EINVAL,
                 };
+                return crate::fail(code, e.to_string());
             }
         };
         let n = fds.len();
@@ -60,15 +61,14 @@ pub unsafe extern "C" fn myriad_server_listen_inherited(
 /// How many listening sockets socket activation passed to this process (what
 /// myriad_server_listen_inherited would add now), without taking them: 0 when the process
 /// was not socket-activated or they were taken already. Any thread.
-/// Errors: MYRIAD_EINVAL (malformed LISTEN_PID, LISTEN_FDS or LISTEN_FDNAMES).
+/// Errors: MYRIAD_EINVAL (malformed LISTEN_PID, LISTEN_FDS or LISTEN_FDNAMES;
+/// myriad_last_error_detail says which).
 #[no_mangle]
 pub extern "C" fn myriad_listen_fds() -> c_int {
+    crate::clear_detail();
     guard(|| match systemd::listen_fds_count() {
         Ok(n) => n as c_int,
-        Err(e) => {
-            log::error!("{e}");
-            MYRIAD_EINVAL
-        }
+        Err(e) => crate::fail(MYRIAD_EINVAL, e.to_string()),
     })
 }
 

@@ -696,7 +696,7 @@ static napi_value js_listen(napi_env env, napi_callback_info info) {
         if (napi_get_named_property(env, argv[3], "inherited", &v) == napi_ok &&
             napi_get_value_bool(env, v, &yes) == napi_ok && yes &&
             (rc = myriad_server_listen_inherited(srv, 0)) < 0) {
-            snprintf(err, sizeof err, "socket activation");
+            err[0] = 0; /* the detail says it all */
             goto fail;
         }
     }
@@ -962,7 +962,7 @@ static napi_value js_log(napi_env env, napi_callback_info info) {
 static napi_value js_listen_fds(napi_env env, napi_callback_info info) {
     int n = myriad_listen_fds();
     (void)info;
-    if (n < 0) return throw_rc(env, n, "socket activation");
+    if (n < 0) return throw_detail(env, n, NULL);
     return num(env, n);
 }
 
