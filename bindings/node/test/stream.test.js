@@ -6,7 +6,7 @@ const assert = require('node:assert/strict');
 const http = require('node:http');
 const crypto = require('node:crypto');
 const { setTimeout: sleep } = require('node:timers/promises');
-const { myriad, serve, request, until, connect, resetAfter, slowDownload } = require('./helpers');
+const { myriad, serve, request, raw, until, connect, resetAfter, slowDownload } = require('./helpers');
 
 const warnings = [];
 process.on('warning', (w) => warnings.push(w.name));
@@ -142,5 +142,32 @@ test('an upload cut off by the client: the body iterator throws', async () => {
   assert.ok(await until(() => error), 'the iterator threw');
   assert.equal(error.code, 'ECONNRESET');
   assert.equal(myriad.stats().requests, 0);
+  await srv.close();
+});
+
+test('20,000 one-byte chunks in one write arrive whole and in order, however the body is read', async () => {
+  const { srv, addr } = await serve(async (req, res) => {
+    let body = '';
+    if (req.path === '/body') body = (await req.body()).toString('latin1');
+    else if (req.path === '/iter') for await (const p of req) body += p.toString('latin1');
+    else {
+      req.on('data', (p) => { body += p.toString('latin1'); });
+      await new Promise((resolve) => req.on('end', resolve));
+    }
+    res.end(`${body.length} ${sha(body)}`);
+  });
+  let wire = '';
+  let want = '';
+  for (let i = 0; i < 20000; i++) {
+    const c = String.fromCharCode(97 + (i % 26));
+    wire += `1\r\n${c}\r\n`;
+    want += c;
+  }
+  wire += '0\r\n\r\n';
+  for (const path of ['/body', '/iter', '/events']) {
+    const out = await raw(addr, `POST ${path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n${wire}`);
+    assert.ok(out.startsWith('HTTP/1.1 200'), out.slice(0, 200));
+    assert.ok(out.endsWith(`20000 ${sha(want)}`), `${path}: ${out.slice(-100)}`);
+  }
   await srv.close();
 });
