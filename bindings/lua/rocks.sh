@@ -62,6 +62,14 @@ check "the rock links the library it was built against (rpath, no LD_LIBRARY_PAT
 check "the packed rock installs into another tree and loads" bash -c \
     "luarocks --lua-version 5.4 install --tree '$T/t2' '$T'/myriad-0.1.0-1.*.rock && true"
 check "... and serves" load "$T/t2" lua5.4 5.4
+# make lua (here on the debug library: PROFILE=release is its default) builds both modules.
+if make -s PROFILE=debug lua >"$T/log" 2>&1 &&
+    LUA_CPATH="$ROOT/build/lua/lua5.4/?.so" lua5.4 -e 'assert(require("myriad").version)' &&
+    LUA_CPATH="$ROOT/build/lua/luajit/?.so" luajit -e 'assert(require("myriad").version)'; then
+    ok "make lua builds the module for lua5.4 and luajit"
+else
+    bad "make lua: $(tail -3 "$T/log")"
+fi
 after=$(git status --porcelain --ignored bindings/lua)
 if [ "$before" = "$after" ]; then ok "no build products left in bindings/lua"; else bad "left in the tree: $after"; fi
 # Outside the source tree, with no pkg-config file: one clear line.

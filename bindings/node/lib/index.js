@@ -143,9 +143,9 @@ function finished(res) {
 }
 
 /** The request: properties are read from myriad when first used. Ending the response
- * (end() or destroy()) keeps url, headers and peer (and what was read) for the object's
- * life, so a 'finish' listener (an access logger) still reads them; env only if read
- * before. After a client abort, what was read before it. */
+ * (end() or destroy()) or a client abort keeps url, headers and peer (and what was read)
+ * for the object's life, so a 'finish' or 'close' listener (an access logger) still reads
+ * them; env only if read before. */
 class Request extends Lazy {
   constructor(h, method, path, flags) {
     super();
@@ -631,6 +631,7 @@ function onAbort(h) {
   const res = responseOf(h);
   if (!res) return;
   const req = res.req;
+  req._keep(); // (the handle is live until this returns)
   live[h % SLOT_SPAN] = undefined;
   req.aborted = true;
   req._error ??= codeError('client went away', 'ECONNRESET');

@@ -33,6 +33,33 @@ test("request fields stay readable after the response ends (a logger on 'finish'
   await srv.close();
 });
 
+test('request fields stay readable after a client abort', async () => {
+  let seen;
+  let pending;
+  const { srv, addr } = await serve((req, res) => {
+    pending = res;
+    // Never ends: writes until the client, gone, makes a write fail (that is when an abort
+    // is noticed).
+    const t = setInterval(() => res.write('x'.repeat(1024)), 20);
+    res.on('close', () => {
+      clearInterval(t);
+      setImmediate(() => (seen = [req.aborted, req.url, req.headers?.['x-probe'], req.peer]));
+    });
+  });
+  const net = require('node:net');
+  const [host, port] = [addr.slice(0, addr.lastIndexOf(':')), Number(addr.slice(addr.lastIndexOf(':') + 1))];
+  const c = net.connect(port, host, () => c.write('GET /gone?q=1 HTTP/1.1\r\nHost: x\r\nX-Probe: here\r\n\r\n'));
+  c.once('data', () => c.destroy());
+  for (let i = 0; i < 500 && !seen; i++) await new Promise((r) => setTimeout(r, 10));
+  if (!seen) pending?.destroy(); // (so that close() below does not wait for it)
+  assert.ok(seen, "'close' after the abort");
+  assert.equal(seen[0], true);
+  assert.equal(seen[1], '/gone?q=1');
+  assert.equal(seen[2], 'here');
+  assert.match(seen[3], /^127\.0\.0\.1:\d+$/);
+  await srv.close();
+});
+
 test('a Connect-style (req, res, next) function works; next(err) is a 500, next() a 404', async () => {
   const errors = [];
   const mw = (req, res, next) => {
