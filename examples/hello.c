@@ -2,11 +2,14 @@
  * hello.c — the myriad demo app in C.
  *
  *   hello [--http ADDR]... [--fcgi ADDR]... [--threads N] [--backend NAME]
+ *         [--access-log PATH]
  *
  * ADDR is HOST:PORT, [V6]:PORT, unix:PATH or fd:N (port 0 picks a free port). With no
  * listener flag it serves FastCGI on fd 0 when started by spawn-fcgi, else HTTP on
  * 127.0.0.1:8080. Prints "listening http|fcgi ADDR" per listener. SIGTERM/SIGINT: stop
  * accepting, finish in-flight requests, exit 0. Bad flags: usage on stderr, exit 2.
+ * --access-log PATH: one line per request (combined log format) to PATH, "-" for stderr;
+ * SIGUSR1 opens PATH again (logrotate); a log that cannot be opened is a bad flag.
  *
  * Routes (the same over HTTP and FastCGI): GET|HEAD / ; POST|PUT /echo ; GET /env ;
  * GET /stream?chunks=N&bytes=B ; GET /delay?ms=M ; GET /work?ms=M (worker thread) ;
@@ -32,6 +35,7 @@ static void usage(const char *msg) {
     fprintf(stderr,
             "hello: %s\n"
             "usage: hello [--http ADDR]... [--fcgi ADDR]... [--threads N] [--backend NAME]\n"
+            "             [--access-log PATH]\n"
             "ADDR is HOST:PORT, [V6]:PORT, unix:PATH or fd:N, optionally followed by\n"
             "?mode=0660&owner=USER&group=GROUP (unix) or ?reuseport (TCP)\n",
             msg);
@@ -312,6 +316,21 @@ static void drained(myriad_loop_t *lp, void *ud) {
     myriad_loop_stop(lp);
 }
 
+static myriad_access_log_t *alog;
+
+static void on_usr1(myriad_loop_t *lp, int signo, void *ud) {
+    int rc;
+    (void)lp; (void)signo; (void)ud;
+    if (alog && (rc = myriad_access_log_reopen(alog)) != MYRIAD_OK)
+        fprintf(stderr, "hello: reopening the access log: %s\n", myriad_strerror(rc));
+}
+
+/* The library's errors (an access log that cannot be written) on stderr. */
+static void log_stderr(int level, const char *msg, size_t len, void *ud) {
+    (void)level; (void)ud;
+    fprintf(stderr, "hello: %.*s\n", (int)len, msg);
+}
+
 static void on_signal(myriad_loop_t *lp, int signo, void *ud) {
     static int once;
     (void)lp; (void)signo; (void)ud;
@@ -352,6 +371,17 @@ int main(int argc, char **argv) {
             if (++i == argc) usage("missing N");
             threads = strtoul(argv[i], &end, 10);
             if (*end || threads < 1 || threads > 256) usage("--threads takes 1..256");
+        } else if (strcmp(argv[i], "--access-log") == 0) {
+            if (++i == argc) usage("missing PATH");
+            myriad_access_log_free(alog);
+            alog = NULL;
+            rc = myriad_access_log_new(&alog, argv[i], strlen(argv[i]), NULL, 0);
+            if (rc != MYRIAD_OK) {
+                fprintf(stderr, "hello: --access-log %s: %s\n", argv[i], myriad_strerror(rc));
+                exit(2);
+            }
+            myriad_server_set_access_log(srv, alog);
+            myriad_set_logger(log_stderr, NULL, 1);
         } else if (strcmp(argv[i], "--backend") == 0) {
             if (++i == argc) usage("missing NAME");
             backend = argv[i];
@@ -367,6 +397,7 @@ int main(int argc, char **argv) {
     /* Signals before any thread starts: threads inherit the blocked mask. */
     myriad_signal_watch(lp, SIGTERM, on_signal, NULL, NULL, NULL);
     myriad_signal_watch(lp, SIGINT, on_signal, NULL, NULL, NULL);
+    myriad_signal_watch(lp, SIGUSR1, on_usr1, NULL, NULL, NULL);
     for (int i = 0; i < 4; i++) pthread_create(&pool.threads[i], NULL, worker, NULL);
 
     myriad_server_set_threads(srv, (uint32_t)threads);
@@ -389,6 +420,7 @@ int main(int argc, char **argv) {
     pthread_mutex_unlock(&pool.mu);
     for (int i = 0; i < 4; i++) pthread_join(pool.threads[i], NULL);
     myriad_server_free(srv);
+    myriad_access_log_free(alog);
     myriad_loop_free(lp);
     return rc == MYRIAD_OK ? 0 : 1;
 }

@@ -1,6 +1,6 @@
 //! The demo app on the Rust API (the twin of examples/hello.c):
 //! `hello [--http ADDR]... [--fcgi ADDR]... [--threads N] [--backend NAME] [--workers N]
-//! [--max-requests N] [--watchdog SECONDS] [--user NAME] [--status ADDR]...`.
+//! [--max-requests N] [--watchdog SECONDS] [--user NAME] [--status ADDR]... [--access-log PATH]`.
 //!
 //! Routes: `/` hello, `/echo` body echo, `/env` CGI variables, `/stream?chunks=N&bytes=B`
 //! paced by a loop timer, `/delay?ms=M` from a loop timer, `/work?ms=M` from a worker
@@ -12,6 +12,8 @@
 //! finish in-flight requests and exit 0; bad flags exit 2. With --workers (or any of the
 //! supervisor's flags) a supervisor runs N worker processes: SIGHUP replaces them,
 //! SIGUSR2 re-executes the program in place, SIGTERM drains them; an unknown user exits 2.
+//! `--access-log PATH` logs each request (combined format) to PATH, `-` for stderr; SIGUSR1
+//! opens PATH again (under the supervisor, in every worker).
 
 use std::cell::RefCell;
 use std::io::Write;
@@ -21,14 +23,29 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use myriad::{
-    Addr, Completion, ListenOptions, Listener, Loop, Proto, Request, Response, Server,
+    AccessLog, Addr, Completion, ListenOptions, Listener, Loop, Proto, Request, Response, Server,
     ServerOptions, Supervisor, SupervisorOptions,
 };
+
+/// The library's errors (an access log that cannot be written) on stderr.
+struct StderrLog;
+impl log::Log for StderrLog {
+    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+        m.level() <= log::Level::Error
+    }
+    fn log(&self, r: &log::Record<'_>) {
+        if self.enabled(r.metadata()) {
+            eprintln!("hello: {}", r.args());
+        }
+    }
+    fn flush(&self) {}
+}
 
 fn usage(msg: &str) -> ! {
     eprintln!(
         "hello: {msg}\nusage: hello [--http ADDR]... [--fcgi ADDR]... [--threads N] [--backend NAME]\n\
          \x20      [--workers N] [--max-requests N] [--watchdog SECONDS] [--user NAME] [--status ADDR]...\n\
+         \x20      [--access-log PATH]\n\
          ADDR is HOST:PORT, [V6]:PORT, unix:PATH or fd:N"
     );
     std::process::exit(2);
@@ -188,9 +205,15 @@ fn handle(lp: &mut Loop, req: &mut Request, mut res: Response, pool: &Arc<Pool>)
     }
 }
 
-fn serve(lp: &mut Loop, listeners: Vec<(Listener, Proto)>, pool: Arc<Pool>) -> Server {
+fn serve(
+    lp: &mut Loop,
+    listeners: Vec<(Listener, Proto)>,
+    pool: Arc<Pool>,
+    access_log: Option<AccessLog>,
+) -> Server {
     let opts = ServerOptions {
         max_body: 64 << 20,
+        access_log,
         ..Default::default()
     };
     let srv = lp.server(opts, move |lp, req, res| handle(lp, req, res, &pool));
@@ -209,6 +232,7 @@ fn main() {
     let mut backend = String::new();
     let mut sup: Option<SupervisorOptions> = None;
     let mut status: Vec<Addr> = Vec::new();
+    let mut access_log = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = |flag: &str| {
@@ -263,6 +287,16 @@ fn main() {
                     .parse()
                     .unwrap_or_else(|e| usage(&format!("{e}"))),
             ),
+            "--access-log" => {
+                let p = val("--access-log");
+                access_log = Some(AccessLog::open(&p, None).unwrap_or_else(|e| {
+                    eprintln!("hello: --access-log {p}: {e}");
+                    std::process::exit(2);
+                }));
+                if log::set_logger(&StderrLog).is_ok() {
+                    log::set_max_level(log::LevelFilter::Error);
+                }
+            }
             _ => usage(&format!("unknown argument {a:?}")),
         }
     }
@@ -270,9 +304,9 @@ fn main() {
         if addrs.is_empty() {
             addrs.push(("127.0.0.1:8080".parse().unwrap(), Proto::Http));
         }
-        supervise(opts, addrs, status, threads, backend);
+        supervise(opts, addrs, status, threads, backend, access_log);
     }
-    serve_all(addrs, threads, backend, true);
+    serve_all(addrs, threads, backend, true, access_log);
 }
 
 /// --workers: the supervisor binds, prints the addresses once, and forks the workers, which
@@ -283,6 +317,7 @@ fn supervise(
     status: Vec<Addr>,
     threads: usize,
     backend: String,
+    access_log: Option<AccessLog>,
 ) -> ! {
     let mut sup = Supervisor::new(opts);
     if let Err(e) = sup.validate() {
@@ -309,7 +344,13 @@ fn supervise(
     }
     std::io::stdout().flush().unwrap();
     match sup.run(move |w| {
-        serve_all(w.listeners().to_vec(), threads, backend.clone(), false);
+        serve_all(
+            w.listeners().to_vec(),
+            threads,
+            backend.clone(),
+            false,
+            access_log.clone(),
+        );
         0
     }) {
         Ok(code) => std::process::exit(code),
@@ -328,8 +369,15 @@ fn proto_name(p: Proto) -> &'static str {
     }
 }
 
-/// Serves `addrs` on `threads` loops until SIGTERM/SIGINT has drained them.
-fn serve_all(mut addrs: Vec<(Addr, Proto)>, threads: usize, backend: String, print: bool) {
+/// Serves `addrs` on `threads` loops until SIGTERM/SIGINT has drained them; SIGUSR1 reopens
+/// the access log.
+fn serve_all(
+    mut addrs: Vec<(Addr, Proto)>,
+    threads: usize,
+    backend: String,
+    print: bool,
+    access_log: Option<AccessLog>,
+) {
     if addrs.is_empty() {
         // Started by spawn-fcgi (or a web server): fd 0 is the FastCGI listen socket.
         if myriad::fcgi::is_listen_socket(0) {
@@ -371,6 +419,14 @@ fn serve_all(mut addrs: Vec<(Addr, Proto)>, threads: usize, backend: String, pri
             })
             .expect("signal");
     }
+    let log = access_log.clone();
+    main_lp
+        .watch_signal(libc::SIGUSR1, move |_, _| {
+            if let Some(Err(e)) = log.as_ref().map(AccessLog::reopen) {
+                eprintln!("hello: reopening the access log: {e}");
+            }
+        })
+        .expect("signal");
     // Started after the signals are blocked: threads inherit the mask.
     let pool = Pool::new(4);
     let mut workers = Vec::new();
@@ -378,9 +434,10 @@ fn serve_all(mut addrs: Vec<(Addr, Proto)>, threads: usize, backend: String, pri
         let (tx, rx) = mpsc::channel();
         let pool = pool.clone();
         let backend = backend.clone();
+        let access_log = access_log.clone();
         workers.push(std::thread::spawn(move || {
             let mut lp = Loop::with_backend(&backend).expect("loop");
-            let srv = serve(&mut lp, ls, pool);
+            let srv = serve(&mut lp, ls, pool, access_log);
             // Stop: drain this loop's server, then leave.
             let h = lp.handle();
             tx.send(h).unwrap();
@@ -391,7 +448,7 @@ fn serve_all(mut addrs: Vec<(Addr, Proto)>, threads: usize, backend: String, pri
         }));
         stoppers.borrow_mut().push(rx.recv().unwrap());
     }
-    let srv = serve(&mut main_lp, per_thread.pop().unwrap(), pool);
+    let srv = serve(&mut main_lp, per_thread.pop().unwrap(), pool, access_log);
     servers.borrow_mut().push(srv);
     main_lp.run().expect("loop");
     for w in workers {

@@ -11,12 +11,14 @@ use std::cell::Cell;
 use std::ffi::{c_char, c_int, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+mod accesslog;
 #[cfg(test)]
 mod alloc_test;
 mod loops;
 mod server;
 mod stream;
 
+pub use accesslog::*;
 pub use loops::*;
 pub use server::*;
 pub use stream::*;

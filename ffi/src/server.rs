@@ -153,7 +153,7 @@ pub struct myriad_server_t {
     addrs: Vec<(Addr, ListenOptions, Proto)>,
     bound: Vec<(String, c_int)>,
     threads: usize,
-    opts: ServerOptions,
+    pub(crate) opts: ServerOptions,
     handler: Option<Arc<CHandler>>,
     started: Option<Started>,
 }
@@ -202,7 +202,14 @@ pub unsafe extern "C" fn myriad_server_free(srv: *mut myriad_server_t) {
     });
 }
 
-unsafe fn srv_mut<'a>(srv: *mut myriad_server_t) -> Option<&'a mut myriad_server_t> {
+impl myriad_server_t {
+    /// Whether myriad_server_start was called.
+    pub(crate) fn is_started(&self) -> bool {
+        self.started.is_some()
+    }
+}
+
+pub(crate) unsafe fn srv_mut<'a>(srv: *mut myriad_server_t) -> Option<&'a mut myriad_server_t> {
     // SAFETY: the caller passes a live server or NULL.
     unsafe { srv.as_mut() }
 }

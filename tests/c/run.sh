@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# C-side tests: the header compiles as C11 and C++, the API and stream tests (on epoll and on
+# C-side tests: the header compiles as C11 and C++, the API, stream and access log tests (on epoll and on
 # io_uring), the demo (examples/hello.c) through every route over HTTP and FastCGI (under
 # valgrind on epoll, and on io_uring), its Rust twin (examples/hello.rs), and an install that a C program
 # builds against with pkg-config. Ends with "N passed, M failed".
@@ -25,6 +25,7 @@ for x in hello echo proxy; do
 done
 check "api test compiles" gcc $WARN -g -Iinclude tests/c/test_api.c -o "$TMP/test_api" -L"$LIB" -Wl,-rpath,"$LIB" -lmyriad -lpthread
 check "stream test compiles" gcc $WARN -g -Iinclude tests/c/test_stream.c -o "$TMP/test_stream" -L"$LIB" -Wl,-rpath,"$LIB" -lmyriad -lpthread
+check "access log test compiles" gcc $WARN -g -Iinclude tests/c/test_accesslog.c -o "$TMP/test_accesslog" -L"$LIB" -Wl,-rpath,"$LIB" -lmyriad -lpthread
 # Both tests on each backend (MYRIAD_BACKEND picks the one a loop gets by default).
 for be in epoll io_uring; do
     out=$(MYRIAD_BACKEND=$be timeout 120 "$TMP/test_api" 2>/dev/null)
@@ -33,6 +34,9 @@ for be in epoll io_uring; do
     out=$(MYRIAD_BACKEND=$be timeout 120 "$TMP/test_stream" 2>/dev/null)
     echo "$out" | grep -E '^(FAIL|  )' || true
     check "stream test on $be: $(echo "$out" | tail -1)" grep -q '^[0-9]* passed, 0 failed$' <<<"$out"
+    out=$(MYRIAD_BACKEND=$be timeout 120 "$TMP/test_accesslog" 2>/dev/null)
+    echo "$out" | grep -E '^FAIL' || true
+    check "access log test on $be: $(echo "$out" | tail -1)" grep -q '^[0-9]* passed, 0 failed$' <<<"$out"
 done
 
 # ---- the demo under valgrind: every route over HTTP and FastCGI ----
