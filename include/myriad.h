@@ -198,7 +198,8 @@ typedef void (*myriad_log_fn)(int level, const char *msg, size_t len, void *user
 
 // A line callback: `line` (`len` bytes, no newline, not NUL-terminated) is valid only
 // during the call. Called on the loop thread that served the request, as it finishes;
-// with several threads, concurrently from each of them. Must not block.
+// with several threads, concurrently from each of them. Must not block, nor call into the
+// library (hand the line to a queue of your own).
 typedef void (*myriad_access_log_fn)(const char *line, size_t len, void *userdata);
 
 // A destructor for user data, called once when the library no longer needs it.

@@ -705,6 +705,10 @@ impl Ctx {
         };
         free.push(id.slot);
         drop(free);
+        // A callback access log gets its line outside the borrows too.
+        if let Some(l) = &self.alog {
+            l.borrow_mut().deliver();
+        }
         // User closures are dropped outside the borrow: they may hold Responses.
         drop(body_cb);
         drop(abort_cb);

@@ -30,7 +30,8 @@ pub struct myriad_access_log_stats_t {
 
 /// A line callback: `line` (`len` bytes, no newline, not NUL-terminated) is valid only
 /// during the call. Called on the loop thread that served the request, as it finishes;
-/// with several threads, concurrently from each of them. Must not block.
+/// with several threads, concurrently from each of them. Must not block, nor call into the
+/// library (hand the line to a queue of your own).
 pub type myriad_access_log_fn =
     Option<unsafe extern "C" fn(line: *const c_char, len: usize, userdata: *mut c_void)>;
 

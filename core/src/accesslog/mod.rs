@@ -183,7 +183,7 @@ impl AccessLog {
     }
 
     /// A log whose lines (without their newline) go to `f`, called on the loop thread that
-    /// served each request as it finishes; `f` must not block.
+    /// served each request as it finishes; `f` must not block nor call into the server.
     pub fn callback(
         format: Option<&str>,
         f: impl Fn(&[u8]) + Send + Sync + 'static,
@@ -337,18 +337,16 @@ impl LogBuf {
         }
     }
 
-    /// Adds the line of a finished request; writes the buffer first if it is full.
+    /// Adds the line of a finished request; writes the buffer first if it is full. A
+    /// callback log's line waits for [`LogBuf::deliver`] (the exchange pool is borrowed
+    /// here: no user code runs).
     pub(crate) fn record(&mut self, e: &Entry<'_>) {
-        if let Sink::Callback(f) = &self.log.inner.sink {
-            self.buf.clear();
+        if let Sink::Callback(_) = &self.log.inner.sink {
             self.log
                 .inner
                 .format
                 .render(e, &mut self.clock, &mut self.buf);
-            self.buf.pop();
-            f(&self.buf);
-            self.buf.clear();
-            self.log.inner.lines.fetch_add(1, Ordering::Relaxed);
+            self.lines += 1;
             return;
         }
         if self.buf.len() + LINE_ROOM > self.buf.capacity().max(BUF_CAP) {
@@ -367,10 +365,29 @@ impl LogBuf {
         self.lines += 1;
     }
 
+    /// Passes a callback log's recorded lines to its callback (without their newline).
+    pub(crate) fn deliver(&mut self) {
+        let Sink::Callback(f) = &self.log.inner.sink else {
+            return;
+        };
+        for line in self.buf.split(|&c| c == b'\n').take(self.lines as usize) {
+            f(line);
+        }
+        self.log
+            .inner
+            .lines
+            .fetch_add(self.lines, Ordering::Relaxed);
+        self.buf.clear();
+        self.lines = 0;
+    }
+
     /// Writes what is buffered (the timer, shutdown, a full buffer).
     pub(crate) fn flush(&mut self) {
         if self.buf.is_empty() {
             return;
+        }
+        if let Sink::Callback(_) = &self.log.inner.sink {
+            return self.deliver();
         }
         if self.pid != std::process::id() {
             // A forked child flushing what its parent buffered: the parent writes it.
@@ -504,7 +521,13 @@ mod tests {
         let req = Request::new();
         let mut b = LogBuf::new(log.clone());
         b.record(&entry(&req));
-        assert_eq!(*got.lock().unwrap(), ["200 -"]);
-        assert_eq!(log.stats().lines, 1);
+        b.record(&entry(&req));
+        assert!(got.lock().unwrap().is_empty(), "not during record");
+        b.deliver();
+        assert_eq!(*got.lock().unwrap(), ["200 -", "200 -"]);
+        b.record(&entry(&req));
+        b.deliver();
+        assert_eq!(got.lock().unwrap().len(), 3);
+        assert_eq!(log.stats().lines, 3);
     }
 }
