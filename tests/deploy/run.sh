@@ -6,7 +6,10 @@
 # (tests/deploy/load.py: keep-alive, no client retries): every backend gets a share; one
 # is killed with SIGKILL and started again; all three are restarted in turn (SIGTERM drain,
 # start); one is drained and left out for a while, then started again — with zero failed
-# client requests. Then the unix-socket variants, and logrotate.conf with SIGUSR1.
+# client requests. The same with each backend a supervisor of 2 workers (the Rust demo's
+# --workers): one killed outright (supervisor and workers), each reloaded with SIGHUP in
+# turn, one drained with SIGTERM and started again. Then the unix-socket variants, and
+# logrotate.conf with SIGUSR1.
 # Prints the figures (requests, failures, per-backend share: the backends' access log
 # lines of the load client). Ends with "N passed, M failed".
 set -uo pipefail
@@ -21,6 +24,13 @@ if [ -z "${HELLO:-}" ]; then
     make -s PROFILE=debug hello >/dev/null || { echo "0 passed, 1 failed"; exit 1; }
     HELLO=$ROOT/build/hello
 fi
+if [ -z "${HELLO_RS:-}" ]; then
+    cargo build -q -p myriad --example hello || { echo "0 passed, 1 failed"; exit 1; }
+    HELLO_RS=$ROOT/target/debug/examples/hello
+fi
+# What start_backend runs: the C demo, or (supervised) the Rust demo with --workers 2.
+BIN=$HELLO
+EXTRA=()
 TMP=$(mktemp -d)
 declare -A BPID BADDR
 FEPID=
@@ -42,7 +52,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 start_backend() {
     local i=$1 proto=$2 addr=${BADDR[$1]:-$3}
     : >"$TMP/b$i.out"
-    "$HELLO" "--$proto" "$addr" --access-log "$TMP/b$i.log" >"$TMP/b$i.out" 2>>"$TMP/b$i.err" &
+    "$BIN" "${EXTRA[@]}" "--$proto" "$addr" --access-log "$TMP/b$i.log" >"$TMP/b$i.out" 2>>"$TMP/b$i.err" &
     BPID[$i]=$!
     for _ in $(seq 1 200); do grep -q '^listening' "$TMP/b$i.out" && break; sleep 0.02; done
     BADDR[$i]=$(awk '/^listening/{print $3; exit}' "$TMP/b$i.out")
@@ -50,7 +60,15 @@ start_backend() {
 }
 # drain_backend I: SIGTERM, waits for the exit (in-flight requests finish first).
 drain_backend() { kill -TERM "${BPID[$1]}"; wait "${BPID[$1]}" 2>/dev/null; unset "BPID[$1]"; }
-kill_backend() { kill -9 "${BPID[$1]}"; wait "${BPID[$1]}" 2>/dev/null; unset "BPID[$1]"; }
+# kill_backend I: SIGKILL to the whole instance (a supervisor and its workers).
+kill_backend() {
+    local kids
+    kids=$(pgrep -P "${BPID[$1]}" | tr '\n' ' ')
+    # shellcheck disable=SC2086
+    kill -9 "${BPID[$1]}" $kids 2>/dev/null
+    wait "${BPID[$1]}" 2>/dev/null
+    unset "BPID[$1]"
+}
 stop_backends() { for i in "${!BPID[@]}"; do drain_backend "$i"; done; }
 
 # render TEMPLATE OUT RUN LISTEN B1 B2 B3
@@ -90,10 +108,10 @@ stop_front() {
 # The load client's requests each backend logged (its User-Agent; health checks are not).
 lines_of() { grep -c '"myriad-scaleout"$' "$TMP/b$1.log" 2>/dev/null || echo 0; }
 
-# scenario NAME KIND TEMPLATE PROTO: the backends' addresses as the front end's config
-# writes them; plain processes.
+# scenario NAME KIND TEMPLATE PROTO [sup]: the backends' addresses as the front end's
+# config writes them; plain processes, or (sup) supervisors of 2 workers each.
 scenario() {
-    local name=$1 kind=$2 tmpl=$3 proto=$4 run=$TMP/$1
+    local name=$1 kind=$2 tmpl=$3 proto=$4 mode=${5:-plain} run=$TMP/$1
     [[ -n "${ONLY:-}" && $name != $ONLY ]] && return
     mkdir -p "$run"
     BADDR=()
@@ -112,31 +130,66 @@ scenario() {
     rm -f "$TMP/stop"
     python3 tests/deploy/load.py --addr "$FE" --conns 8 --duration 30 --stop-file "$TMP/stop" >"$run/load.json" &
     LOADPID=$!
-    sleep 1
-    # A backend killed outright, then started again. Each step waits for the front end
-    # to take the backend back (nginx: fail_timeout=1s; HAProxy: a health check every
-    # 500 ms), as an operator's rolling restart waits for the backend to be healthy.
-    kill_backend 2
-    sleep 0.5
-    start_backend 2 "$proto" || bad "$name: backend 2 did not restart"
-    sleep 1.2
-    # A rolling restart: each drained with SIGTERM and started again, in turn.
-    for i in 1 2 3; do
-        drain_backend "$i"
-        start_backend "$i" "$proto" || bad "$name: backend $i did not restart"
-        sleep 1.2
-    done
-    # One drained and left out for a while (the other two serve), then back.
-    drain_backend 3
-    sleep 0.5
-    start_backend 3 "$proto" || bad "$name: backend 3 did not restart"
-    sleep 1.2
+    if [ "$mode" = sup ]; then
+        sup_steps "$name" "$proto"
+    else
+        plain_steps "$name" "$proto"
+    fi
     touch "$TMP/stop"
     wait "$LOADPID"
     LOADPID=
     stop_front
     stop_backends
-    local figures
+    report "$name" "$run" "$mode"
+}
+
+# Under load, plain processes: kill -9 + start, a rolling restart, a drain.
+plain_steps() {
+    local name=$1 proto=$2 i
+    sleep 0.6
+    # A backend killed outright, then started again. Each step waits for the front end
+    # to take the backend back (nginx: fail_timeout=1s; HAProxy: a health check every
+    # 500 ms), as an operator's rolling restart waits for the backend to be healthy.
+    kill_backend 2
+    sleep 0.3
+    start_backend 2 "$proto" || bad "$name: backend 2 did not restart"
+    sleep 1.1
+    # A rolling restart: each drained with SIGTERM and started again, in turn.
+    for i in 1 2 3; do
+        drain_backend "$i"
+        start_backend "$i" "$proto" || bad "$name: backend $i did not restart"
+        sleep 1.1
+    done
+    # One drained and left out for a while (the other two serve), then back.
+    drain_backend 3
+    sleep 0.3
+    start_backend 3 "$proto" || bad "$name: backend 3 did not restart"
+    sleep 1.1
+}
+
+# Under load, supervisors: one killed outright (all its processes) and started again, a
+# rolling reload (SIGHUP to each supervisor in turn: it replaces its workers, the new
+# ones ready first), one drained with SIGTERM and started again.
+sup_steps() {
+    local name=$1 proto=$2 i
+    sleep 0.6
+    kill_backend 2
+    sleep 0.3
+    start_backend 2 "$proto" || bad "$name: backend 2 did not restart"
+    sleep 1.1
+    for i in 1 2 3; do
+        kill -HUP "${BPID[$i]}"
+        sleep 1.1
+    done
+    drain_backend 3
+    sleep 0.3
+    start_backend 3 "$proto" || bad "$name: backend 3 did not restart"
+    sleep 1.1
+}
+
+# report NAME RUN MODE: the figures, and the check.
+report() {
+    local name=$1 run=$2 mode=$3 figures
     figures=$(python3 - "$run/load.json" "$(lines_of 1)" "$(lines_of 2)" "$(lines_of 3)" <<'PY'
 import json, sys
 s = json.load(open(sys.argv[1]))
@@ -151,7 +204,11 @@ PY
 )
     echo "  $name: ${figures#* }"
     if [ "${figures%% *}" = OK ]; then
-        ok "$name: kill -9, rolling restart and a drain under load, zero failures, load on all three"
+        if [ "$mode" = sup ]; then
+            ok "$name: supervisors of 2 workers: kill -9, SIGHUP each in turn and a drain under load, zero failures, load on all three"
+        else
+            ok "$name: kill -9, rolling restart and a drain under load, zero failures, load on all three"
+        fi
     else
         bad "$name: ${figures#* } $(tail -2 "$run/front.err")"
     fi
@@ -204,6 +261,14 @@ scenario nginx-fastcgi nginx "$D/nginx-fastcgi.conf" fcgi
 scenario haproxy-http haproxy "$D/haproxy-http.cfg" http
 scenario haproxy-fastcgi haproxy "$D/haproxy-fastcgi.cfg" fcgi
 
+echo "scale-out, each backend a supervisor of 2 workers:"
+BIN=$HELLO_RS
+EXTRA=(--workers 2)
+scenario nginx-http-sup nginx "$D/nginx-http.conf" http sup
+scenario haproxy-fastcgi-sup haproxy "$D/haproxy-fastcgi.cfg" fcgi sup
+BIN=$HELLO
+EXTRA=()
+
 unix_variant nginx-http-unix nginx "$D/nginx-http.conf" http unix:
 unix_variant nginx-fastcgi-unix nginx "$D/nginx-fastcgi.conf" fcgi unix:
 unix_variant haproxy-http-unix haproxy "$D/haproxy-http.cfg" http ""
@@ -234,5 +299,6 @@ else
 fi
 drain_backend 9
 
+echo "deploy and scale-out: ${SECONDS}s"
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]
