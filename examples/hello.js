@@ -158,7 +158,7 @@ srv.listen({ http, fcgi, accessLog }).then(
   },
   (err) => {
     process.stderr.write(`hello: ${err.message}\n`);
-    process.exit(err.message.startsWith('accessLog') ? 2 : 1);
+    process.exit(err.message.includes("accessLog '") ? 2 : 1);
   },
 );
 
