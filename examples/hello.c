@@ -325,12 +325,6 @@ static void on_usr1(myriad_loop_t *lp, int signo, void *ud) {
         fprintf(stderr, "hello: reopening the access log: %s\n", myriad_strerror(rc));
 }
 
-/* The library's errors (an access log that cannot be written) on stderr. */
-static void log_stderr(int level, const char *msg, size_t len, void *ud) {
-    (void)level; (void)ud;
-    fprintf(stderr, "hello: %.*s\n", (int)len, msg);
-}
-
 static void on_signal(myriad_loop_t *lp, int signo, void *ud) {
     static int once;
     (void)lp; (void)signo; (void)ud;
@@ -381,7 +375,6 @@ int main(int argc, char **argv) {
                 exit(2);
             }
             myriad_server_set_access_log(srv, alog);
-            myriad_set_logger(log_stderr, NULL, 1);
         } else if (strcmp(argv[i], "--backend") == 0) {
             if (++i == argc) usage("missing NAME");
             backend = argv[i];
