@@ -2,6 +2,7 @@
  * hello.c — the myriad demo app in C.
  *
  *   hello [--http ADDR]... [--fcgi ADDR]... [--threads N] [--backend NAME]
+ *         [--access-log PATH]
  *
  * ADDR is HOST:PORT, [V6]:PORT, unix:PATH or fd:N (port 0 picks a free port). With no
  * listener flag it serves FastCGI on fd 0 when started by spawn-fcgi, else HTTP on
@@ -10,6 +11,8 @@
  * NOTIFY_SOCKET set it tells the manager READY=1 and a STATUS= line once serving,
  * STOPPING=1 when it drains, and WATCHDOG=1 every half WATCHDOG_USEC. SIGTERM/SIGINT: stop
  * accepting, finish in-flight requests, exit 0. Bad flags: usage on stderr, exit 2.
+ * --access-log PATH: one line per request (combined log format) to PATH, "-" for stderr;
+ * SIGUSR1 opens PATH again (logrotate); a log that cannot be opened is a bad flag.
  *
  * Routes (the same over HTTP and FastCGI): GET|HEAD / ; POST|PUT /echo ; GET /env ;
  * GET /stream?chunks=N&bytes=B ; GET /delay?ms=M ; GET /work?ms=M (on the library's work pool) ;
@@ -34,6 +37,7 @@ static void usage(const char *msg) {
     fprintf(stderr,
             "hello: %s\n"
             "usage: hello [--http ADDR]... [--fcgi ADDR]... [--threads N] [--backend NAME]\n"
+            "             [--access-log PATH]\n"
             "ADDR is HOST:PORT, [V6]:PORT, unix:PATH or fd:N, optionally followed by\n"
             "?mode=0660&owner=USER&group=GROUP (unix) or ?reuseport (TCP)\n",
             msg);
@@ -306,6 +310,15 @@ static void notify(const char *state, size_t len) {
     if (rc < 0) fprintf(stderr, "hello: sd_notify: %s\n", myriad_strerror(rc));
 }
 
+static myriad_access_log_t *alog;
+
+static void on_usr1(myriad_loop_t *lp, int signo, void *ud) {
+    int rc;
+    (void)lp; (void)signo; (void)ud;
+    if (alog && (rc = myriad_access_log_reopen(alog)) != MYRIAD_OK)
+        fprintf(stderr, "hello: reopening the access log: %s\n", myriad_strerror(rc));
+}
+
 static void on_signal(myriad_loop_t *lp, int signo, void *ud) {
     static int once;
     (void)lp; (void)signo; (void)ud;
@@ -349,6 +362,16 @@ int main(int argc, char **argv) {
             if (++i == argc) usage("missing N");
             threads = strtoul(argv[i], &end, 10);
             if (*end || threads < 1 || threads > 256) usage("--threads takes 1..256");
+        } else if (strcmp(argv[i], "--access-log") == 0) {
+            if (++i == argc) usage("missing PATH");
+            myriad_access_log_free(alog);
+            alog = NULL;
+            rc = myriad_access_log_new(&alog, argv[i], strlen(argv[i]), NULL, 0);
+            if (rc != MYRIAD_OK) {
+                fprintf(stderr, "hello: --access-log %s: %s\n", argv[i], myriad_strerror(rc));
+                exit(2);
+            }
+            myriad_server_set_access_log(srv, alog);
         } else if (strcmp(argv[i], "--backend") == 0) {
             if (++i == argc) usage("missing NAME");
             backend = argv[i];
@@ -370,6 +393,7 @@ int main(int argc, char **argv) {
     /* Signals before any thread starts: threads inherit the blocked mask. */
     myriad_signal_watch(lp, SIGTERM, on_signal, NULL, NULL, NULL);
     myriad_signal_watch(lp, SIGINT, on_signal, NULL, NULL, NULL);
+    myriad_signal_watch(lp, SIGUSR1, on_usr1, NULL, NULL, NULL);
 
     myriad_server_set_threads(srv, (uint32_t)threads);
     myriad_server_set_limit(srv, MYRIAD_MAX_BODY, 64u << 20);
@@ -397,6 +421,7 @@ int main(int argc, char **argv) {
     rc = myriad_loop_run(lp);
 
     myriad_server_free(srv);
+    myriad_access_log_free(alog);
     myriad_loop_free(lp);
     return rc == MYRIAD_OK ? 0 : 1;
 }

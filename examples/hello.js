@@ -1,6 +1,9 @@
 #!/usr/bin/env node
 // hello.js — the myriad demo app in JavaScript (same contract as examples/hello.c):
 //   node hello.js [--http ADDR]... [--fcgi ADDR]... [--threads N] [--backend NAME]
+//                 [--access-log PATH]
+// --access-log PATH logs each request (combined format) to PATH, "-" for stderr; SIGUSR1
+// opens PATH again (logrotate); a log that cannot be opened is a bad flag (exit 2).
 // ADDR is HOST:PORT, [V6]:PORT, unix:PATH or fd:N. With no listener flag it serves FastCGI
 // on fd 0 when started by spawn-fcgi, else HTTP on 127.0.0.1:8080 — unless socket-activated
 // (LISTEN_FDS: "fcgi" by name FastCGI, the others HTTP). Prints "listening http|fcgi ADDR"
@@ -25,18 +28,22 @@ try {
 }
 
 function usage(msg) {
-  process.stderr.write(`hello: ${msg}\nusage: hello.js [--http ADDR]... [--fcgi ADDR]... [--threads N] [--backend NAME]\n`);
+  process.stderr.write(`hello: ${msg}\nusage: hello.js [--http ADDR]... [--fcgi ADDR]... [--threads N] [--backend NAME] [--access-log PATH]\n`);
   process.exit(2);
 }
 
 const http = [];
 const fcgi = [];
+let accessLog;
 const argv = process.argv.slice(2);
 for (let i = 0; i < argv.length; i += 2) {
   const [a, v] = [argv[i], argv[i + 1]];
   if (a === '--http' || a === '--fcgi') {
     if (v === undefined) usage('missing ADDR');
     (a === '--http' ? http : fcgi).push(v);
+  } else if (a === '--access-log') {
+    if (v === undefined) usage('missing PATH');
+    accessLog = v;
   } else if (a === '--threads') {
     if (v !== '1') usage('--threads: this binding runs one thread (start more processes)');
   } else if (a === '--backend') {
@@ -167,7 +174,7 @@ function notify(state) {
   }
 }
 
-srv.listen({ http, fcgi, inherited }).then(
+srv.listen({ http, fcgi, inherited, accessLog }).then(
   (addrs) => {
     for (const a of addrs) process.stdout.write(`listening ${a.proto} ${a.addr}\n`);
     notify(`READY=1\nSTATUS=serving ${addrs.map((a) => `${a.proto} ${a.addr}`).join(', ')} (1 thread)`);
@@ -175,7 +182,7 @@ srv.listen({ http, fcgi, inherited }).then(
   },
   (err) => {
     process.stderr.write(`hello: ${err.message}\n`);
-    process.exit(1);
+    process.exit(err.message.includes("accessLog '") ? 2 : 1);
   },
 );
 
@@ -189,3 +196,10 @@ function stop() {
 }
 process.on('SIGTERM', stop);
 process.on('SIGINT', stop);
+process.on('SIGUSR1', () => {
+  try {
+    srv.reopenAccessLog();
+  } catch (e) {
+    process.stderr.write(`hello: reopening the access log: ${e.message}\n`);
+  }
+});

@@ -1,5 +1,8 @@
 -- hello.lua — the myriad demo app in Lua (same contract as examples/hello.c):
 --   hello.lua [--http ADDR]... [--fcgi ADDR]... [--threads N] [--backend NAME]
+--             [--access-log PATH]
+-- --access-log PATH logs each request (combined format) to PATH, "-" for stderr; SIGUSR1
+-- opens PATH again (logrotate).
 -- Routes: GET|HEAD / ; POST|PUT /echo ; GET /env ; GET /stream?chunks=N&bytes=B ;
 -- GET /delay?ms=M ; GET /work?ms=M ; GET /stats (the loop's counters as JSON) ; 404.
 -- /work is answered from a loop timer (a Lua state is single-threaded). --threads must
@@ -7,17 +10,21 @@
 local myriad = require "myriad"
 
 local function usage(msg)
-  io.stderr:write("hello: ", msg, "\nusage: hello.lua [--http ADDR]... [--fcgi ADDR]... [--threads N] [--backend NAME]\n")
+  io.stderr:write("hello: ", msg, "\nusage: hello.lua [--http ADDR]... [--fcgi ADDR]... [--threads N] [--backend NAME] [--access-log PATH]\n")
   os.exit(2)
 end
 
 local http, fcgi = {}, {}
+local access_log
 local i = 1
 while i <= #arg do
   local a, v = arg[i], arg[i + 1]
   if a == "--http" or a == "--fcgi" then
     if not v then usage("missing ADDR") end
     table.insert(a == "--http" and http or fcgi, v)
+  elseif a == "--access-log" then
+    if not v then usage("missing PATH") end
+    access_log = v
   elseif a == "--threads" then
     if v ~= "1" then usage("--threads: this binding runs one thread (start more processes)") end
   elseif a == "--backend" then
@@ -102,10 +109,10 @@ local function handler(req, res)
 end
 
 local ok, srv = pcall(myriad.server, { http = http, fcgi = fcgi, inherited = inherited, handler = handler,
-  max_body = 64 * 1024 * 1024 })
+  max_body = 64 * 1024 * 1024, access_log = access_log })
 if not ok then
   io.stderr:write("hello: ", tostring(srv), "\n")
-  os.exit(1)
+  os.exit(tostring(srv):find("access_log", 1, true) and 2 or 1)
 end
 local status = {}
 for _, l in ipairs(srv:addresses()) do
@@ -131,4 +138,8 @@ local function stop()
 end
 myriad.signal("SIGTERM", stop)
 myriad.signal("SIGINT", stop)
+myriad.signal("SIGUSR1", function()
+  local ok2, err = pcall(srv.reopen_logs, srv)
+  if not ok2 then io.stderr:write("hello: reopening the access log: ", tostring(err), "\n") end
+end)
 myriad.run()

@@ -1,6 +1,6 @@
 //! The demo app on the Rust API (the twin of examples/hello.c):
 //! `hello [--http ADDR]... [--fcgi ADDR]... [--threads N] [--backend NAME] [--workers N]
-//! [--max-requests N] [--watchdog SECONDS] [--user NAME] [--status ADDR]...`.
+//! [--max-requests N] [--watchdog SECONDS] [--user NAME] [--status ADDR]... [--access-log PATH]`.
 //!
 //! Routes: `/` hello, `/echo` body echo, `/env` CGI variables, `/stream?chunks=N&bytes=B`
 //! paced by a loop timer, `/delay?ms=M` from a loop timer, `/work?ms=M` on the library's
@@ -14,6 +14,8 @@
 //! finish in-flight requests and exit 0; bad flags exit 2. With --workers (or any of the
 //! supervisor's flags) a supervisor runs N worker processes: SIGHUP replaces them,
 //! SIGUSR2 re-executes the program in place, SIGTERM drains them; an unknown user exits 2.
+//! `--access-log PATH` logs each request (combined format) to PATH, `-` for stderr; SIGUSR1
+//! opens PATH again (under the supervisor, in every worker).
 
 use std::cell::RefCell;
 use std::io::Write;
@@ -22,14 +24,29 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use myriad::{
-    systemd, Addr, ListenOptions, Listener, Loop, Proto, Request, Response, Server, ServerOptions,
-    Supervisor, SupervisorOptions,
+    systemd, AccessLog, Addr, ListenOptions, Listener, Loop, Proto, Request, Response, Server,
+    ServerOptions, Supervisor, SupervisorOptions,
 };
+
+/// The library's errors (an access log that cannot be written) on stderr.
+struct StderrLog;
+impl log::Log for StderrLog {
+    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+        m.level() <= log::Level::Error
+    }
+    fn log(&self, r: &log::Record<'_>) {
+        if self.enabled(r.metadata()) {
+            eprintln!("hello: {}", r.args());
+        }
+    }
+    fn flush(&self) {}
+}
 
 fn usage(msg: &str) -> ! {
     eprintln!(
         "hello: {msg}\nusage: hello [--http ADDR]... [--fcgi ADDR]... [--threads N] [--backend NAME]\n\
          \x20      [--workers N] [--max-requests N] [--watchdog SECONDS] [--user NAME] [--status ADDR]...\n\
+         \x20      [--access-log PATH]\n\
          ADDR is HOST:PORT, [V6]:PORT, unix:PATH or fd:N"
     );
     std::process::exit(2);
@@ -195,9 +212,14 @@ fn notify(state: &str) {
     }
 }
 
-fn serve(lp: &mut Loop, listeners: Vec<(Listener, Proto)>) -> Server {
+fn serve(
+    lp: &mut Loop,
+    listeners: Vec<(Listener, Proto)>,
+    access_log: Option<AccessLog>,
+) -> Server {
     let opts = ServerOptions {
         max_body: 64 << 20,
+        access_log,
         ..Default::default()
     };
     let srv = lp.server(opts, handle);
@@ -216,6 +238,7 @@ fn main() {
     let mut backend = String::new();
     let mut sup: Option<SupervisorOptions> = None;
     let mut status: Vec<Addr> = Vec::new();
+    let mut access_log = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = |flag: &str| {
@@ -270,6 +293,16 @@ fn main() {
                     .parse()
                     .unwrap_or_else(|e| usage(&format!("{e}"))),
             ),
+            "--access-log" => {
+                let p = val("--access-log");
+                access_log = Some(AccessLog::open(&p, None).unwrap_or_else(|e| {
+                    eprintln!("hello: --access-log {p}: {e}");
+                    std::process::exit(2);
+                }));
+                if log::set_logger(&StderrLog).is_ok() {
+                    log::set_max_level(log::LevelFilter::Error);
+                }
+            }
             _ => usage(&format!("unknown argument {a:?}")),
         }
     }
@@ -290,9 +323,9 @@ fn main() {
         if addrs.is_empty() {
             addrs.push(("127.0.0.1:8080".parse().unwrap(), Proto::Http));
         }
-        supervise(opts, addrs, status, threads, backend);
+        supervise(opts, addrs, status, threads, backend, access_log);
     }
-    serve_all(addrs, threads, backend, true);
+    serve_all(addrs, threads, backend, true, access_log);
 }
 
 /// --workers: the supervisor binds, prints the addresses once, and forks the workers, which
@@ -303,6 +336,7 @@ fn supervise(
     status: Vec<Addr>,
     threads: usize,
     backend: String,
+    access_log: Option<AccessLog>,
 ) -> ! {
     let mut sup = Supervisor::new(opts);
     if let Err(e) = sup.validate() {
@@ -329,7 +363,13 @@ fn supervise(
     }
     std::io::stdout().flush().unwrap();
     match sup.run(move |w| {
-        serve_all(w.listeners().to_vec(), threads, backend.clone(), false);
+        serve_all(
+            w.listeners().to_vec(),
+            threads,
+            backend.clone(),
+            false,
+            access_log.clone(),
+        );
         0
     }) {
         Ok(code) => std::process::exit(code),
@@ -350,8 +390,15 @@ fn proto_name(p: Proto) -> &'static str {
 
 /// Serves `addrs` on `threads` loops until SIGTERM/SIGINT has drained them. `main`: this
 /// process is the service itself (not a supervised worker): it prints the addresses, takes
-/// socket-activated fds when given no address, and notifies the service manager.
-fn serve_all(mut addrs: Vec<(Addr, Proto)>, threads: usize, backend: String, main: bool) {
+/// socket-activated fds when given no address, and notifies the service manager. SIGUSR1
+/// reopens the access log.
+fn serve_all(
+    mut addrs: Vec<(Addr, Proto)>,
+    threads: usize,
+    backend: String,
+    main: bool,
+    access_log: Option<AccessLog>,
+) {
     // Each listener as one handle per thread, with its protocol.
     let mut bound: Vec<(Vec<Listener>, Proto)> = Vec::new();
     if addrs.is_empty() && main {
@@ -418,14 +465,23 @@ fn serve_all(mut addrs: Vec<(Addr, Proto)>, threads: usize, backend: String, mai
             })
             .expect("signal");
     }
+    let log = access_log.clone();
+    main_lp
+        .watch_signal(libc::SIGUSR1, move |_, _| {
+            if let Some(Err(e)) = log.as_ref().map(AccessLog::reopen) {
+                eprintln!("hello: reopening the access log: {e}");
+            }
+        })
+        .expect("signal");
     // Started after the signals are blocked: threads inherit the mask.
     let mut workers = Vec::new();
     for ls in per_thread.drain(1..) {
         let (tx, rx) = mpsc::channel();
         let backend = backend.clone();
+        let access_log = access_log.clone();
         workers.push(std::thread::spawn(move || {
             let mut lp = Loop::with_backend(&backend).expect("loop");
-            let srv = serve(&mut lp, ls);
+            let srv = serve(&mut lp, ls, access_log);
             // Stop: drain this loop's server, then leave.
             let h = lp.handle();
             tx.send(h).unwrap();
@@ -436,7 +492,7 @@ fn serve_all(mut addrs: Vec<(Addr, Proto)>, threads: usize, backend: String, mai
         }));
         stoppers.borrow_mut().push(rx.recv().unwrap());
     }
-    let srv = serve(&mut main_lp, per_thread.pop().unwrap());
+    let srv = serve(&mut main_lp, per_thread.pop().unwrap(), access_log);
     servers.borrow_mut().push(srv);
     if main {
         let plural = if threads > 1 { "s" } else { "" };

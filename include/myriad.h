@@ -178,6 +178,10 @@
 // gets after myriad_work_cancel).
 #define MYRIAD_ECANCELED -13
 
+// An access log (opaque). Any thread: it may be shared by servers on several loops and
+// threads; each server keeps its own reference, so the handle can be freed once set.
+typedef struct myriad_access_log_t myriad_access_log_t;
+
 // An event loop (opaque). Create with myriad_loop_new, free with myriad_loop_free.
 typedef struct myriad_loop_t myriad_loop_t;
 
@@ -199,11 +203,27 @@ typedef struct myriad_stream_t myriad_stream_t;
 // Log callback: level (1 error .. 5 trace), message bytes (not NUL-terminated), userdata.
 typedef void (*myriad_log_fn)(int level, const char *msg, size_t len, void *userdata);
 
-// A callback with only user data (timers, posts, deferred work).
-typedef void (*myriad_cb)(struct myriad_loop_t *lp, void *userdata);
+// A line callback: `line` (`len` bytes, no newline, not NUL-terminated) is valid only
+// during the call. Called on the loop thread that served the request, as it finishes;
+// with several threads, concurrently from each of them. Must not block, nor call into the
+// library (hand the line to a queue of your own).
+typedef void (*myriad_access_log_fn)(const char *line, size_t len, void *userdata);
 
 // A destructor for user data, called once when the library no longer needs it.
 typedef void (*myriad_free_fn)(void *userdata);
+
+// Counters of an access log (see myriad_access_log_stats).
+typedef struct myriad_access_log_stats_t {
+  // Lines written to the sink (or passed to the callback).
+  uint64_t lines;
+  // write() (or send()) calls made: far fewer than lines, since lines are buffered.
+  uint64_t writes;
+  // Lines dropped because the sink failed (a full disk...) or could not keep up.
+  uint64_t dropped;
+} myriad_access_log_stats_t;
+
+// A callback with only user data (timers, posts, deferred work).
+typedef void (*myriad_cb)(struct myriad_loop_t *lp, void *userdata);
 
 // Signal callback: the loop, the signal number, user data.
 typedef void (*myriad_signal_fn)(struct myriad_loop_t *lp, int signo, void *userdata);
@@ -310,6 +330,45 @@ int myriad_set_logger(myriad_log_fn cb, void *userdata, int max_level);
 // Test hook for the panic boundary: panics inside the library when `really` is non-zero
 // and returns MYRIAD_EPANIC; returns 0 otherwise. Any thread.
 int myriad_test_panic(int really);
+
+// Creates an access log appending to the file `path` (created with mode 0644), or
+// writing to stderr if `path` is "-" (never blocking: a pipe gets a non-blocking
+// description of its own, a socket non-blocking sends). `format` is an nginx
+// log_format-like string ($remote_addr, $time_local, $request, $status,
+// $body_bytes_sent, $http_NAME, $request_time, $protocol... see the README); NULL
+// gives the combined log format. Lines are buffered per server and loop, and written
+// when the buffer fills, every second, and when the server shuts down or is freed. A
+// failing sink (a full disk) is reported once through the log hook; its lines are
+// dropped and counted, and requests are not affected. Any thread. Errors: MYRIAD_EINVAL
+// (NULL `out` or `path`, bad UTF-8, an unknown variable or bad syntax in `format`), OS
+// errors of the open (e.g. MYRIAD_EOS_BASE - EACCES).
+int myriad_access_log_new(struct myriad_access_log_t **out, const char *path, size_t path_len, const char *format, size_t format_len);
+
+// Creates an access log whose lines go to `cb` (see myriad_access_log_fn) instead of a
+// file; `format` as for myriad_access_log_new. `dtor(userdata)` runs when the log is
+// no longer used by anyone (the handle freed and every server using it freed). With a
+// server of several threads, `cb` must be thread-safe. Any thread. Errors:
+// MYRIAD_EINVAL (NULL `out` or `cb`, a bad format).
+int myriad_access_log_new_callback(struct myriad_access_log_t **out, const char *format, size_t format_len, myriad_access_log_fn cb, void *userdata, myriad_free_fn dtor);
+
+// Frees the handle; servers it was set on keep using the log. NULL is a no-op. Any
+// thread.
+void myriad_access_log_free(struct myriad_access_log_t *log);
+
+// Opens a file log's path again: after logrotate renamed the file, new lines go to a
+// new file at that path (call it on SIGUSR1, as nginx does). Stderr and callback logs
+// have nothing to reopen (MYRIAD_OK). On an error the old file stays in use. Any
+// thread. Errors: MYRIAD_EINVAL, OS errors of the open.
+int myriad_access_log_reopen(struct myriad_access_log_t *log);
+
+// Copies the log's counters (over every server and thread using it) into `*out`. Any
+// thread. Errors: MYRIAD_EINVAL.
+int myriad_access_log_stats(const struct myriad_access_log_t *log, struct myriad_access_log_stats_t *out);
+
+// Logs the server's finished requests to `log` (the server takes its own reference;
+// NULL turns the access log off). Before myriad_server_start. Errors: MYRIAD_EINVAL,
+// MYRIAD_ESTATE (started).
+int myriad_server_set_access_log(struct myriad_server_t *srv, const struct myriad_access_log_t *log);
 
 // Creates a loop on the default backend and stores it in `*out`: the one named by the
 // environment variable MYRIAD_BACKEND ("epoll", "io_uring", "kqueue") if set, else epoll

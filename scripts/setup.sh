@@ -10,6 +10,8 @@ declare -A NEED=(
     [curl]=curl
     [python3]=python3
     [nginx]=nginx-light
+    [haproxy]=haproxy
+    [logrotate]=logrotate
     [spawn-fcgi]=spawn-fcgi
     [cgi-fcgi]=libfcgi-bin
     [valgrind]=valgrind
@@ -47,9 +49,10 @@ if ((${#missing[@]})); then
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
 fi
-# The packaged nginx service is not ours to run: tests start their own instances.
+# The packaged nginx and HAProxy services are not ours to run: tests start their own instances.
 if command -v systemctl >/dev/null 2>&1; then
     systemctl disable --now nginx >/dev/null 2>&1 || true
+    systemctl disable --now haproxy >/dev/null 2>&1 || true
 fi
 
 command -v cargo >/dev/null || { echo "setup: cargo is required (rustup)"; exit 1; }

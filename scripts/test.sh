@@ -47,6 +47,8 @@ cargo test --manifest-path fuzz/Cargo.toml 2>&1 | tee -a "$log" || status=$?
 # Fuzzing smoke: every target for a few seconds from its committed seeds (each target
 # without a finding counts as passed); the long runs are on demand (scripts/fuzz.sh N).
 bash scripts/fuzz.sh "${MYRIAD_FUZZ_SECONDS:-12}" 2>&1 | tee -a "$log" || status=$?
+# The deploy configurations with real nginx and HAProxy, and scale-out with failover.
+bash tests/deploy/run.sh 2>&1 | tee -a "$log" || status=$?
 
 passed=$(grep -hoE '(ok|FAILED)\. [0-9]+ passed' "$log" | awk '{s+=$2} END {print s+0}')
 failed=$(grep -hoE '[0-9]+ passed; [0-9]+ failed' "$log" | awk '{s+=$3} END {print s+0}')

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end check of a demo implementation (hello.c, hello.lua, ...) against the demo
 # contract: every route over HTTP and over FastCGI (cgi-fcgi), graceful SIGTERM with a
-# request in flight (exit 0), bad flags (exit 2).
+# request in flight (exit 0), --access-log (lines, SIGUSR1 reopen, stderr, a full disk),
+# bad flags (exit 2).
 #   tests/demo_e2e.sh COMMAND...   (the demo; "--http 127.0.0.1:0 --fcgi 127.0.0.1:0" is added)
 # Ends with "N passed, M failed".
 set -uo pipefail
@@ -134,6 +135,60 @@ if grep -q 'delayed 300' "$TMP/inflight"; then ok "in-flight request finished on
 wait "$DPID"; rc=$?
 DPID=
 if [ "$rc" = 0 ]; then ok "exits 0 after SIGTERM"; else bad "exit code $rc: $(tail -5 "$TMP/err")"; fi
+
+# --access-log PATH: a line per request (combined log format) within a second or so, over
+# HTTP and FastCGI; a rename then SIGUSR1 starts a new file; "-" is stderr; a full disk
+# loses lines, not requests; a log that cannot be opened is a bad flag.
+start_demo() { # out err args... -> DPID, H, F
+    local out=$1 err=$2; shift 2
+    "${DEMO[@]}" --http 127.0.0.1:0 --fcgi 127.0.0.1:0 "$@" >"$out" 2>"$err" &
+    DPID=$!
+    for _ in $(seq 1 300); do [ "$(grep -c '^listening' "$out")" = 2 ] && break; sleep 0.1; done
+    H=$(awk '/^listening http/{print $3}' "$out")
+    F=$(awk '/^listening fcgi/{print $3}' "$out")
+}
+stop_demo() { kill -TERM "$DPID" 2>/dev/null; wait "$DPID"; local rc=$?; DPID=; return $rc; }
+wait_lines() { # file n: waits up to 5 s for n lines
+    for _ in $(seq 1 50); do [ -f "$1" ] && [ "$(wc -l <"$1")" -ge "$2" ] && return 0; sleep 0.1; done
+    return 1
+}
+DEMO=("$@")
+AL="$TMP/access.log"
+TL='\[[0-9]{2}/[A-Z][a-z]{2}/[0-9]{4}:[0-9]{2}:[0-9]{2}:[0-9]{2} [+-][0-9]{4}\]'
+start_demo "$TMP/out2" "$TMP/err2" --access-log "$AL"
+$C -A 'e2e-agent/1.0' -e 'http://ref.example/' -o /dev/null "http://$H/?q=1"
+fstatus GET /nope >/dev/null
+if wait_lines "$AL" 2; then ok "access log: two lines within a second"; else bad "access log: $(cat "$AL" 2>&1) $(tail -3 "$TMP/err2")"; fi
+if sed -n 1p "$AL" | grep -Eq "^127\.0\.0\.1 - - $TL \"GET /\?q=1 HTTP/1\.1\" 200 13 \"http://ref\.example/\" \"e2e-agent/1\.0\"\$"; then
+    ok "access log: combined format over HTTP"; else bad "access log HTTP line: $(sed -n 1p "$AL")"; fi
+if sed -n 2p "$AL" | grep -Eq "^127\.0\.0\.1 - - $TL \"GET /nope HTTP/1\.1\" 404 9 \"-\" \"-\"\$"; then
+    ok "access log: combined format over FastCGI"; else bad "access log FastCGI line: $(sed -n 2p "$AL")"; fi
+mv "$AL" "$AL.1"
+kill -USR1 "$DPID"
+sleep 0.3
+$C -o /dev/null "http://$H/after-rotate"
+if wait_lines "$AL" 1 && grep -q '"GET /after-rotate HTTP/1.1" 404' "$AL" && [ "$(wc -l <"$AL.1")" = 2 ]; then
+    ok "access log: rename + SIGUSR1 starts a new file"; else bad "access log reopen: new [$(cat "$AL" 2>&1)] old [$(cat "$AL.1")]"; fi
+if stop_demo; then ok "access log: exits 0 after SIGTERM"; else bad "access log: exit code after SIGTERM"; fi
+
+start_demo "$TMP/out3" "$TMP/err3" --access-log -
+$C -o /dev/null "http://$H/to-stderr"
+for _ in $(seq 1 50); do grep -q '"GET /to-stderr HTTP/1.1" 404 9' "$TMP/err3" && break; sleep 0.1; done
+if grep -Eq "^127\.0\.0\.1 - - $TL \"GET /to-stderr HTTP/1\.1\" 404 9 \"-\" \"curl/" "$TMP/err3"; then
+    ok "access log: '-' is stderr"; else bad "access log to stderr: $(tail -3 "$TMP/err3")"; fi
+stop_demo
+
+start_demo "$TMP/out4" "$TMP/err4" --access-log /dev/full
+codes=$(for i in 1 2 3 4 5; do $C -o /dev/null -w '%{http_code} ' "http://$H/"; done)
+sleep 1.2
+codes="$codes$($C -o /dev/null -w '%{http_code}' "http://$H/")"
+if [ "$codes" = "200 200 200 200 200 200" ] && [ "$(grep -c 'No space left' "$TMP/err4")" -le 1 ]; then
+    ok "access log: a full disk loses lines, not requests (reported at most once)"
+else bad "access log on /dev/full: [$codes] $(tail -3 "$TMP/err4")"; fi
+stop_demo
+
+"$@" --http 127.0.0.1:0 --access-log "$TMP/no/such/dir/access.log" 2>"$TMP/usage" >/dev/null; rc=$?
+if [ "$rc" = 2 ] && grep -q 'access' "$TMP/usage"; then ok "access log that cannot be opened: exit 2"; else bad "unopenable access log gave $rc: $(cat "$TMP/usage")"; fi
 
 "$@" --bogus 2>"$TMP/usage" >/dev/null; rc=$?
 if [ "$rc" = 2 ] && [ -s "$TMP/usage" ]; then ok "bad flag: usage and exit 2"; else bad "bad flag gave $rc"; fi

@@ -4,7 +4,9 @@
  *
  *   local myriad = require "myriad"
  *   local srv = myriad.server{ http = {"127.0.0.1:0"}, fcgi = {...},
- *                              handler = function(req, res) ... end, max_body = N, ... }
+ *                              handler = function(req, res) ... end, max_body = N, ...,
+ *                              access_log = PATH or "-", access_log_format = FMT }
+ *   srv:reopen_logs()         -- the access log, after logrotate (on SIGUSR1)
  *   myriad.timer(ms, fn [, repeat_ms]) -> timer (t:cancel())
  *   myriad.signal(signo, fn) -> watch (w:cancel())
  *   myriad.sleep(ms)          -- inside a handler (or any coroutine driven by myriad)
@@ -593,6 +595,7 @@ typedef struct {
     int handler;
     int selfref;
     int doneref;
+    myriad_access_log_t *alog; /* the access_log option's log, for reopen_logs */
 } lsrv;
 
 /* The client went away (or the front end aborted the request). */
@@ -692,7 +695,34 @@ static int srv_gc(lua_State *L) {
     /* Only reached once closed (a running server is anchored by selfref). */
     if (s->srv) myriad_server_free(s->srv);
     s->srv = NULL;
+    myriad_access_log_free(s->alog);
+    s->alog = NULL;
     return 0;
+}
+
+/* srv:reopen_logs(): opens the access log's file again (after logrotate moved it; call
+ * it on SIGUSR1). Raises an error if it cannot be opened (the old file stays in use). */
+static int srv_reopen_logs(lua_State *L) {
+    lsrv *s = (lsrv *)luaL_checkudata(L, 1, SRV_MT);
+    if (s->alog) check_rc(L, myriad_access_log_reopen(s->alog));
+    return 0;
+}
+
+/* The access_log = PATH ("-" for stderr) and access_log_format = FMT options. */
+static void access_log_opt(lua_State *L, lsrv *s) {
+    lua_getfield(L, 1, "access_log");
+    lua_getfield(L, 1, "access_log_format");
+    if (!lua_isnil(L, -2)) {
+        size_t pl, fl = 0;
+        const char *path = luaL_checklstring(L, -2, &pl);
+        const char *fmt = lua_isnil(L, -1) ? NULL : luaL_checklstring(L, -1, &fl);
+        int rc = myriad_access_log_new(&s->alog, path, pl, fmt, fl);
+        if (rc != MYRIAD_OK) luaL_error(L, "access_log '%s': %s", path, myriad_strerror(rc));
+        myriad_server_set_access_log(s->srv, s->alog);
+    } else if (!lua_isnil(L, -1)) {
+        luaL_error(L, "access_log_format without access_log");
+    }
+    lua_pop(L, 2);
 }
 
 /* The error of a failed call: the library's detail (which address, path or option) when it
@@ -736,7 +766,7 @@ static const struct { const char *name; int which; } limits[] = {
 };
 
 /* Options of myriad.server besides the limits above. */
-static const char *const server_keys[] = {"http", "fcgi", "inherited", "handler", "threads", NULL};
+static const char *const server_keys[] = {"http", "fcgi", "inherited", "handler", "threads", "access_log", "access_log_format", NULL};
 
 /* Every key of the options table is known: a typo (htp=) is an error naming it. */
 static void check_server_keys(lua_State *L) {
@@ -789,6 +819,7 @@ static int l_server(lua_State *L) {
         if (rc < 0) return luaL_error(L, "%s", detail_or(rc));
     }
     lua_pop(L, 1);
+    access_log_opt(L, s);
     for (size_t i = 0; i < sizeof limits / sizeof limits[0]; i++) {
         lua_getfield(L, 1, limits[i].name);
         if (!lua_isnil(L, -1)) {
@@ -811,7 +842,8 @@ static int l_server(lua_State *L) {
     return 1;
 }
 
-static const luaL_Reg srv_methods[] = {{"close", srv_close}, {"addresses", srv_addresses}, {NULL, NULL}};
+static const luaL_Reg srv_methods[] = {
+    {"close", srv_close}, {"addresses", srv_addresses}, {"reopen_logs", srv_reopen_logs}, {NULL, NULL}};
 
 /* ---- timers, signals, sleep ---- */
 

@@ -234,5 +234,31 @@ check(after:match("000") or after:match("Failed to connect"), "closed server ref
 srv = nil
 collectgarbage()
 
+-- the access log: a format of our own, reopen after a rename, option errors
+check(not pcall(myriad.server, { http = { "127.0.0.1:0" }, handler = print, access_log = tmp .. "/x.log",
+  access_log_format = "$nope" }), "access_log_format with an unknown variable refused")
+check(not pcall(myriad.server, { http = { "127.0.0.1:0" }, handler = print, access_log = "/nonexistent-dir/x.log" }),
+  "access_log that cannot be opened refused")
+check(not pcall(myriad.server, { http = { "127.0.0.1:0" }, handler = print, access_log_format = "$status" }),
+  "access_log_format without access_log refused")
+local alog = tmp .. "/lt-access.log"
+os.remove(alog); os.remove(alog .. ".1")
+local asrv = myriad.server{ http = { "127.0.0.1:0" }, access_log = alog,
+  access_log_format = "$status $request_method $uri $protocol $http_x_tag",
+  handler = function(_, res) res:status(204); res:finish() end }
+local abase = "http://" .. asrv:addresses()[1].addr
+fetch("-H 'X-Tag: one' " .. abase .. "/a")
+run_until(function() return (read(alog) or "") ~= "" end, 5)
+check(read(alog) == "204 GET /a HTTP one\n", "access log line in the given format: " .. tostring(read(alog)))
+os.rename(alog, alog .. ".1")
+asrv:reopen_logs()
+fetch(abase .. "/b")
+run_until(function() return (read(alog) or "") ~= "" end, 5)
+check(read(alog) == "204 GET /b HTTP -\n" and read(alog .. ".1") == "204 GET /a HTTP one\n", "reopen_logs after a rename")
+local aclosed = false
+asrv:close(function() aclosed = true end)
+run_until(function() return aclosed end, 10)
+os.remove(alog); os.remove(alog .. ".1")
+
 print(string.format("%d passed, %d failed", passed, failed))
 os.exit(failed == 0 and 0 or 1)

@@ -115,6 +115,8 @@ impl Request {
         self.expect_continue = false;
         self.local = None;
         self.str_spans = false;
+        // Spans of an earlier request would point past the cleared storage.
+        (self.method, self.target, self.path, self.query) = ((0, 0), (0, 0), (0, 0), (0, 0));
     }
 
     pub(crate) fn span(&self, s: Span) -> &[u8] {
@@ -398,6 +400,13 @@ pub(crate) struct Exchange {
     pub(crate) upgradable: bool,
     /// Counted in flight in the supervisor's page (see `Ctx::probe`).
     pub(crate) probed: bool,
+    /// Access log: when the request's first byte arrived (set only with a log).
+    pub(crate) start: std::time::SystemTime,
+    /// Access log: request body bytes received.
+    pub(crate) body_in: u64,
+    /// Access log: the status of an answer the connection gave itself (a rejected
+    /// request: 400, 408, 413...), 0 for none.
+    pub(crate) log_status: u16,
 }
 
 /// What [`Response::upgrade`] runs on the connection after the 101.
@@ -428,6 +437,9 @@ impl Exchange {
             upgrade: None,
             upgradable: false,
             probed: false,
+            start: std::time::UNIX_EPOCH,
+            body_in: 0,
+            log_status: 0,
         }
     }
 
@@ -458,6 +470,41 @@ impl Exchange {
     /// a flush, the finish): the response is alive even if its timeout just passed.
     pub(crate) fn has_output(&self) -> bool {
         !self.pieces.is_empty() || self.flush || self.phase == Phase::Done || !self.errs.is_empty()
+    }
+
+    /// Access log: the request was answered `status` by the connection itself (it is
+    /// logged even if no handler saw it).
+    pub(crate) fn rejected(&mut self, status: u16) {
+        self.log_status = status;
+    }
+
+    /// Access log: appends this exchange's line, if it had a request.
+    fn log_to(&self, log: &mut crate::accesslog::LogBuf) {
+        let Some(req) = self.req.as_deref() else {
+            return;
+        };
+        if req.method.0 == req.method.1 && self.log_status == 0 {
+            // Bytes that never made a request head (a connection closed mid-head).
+            return;
+        }
+        let unsent = self.aborted && self.phase == Phase::Open;
+        let status = match self.log_status {
+            0 if unsent => 499,
+            0 => self.status,
+            s => s,
+        };
+        let no_body = unsent
+            || self.log_status != 0
+            || matches!(status, 204 | 304)
+            || req.span(req.method) == b"HEAD";
+        log.record(&crate::accesslog::Entry {
+            req,
+            status,
+            body_bytes: if no_body { 0 } else { self.body_len },
+            body_in: self.body_in,
+            start: self.start,
+            now: crate::accesslog::now(),
+        });
     }
 
     /// Queues body bytes (copied), counting them in `body_len`.
@@ -552,6 +599,8 @@ pub(crate) struct Ctx {
     pub(crate) handle: Handle,
     /// The supervisor's page of a supervised worker (requests in flight).
     probe: Option<&'static crate::supervisor::shm::Page>,
+    /// The access log's buffer of this server on this loop.
+    pub(crate) alog: Option<RefCell<crate::accesslog::LogBuf>>,
 }
 
 impl Ctx {
@@ -563,6 +612,20 @@ impl Ctx {
             running: std::cell::Cell::new(None),
             handle: lp.handle(),
             probe: lp.probe,
+            alog: None,
+        }
+    }
+
+    /// With an access log.
+    pub(crate) fn with_log(mut self, log: Option<crate::accesslog::AccessLog>) -> Ctx {
+        self.alog = log.map(|l| RefCell::new(crate::accesslog::LogBuf::new(l)));
+        self
+    }
+
+    /// Writes the access log's buffer out.
+    pub(crate) fn flush_log(&self) {
+        if let Some(l) = &self.alog {
+            l.borrow_mut().flush();
         }
     }
 
@@ -596,6 +659,11 @@ impl Ctx {
         e.upgrade = None;
         e.upgradable = false;
         e.probed = false;
+        e.body_in = 0;
+        e.log_status = 0;
+        if self.alog.is_some() {
+            e.start = crate::accesslog::now();
+        }
         e.req
             .get_or_insert_with(|| Box::new(Request::new()))
             .reset();
@@ -614,6 +682,9 @@ impl Ctx {
             };
             if !e.live || e.gen != id.gen {
                 return;
+            }
+            if let Some(l) = &self.alog {
+                e.log_to(&mut l.borrow_mut());
             }
             e.live = false;
             e.gen = e.gen.wrapping_add(1);
@@ -634,6 +705,10 @@ impl Ctx {
         };
         free.push(id.slot);
         drop(free);
+        // A callback access log gets its line outside the borrows too.
+        if let Some(l) = &self.alog {
+            l.borrow_mut().deliver();
+        }
         // User closures are dropped outside the borrow: they may hold Responses.
         drop(body_cb);
         drop(abort_cb);
@@ -653,6 +728,9 @@ impl Ctx {
     /// Passes a body event to the exchange's body callback, taken out of the pool while it
     /// runs (it may write the response); `Data` puts it back, `End`/`Aborted` drop it.
     pub(crate) fn deliver_body(&self, id: ExId, b: Body<'_>) {
+        if let (Body::Data(d), Some(_)) = (&b, &self.alog) {
+            self.with(id, |e| e.body_in += d.len() as u64);
+        }
         let cb: Option<BodyFn> = self
             .with(id, |e| e.req.as_mut().and_then(|r| r.body_cb.take()))
             .flatten();

@@ -9,6 +9,7 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod accesslog;
 pub mod app;
 pub mod cookie;
 pub mod fcgi;
@@ -27,6 +28,7 @@ mod sys;
 pub mod systemd;
 pub mod workpool;
 
+pub use accesslog::{AccessLog, AccessLogStats};
 pub use app::{Body, BodySize, Completion, Request, Response, ResponseError};
 pub use net::{
     parse_listen, Accepted, Addr, ConnOptions, Io, ListenOptions, Listener, PeerAddr, Protocol,

@@ -65,6 +65,8 @@ pub struct ServerOptions {
     pub fcgi_max_requests: usize,
     /// FastCGI: peers allowed on TCP listeners (FCGI_WEB_SERVER_ADDRS); empty allows all.
     pub web_server_addrs: Vec<std::net::IpAddr>,
+    /// Where finished requests are logged, one line each (none by default).
+    pub access_log: Option<crate::accesslog::AccessLog>,
 }
 
 impl Default for ServerOptions {
@@ -82,6 +84,7 @@ impl Default for ServerOptions {
             max_params: 1 << 20,
             fcgi_max_requests: 64,
             web_server_addrs: web_server_addrs_from_env(),
+            access_log: None,
         }
     }
 }
@@ -132,6 +135,8 @@ pub(crate) struct Shared {
     /// HTTP response heads' status line and Date, formatted once per second.
     pub(crate) head: RefCell<crate::http::head::HeadCache>,
     pub(crate) on_drained: RefCell<Option<DoneFn>>,
+    /// The access log's one-second flush timer.
+    pub(crate) log_timer: Cell<Option<crate::reactor::TimerId>>,
 }
 
 /// A server on one loop. Cheap to clone (a reference).
@@ -164,9 +169,20 @@ impl Loop {
             }),
             None => Rc::new(handler),
         };
+        let ctx = Rc::new(Ctx::new(self).with_log(opts.access_log.clone()));
+        let log_timer = ctx.alog.is_some().then(|| {
+            let w = Rc::downgrade(&ctx);
+            let second = Duration::from_secs(1);
+            self.repeat(second, second, move |lp, id| match w.upgrade() {
+                Some(ctx) => ctx.flush_log(),
+                None => {
+                    lp.cancel_timer(id);
+                }
+            })
+        });
         Server {
             sh: Rc::new(Shared {
-                ctx: Rc::new(Ctx::new(self)),
+                ctx,
                 opts,
                 handler,
                 conns: Cell::new(0),
@@ -175,6 +191,7 @@ impl Loop {
                 draining: Cell::new(false),
                 head: RefCell::new(crate::http::head::HeadCache::new()),
                 on_drained: RefCell::new(None),
+                log_timer: Cell::new(log_timer),
             }),
         }
     }
@@ -298,6 +315,10 @@ fn conns_of(lp: &mut Loop, sh: &Rc<Shared>) -> Vec<Token> {
 /// Calls the shutdown callback once no connection is left.
 pub(crate) fn finish_drain(lp: &mut Loop, sh: &Rc<Shared>) {
     if sh.draining.get() && sh.conns.get() == 0 {
+        sh.ctx.flush_log();
+        if let Some(t) = sh.log_timer.take() {
+            lp.cancel_timer(t);
+        }
         let done = sh.on_drained.borrow_mut().take();
         if let Some(done) = done {
             lp.defer(done);

@@ -11,6 +11,7 @@ use std::cell::Cell;
 use std::ffi::{c_char, c_int, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+mod accesslog;
 #[cfg(test)]
 mod alloc_test;
 mod loops;
@@ -19,6 +20,7 @@ mod stream;
 mod systemd;
 mod work;
 
+pub use accesslog::*;
 pub use loops::*;
 pub use server::*;
 pub use stream::*;

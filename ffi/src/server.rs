@@ -153,7 +153,7 @@ pub struct myriad_server_t {
     addrs: Vec<(Addr, ListenOptions, Proto)>,
     bound: Vec<(String, c_int)>,
     threads: usize,
-    opts: ServerOptions,
+    pub(crate) opts: ServerOptions,
     handler: Option<Arc<CHandler>>,
     started: Option<Started>,
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# C-side tests: the header compiles as C11 and C++, the API, stream, work pool and systemd tests
-# (on epoll and on io_uring; the work pool's under valgrind too), the demo (examples/hello.c) through every route over HTTP and FastCGI (under
+# C-side tests: the header compiles as C11 and C++, the API, stream, work pool, systemd and access log
+# tests (on epoll and on io_uring; the work pool's under valgrind too), the demo (examples/hello.c) through every route over HTTP and FastCGI (under
 # valgrind on epoll, and on io_uring), its Rust twin (examples/hello.rs), and an install that a C program
 # builds against with pkg-config. Ends with "N passed, M failed".
 set -uo pipefail
@@ -28,6 +28,7 @@ check "stream test compiles" gcc $WARN -g -Iinclude tests/c/test_stream.c -o "$T
 for t in work systemd; do
     check "$t test compiles" gcc $WARN -g -Iinclude "tests/c/test_$t.c" -o "$TMP/test_$t" -L"$LIB" -Wl,-rpath,"$LIB" -lmyriad -lpthread
 done
+check "access log test compiles" gcc $WARN -g -Iinclude tests/c/test_accesslog.c -o "$TMP/test_accesslog" -L"$LIB" -Wl,-rpath,"$LIB" -lmyriad -lpthread
 # Both tests on each backend (MYRIAD_BACKEND picks the one a loop gets by default).
 for be in epoll io_uring; do
     out=$(MYRIAD_BACKEND=$be timeout 120 "$TMP/test_api" 2>/dev/null)
@@ -41,6 +42,9 @@ for be in epoll io_uring; do
         echo "$out" | grep -E '^FAIL' || true
         check "$t test on $be: $(echo "$out" | tail -1)" grep -q '^[0-9]* passed, 0 failed$' <<<"$out"
     done
+    out=$(MYRIAD_BACKEND=$be timeout 120 "$TMP/test_accesslog" 2>/dev/null)
+    echo "$out" | grep -E '^FAIL' || true
+    check "access log test on $be: $(echo "$out" | tail -1)" grep -q '^[0-9]* passed, 0 failed$' <<<"$out"
 done
 
 # ---- the work pool under valgrind: a loop freed with work queued and running leaks nothing ----

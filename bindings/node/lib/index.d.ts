@@ -24,6 +24,13 @@ export interface Limits {
   responseTimeout?: number;
   /** Most FastCGI requests open at once on one connection (default 64). */
   fcgiMaxRequests?: number;
+  /** Access log: a file path (appended to), or '-' for stderr. One line per finished
+   * request, buffered (written at least once a second); see reopenAccessLog(). */
+  accessLog?: string;
+  /** An nginx log_format-like string ($remote_addr, $time_local, $request, $status,
+   * $body_bytes_sent, $http_NAME, $request_time, $protocol...); the combined format by
+   * default. */
+  accessLogFormat?: string;
 }
 
 export interface ListenOptions extends Limits {
@@ -159,6 +166,9 @@ export declare class Server extends EventEmitter {
    * failed: the message says why), ERR_SERVER_ALREADY_LISTEN. */
   listen(what: ListenOptions | Address): Promise<BoundAddress[]>;
   addresses(): BoundAddress[];
+  /** Opens the access log's file again (after logrotate moved it; call it on SIGUSR1).
+   * Throws if it cannot be opened (the old file stays in use). */
+  reopenAccessLog(): void;
   /** Stops accepting, closes idle connections, lets in-flight requests finish (up to
    * drainTimeout). Resolves once drained; Node may then exit by itself. */
   close(): Promise<void>;

@@ -725,6 +725,7 @@ class Server extends EventEmitter {
     if (cluster.isWorker) [http, fcgi] = [http.map(clusterAddr), fcgi.map(clusterAddr)];
     const limits = { inherited };
     for (const k of LIMITS) if (o[k] !== undefined) limits[k] = o[k];
+    for (const k of ['accessLog', 'accessLogFormat']) if (o[k] !== undefined) limits[k] = o[k];
     const id = nextId++;
     try {
       native.listen(id, http, fcgi, limits); // throws on a bad address or limit, or bind errors
@@ -739,6 +740,12 @@ class Server extends EventEmitter {
     for (let i = 0; i < flat.length; i += 2) this._addresses.push({ proto: flat[i], addr: flat[i + 1] });
     this.emit('listening');
     return this.addresses();
+  }
+
+  /** Opens the access log's file again (after logrotate moved it; call it on SIGUSR1).
+   * Throws if it cannot be opened (the old file stays in use). */
+  reopenAccessLog() {
+    if (this._listening) native.reopenAccessLog(this._id);
   }
 
   /** The bound addresses: [{ proto: 'http' | 'fcgi', addr: '127.0.0.1:40123' }]. */
@@ -806,8 +813,9 @@ function clusterAddr(a) {
 }
 
 /** Creates a server: `createServer([options,] handler)`; options are limits (maxBody,
- * maxHead, headerTimeout, bodyTimeout, idleTimeout, writeTimeout, drainTimeout, maxParams),
- * also accepted by listen(). */
+ * maxHead, headerTimeout, bodyTimeout, idleTimeout, writeTimeout, drainTimeout, maxParams)
+ * and the access log (accessLog: a path or '-' for stderr; accessLogFormat: an nginx
+ * log_format-like string, the combined format by default), also accepted by listen(). */
 function createServer(options, handler) {
   return new Server(options, handler);
 }

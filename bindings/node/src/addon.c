@@ -60,6 +60,7 @@ typedef struct server {
     myriad_server_t *s;
     double id;
     int draining; /* shut down: freed on the loop once drained */
+    myriad_access_log_t *alog; /* the accessLog option's log (for reopenAccessLog) */
     struct server *next;
 } server;
 
@@ -443,6 +444,7 @@ static void server_free_later(myriad_loop_t *lp, void *ud) {
         }
     }
     myriad_server_free(S->s);
+    myriad_access_log_free(S->alog);
     free(S);
 }
 
@@ -672,6 +674,54 @@ static int add_listeners(napi_env env, myriad_server_t *srv, int proto, napi_val
     return MYRIAD_OK;
 }
 
+/* The accessLog (a path, "-" for stderr) and accessLogFormat options: *out stays NULL
+ * without accessLog. */
+static int access_log_opt(napi_env env, napi_value opts, myriad_access_log_t **out, char *err, size_t errcap) {
+    char pbuf[512], fbuf[512], *p = NULL, *f = NULL, *ph = NULL, *fh = NULL;
+    size_t pl = 0, fl = 0;
+    napi_value v;
+    napi_valuetype t;
+    int rc = MYRIAD_OK;
+    *out = NULL;
+    if (napi_get_named_property(env, opts, "accessLogFormat", &v) == napi_ok && napi_typeof(env, v, &t) == napi_ok &&
+        t != napi_undefined) {
+        if (t != napi_string || get_str(env, v, 1, fbuf, sizeof fbuf, &f, &fl, &fh) < 0) {
+            snprintf(err, errcap, "accessLogFormat must be a string");
+            return MYRIAD_EINVAL;
+        }
+    }
+    if (napi_get_named_property(env, opts, "accessLog", &v) == napi_ok && napi_typeof(env, v, &t) == napi_ok &&
+        t != napi_undefined) {
+        if (t != napi_string || get_str(env, v, 1, pbuf, sizeof pbuf, &p, &pl, &ph) < 0) {
+            snprintf(err, errcap, "accessLog must be a string (a path, or '-' for stderr)");
+            rc = MYRIAD_EINVAL;
+        } else if ((rc = myriad_access_log_new(out, p, pl, f, fl)) != MYRIAD_OK) {
+            snprintf(err, errcap, "accessLog '%.*s'", (int)(pl > 400 ? 400 : pl), p);
+        }
+    } else if (f) {
+        snprintf(err, errcap, "accessLogFormat without accessLog");
+        rc = MYRIAD_EINVAL;
+    }
+    free(ph);
+    free(fh);
+    return rc;
+}
+
+/* reopenAccessLog(id): opens the access log's path again (logrotate, SIGUSR1). */
+static napi_value js_reopen_access_log(napi_env env, napi_callback_info info) {
+    inst *I = the_inst(env);
+    napi_value argv[1];
+    double id;
+    int rc;
+    if (get_args(env, info, 1, argv) < 0 || napi_get_value_double(env, argv[0], &id) != napi_ok)
+        return throw_type(env, "reopenAccessLog: bad arguments");
+    for (server *S = I->servers; S; S = S->next) {
+        if (S->id == id && S->alog && (rc = myriad_access_log_reopen(S->alog)) != MYRIAD_OK)
+            return throw_rc(env, rc, "reopenAccessLog");
+    }
+    return NULL;
+}
+
 /* listen(id, http[], fcgi[], options) -> true; throws on a bad address or limit, or if
  * binding fails. */
 static napi_value js_listen(napi_env env, napi_callback_info info) {
@@ -679,6 +729,7 @@ static napi_value js_listen(napi_env env, napi_callback_info info) {
     napi_value argv[4], result;
     double id;
     myriad_server_t *srv = NULL;
+    myriad_access_log_t *alog = NULL;
     server *S;
     char err[600] = "";
     int rc;
@@ -714,6 +765,8 @@ static napi_value js_listen(napi_env env, napi_callback_info info) {
             goto fail;
         }
     }
+    if ((rc = access_log_opt(env, argv[3], &alog, err, sizeof err)) != MYRIAD_OK) goto fail;
+    if (alog) myriad_server_set_access_log(srv, alog);
     if (!(S = calloc(1, sizeof *S))) {
         rc = MYRIAD_ENOMEM;
         goto fail;
@@ -721,6 +774,7 @@ static napi_value js_listen(napi_env env, napi_callback_info info) {
     S->I = I;
     S->s = srv;
     S->id = id;
+    S->alog = alog;
     myriad_server_set_handler(srv, on_request, S, NULL);
     if ((rc = myriad_server_start(srv, I->lp)) != MYRIAD_OK) {
         free(S);
@@ -734,6 +788,7 @@ static napi_value js_listen(napi_env env, napi_callback_info info) {
     return result;
 fail:
     myriad_server_free(srv);
+    myriad_access_log_free(alog);
     return throw_detail(env, rc, err[0] ? err : NULL);
 }
 
@@ -1055,6 +1110,7 @@ static void on_cleanup(napi_async_cleanup_hook_handle hh, void *arg) {
         server *S = I->servers;
         I->servers = S->next;
         myriad_server_free(S->s);
+        myriad_access_log_free(S->alog);
         free(S);
     }
     tearing_down = 0;
@@ -1078,6 +1134,7 @@ static napi_value init_module(napi_env env, napi_value exports) {
         {"env", js_env},         {"write", js_write},   {"end", js_end},             {"queued", js_queued}, {"abort", js_abort},
         {"onDrain", js_on_drain}, {"log", js_log},      {"stats", js_stats},
         {"listenFds", js_listen_fds}, {"notify", js_notify}, {"watchdog", js_watchdog},
+        {"reopenAccessLog", js_reopen_access_log},
     };
     inst *I;
     uv_loop_t *uvl;

@@ -40,6 +40,10 @@ async function main(): Promise<void> {
   await srv.listen({ http: [8080] });
   // @ts-expect-error one thread per loop
   await srv.listen({ http: '127.0.0.1:0', threads: 4 });
+  await srv.listen({ http: '127.0.0.1:0', accessLog: '-', accessLogFormat: '$status $request' });
+  srv.reopenAccessLog();
+  // @ts-expect-error a path
+  await srv.listen({ http: '127.0.0.1:0', accessLog: true });
   const s: myriad.Stats = myriad.stats();
   console.log(s.requests, myriad.version);
   await srv.close();

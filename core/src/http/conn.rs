@@ -160,6 +160,7 @@ impl HttpConn {
     fn reject(&mut self, io: &mut Io<'_>, status: u16) {
         log::debug!("rejecting request from {}: {status}", io.peer());
         if let Some(id) = self.cur.take() {
+            self.sh.ctx.with(id, |e| e.rejected(status));
             self.abort_exchange(id);
         }
         if !self.has(HEAD_SENT) {

@@ -304,7 +304,13 @@ mod tests {
 
     #[test]
     fn sends_each_message_to_a_path_socket() {
-        let dir = std::env::temp_dir().join(format!("myriad-notify-{}", std::process::id()));
+        // The pid and the time: another pid namespace sharing /tmp may run this test too.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        let dir =
+            std::env::temp_dir().join(format!("myriad-notify-{}-{nanos}", std::process::id()));
         let _ = std::fs::create_dir(&dir);
         let path = dir.join("n.sock");
         let _ = std::fs::remove_file(&path);
