@@ -7,7 +7,7 @@ use std::ffi::{c_char, c_void};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
-use std::sync::mpsc;
+use std::sync::{mpsc, Mutex};
 use std::time::Duration;
 
 use crate::*;
@@ -17,6 +17,10 @@ mod counting;
 
 #[global_allocator]
 static A: counting::Counting = counting::Counting;
+
+/// The allocation counter is one for every counted thread: the tests of this module run one
+/// at a time, or one test's loop thread would count into another's window.
+static SERIAL: Mutex<()> = Mutex::new(());
 
 /// The demo's "/" route, through the same calls as examples/hello.c.
 unsafe extern "C" fn hello(req: *mut myriad_req_t, _ud: *mut c_void) {
@@ -112,6 +116,7 @@ fn serve_counting(
 
 #[test]
 fn c_handler_requests_make_zero_allocations_after_warm_up() {
+    let _one_at_a_time = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     for backend in ["epoll", "io_uring"] {
         let (warm, n) = serve_counting(backend, hello, 200, 1000);
         assert!(warm > 0, "{backend}: the counter saw the warm-up");
@@ -147,6 +152,7 @@ unsafe extern "C" fn stale_probe(req: *mut myriad_req_t, ud: *mut c_void) {
 
 #[test]
 fn finished_handles_wait_before_reuse() {
+    let _one_at_a_time = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     // One connection, one request at a time: each handle is finished before the next
     // request starts, so reusing the latest freed one would hand out the first request's
     // handle again at once.
