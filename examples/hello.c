@@ -88,6 +88,16 @@ static void work_done(myriad_loop_t *lp, int status, void *ud) {
         reply(j->req, 200, S("text/plain"), (const uint8_t *)j->body, (size_t)j->n);
     else
         reply(j->req, 503, S("text/plain"), (const uint8_t *)"cancelled", 9);
+    j->req = NULL; /* answered */
+}
+
+/* The job's destructor. A job dropped before its done ran (the loop was freed with the job
+   still queued) owes its request an answer: myriad_req_send_async may be called from any
+   thread and releases the handle when the loop is gone. */
+static void job_free(void *ud) {
+    struct job *j = (struct job *)ud;
+    if (j->req) myriad_req_send_async(j->req, 503, S("text/plain"), (const uint8_t *)"cancelled", 9);
+    free(j);
 }
 
 static void work_push(myriad_req_t *req, unsigned ms) {
@@ -99,7 +109,7 @@ static void work_push(myriad_req_t *req, unsigned ms) {
     j->req = req;
     j->ms = ms;
     /* The pool's queue is bounded: a full one refuses at once (MYRIAD_EFULL). */
-    if (myriad_work_queue(myriad_req_loop(req), work_run, work_done, j, free, NULL) != MYRIAD_OK) {
+    if (myriad_work_queue(myriad_req_loop(req), work_run, work_done, j, job_free, NULL) != MYRIAD_OK) {
         free(j);
         reply(req, 503, S("text/plain"), (const uint8_t *)"busy", 4);
     }
