@@ -56,20 +56,40 @@ fn model(minor: u8, fields: &[(String, Vec<u8>)]) -> Result<BodyFraming, ()> {
         let v = std::str::from_utf8(v).map_err(|_| ())?;
         match n.to_ascii_lowercase().as_str() {
             "host" => {
-                // RFC 9110 §7.2 / RFC 3986 §3.2.2: uri-host [ ":" port ] (IP literals are
-                // left to the unit tests: the generator makes none).
+                // RFC 9110 §7.2 / RFC 3986 §3.2.2: uri-host [ ":" port ]; an IP-literal is
+                // "[" ( IPv6address / IPvFuture ) "]" (mutations do make them).
                 let v = v.trim_matches([' ', '\t']);
-                let (h, port) = v.split_once(':').unwrap_or((v, ""));
+                let (h, port) = if let Some(lit) = v.strip_prefix('[') {
+                    let (inner, rest) = lit.split_once(']').ok_or(())?;
+                    let future = inner
+                        .strip_prefix(['v', 'V'])
+                        .and_then(|f| f.split_once('.'))
+                        .is_some_and(|(x, y)| {
+                            !x.is_empty()
+                                && x.bytes().all(|c| c.is_ascii_hexdigit())
+                                && !y.is_empty()
+                                && y.chars().all(|c| {
+                                    c.is_ascii_alphanumeric() || "-._~!$&'()*+,;=:".contains(c)
+                                })
+                        });
+                    if !future && inner.parse::<std::net::Ipv6Addr>().is_err() {
+                        return Err(());
+                    }
+                    let port = match rest.strip_prefix(':') {
+                        Some(p) => p,
+                        None if rest.is_empty() => "",
+                        None => return Err(()),
+                    };
+                    ("", port)
+                } else {
+                    v.split_once(':').unwrap_or((v, ""))
+                };
                 let reg = |c: char| c.is_ascii_alphanumeric() || "-._~!$&'()*+,;=%".contains(c);
                 let pct_ok = h
                     .split('%')
                     .skip(1)
                     .all(|p| p.len() >= 2 && p.bytes().take(2).all(|c| c.is_ascii_hexdigit()));
-                if v.starts_with('[')
-                    || !pct_ok
-                    || !h.chars().all(reg)
-                    || !port.bytes().all(|c| c.is_ascii_digit())
-                {
+                if !pct_ok || !h.chars().all(reg) || !port.bytes().all(|c| c.is_ascii_digit()) {
                     return Err(());
                 }
                 hosts += 1;

@@ -351,7 +351,8 @@ fn finish(
 /// An IPv4 address is a reg-name as far as bytes go. Empty is valid (a target without an
 /// authority). Whitespace, `@` (userinfo), `/ ? #` (the rest of a URI), `\`, control bytes,
 /// raw non-ASCII (a name must be punycoded or percent-encoded) and a non-numeric port are
-/// not. An IPv6 literal is checked for its characters, not for its full grammar.
+/// not. An IPv6 literal must be a whole IPv6 address (RFC 4291 §2.2 text form, as
+/// `std::net::Ipv6Addr` parses it: `[3333333]` is refused).
 fn valid_host(v: &[u8]) -> bool {
     let (host, rest) = if let Some(lit) = v.strip_prefix(b"[") {
         let Some(end) = lit.iter().position(|&c| c == b']') else {
@@ -370,12 +371,9 @@ fn valid_host(v: &[u8]) -> bool {
                             .all(|&c| c == b':' || reg_name_byte(c))
                 })
             }
-            _ => {
-                inner.len() >= 2
-                    && inner
-                        .iter()
-                        .all(|&c| c.is_ascii_hexdigit() || c == b':' || c == b'.')
-            }
+            _ => std::str::from_utf8(inner)
+                .ok()
+                .is_some_and(|a| a.parse::<std::net::Ipv6Addr>().is_ok()),
         };
         if !ok {
             return false;
@@ -613,6 +611,9 @@ mod tests {
             b"::1",
             b"[]",
             b"[::g]",
+            // Found by the http_request fuzz target: hex digits that are no IPv6 address.
+            b"[3333333]",
+            b"[1:2:3:4:5:6:7:8:9]",
             b"[::1]x",
             b"[::1]:a",
             b"[v1]",
