@@ -3,6 +3,7 @@
  *
  *   hello [--http ADDR]... [--fcgi ADDR]... [--threads N] [--backend NAME]
  *         [--access-log PATH]
+ *         [--workers N] [--max-requests N] [--watchdog SECONDS] [--user NAME] [--status ADDR]...
  *
  * ADDR is HOST:PORT, [V6]:PORT, unix:PATH or fd:N (port 0 picks a free port). With no
  * listener flag it serves FastCGI on fd 0 when started by spawn-fcgi, else HTTP on
@@ -16,7 +17,15 @@
  *
  * Routes (the same over HTTP and FastCGI): GET|HEAD / ; POST|PUT /echo ; GET /env ;
  * GET /stream?chunks=N&bytes=B ; GET /delay?ms=M ; GET /work?ms=M (on the library's work pool) ;
- * GET /stats (the serving loop's counters as JSON, like nginx's stub_status) ; 404.
+ * GET /stats (the serving loop's counters as JSON, like nginx's stub_status) ;
+ * GET /pid (the serving process's pid) ; GET /hang (only with --watchdog: a handler that
+ * never returns, stuck in a bug) ; 404.
+ *
+ * With --workers N (or any supervisor flag) a supervisor binds the listeners, prints them
+ * once and runs N worker processes serving them (myriad_sup_run): SIGHUP replaces them all
+ * (rolling), SIGUSR2 re-executes this program in place, SIGTERM drains them and exits 0;
+ * --max-requests recycles workers, --watchdog kills one whose loop is stuck, --user drops
+ * privileges in the workers (unknown user: exit 2), --status ADDR serves the pool's status.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
@@ -38,6 +47,8 @@ static void usage(const char *msg) {
             "hello: %s\n"
             "usage: hello [--http ADDR]... [--fcgi ADDR]... [--threads N] [--backend NAME]\n"
             "             [--access-log PATH]\n"
+            "             [--workers N] [--max-requests N] [--watchdog SECONDS] [--user NAME]\n"
+            "             [--status ADDR]...\n"
             "ADDR is HOST:PORT, [V6]:PORT, unix:PATH or fd:N, optionally followed by\n"
             "?mode=0660&owner=USER&group=GROUP (unix) or ?reuseport (TCP)\n",
             msg);
@@ -246,6 +257,9 @@ static void route_stats(myriad_req_t *req) {
     reply(req, 200, S("application/json"), (const uint8_t *)body, (size_t)n);
 }
 
+/* --watchdog: /hang is served. */
+static int hang_route;
+
 static void handler(myriad_req_t *req, void *ud) {
     const char *m, *p;
     size_t ml, pl;
@@ -300,6 +314,12 @@ static void handler(myriad_req_t *req, void *ud) {
         work_push(req, (unsigned)param(req, "ms", 0, 60000));
     } else if (eq(m, ml, "GET") && eq(p, pl, "/stats")) {
         route_stats(req);
+    } else if (eq(m, ml, "GET") && eq(p, pl, "/pid")) {
+        char body[32];
+        int n = snprintf(body, sizeof body, "%ld", (long)getpid());
+        myriad_req_send(req, 200, S("text/plain"), (const uint8_t *)body, (size_t)n);
+    } else if (hang_route && eq(m, ml, "GET") && eq(p, pl, "/hang")) {
+        for (;;) sleep(1); /* stuck for good: the supervisor's watchdog kills this worker */
     } else {
         reply(req, 404, S("text/plain"), (const uint8_t *)"Not Found", 9);
     }
@@ -350,54 +370,52 @@ static int is_fcgi_listen_fd0(void) {
     return getpeername(0, (struct sockaddr *)&ss, &len) == -1 && errno == ENOTCONN;
 }
 
-int main(int argc, char **argv) {
+/* What the command line asked for. */
+static struct {
+    int proto[64];
+    const char *addr[64];
+    int naddr;
+    const char *status[8];
+    int nstatus;
+    const char *backend;
+    unsigned long threads;
+    int supervised;
+    long long workers, max_requests, watchdog;
+    const char *user;
+    const char *access_log;
+} cfg = {{0}, {0}, 0, {0}, 0, "", 1, 0, 1, 0, 0, NULL, NULL};
+
+/* Serves the listeners (a worker's, or the command line's) until SIGTERM/SIGINT drained. */
+static int serve(myriad_worker_t *w) {
     myriad_loop_t *lp = NULL;
-    int rc, listeners = 0;
-    const char *backend = "";
-    unsigned long threads = 1;
+    int rc;
+    const char *backend = cfg.backend;
 
     myriad_set_logger(log_stderr, NULL, 2);
     if ((rc = myriad_server_new(&srv)) != MYRIAD_OK) die("server", rc);
-    for (int i = 1; i < argc; i++) {
-        int proto = 0;
-        if (strcmp(argv[i], "--http") == 0) proto = MYRIAD_HTTP;
-        else if (strcmp(argv[i], "--fcgi") == 0) proto = MYRIAD_FCGI;
-        if (proto) {
-            if (++i == argc) usage("missing ADDR");
-            rc = myriad_server_listen(srv, proto, argv[i], strlen(argv[i]));
+    if (w) {
+        if ((rc = myriad_worker_listen(w, srv)) != MYRIAD_OK) die("worker listeners", rc);
+    } else {
+        for (int i = 0; i < cfg.naddr; i++) {
+            rc = myriad_server_listen(srv, cfg.proto[i], cfg.addr[i], strlen(cfg.addr[i]));
             if (rc != MYRIAD_OK) usage(*myriad_last_error_detail() ? myriad_last_error_detail() : myriad_strerror(rc));
-            listeners++;
-        } else if (strcmp(argv[i], "--threads") == 0) {
-            char *end;
-            if (++i == argc) usage("missing N");
-            threads = strtoul(argv[i], &end, 10);
-            if (*end || threads < 1 || threads > 256) usage("--threads takes 1..256");
-        } else if (strcmp(argv[i], "--access-log") == 0) {
-            if (++i == argc) usage("missing PATH");
-            myriad_access_log_free(alog);
-            alog = NULL;
-            rc = myriad_access_log_new(&alog, argv[i], strlen(argv[i]), NULL, 0);
-            if (rc != MYRIAD_OK) {
-                fprintf(stderr, "hello: --access-log %s: %s\n", argv[i], myriad_strerror(rc));
-                exit(2);
-            }
-            myriad_server_set_access_log(srv, alog);
-        } else if (strcmp(argv[i], "--backend") == 0) {
-            if (++i == argc) usage("missing NAME");
-            backend = argv[i];
-        } else {
-            usage("unknown argument");
+        }
+        if (!cfg.naddr) {
+            /* Socket activation (systemd, systemd-socket-activate): the fds passed, "fcgi" by
+               name serving FastCGI. Else spawn-fcgi's fd 0, else the default address. */
+            rc = myriad_server_listen_inherited(srv, 1);
+            if (rc < 0) die("cannot serve the passed fds", rc);
+            if (rc == 0 && is_fcgi_listen_fd0()) myriad_server_listen(srv, MYRIAD_FCGI, S("fd:0"));
+            else if (rc == 0) myriad_server_listen(srv, MYRIAD_HTTP, S("127.0.0.1:8080"));
         }
     }
-    if (!listeners) {
-        /* Socket activation (systemd, systemd-socket-activate): the fds passed, "fcgi" by
-           name serving FastCGI. Else spawn-fcgi's fd 0, else the default address. */
-        rc = myriad_server_listen_inherited(srv, 1);
-        if (rc < 0) die("cannot serve the passed fds", rc);
-        if (rc == 0) {
-            if (is_fcgi_listen_fd0()) myriad_server_listen(srv, MYRIAD_FCGI, S("fd:0"));
-            else myriad_server_listen(srv, MYRIAD_HTTP, S("127.0.0.1:8080"));
+    if (cfg.access_log) {
+        rc = myriad_access_log_new(&alog, cfg.access_log, strlen(cfg.access_log), NULL, 0);
+        if (rc != MYRIAD_OK) {
+            fprintf(stderr, "hello: --access-log %s: %s\n", cfg.access_log, myriad_strerror(rc));
+            exit(2);
         }
+        myriad_server_set_access_log(srv, alog);
     }
     if ((rc = myriad_loop_new_backend(&lp, backend, strlen(backend))) != MYRIAD_OK) usage(myriad_strerror(rc));
     /* Signals before any thread starts: threads inherit the blocked mask. */
@@ -405,13 +423,13 @@ int main(int argc, char **argv) {
     myriad_signal_watch(lp, SIGINT, on_signal, NULL, NULL, NULL);
     myriad_signal_watch(lp, SIGUSR1, on_usr1, NULL, NULL, NULL);
 
-    myriad_server_set_threads(srv, (uint32_t)threads);
+    myriad_server_set_threads(srv, (uint32_t)cfg.threads);
     myriad_server_set_limit(srv, MYRIAD_MAX_BODY, 64u << 20);
     myriad_server_set_handler(srv, handler, NULL, NULL);
     if ((rc = myriad_server_start(srv, lp)) != MYRIAD_OK) die("listen", rc);
     char status[1024];
     size_t sl = (size_t)snprintf(status, sizeof status, "READY=1\nSTATUS=serving");
-    for (size_t i = 0; i < myriad_server_listener_count(srv); i++) {
+    for (size_t i = 0; !w && i < myriad_server_listener_count(srv); i++) {
         char addr[256];
         int proto;
         if (myriad_server_listener_addr(srv, i, &proto, addr, sizeof addr) >= 0) {
@@ -422,11 +440,15 @@ int main(int argc, char **argv) {
         }
     }
     fflush(stdout);
-    if (sl < sizeof status)
-        sl += (size_t)snprintf(status + sl, sizeof status - sl, " (%lu thread%s)", threads, threads > 1 ? "s" : "");
-    notify(status, sl < sizeof status ? sl : sizeof status - 1);
-    /* WATCHDOG=1 from this loop's timers when the manager asks for it (WatchdogSec=). */
-    if ((rc = myriad_watchdog_start(lp, NULL)) < 0) die("watchdog", rc);
+    if (!w) {
+        /* A worker's readiness and watchdog are its supervisor's business (no NOTIFY_SOCKET). */
+        if (sl < sizeof status)
+            sl += (size_t)snprintf(status + sl, sizeof status - sl, " (%lu thread%s)", cfg.threads,
+                                   cfg.threads > 1 ? "s" : "");
+        notify(status, sl < sizeof status ? sl : sizeof status - 1);
+        /* WATCHDOG=1 from this loop's timers when the manager asks for it (WatchdogSec=). */
+        if ((rc = myriad_watchdog_start(lp, NULL)) < 0) die("watchdog", rc);
+    }
 
     rc = myriad_loop_run(lp);
 
@@ -434,4 +456,101 @@ int main(int argc, char **argv) {
     myriad_access_log_free(alog);
     myriad_loop_free(lp);
     return rc == MYRIAD_OK ? 0 : 1;
+}
+
+static int worker_main(myriad_worker_t *w, void *ud) {
+    (void)ud;
+    return serve(w);
+}
+
+/* --workers: bind once, print the addresses once, run the workers. */
+static int supervise(void) {
+    myriad_sup_t *sup;
+    int rc;
+    if ((rc = myriad_sup_new(&sup)) != MYRIAD_OK) die("supervisor", rc);
+    if ((rc = myriad_sup_set(sup, MYRIAD_SUP_WORKERS, cfg.workers)) != MYRIAD_OK) usage("--workers takes 1..1024");
+    myriad_sup_set(sup, MYRIAD_SUP_MAX_REQUESTS, cfg.max_requests);
+    myriad_sup_set(sup, MYRIAD_SUP_WATCHDOG_MS, cfg.watchdog * 1000);
+    if (cfg.user && (rc = myriad_sup_set_user(sup, cfg.user, strlen(cfg.user), NULL, 0)) != MYRIAD_OK) {
+        fprintf(stderr, "hello: --user %s: %s\n", cfg.user,
+                rc == MYRIAD_ENOTFOUND ? "unknown user" : myriad_strerror(rc));
+        exit(2);
+    }
+    for (int i = 0; i < cfg.naddr; i++) {
+        rc = myriad_sup_listen(sup, cfg.proto[i], cfg.addr[i], strlen(cfg.addr[i]));
+        if (rc == MYRIAD_EADDR || rc == MYRIAD_EINVAL) usage(myriad_strerror(rc));
+        if (rc != MYRIAD_OK) die(cfg.addr[i], rc);
+    }
+    if (!cfg.naddr && (rc = myriad_sup_listen(sup, MYRIAD_HTTP, S("127.0.0.1:8080"))) != MYRIAD_OK)
+        die("127.0.0.1:8080", rc);
+    for (int i = 0; i < cfg.nstatus; i++) {
+        rc = myriad_sup_status_listen(sup, cfg.status[i], strlen(cfg.status[i]));
+        if (rc == MYRIAD_EADDR || rc == MYRIAD_EINVAL) usage(myriad_strerror(rc));
+        if (rc != MYRIAD_OK) die(cfg.status[i], rc);
+    }
+    for (size_t i = 0; i < myriad_sup_listener_count(sup); i++) {
+        char addr[256];
+        int proto;
+        if (myriad_sup_listener_addr(sup, i, &proto, addr, sizeof addr) >= 0)
+            printf("listening %s %s\n",
+                   proto == MYRIAD_HTTP ? "http" : proto == MYRIAD_FCGI ? "fcgi" : "status", addr);
+    }
+    fflush(stdout);
+    rc = myriad_sup_run(sup, worker_main, NULL);
+    myriad_sup_free(sup);
+    return rc == MYRIAD_OK ? 0 : 1;
+}
+
+static long long number(const char *s, long long lo, long long hi, const char *msg) {
+    char *end;
+    long long v = strtoll(s, &end, 10);
+    if (!*s || *end || v < lo || v > hi) usage(msg);
+    return v;
+}
+
+int main(int argc, char **argv) {
+    for (int i = 1; i < argc; i++) {
+        int proto = 0;
+        if (strcmp(argv[i], "--http") == 0) proto = MYRIAD_HTTP;
+        else if (strcmp(argv[i], "--fcgi") == 0) proto = MYRIAD_FCGI;
+        if (proto) {
+            if (++i == argc) usage("missing ADDR");
+            if (cfg.naddr == 64) usage("too many listeners");
+            cfg.proto[cfg.naddr] = proto;
+            cfg.addr[cfg.naddr++] = argv[i];
+        } else if (strcmp(argv[i], "--threads") == 0) {
+            if (++i == argc) usage("missing N");
+            cfg.threads = (unsigned long)number(argv[i], 1, 256, "--threads takes 1..256");
+        } else if (strcmp(argv[i], "--backend") == 0) {
+            if (++i == argc) usage("missing NAME");
+            cfg.backend = argv[i];
+        } else if (strcmp(argv[i], "--access-log") == 0) {
+            if (++i == argc) usage("missing PATH");
+            cfg.access_log = argv[i];
+        } else if (strcmp(argv[i], "--workers") == 0) {
+            if (++i == argc) usage("missing N");
+            cfg.workers = number(argv[i], 1, 1024, "--workers takes 1..1024");
+            cfg.supervised = 1;
+        } else if (strcmp(argv[i], "--max-requests") == 0) {
+            if (++i == argc) usage("missing N");
+            cfg.max_requests = number(argv[i], 0, INT64_MAX, "--max-requests takes a number");
+            cfg.supervised = 1;
+        } else if (strcmp(argv[i], "--watchdog") == 0) {
+            if (++i == argc) usage("missing SECONDS");
+            cfg.watchdog = number(argv[i], 1, 86400, "--watchdog takes 1..86400 seconds");
+            cfg.supervised = hang_route = 1;
+        } else if (strcmp(argv[i], "--user") == 0) {
+            if (++i == argc) usage("missing NAME");
+            cfg.user = argv[i];
+            cfg.supervised = 1;
+        } else if (strcmp(argv[i], "--status") == 0) {
+            if (++i == argc) usage("missing ADDR");
+            if (cfg.nstatus == 8) usage("too many status listeners");
+            cfg.status[cfg.nstatus++] = argv[i];
+            cfg.supervised = 1;
+        } else {
+            usage("unknown argument");
+        }
+    }
+    return cfg.supervised ? supervise() : serve(NULL);
 }

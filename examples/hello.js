@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // hello.js — the myriad demo app in JavaScript (same contract as examples/hello.c):
 //   node hello.js [--http ADDR]... [--fcgi ADDR]... [--threads N] [--backend NAME]
+//                 [--workers N] [--max-requests N] [--watchdog SECONDS] [--user NAME] [--status ADDR]...
 //                 [--access-log PATH]
 // --access-log PATH logs each request (combined format) to PATH, "-" for stderr; SIGUSR1
 // opens PATH again (logrotate); a log that cannot be opened is a bad flag (exit 2).
@@ -13,7 +14,12 @@
 // /work runs on a pool of worker_threads workers. Node's thread runs one loop, so
 // --threads must be 1 and --backend epoll (or absent).
 // Routes: GET|HEAD / ; POST|PUT /echo ; GET /env ; GET /stream?chunks=N&bytes=B ;
-// GET /delay?ms=M ; GET /work?ms=M ; GET /stats (the loop's counters as JSON) ; 404.
+// GET /delay?ms=M ; GET /work?ms=M ; GET /stats (the loop's counters as JSON) ;
+// GET /pid (the serving process) ; GET /hang (with --watchdog: a handler that never returns) ; 404.
+// With --workers N (or any supervisor flag) a supervisor (myriad.supervise, exec mode: Node
+// does not fork) binds the listeners, prints them once and runs N copies of this script
+// that get them as LISTEN_FDS: SIGHUP replaces them, SIGUSR2 re-executes node and this script
+// in place, SIGTERM drains them; an unknown --user exits 2.
 'use strict';
 const fs = require('node:fs');
 const { Worker } = require('node:worker_threads');
@@ -28,22 +34,45 @@ try {
 }
 
 function usage(msg) {
-  process.stderr.write(`hello: ${msg}\nusage: hello.js [--http ADDR]... [--fcgi ADDR]... [--threads N] [--backend NAME] [--access-log PATH]\n`);
+  process.stderr.write(`hello: ${msg}\nusage: hello.js [--http ADDR]... [--fcgi ADDR]... [--threads N] [--backend NAME] [--access-log PATH]\n` +
+    '       [--workers N] [--max-requests N] [--watchdog SECONDS] [--user NAME] [--status ADDR]...\n');
   process.exit(2);
 }
 
 const http = [];
 const fcgi = [];
 let accessLog;
+const status = [];
+let sup = null; // the supervisor's options, with any supervisor flag
+const workerArgs = []; // what each executed worker gets (no listener flags)
+const int = (v, lo, hi, msg) => {
+  const n = Number(v);
+  if (v === undefined || v === '' || !Number.isInteger(n) || n < lo || n > hi) usage(msg);
+  return n;
+};
 const argv = process.argv.slice(2);
 for (let i = 0; i < argv.length; i += 2) {
   const [a, v] = [argv[i], argv[i + 1]];
+  if (a !== '--http' && a !== '--fcgi' && a !== '--status') workerArgs.push(a, v);
   if (a === '--http' || a === '--fcgi') {
     if (v === undefined) usage('missing ADDR');
     (a === '--http' ? http : fcgi).push(v);
   } else if (a === '--access-log') {
     if (v === undefined) usage('missing PATH');
     accessLog = v;
+  } else if (a === '--workers') {
+    (sup ??= {}).workers = int(v, 1, 1024, '--workers takes 1..1024');
+  } else if (a === '--max-requests') {
+    (sup ??= {}).maxRequests = int(v, 0, Number.MAX_SAFE_INTEGER, '--max-requests takes a number');
+  } else if (a === '--watchdog') {
+    (sup ??= {}).watchdog = int(v, 1, 86400, '--watchdog takes 1..86400 seconds');
+  } else if (a === '--user') {
+    if (v === undefined) usage('missing NAME');
+    (sup ??= {}).user = v;
+  } else if (a === '--status') {
+    if (v === undefined) usage('missing ADDR');
+    sup ??= {};
+    status.push(v);
   } else if (a === '--threads') {
     if (v !== '1') usage('--threads: this binding runs one thread (start more processes)');
   } else if (a === '--backend') {
@@ -51,6 +80,32 @@ for (let i = 0; i < argv.length; i += 2) {
   } else {
     usage(`unknown argument ${a}`);
   }
+}
+// An executed worker of the supervisor: its listeners are LISTEN_FDS (fds 3.., named).
+const supervised = process.env.MYRIAD_SUPERVISOR && process.env.LISTEN_FDS &&
+  Number(process.env.LISTEN_PID) === process.pid;
+const hang = sup !== null && sup.watchdog !== undefined;
+if (supervised) {
+  const names = (process.env.LISTEN_FDNAMES || '').split(':');
+  for (let i = 0; i < Number(process.env.LISTEN_FDS); i++) (names[i] === 'fcgi' ? fcgi : http).push(`fd:${3 + i}`);
+  sup = null;
+} else if (sup) {
+  if (!http.length && !fcgi.length) http.push('127.0.0.1:8080');
+  let code;
+  try {
+    code = myriad.supervise({
+      ...sup,
+      http,
+      fcgi,
+      status,
+      exec: [process.execPath, ...process.execArgv, __filename, ...workerArgs],
+      onListening: (proto, addr) => fs.writeSync(1, `listening ${proto} ${addr}\n`),
+    });
+  } catch (e) {
+    process.stderr.write(`hello: ${e.message}\n`);
+    process.exit(/unknown user/.test(e.message) ? 2 : 1);
+  }
+  process.exit(code);
 }
 // No listener flag: the fds of socket activation (systemd's LISTEN_FDS; "fcgi" by name
 // FastCGI, the others HTTP), else spawn-fcgi's fd 0, else the default address.
@@ -151,6 +206,11 @@ async function handler(req, res) {
     const ms = await work(num(one(req.query.ms), 0, 60000));
     res.setHeader('Content-Type', 'text/plain');
     res.end(`worked ${ms}`);
+  } else if (m === 'GET' && p === '/pid') {
+    res.setHeader('Content-Type', 'text/plain');
+    res.end(String(process.pid));
+  } else if (m === 'GET' && p === '/hang' && hang) {
+    for (;;); // stuck for good: the supervisor's watchdog kills this worker
   } else if (m === 'GET' && p === '/stats') {
     const st = myriad.stats();
     const out = {};
@@ -176,6 +236,7 @@ function notify(state) {
 
 srv.listen({ http, fcgi, inherited, accessLog }).then(
   (addrs) => {
+    if (supervised) return; // the supervisor printed them
     for (const a of addrs) process.stdout.write(`listening ${a.proto} ${a.addr}\n`);
     notify(`READY=1\nSTATUS=serving ${addrs.map((a) => `${a.proto} ${a.addr}`).join(', ')} (1 thread)`);
     myriad.watchdog(); // WATCHDOG=1 from the loop's timers when WATCHDOG_USEC asks for it

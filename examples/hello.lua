@@ -1,21 +1,33 @@
 -- hello.lua — the myriad demo app in Lua (same contract as examples/hello.c):
 --   hello.lua [--http ADDR]... [--fcgi ADDR]... [--threads N] [--backend NAME]
+--             [--workers N] [--max-requests N] [--watchdog SECONDS] [--user NAME] [--status ADDR]...
 --             [--access-log PATH]
 -- --access-log PATH logs each request (combined format) to PATH, "-" for stderr; SIGUSR1
 -- opens PATH again (logrotate).
 -- Routes: GET|HEAD / ; POST|PUT /echo ; GET /env ; GET /stream?chunks=N&bytes=B ;
--- GET /delay?ms=M ; GET /work?ms=M ; GET /stats (the loop's counters as JSON) ; 404.
+-- GET /delay?ms=M ; GET /work?ms=M ; GET /stats (the loop's counters as JSON) ;
+-- GET /pid (the serving process) ; GET /hang (with --watchdog: a handler that never returns) ; 404.
+-- With --workers N (or any supervisor flag) a supervisor (myriad.supervisor) binds the
+-- listeners, prints them once and forks N workers: SIGHUP replaces them, SIGUSR2 re-executes
+-- the interpreter and this script in place, SIGTERM drains them; unknown --user: exit 2.
 -- /work is answered from a loop timer (a Lua state is single-threaded). --threads must
 -- be 1 and --backend "epoll" (or absent) in this binding.
 local myriad = require "myriad"
 
 local function usage(msg)
-  io.stderr:write("hello: ", msg, "\nusage: hello.lua [--http ADDR]... [--fcgi ADDR]... [--threads N] [--backend NAME] [--access-log PATH]\n")
+  io.stderr:write("hello: ", msg, "\nusage: hello.lua [--http ADDR]... [--fcgi ADDR]... [--threads N] [--backend NAME] [--access-log PATH]\n",
+    "       [--workers N] [--max-requests N] [--watchdog SECONDS] [--user NAME] [--status ADDR]...\n")
   os.exit(2)
 end
 
 local http, fcgi = {}, {}
 local access_log
+local sup, status = nil, {}
+local function int(v, lo, hi, msg)
+  local n = tonumber(v)
+  if not n or n ~= math.floor(n) or n < lo or n > hi then usage(msg) end
+  return math.floor(n)
+end
 local i = 1
 while i <= #arg do
   local a, v = arg[i], arg[i + 1]
@@ -29,6 +41,23 @@ while i <= #arg do
     if v ~= "1" then usage("--threads: this binding runs one thread (start more processes)") end
   elseif a == "--backend" then
     if v ~= "epoll" and v ~= "" then usage("--backend: only epoll") end
+  elseif a == "--workers" then
+    sup = sup or {}
+    sup.workers = int(v, 1, 1024, "--workers takes 1..1024")
+  elseif a == "--max-requests" then
+    sup = sup or {}
+    sup.max_requests = int(v, 0, 2 ^ 53, "--max-requests takes a number")
+  elseif a == "--watchdog" then
+    sup = sup or {}
+    sup.watchdog = int(v, 1, 86400, "--watchdog takes 1..86400 seconds")
+  elseif a == "--user" then
+    if not v then usage("missing NAME") end
+    sup = sup or {}
+    sup.user = v
+  elseif a == "--status" then
+    if not v then usage("missing ADDR") end
+    sup = sup or {}
+    table.insert(status, v)
   else
     usage("unknown argument " .. tostring(a))
   end
@@ -95,6 +124,11 @@ local function handler(req, res)
     for _, k in ipairs(STATS) do out[#out + 1] = string.format("%q:%d", k, st[k]) end
     res:header("Content-Type", "application/json")
     res:finish("{" .. table.concat(out, ",") .. "}\n")
+  elseif m == "GET" and p == "/pid" then
+    res:header("Content-Type", "text/plain")
+    res:finish(tostring(myriad.pid()))
+  elseif m == "GET" and p == "/hang" and sup and sup.watchdog then
+    while true do end -- stuck for good: the supervisor's watchdog kills this worker
   elseif m == "GET" and p == "/work" then
     local ms = num(req.args.ms, 0, 60000)
     myriad.timer(ms, function()
@@ -108,38 +142,69 @@ local function handler(req, res)
   end
 end
 
-local ok, srv = pcall(myriad.server, { http = http, fcgi = fcgi, inherited = inherited, handler = handler,
-  max_body = 64 * 1024 * 1024, access_log = access_log })
-if not ok then
-  io.stderr:write("hello: ", tostring(srv), "\n")
-  os.exit(tostring(srv):find("access_log", 1, true) and 2 or 1)
-end
-local status = {}
-for _, l in ipairs(srv:addresses()) do
-  print("listening " .. l.proto .. " " .. l.addr)
-  status[#status + 1] = l.proto .. " " .. l.addr
-end
-io.stdout:flush()
-
 -- sd_notify when a service manager listens (NOTIFY_SOCKET); a failure is not fatal.
 local function notify(state)
   local sent, err = myriad.notify(state)
   if sent == nil then io.stderr:write("hello: sd_notify: ", err, "\n") end
 end
-notify("READY=1\nSTATUS=serving " .. table.concat(status, ", ") .. " (1 thread)")
-myriad.watchdog() -- WATCHDOG=1 from the loop's timers when WATCHDOG_USEC asks for it
 
-local stopping = false
-local function stop()
-  if stopping then return end
-  stopping = true
-  notify("STOPPING=1\nSTATUS=draining")
-  srv:close(function() myriad.stop() end)
+-- Serves the listeners until SIGTERM/SIGINT has drained them; a worker (supervised) prints
+-- nothing and leaves readiness and the watchdog to its supervisor.
+local function serve(h, f, standalone)
+  local ok, srv = pcall(myriad.server, { http = h, fcgi = f, inherited = standalone and inherited, handler = handler,
+    max_body = 64 * 1024 * 1024, access_log = access_log })
+  if not ok then
+    io.stderr:write("hello: ", tostring(srv), "\n")
+    os.exit(tostring(srv):find("access_log", 1, true) and 2 or 1)
+  end
+  if standalone then
+    local listening = {}
+    for _, l in ipairs(srv:addresses()) do
+      print("listening " .. l.proto .. " " .. l.addr)
+      listening[#listening + 1] = l.proto .. " " .. l.addr
+    end
+    io.stdout:flush()
+    notify("READY=1\nSTATUS=serving " .. table.concat(listening, ", ") .. " (1 thread)")
+    myriad.watchdog() -- WATCHDOG=1 from the loop's timers when WATCHDOG_USEC asks for it
+  end
+  local stopping = false
+  local function stop()
+    if stopping then return end
+    stopping = true
+    if standalone then notify("STOPPING=1\nSTATUS=draining") end
+    srv:close(function() myriad.stop() end)
+  end
+  myriad.signal("SIGTERM", stop)
+  myriad.signal("SIGINT", stop)
+  myriad.signal("SIGUSR1", function()
+    local ok2, err = pcall(srv.reopen_logs, srv)
+    if not ok2 then io.stderr:write("hello: reopening the access log: ", tostring(err), "\n") end
+  end)
+  myriad.run()
+  return 0
 end
-myriad.signal("SIGTERM", stop)
-myriad.signal("SIGINT", stop)
-myriad.signal("SIGUSR1", function()
-  local ok2, err = pcall(srv.reopen_logs, srv)
-  if not ok2 then io.stderr:write("hello: reopening the access log: ", tostring(err), "\n") end
-end)
-myriad.run()
+
+if not sup then
+  serve(http, fcgi, true)
+  return
+end
+local ok, s = pcall(myriad.supervisor, sup)
+if not ok then
+  io.stderr:write("hello: ", tostring(s), "\n")
+  os.exit(2)
+end
+local function bind(proto, list)
+  for _, a in ipairs(list) do
+    local ok2, got = pcall(s.listen, s, proto, a)
+    if not ok2 then
+      io.stderr:write("hello: ", tostring(got), "\n")
+      os.exit(1)
+    end
+    print("listening " .. proto .. " " .. got)
+  end
+end
+bind("http", http)
+bind("fcgi", fcgi)
+for _, a in ipairs(status) do print("listening status " .. s:status_listen(a)) end
+io.stdout:flush()
+os.exit(s:run(function(w) return serve(w.http, w.fcgi, false) end))

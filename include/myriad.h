@@ -178,6 +178,36 @@
 // gets after myriad_work_cancel).
 #define MYRIAD_ECANCELED -13
 
+// `myriad_sup_listener_addr`'s protocol for a status listener.
+#define MYRIAD_SUP_STATUS 3
+
+// Workers always running (static size, or a dynamic pool's minimum; 1..=1024; default 1).
+#define MYRIAD_SUP_WORKERS 1
+
+// A dynamic pool's maximum (0 or at most WORKERS: static).
+#define MYRIAD_SUP_MAX_WORKERS 2
+
+// A worker retires after this many requests (0: never).
+#define MYRIAD_SUP_MAX_REQUESTS 3
+
+// A worker retires above this resident size in bytes (0: never).
+#define MYRIAD_SUP_MAX_RSS 4
+
+// A worker whose loop has not moved for this many milliseconds is killed (0: off).
+#define MYRIAD_SUP_WATCHDOG_MS 5
+
+// A retiring worker is killed after this many milliseconds (default 10000).
+#define MYRIAD_SUP_DRAIN_TIMEOUT_MS 6
+
+// Dynamic pool: an extra worker idle this long retires (default 10000).
+#define MYRIAD_SUP_IDLE_TIMEOUT_MS 7
+
+// Dynamic pool: every worker busy this long starts one more (default 200).
+#define MYRIAD_SUP_GROW_AFTER_MS 8
+
+// A request running longer than this counts as slow in the status (default 5000).
+#define MYRIAD_SUP_SLOW_REQUEST_MS 9
+
 // An access log (opaque). Any thread: it may be shared by servers on several loops and
 // threads; each server keeps its own reference, so the handle can be freed once set.
 typedef struct myriad_access_log_t myriad_access_log_t;
@@ -199,6 +229,13 @@ typedef struct myriad_server_t myriad_server_t;
 // A stream (opaque): a connection's buffered input and output. Valid from the accept
 // callback (or myriad_stream_connect) until its MYRIAD_STREAM_CLOSED event returns.
 typedef struct myriad_stream_t myriad_stream_t;
+
+// A supervisor (opaque). Set options, bind listeners, then run it, on one thread that
+// runs no loop (it becomes the supervisor's).
+typedef struct myriad_sup_t myriad_sup_t;
+
+// A worker's view (opaque), valid during the worker callback only.
+typedef struct myriad_worker_t myriad_worker_t;
 
 // Log callback: level (1 error .. 5 trace), message bytes (not NUL-terminated), userdata.
 typedef void (*myriad_log_fn)(int level, const char *msg, size_t len, void *userdata);
@@ -299,6 +336,14 @@ typedef void (*myriad_work_fn)(void *userdata);
 // Done callback: runs on the loop's thread once the work callback returned (status
 // MYRIAD_OK) or the job was cancelled before it started (MYRIAD_ECANCELED).
 typedef void (*myriad_work_done_fn)(struct myriad_loop_t *lp, int status, void *userdata);
+
+// A hook called in the supervisor (reload, reopen).
+typedef void (*myriad_sup_hook_fn)(void *userdata);
+
+// The worker callback: runs in each forked worker process; its return value is the
+// worker's exit code. Create a loop and a server there, add the worker's listeners with
+// `myriad_worker_listen`, make SIGTERM shut the server down gracefully and run the loop.
+typedef int (*myriad_worker_fn)(struct myriad_worker_t *w, void *userdata);
 
 #ifdef __cplusplus
 extern "C" {
@@ -839,6 +884,84 @@ int myriad_work_cancel(struct myriad_loop_t *lp, uint64_t id);
 // jobs. Jobs queued before keep their pool. Loop thread.
 // Errors: MYRIAD_EINVAL (out of range), MYRIAD_EWRONGTHREAD.
 int myriad_loop_set_work_pool(struct myriad_loop_t *lp, uint32_t threads, uint32_t max_queued);
+
+// Creates a supervisor with default options (1 worker, 10 s drain timeout). Errors:
+// MYRIAD_EINVAL.
+int myriad_sup_new(struct myriad_sup_t **out);
+
+// Frees a supervisor (closing its listeners); NULL is a no-op. In a worker process, the
+// supervisor's handle is not to be freed (the worker exits when its callback returns).
+void myriad_sup_free(struct myriad_sup_t *sup);
+
+// Sets option `opt` (MYRIAD_SUP_*) to `value`. Before the first listener is bound.
+// Errors: MYRIAD_EINVAL (unknown option, value out of range), MYRIAD_ESTATE (listeners
+// bound already).
+int myriad_sup_set(struct myriad_sup_t *sup, int opt, int64_t value);
+
+// Runs the workers as `user` (and `group`, NULL/0 for the user's): looked up now.
+// Errors: MYRIAD_EINVAL, MYRIAD_ENOTFOUND (no such user or group), MYRIAD_EOS_BASE -
+// EPERM (this process is not root and not that user), MYRIAD_ESTATE.
+int myriad_sup_set_user(struct myriad_sup_t *sup, const char *user, size_t user_len, const char *group, size_t group_len);
+
+// Binds a listener now (`proto` MYRIAD_HTTP or MYRIAD_FCGI; `addr` HOST:PORT, [V6]:PORT,
+// unix:PATH or fd:N): TCP gets one SO_REUSEPORT socket per worker slot. Options are fixed
+// from the first call on. Errors: MYRIAD_EINVAL, MYRIAD_EADDR, MYRIAD_ESTATE (run already),
+// OS errors (e.g. address in use).
+int myriad_sup_listen(struct myriad_sup_t *sup, int proto, const char *addr, size_t addr_len);
+
+// Binds a status listener now, served by the supervisor itself: JSON (PHP-FPM's fields
+// and one entry per worker) on any path, OpenMetrics on a path ending in `/metrics`.
+// Errors: as myriad_sup_listen.
+int myriad_sup_status_listen(struct myriad_sup_t *sup, const char *addr, size_t addr_len);
+
+// Number of listeners bound (status listeners included).
+size_t myriad_sup_listener_count(const struct myriad_sup_t *sup);
+
+// Writes listener `i`'s bound address as a NUL-terminated string into `buf` (capacity
+// `cap`) and its protocol (MYRIAD_HTTP, MYRIAD_FCGI, MYRIAD_SUP_STATUS) into `*proto`
+// (optional). Returns the length. Errors: MYRIAD_EINVAL (short buffer), MYRIAD_ENOTFOUND.
+int myriad_sup_listener_addr(const struct myriad_sup_t *sup, size_t i, int *proto, char *buf, size_t cap);
+
+// `cb(userdata)` runs in the supervisor on SIGHUP, before the workers are replaced
+// (re-read configuration: workers forked afterwards inherit it). `dtor(userdata)` runs
+// when the supervisor is freed. Errors: MYRIAD_EINVAL, MYRIAD_ESTATE.
+int myriad_sup_on_reload(struct myriad_sup_t *sup, myriad_sup_hook_fn cb, void *userdata, myriad_free_fn dtor);
+
+// `cb(userdata)` runs in the supervisor on SIGUSR1 (reopen log files). As
+// myriad_sup_on_reload.
+int myriad_sup_on_reopen(struct myriad_sup_t *sup, myriad_sup_hook_fn cb, void *userdata, myriad_free_fn dtor);
+
+// Runs the pool: forks the workers, each calling `cb(worker, userdata)` in its own process
+// (its return value is that process's exit code; it never returns here), and supervises
+// them until SIGTERM/SIGINT has drained them (or SIGQUIT). Signals: HUP reload, USR2
+// re-exec of the program in place (the same `main` runs again and must ask for the same
+// listeners), USR1 the reopen hook. Call on a thread that runs no loop, outside callbacks;
+// once per supervisor. Returns 0 after a graceful stop, or a negative error: MYRIAD_EINVAL
+// (no listener, no callback), MYRIAD_ESTATE (ran already), an OS error (a worker could not
+// switch to its user: never serves as root).
+int myriad_sup_run(struct myriad_sup_t *sup, myriad_worker_fn cb, void *userdata);
+
+// Runs the pool in exec mode: each worker executes `argv` (`argc` NUL-terminated
+// strings; argv[0] looked up on PATH) with the listeners as fds 3.. and LISTEN_FDS,
+// LISTEN_PID, LISTEN_FDNAMES (`http`/`fcgi`) set, as systemd hands them; a myriad program
+// there finds its supervisor page by itself (heartbeat, counts). Otherwise as
+// myriad_sup_run.
+int myriad_sup_run_exec(struct myriad_sup_t *sup, const char *const *argv, size_t argc);
+
+// Number of listeners the worker serves.
+size_t myriad_worker_listener_count(const struct myriad_worker_t *w);
+
+// Listener `i` of the worker: returns its fd (a listening socket inherited from the
+// supervisor, to serve as `fd:N`) and writes its protocol into `*proto` (optional).
+// Errors: MYRIAD_EINVAL, MYRIAD_ENOTFOUND.
+int myriad_worker_listener(const struct myriad_worker_t *w, size_t i, int *proto);
+
+// The worker's slot (0..workers; extra workers of a dynamic pool count on).
+int myriad_worker_slot(const struct myriad_worker_t *w);
+
+// Adds every listener of the worker to `srv` (not started yet), as myriad_server_listen
+// with `fd:N`. Errors: MYRIAD_EINVAL, MYRIAD_ESTATE (server started).
+int myriad_worker_listen(const struct myriad_worker_t *w, struct myriad_server_t *srv);
 
 #ifdef __cplusplus
 }  // extern "C"

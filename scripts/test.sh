@@ -49,6 +49,12 @@ cargo test --manifest-path fuzz/Cargo.toml 2>&1 | tee -a "$log" || status=$?
 bash scripts/fuzz.sh "${MYRIAD_FUZZ_SECONDS:-12}" 2>&1 | tee -a "$log" || status=$?
 # The deploy configurations with real nginx and HAProxy, and scale-out with failover.
 bash tests/deploy/run.sh 2>&1 | tee -a "$log" || status=$?
+# The supervisor flags of the demo contract against each demo (worker processes, kill -9,
+# --max-requests, SIGHUP, SIGUSR2, --watchdog, SIGTERM drain, --user; FastCGI behind nginx).
+SUP_NGINX=1 bash tests/supervisor_e2e.sh build/hello 2>&1 | tee -a "$log" || status=$?
+LUA_CPATH="$PWD/build/lua/lua5.4/?.so" bash tests/supervisor_e2e.sh lua5.4 examples/hello.lua 2>&1 | tee -a "$log" || status=$?
+# Node workers are executed (exec mode): a replacement serves once Node has started.
+READY_MS=4000 bash tests/supervisor_e2e.sh node examples/hello.js 2>&1 | tee -a "$log" || status=$?
 
 passed=$(grep -hoE '(ok|FAILED)\. [0-9]+ passed' "$log" | awk '{s+=$2} END {print s+0}')
 failed=$(grep -hoE '[0-9]+ passed; [0-9]+ failed' "$log" | awk '{s+=$3} END {print s+0}')

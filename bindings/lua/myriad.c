@@ -14,6 +14,8 @@
  *   myriad.next_timeout()
  *   myriad.listen_fds() / myriad.notify(state) / myriad.watchdog()  -- systemd (see README)
  *   (myriad.server{ inherited = true, ... } serves the socket-activated fds)
+ *   myriad.supervisor{ workers = N, ... } -> sup (sup:listen, sup:status_listen,
+ *                                               sup:on_reload, sup:run(fn)); myriad.pid()
  *
  * Handlers run as coroutines: req:body() and myriad.sleep() yield. req and res are two
  * views of one request object. Errors in a handler give the client a 500 and go to stderr
@@ -24,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "lauxlib.h"
 #include "lua.h"
@@ -1032,6 +1035,173 @@ static int l_stats(lua_State *L) {
 }
 
 #include "cosocket.h"
+/* ---- the supervisor of worker processes (forked: a Lua state forks fine) ----
+ *
+ *   local sup = myriad.supervisor{ workers = N, max_requests = N, watchdog = seconds,
+ *                                  user = "name", max_workers = N, drain_timeout = ms }
+ *   sup:listen("http" | "fcgi", ADDR) -> bound address   (binds now, once)
+ *   sup:status_listen(ADDR) -> bound address
+ *   sup:on_reload(fn)  -- in the supervisor on SIGHUP, before the workers are replaced
+ *   sup:run(function(w) ... end) -> 0 once stopped; in each worker process, fn(w) runs with
+ *     w.http / w.fcgi (lists of "fd:N" addresses for myriad.server) and w.slot, and the
+ *     process exits when it returns (its return value, an integer, is the exit code).
+ */
+#define SUP_MT "myriad.supervisor"
+
+typedef struct {
+    myriad_sup_t *sup;
+    int reload;  /* registry ref */
+} lsup;
+
+static const struct { const char *name; int opt; long long scale; } sup_opts[] = {
+    {"workers", MYRIAD_SUP_WORKERS, 1},           {"max_workers", MYRIAD_SUP_MAX_WORKERS, 1},
+    {"max_requests", MYRIAD_SUP_MAX_REQUESTS, 1}, {"max_rss", MYRIAD_SUP_MAX_RSS, 1},
+    {"watchdog", MYRIAD_SUP_WATCHDOG_MS, 1000},   {"drain_timeout", MYRIAD_SUP_DRAIN_TIMEOUT_MS, 1},
+    {"idle_timeout", MYRIAD_SUP_IDLE_TIMEOUT_MS, 1},
+};
+
+static lsup *check_sup(lua_State *L) {
+    lsup *s = (lsup *)luaL_checkudata(L, 1, SUP_MT);
+    if (!s->sup) luaL_error(L, "supervisor already ran");
+    return s;
+}
+
+static int l_supervisor(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lsup *s = (lsup *)lua_newuserdata(L, sizeof *s);
+    s->sup = NULL;
+    s->reload = LUA_NOREF;
+    luaL_getmetatable(L, SUP_MT);
+    lua_setmetatable(L, -2);
+    if (myriad_sup_new(&s->sup) != MYRIAD_OK) return luaL_error(L, "out of memory");
+    for (size_t i = 0; i < sizeof sup_opts / sizeof sup_opts[0]; i++) {
+        lua_getfield(L, 1, sup_opts[i].name);
+        if (!lua_isnil(L, -1)) {
+            lua_Integer v = luaL_checkinteger(L, -1);
+            if (myriad_sup_set(s->sup, sup_opts[i].opt, (int64_t)v * sup_opts[i].scale) != MYRIAD_OK)
+                return luaL_error(L, "bad value for %s", sup_opts[i].name);
+        }
+        lua_pop(L, 1);
+    }
+    lua_getfield(L, 1, "user");
+    if (!lua_isnil(L, -1)) {
+        size_t n;
+        const char *u = luaL_checklstring(L, -1, &n);
+        int rc = myriad_sup_set_user(s->sup, u, n, NULL, 0);
+        if (rc == MYRIAD_ENOTFOUND) return luaL_error(L, "unknown user '%s'", u);
+        if (rc != MYRIAD_OK) return luaL_error(L, "user '%s': %s", u, myriad_strerror(rc));
+    }
+    lua_pop(L, 1);
+    return 1;
+}
+
+static int push_bound(lua_State *L, lsup *s) {
+    char buf[512];
+    size_t i = myriad_sup_listener_count(s->sup) - 1;
+    int n = myriad_sup_listener_addr(s->sup, i, NULL, buf, sizeof buf);
+    if (n < 0) return luaL_error(L, "%s", myriad_strerror(n));
+    lua_pushlstring(L, buf, (size_t)n);
+    return 1;
+}
+
+static int sup_listen(lua_State *L) {
+    lsup *s = check_sup(L);
+    const char *p = luaL_checkstring(L, 2);
+    size_t n;
+    const char *a = luaL_checklstring(L, 3, &n);
+    int proto = !strcmp(p, "http") ? MYRIAD_HTTP : !strcmp(p, "fcgi") ? MYRIAD_FCGI : 0;
+    if (!proto) return luaL_error(L, "protocol must be 'http' or 'fcgi'");
+    int rc = myriad_sup_listen(s->sup, proto, a, n);
+    if (rc != MYRIAD_OK) return luaL_error(L, "cannot listen on %s: %s", a, myriad_strerror(rc));
+    return push_bound(L, s);
+}
+
+static int sup_status_listen(lua_State *L) {
+    lsup *s = check_sup(L);
+    size_t n;
+    const char *a = luaL_checklstring(L, 2, &n);
+    int rc = myriad_sup_status_listen(s->sup, a, n);
+    if (rc != MYRIAD_OK) return luaL_error(L, "cannot listen on %s: %s", a, myriad_strerror(rc));
+    return push_bound(L, s);
+}
+
+static void sup_reload_cb(void *ud) {
+    lsup *s = ud;
+    lua_rawgeti(CB, LUA_REGISTRYINDEX, s->reload);
+    call_cb(0, "on_reload");
+}
+
+static int sup_on_reload(lua_State *L) {
+    lsup *s = check_sup(L);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    unref(L, &s->reload);
+    lua_pushvalue(L, 2);
+    s->reload = luaL_ref(L, LUA_REGISTRYINDEX);
+    myriad_sup_on_reload(s->sup, sup_reload_cb, s, NULL);
+    return 0;
+}
+
+/* In a worker process: a fresh loop (the one inherited from the supervisor shares its epoll
+ * instance with every other worker), then fn(w). */
+static int sup_worker_cb(myriad_worker_t *w, void *ud) {
+    lua_State *L = CB;
+    (void)ud;
+    LP = NULL; /* the inherited loop is left alone: its fds are the supervisor's */
+    if (myriad_loop_new(&LP) != MYRIAD_OK) return 1;
+    lua_pushvalue(L, -1); /* the worker function, left on CB by sup_run */
+    lua_newtable(L);
+    int nh = 0, nf = 0;
+    lua_newtable(L); /* http */
+    lua_newtable(L); /* fcgi */
+    for (size_t i = 0; i < myriad_worker_listener_count(w); i++) {
+        int proto;
+        int fd = myriad_worker_listener(w, i, &proto);
+        if (fd < 0) continue;
+        lua_pushfstring(L, "fd:%d", fd);
+        lua_rawseti(L, proto == MYRIAD_HTTP ? -3 : -2, proto == MYRIAD_HTTP ? ++nh : ++nf);
+    }
+    lua_setfield(L, -3, "fcgi");
+    lua_setfield(L, -2, "http");
+    lua_pushinteger(L, myriad_worker_slot(w));
+    lua_setfield(L, -2, "slot");
+    if (lua_pcall(L, 1, 1, 0) != 0) {
+        report(L, "worker");
+        return 1;
+    }
+    int code = lua_isnumber(L, -1) ? (int)lua_tointeger(L, -1) : 0;
+    fflush(NULL);
+    return code;
+}
+
+static int sup_run(lua_State *L) {
+    lsup *s = check_sup(L);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    lua_pushvalue(L, 2);
+    lua_xmove(L, CB, 1); /* where the worker callback finds it */
+    fflush(NULL);
+    int rc = myriad_sup_run(s->sup, sup_worker_cb, NULL);
+    lua_pop(CB, 1);
+    if (rc < 0) return luaL_error(L, "supervisor: %s", myriad_strerror(rc));
+    lua_pushinteger(L, rc);
+    return 1;
+}
+
+static int sup_gc(lua_State *L) {
+    lsup *s = (lsup *)luaL_checkudata(L, 1, SUP_MT);
+    myriad_sup_free(s->sup);
+    s->sup = NULL;
+    unref(L, &s->reload);
+    return 0;
+}
+
+static const luaL_Reg sup_methods[] = {{"listen", sup_listen},       {"status_listen", sup_status_listen},
+                                       {"on_reload", sup_on_reload}, {"run", sup_run},
+                                       {NULL, NULL}};
+
+static int l_pid(lua_State *L) {
+    lua_pushinteger(L, (lua_Integer)getpid());
+    return 1;
+}
 
 /* myriad.listen_fds() -> the number of socket-activated fds passed to this process. */
 static int l_listen_fds(lua_State *L) {
@@ -1069,7 +1239,8 @@ static const luaL_Reg funcs[] = {
     {"stop", l_stop},     {"backend_fd", l_backend_fd}, {"next_timeout", l_next_timeout},
     {"stats", l_stats},   {"tcp", l_tcp},           {"connect", l_connect},
     {"spawn", l_spawn},   {"listen_fds", l_listen_fds}, {"notify", l_notify},
-    {"watchdog", l_watchdog}, {NULL, NULL}};
+    {"watchdog", l_watchdog}, {"supervisor", l_supervisor}, {"pid", l_pid},
+    {NULL, NULL}};
 
 static void metatable(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction gc,
                       lua_CFunction index) {
@@ -1117,6 +1288,7 @@ int luaopen_myriad(lua_State *L) {
     metatable(L, TIMER_MT, timer_methods, NULL, NULL);
     metatable(L, SIG_MT, sig_methods, NULL, NULL);
     metatable(L, SOCK_MT, sock_methods, sock_gc, NULL);
+    metatable(L, SUP_MT, sup_methods, sup_gc, NULL);
     lua_newtable(L);
     setfuncs(L, funcs);
     lua_pushstring(L, myriad_version());

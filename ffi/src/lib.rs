@@ -19,6 +19,7 @@ mod server;
 mod stream;
 mod systemd;
 mod work;
+mod supervisor;
 
 pub use accesslog::*;
 pub use loops::*;
@@ -26,6 +27,7 @@ pub use server::*;
 pub use stream::*;
 pub use systemd::*;
 pub use work::*;
+pub use supervisor::*;
 
 /// ABI major version (the soname is libmyriad.so.MAJOR).
 pub const MYRIAD_VERSION_MAJOR: c_int = 0;

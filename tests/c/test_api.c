@@ -521,6 +521,59 @@ static void logger(int level, const char *msg, size_t len, void *ud) {
     (void)level; (void)msg; (void)len; (void)ud;
 }
 
+/* ---- the supervisor's C ABI (its runs are checked by tests/supervisor_e2e.sh) ---- */
+
+static void sup_hook(void *ud) { (void)ud; }
+
+static void test_supervisor(void) {
+    myriad_sup_t *sup = NULL;
+    char buf[128];
+    int proto = 0;
+    const char *argv[] = {"true"};
+    CHECK(myriad_sup_new(NULL) == MYRIAD_EINVAL);
+    CHECK(myriad_sup_new(&sup) == MYRIAD_OK && sup);
+    CHECK(myriad_sup_set(NULL, MYRIAD_SUP_WORKERS, 2) == MYRIAD_EINVAL);
+    CHECK(myriad_sup_set(sup, 999, 1) == MYRIAD_EINVAL);
+    CHECK(myriad_sup_set(sup, MYRIAD_SUP_WORKERS, 0) == MYRIAD_EINVAL);
+    CHECK(myriad_sup_set(sup, MYRIAD_SUP_WORKERS, 5000) == MYRIAD_EINVAL);
+    CHECK(myriad_sup_set(sup, MYRIAD_SUP_MAX_REQUESTS, -1) == MYRIAD_EINVAL);
+    CHECK(myriad_sup_set(sup, MYRIAD_SUP_WORKERS, 2) == MYRIAD_OK);
+    CHECK(myriad_sup_set(sup, MYRIAD_SUP_WATCHDOG_MS, 1000) == MYRIAD_OK);
+    CHECK(myriad_sup_set(sup, MYRIAD_SUP_MAX_RSS, 1 << 30) == MYRIAD_OK);
+    CHECK(myriad_sup_set_user(sup, S("no-such-user-myriad"), NULL, 0) == MYRIAD_ENOTFOUND);
+    CHECK(myriad_sup_set_user(sup, NULL, 3, NULL, 0) == MYRIAD_EINVAL);
+    CHECK(myriad_sup_set_user(sup, S("root"), S("no-such-group-myriad")) == MYRIAD_ENOTFOUND);
+    CHECK(myriad_sup_listen(sup, 7, S("127.0.0.1:0")) == MYRIAD_EINVAL);
+    CHECK(myriad_sup_listen(sup, MYRIAD_HTTP, S("nope")) == MYRIAD_EADDR);
+    CHECK(myriad_sup_listener_count(sup) == 0);
+    CHECK(myriad_sup_listener_count(NULL) == 0);
+    CHECK(myriad_sup_run(sup, NULL, NULL) == MYRIAD_EINVAL);
+    CHECK(myriad_sup_listen(sup, MYRIAD_HTTP, S("127.0.0.1:0")) == MYRIAD_OK);
+    CHECK(myriad_sup_set(sup, MYRIAD_SUP_WORKERS, 3) == MYRIAD_ESTATE); /* fixed once bound */
+    CHECK(myriad_sup_status_listen(sup, S("bad")) == MYRIAD_EADDR);
+    CHECK(myriad_sup_status_listen(sup, S("127.0.0.1:0")) == MYRIAD_OK);
+    CHECK(myriad_sup_listener_count(sup) == 2);
+    CHECK(myriad_sup_listener_addr(sup, 0, &proto, buf, sizeof buf) > 10 && proto == MYRIAD_HTTP &&
+          strncmp(buf, "127.0.0.1:", 10) == 0);
+    CHECK(myriad_sup_listener_addr(sup, 1, &proto, buf, sizeof buf) > 10 && proto == MYRIAD_SUP_STATUS);
+    CHECK(myriad_sup_listener_addr(sup, 2, &proto, buf, sizeof buf) == MYRIAD_ENOTFOUND);
+    CHECK(myriad_sup_listener_addr(sup, 0, &proto, buf, 3) == MYRIAD_EINVAL);
+    CHECK(myriad_sup_listener_addr(NULL, 0, &proto, buf, sizeof buf) == MYRIAD_EINVAL);
+    CHECK(myriad_sup_on_reload(sup, NULL, NULL, NULL) == MYRIAD_EINVAL);
+    int d0 = atomic_load(&dtors);
+    CHECK(myriad_sup_on_reload(sup, sup_hook, NULL, count_dtor) == MYRIAD_OK);
+    CHECK(myriad_sup_on_reopen(sup, sup_hook, NULL, count_dtor) == MYRIAD_OK);
+    CHECK(myriad_sup_run_exec(sup, NULL, 0) == MYRIAD_EINVAL);
+    CHECK(myriad_sup_run_exec(sup, argv, 0) == MYRIAD_EINVAL);
+    myriad_sup_free(sup);
+    CHECK(atomic_load(&dtors) == d0 + 2); /* both hooks' user data released */
+    myriad_sup_free(NULL);
+    CHECK(myriad_worker_listener_count(NULL) == 0);
+    CHECK(myriad_worker_listener(NULL, 0, &proto) == MYRIAD_EINVAL);
+    CHECK(myriad_worker_slot(NULL) == MYRIAD_EINVAL);
+    CHECK(myriad_worker_listen(NULL, NULL) == MYRIAD_EINVAL);
+}
+
 int main(void) {
     CHECK(strcmp(myriad_version(), MYRIAD_VERSION_STRING) == 0);
     CHECK(MYRIAD_VERSION_MAJOR == 0 && MYRIAD_VERSION_MINOR >= 0 && MYRIAD_VERSION_PATCH >= 0);
@@ -536,6 +589,7 @@ int main(void) {
     test_loop();
     test_server();
     test_listen_errors();
+    test_supervisor();
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }

@@ -223,6 +223,36 @@ export declare function notify(state: string): boolean;
 /** Arms WATCHDOG=1 pings every half WATCHDOG_USEC from the loop's timers; false when no
  * watchdog is asked for. */
 export declare function watchdog(): boolean;
+/** Options of {@link supervise}. */
+export interface SuperviseOptions {
+  /** Workers always running (1..1024; default 1). */
+  workers?: number;
+  /** A dynamic pool's maximum. */
+  maxWorkers?: number;
+  /** A worker retires after this many requests (0: never). */
+  maxRequests?: number;
+  /** A worker retires above this resident size in bytes. */
+  maxRss?: number;
+  /** Seconds without a loop iteration after which a worker is killed and replaced. */
+  watchdog?: number;
+  /** Milliseconds a retiring worker may take before it is killed. */
+  drainTimeout?: number;
+  /** Run the workers as this user (the supervisor must be root). */
+  user?: string;
+  http?: string[];
+  fcgi?: string[];
+  /** Status listeners, served by the supervisor (JSON; OpenMetrics on /metrics). */
+  status?: string[];
+  /** The command each worker executes: [file, ...args]. */
+  exec: string[];
+  /** Called for each bound listener before the workers start. */
+  onListening?: (proto: 'http' | 'fcgi' | 'status', addr: string) => void;
+  /** Called in the supervisor on SIGHUP, before the workers are replaced. */
+  onReload?: () => void;
+}
+
+/** Runs a supervisor of worker processes in exec mode; blocks until it stopped; returns the exit code. */
+export declare function supervise(opts: SuperviseOptions): number;
 
 /** The library version, e.g. "0.1.0". */
 export declare const version: string;

@@ -848,4 +848,18 @@ function watchdog() {
   return native.watchdog();
 }
 
-module.exports = { createServer, Server, Request, Response, stats, listenFds, notify, watchdog, version: native.version };
+/**
+ * Runs a supervisor of worker processes in exec mode (Node does not fork): binds the
+ * listeners once, calls onListening(proto, addr) for each, then runs `workers` copies of the
+ * command `exec` (each gets the listeners as LISTEN_FDS, LISTEN_FDNAMES http/fcgi; a myriad
+ * server there listens on 'fd:3'...) and supervises them: respawn, maxRequests recycling,
+ * watchdog (seconds), SIGHUP rolling reload (onReload() first), SIGUSR2 re-exec in place,
+ * SIGTERM drain. Blocks this thread until the pool has stopped; returns the exit code.
+ * Throws on a bad option, an unknown user or a listener that cannot be bound.
+ */
+function supervise(opts) {
+  if (!opts || typeof opts !== 'object') throw new TypeError('supervise: options object required');
+  return native.supervise(opts);
+}
+
+module.exports = { createServer, Server, Request, Response, stats, listenFds, notify, watchdog, supervise, version: native.version };

@@ -1086,6 +1086,169 @@ static void log_stderr(int level, const char *msg, size_t len, void *ud) {
     fprintf(stderr, "myriad: %s: %.*s\n", level <= 1 ? "error" : "warning", (int)len, msg);
 }
 
+/* ---- the supervisor, exec mode (Node cannot fork): supervise(opts) -> exit code ----
+ * opts: { workers, maxRequests, watchdog (s), maxWorkers, user, http: [], fcgi: [], status: [],
+ *         exec: [file, ...args], onListening(proto, addr), onReload() }. Blocks the calling
+ * thread running the supervisor until its workers are drained (SIGTERM); onListening is
+ * called for each bound listener before the workers start, onReload in the supervisor on
+ * SIGHUP. Each worker executes `exec` with the listeners as LISTEN_FDS. */
+
+typedef struct {
+    napi_env env;
+    napi_ref fn;
+} sup_hook;
+
+static void sup_reload(void *ud) {
+    sup_hook *h = ud;
+    napi_handle_scope scope;
+    napi_value fn, global, result;
+    if (!h->fn) return;
+    napi_open_handle_scope(h->env, &scope);
+    napi_get_reference_value(h->env, h->fn, &fn);
+    napi_get_global(h->env, &global);
+    if (napi_call_function(h->env, global, fn, 0, NULL, &result) == napi_pending_exception) {
+        napi_value e;
+        napi_get_and_clear_last_exception(h->env, &e);
+        fprintf(stderr, "myriad: onReload threw\n");
+    }
+    napi_close_handle_scope(h->env, scope);
+}
+
+static int sup_number(napi_env env, napi_value opts, const char *name, double *out) {
+    napi_value v;
+    napi_valuetype t;
+    if (napi_get_named_property(env, opts, name, &v) != napi_ok) return 0;
+    napi_typeof(env, v, &t);
+    if (t == napi_undefined) return 0;
+    if (napi_get_value_double(env, v, out) != napi_ok || !(*out >= 0) || *out > 9007199254740991.0) return -1;
+    return 1;
+}
+
+static int sup_list(napi_env env, myriad_sup_t *sup, napi_value opts, const char *name, int proto, char *err,
+                    size_t errcap) {
+    napi_value list;
+    uint32_t n = 0;
+    bool is_array = false;
+    if (napi_get_named_property(env, opts, name, &list) != napi_ok) return MYRIAD_OK;
+    napi_is_array(env, list, &is_array);
+    if (!is_array) return MYRIAD_OK;
+    napi_get_array_length(env, list, &n);
+    for (uint32_t i = 0; i < n; i++) {
+        char buf[512], *a, *heap;
+        size_t al;
+        napi_value v;
+        int rc;
+        napi_get_element(env, list, i, &v);
+        if (get_str(env, v, 1, buf, sizeof buf, &a, &al, &heap) < 0) {
+            snprintf(err, errcap, "%s addresses must be strings", name);
+            return MYRIAD_EINVAL;
+        }
+        rc = proto ? myriad_sup_listen(sup, proto, a, al) : myriad_sup_status_listen(sup, a, al);
+        if (rc != MYRIAD_OK) snprintf(err, errcap, "cannot listen on %.*s", (int)(al > 400 ? 400 : al), a);
+        free(heap);
+        if (rc != MYRIAD_OK) return rc;
+    }
+    return MYRIAD_OK;
+}
+
+static napi_value js_supervise(napi_env env, napi_callback_info info) {
+    static const struct {
+        const char *name;
+        int opt;
+        double scale;
+    } OPTS[] = {
+        {"workers", MYRIAD_SUP_WORKERS, 1},         {"maxWorkers", MYRIAD_SUP_MAX_WORKERS, 1},
+        {"maxRequests", MYRIAD_SUP_MAX_REQUESTS, 1}, {"maxRss", MYRIAD_SUP_MAX_RSS, 1},
+        {"watchdog", MYRIAD_SUP_WATCHDOG_MS, 1000},  {"drainTimeout", MYRIAD_SUP_DRAIN_TIMEOUT_MS, 1},
+    };
+    napi_value argv[1], v, exec, result;
+    myriad_sup_t *sup = NULL;
+    sup_hook hook = {env, NULL};
+    char err[600] = "", **args = NULL;
+    uint32_t argc = 0;
+    bool is_array = false;
+    int rc;
+    if (get_args(env, info, 1, argv) < 0) return throw_type(env, "supervise: bad arguments");
+    if ((rc = myriad_sup_new(&sup)) != MYRIAD_OK) return throw_rc(env, rc, "supervise");
+    for (size_t i = 0; i < sizeof OPTS / sizeof OPTS[0]; i++) {
+        double d;
+        int got = sup_number(env, argv[0], OPTS[i].name, &d);
+        if (got < 0 || (got && myriad_sup_set(sup, OPTS[i].opt, (int64_t)(d * OPTS[i].scale)) != MYRIAD_OK)) {
+            rc = MYRIAD_EINVAL;
+            snprintf(err, sizeof err, "bad value for %s", OPTS[i].name);
+            goto out;
+        }
+    }
+    if (napi_get_named_property(env, argv[0], "user", &v) == napi_ok) {
+        char buf[256], *u, *heap;
+        size_t ul;
+        napi_valuetype t;
+        napi_typeof(env, v, &t);
+        if (t == napi_string && get_str(env, v, 1, buf, sizeof buf, &u, &ul, &heap) == 0) {
+            rc = myriad_sup_set_user(sup, u, ul, NULL, 0);
+            if (rc == MYRIAD_ENOTFOUND) snprintf(err, sizeof err, "unknown user '%.*s'", (int)(ul > 200 ? 200 : ul), u);
+            free(heap);
+            if (rc != MYRIAD_OK) goto out;
+        }
+    }
+    if ((rc = sup_list(env, sup, argv[0], "http", MYRIAD_HTTP, err, sizeof err)) != MYRIAD_OK ||
+        (rc = sup_list(env, sup, argv[0], "fcgi", MYRIAD_FCGI, err, sizeof err)) != MYRIAD_OK ||
+        (rc = sup_list(env, sup, argv[0], "status", 0, err, sizeof err)) != MYRIAD_OK)
+        goto out;
+    if (napi_get_named_property(env, argv[0], "onListening", &v) == napi_ok) {
+        napi_valuetype t;
+        napi_typeof(env, v, &t);
+        for (size_t i = 0; t == napi_function && i < myriad_sup_listener_count(sup); i++) {
+            char a[512];
+            int proto, n = myriad_sup_listener_addr(sup, i, &proto, a, sizeof a);
+            napi_value cargs[2], global, r;
+            const char *pn = proto == MYRIAD_HTTP ? "http" : proto == MYRIAD_FCGI ? "fcgi" : "status";
+            if (n < 0) continue;
+            cargs[0] = latin1(env, pn, strlen(pn));
+            cargs[1] = latin1(env, a, (size_t)n);
+            napi_get_global(env, &global);
+            if (napi_call_function(env, global, v, 2, cargs, &r) != napi_ok) goto out_js;
+        }
+    }
+    if (napi_get_named_property(env, argv[0], "onReload", &v) == napi_ok) {
+        napi_valuetype t;
+        napi_typeof(env, v, &t);
+        if (t == napi_function) {
+            napi_create_reference(env, v, 1, &hook.fn);
+            myriad_sup_on_reload(sup, sup_reload, &hook, NULL);
+        }
+    }
+    if (napi_get_named_property(env, argv[0], "exec", &exec) == napi_ok) napi_is_array(env, exec, &is_array);
+    if (!is_array || napi_get_array_length(env, exec, &argc) != napi_ok || !argc || !(args = calloc(argc, sizeof *args))) {
+        rc = MYRIAD_EINVAL;
+        snprintf(err, sizeof err, "exec: a command (an array of strings) is required");
+        goto out;
+    }
+    for (uint32_t i = 0; i < argc; i++) {
+        size_t n;
+        napi_get_element(env, exec, i, &v);
+        if (napi_get_value_string_utf8(env, v, NULL, 0, &n) != napi_ok || !(args[i] = malloc(n + 1))) {
+            rc = MYRIAD_EINVAL;
+            snprintf(err, sizeof err, "exec: arguments must be strings");
+            goto out;
+        }
+        napi_get_value_string_utf8(env, v, args[i], n + 1, &n);
+    }
+    fflush(NULL);
+    rc = myriad_sup_run_exec(sup, (const char *const *)args, argc);
+out:
+    for (uint32_t i = 0; args && i < argc; i++) free(args[i]);
+    free(args);
+    myriad_sup_free(sup);
+    if (hook.fn) napi_delete_reference(env, hook.fn);
+    if (rc < 0) return throw_rc(env, rc, err[0] ? err : "supervise");
+    napi_create_int32(env, rc, &result);
+    return result;
+out_js:
+    myriad_sup_free(sup);
+    if (hook.fn) napi_delete_reference(env, hook.fn);
+    return NULL;
+}
 
 static void on_handle_closed(uv_handle_t *h) {
     inst *I = h->data;
@@ -1135,6 +1298,7 @@ static napi_value init_module(napi_env env, napi_value exports) {
         {"onDrain", js_on_drain}, {"log", js_log},      {"stats", js_stats},
         {"listenFds", js_listen_fds}, {"notify", js_notify}, {"watchdog", js_watchdog},
         {"reopenAccessLog", js_reopen_access_log},
+        {"supervise", js_supervise},
     };
     inst *I;
     uv_loop_t *uvl;

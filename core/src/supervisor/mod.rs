@@ -258,6 +258,13 @@ impl Supervisor {
     }
 }
 
+/// Checks that `user` (and `group`, else the user's) exists and that this process can
+/// become it (it is root, or already that user). Errors: NotFound (unknown user or group),
+/// PermissionDenied.
+pub fn check_user(user: &str, group: Option<&str>) -> io::Result<()> {
+    proc::can_switch(&proc::resolve_user(user, group)?)
+}
+
 /// The real address of a listener (an inherited fd's from getsockname).
 pub(crate) fn bound_addr(l: &Listener) -> Addr {
     match l.addr() {

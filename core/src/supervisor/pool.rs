@@ -144,6 +144,12 @@ pub(crate) struct State {
     pub(crate) fatal: Option<String>,
     pub(crate) reloading: bool,
     pub(crate) last_rss: Instant,
+    /// systemd's notification socket (NOTIFY_SOCKET), when started by a manager.
+    pub(crate) notifier: Option<crate::systemd::Notifier>,
+    /// READY=1 was sent (the first time every slot served).
+    pub(crate) announced: bool,
+    pub(crate) last_status: String,
+    last_status_at: Instant,
     pub(crate) me: libc::pid_t,
 }
 
@@ -225,6 +231,16 @@ pub(crate) fn run(mut sup: Supervisor, mode: Mode) -> io::Result<i32> {
         fatal: None,
         reloading: false,
         last_rss: now,
+        notifier: match crate::systemd::Notifier::from_env(false) {
+            Ok(n) => n,
+            Err(e) => {
+                log::warn!("supervisor: NOTIFY_SOCKET: {e}");
+                None
+            }
+        },
+        announced: false,
+        last_status: String::new(),
+        last_status_at: now,
         // SAFETY: getpid cannot fail.
         me: unsafe { libc::getpid() },
     }));
@@ -234,6 +250,9 @@ pub(crate) fn run(mut sup: Supervisor, mode: Mode) -> io::Result<i32> {
         lp.watch_signal(sig, move |lp, s| on_signal(lp, &st, s))?;
     }
     super::status::serve(&mut lp, &st);
+    if let Err(e) = crate::systemd::start_watchdog(&mut lp) {
+        log::warn!("supervisor: systemd watchdog: {e}");
+    }
     {
         let st = st.clone();
         lp.repeat(TICK, TICK, move |lp, _| tick(lp, &st));
@@ -330,6 +349,7 @@ fn reload(st: &Shared) {
         st.borrow_mut().reload = Some(h);
     }
     let mut s = st.borrow_mut();
+    s.notify(|n| n.reloading());
     s.reloading = true;
     for c in s.children.iter_mut().filter(|c| c.live()) {
         c.retire.get_or_insert(Why::Reload);
@@ -379,6 +399,7 @@ fn stop(st: &Shared, fast: bool) {
             s.children.len()
         );
         s.phase = Phase::Draining;
+        s.notify(|n| n.stopping());
         let now = Instant::now();
         for c in s.children.iter_mut().filter(|c| c.live()) {
             c.retire = Some(Why::Stop);
@@ -401,6 +422,7 @@ fn tick(lp: &mut Loop, st: &Shared) {
         s.expire(now);
     }
     reconcile(lp, st);
+    st.borrow_mut().report(Instant::now());
     let s = st.borrow();
     // systemd: READY=1 once every slot's worker serves, STATUS= when it changes.
     let ready = (s.children.iter())
@@ -421,6 +443,43 @@ fn tick(lp: &mut Loop, st: &Shared) {
 }
 
 impl State {
+    /// Sends a notification to systemd, if it listens (a failure is logged).
+    fn notify(&self, f: impl FnOnce(&crate::systemd::Notifier) -> io::Result<()>) {
+        if let Some(n) = &self.notifier {
+            if let Err(e) = f(n) {
+                log::warn!("supervisor: sd_notify: {e}");
+            }
+        }
+    }
+
+    /// READY=1 once every slot serves (the first time), and STATUS= when it changed (at
+    /// most once a second).
+    fn report(&mut self, now: Instant) {
+        if self.notifier.is_none() || self.phase != Phase::Running {
+            return;
+        }
+        let serving = (self.children.iter())
+            .filter(|c| c.live() && c.ready)
+            .count();
+        let busy = (self.children.iter())
+            .filter(|c| c.live() && c.ready && c.in_flight() > 0)
+            .count();
+        let first = !self.announced && serving >= self.slots.len();
+        if first {
+            self.announced = true;
+            self.notify(|n| n.ready());
+        }
+        let line = format!(
+            "{serving} workers serving ({busy} busy), {} requests",
+            self.gone_requests + self.children.iter().map(|c| c.requests()).sum::<u64>()
+        );
+        if line != self.last_status && (first || now - self.last_status_at >= STABLE) {
+            self.notify(|n| n.status(&line));
+            self.last_status = line;
+            self.last_status_at = now;
+        }
+    }
+
     /// The watchdog and slow requests; pings idle workers so that their loops move.
     fn watch(&mut self, now: Instant) {
         let wd = self.opts.watchdog;
@@ -667,6 +726,7 @@ pub(crate) fn reconcile(lp: &mut Loop, st: &Shared) {
             && s.children.iter().all(|c| c.ready || !c.live())
         {
             s.reloading = false;
+            s.notify(|n| n.ready());
             log::info!("supervisor: reload done");
             let _ = crate::systemd::notify("READY=1");
         }

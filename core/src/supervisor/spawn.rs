@@ -5,7 +5,7 @@
 use std::cell::RefCell;
 use std::ffi::{CString, OsString};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::time::{Instant, SystemTime};
 
@@ -17,6 +17,7 @@ use crate::net::Addr;
 use crate::reactor::{Loop, Token};
 use crate::server::Proto;
 use crate::sys::Interest;
+use crate::systemd::{ChildEnv, PassFds};
 
 /// What a child of slot `slot` serves: (fd, proto) per listener.
 fn slot_fds(s: &State, slot: usize) -> Vec<(RawFd, Proto)> {
@@ -102,6 +103,9 @@ pub(crate) fn spawn_worker(lp: &mut Loop, st: &Shared, slot: usize, extra: bool)
             unsafe { libc::_exit(proc::EXIT_CREDS) };
         }
         shm::set_probe(page.ptr(), theirs.as_raw_fd());
+        // The supervisor speaks to systemd, not its workers.
+        std::env::remove_var("NOTIFY_SOCKET");
+        std::env::remove_var("WATCHDOG_USEC");
         let w = Worker {
             listeners: fds.iter().map(|&(fd, p)| (Addr::Fd(fd), p)).collect(),
             slot,
@@ -215,15 +219,16 @@ fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
 }
 
 /// Everything an exec-mode child needs, prepared before the fork (the child of a
-/// multi-threaded host may only make syscalls).
+/// multi-threaded host may only make syscalls): the listeners as systemd passes them
+/// (`systemd::PassFds`, `systemd::ChildEnv`: fds 3.., LISTEN_FDS, LISTEN_FDNAMES, a
+/// LISTEN_PID slot), and after them the worker's page and socket (`MYRIAD_SUPERVISOR`).
 struct ExecPrep {
     path: CString,
     argv: Vec<CString>,
-    env: Vec<CString>,
-    /// "LISTEN_PID=" and room for the digits, filled in by the child.
-    pid_var: RefCell<Vec<u8>>,
-    /// (source fd, target fd): listeners to 3.., then the page, then the socket.
-    moves: Vec<(RawFd, RawFd)>,
+    pass: PassFds,
+    env: RefCell<ChildEnv>,
+    /// Copies of the page and the socket above every fd the child sets, and where they go.
+    extra: [(OwnedFd, RawFd); 2],
 }
 
 impl ExecPrep {
@@ -237,57 +242,46 @@ impl ExecPrep {
             CString::new(s)
                 .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in command"))
         };
-        let argv: Vec<CString> = argv
-            .iter()
+        let argv: Vec<CString> = (argv.iter())
             .map(|a| cs(a.as_bytes()))
             .collect::<io::Result<_>>()?;
         let path = find_program(&argv[0])?;
         let n = fds.len() as RawFd;
-        let names: Vec<&str> = fds
-            .iter()
-            .map(|f| if f.1 == Proto::Fcgi { "fcgi" } else { "http" })
-            .collect();
-        let mut env: Vec<CString> = std::env::vars_os()
-            .filter(|(k, _)| {
-                let k = k.as_bytes();
-                !k.starts_with(b"LISTEN_")
-                    && !k.starts_with(b"MYRIAD_SUPERVISOR")
-                    && k != b"NOTIFY_SOCKET"
-                    && k != b"WATCHDOG_USEC"
-                    && k != b"WATCHDOG_PID"
-            })
-            .filter_map(|(k, v)| {
-                let mut kv = k.as_bytes().to_vec();
-                kv.push(b'=');
-                kv.extend_from_slice(v.as_bytes());
-                CString::new(kv).ok()
+        let borrowed: Vec<(BorrowedFd<'_>, &str)> = (fds.iter())
+            .map(|&(fd, p)| {
+                // SAFETY: the supervisor's listener fds stay open while the child is made.
+                let b = unsafe { BorrowedFd::borrow_raw(fd) };
+                (b, if p == Proto::Fcgi { "fcgi" } else { "http" })
             })
             .collect();
-        env.push(cs(format!("LISTEN_FDS={n}").as_bytes())?);
-        env.push(cs(format!("LISTEN_FDNAMES={}", names.join(":")).as_bytes())?);
-        env.push(cs(format!("{}={},{}", shm::ENV, 3 + n, 4 + n).as_bytes())?);
-        let mut pid_var = b"LISTEN_PID=".to_vec();
-        pid_var.resize(pid_var.len() + 24, 0);
-        let mut moves: Vec<(RawFd, RawFd)> = fds
-            .iter()
-            .enumerate()
-            .map(|(i, f)| (f.0, 3 + i as RawFd))
-            .collect();
-        moves.push((page, 3 + n));
-        moves.push((sock, 4 + n));
+        let pass = PassFds::new(&borrowed)?;
+        let base = std::env::vars_os().filter(|(k, _)| {
+            let k = k.as_bytes();
+            !k.starts_with(b"MYRIAD_SUPERVISOR")
+                && !matches!(k, b"NOTIFY_SOCKET" | b"WATCHDOG_USEC" | b"WATCHDOG_PID")
+        });
+        let target = 3 + n;
+        let mine = std::iter::once((
+            OsString::from(shm::ENV),
+            OsString::from(format!("{},{}", target, target + 1)),
+        ));
+        let env = ChildEnv::new(base.chain(mine), &pass)?;
+        let above = |fd: RawFd| -> io::Result<OwnedFd> {
+            let d = crate::sys::syscall!(fcntl(fd, libc::F_DUPFD_CLOEXEC, target + 2))?;
+            // SAFETY: fcntl returned a fresh fd that nothing else owns.
+            Ok(unsafe { OwnedFd::from_raw_fd(d) })
+        };
         Ok(ExecPrep {
             path,
             argv,
-            env,
-            pid_var: RefCell::new(pid_var),
-            moves,
+            pass,
+            env: RefCell::new(env),
+            extra: [(above(page)?, target), (above(sock)?, target + 1)],
         })
     }
 
-    /// In the child: moves the fds, switches user, executes. Never returns.
+    /// In the child: places the fds, switches user, executes. Never returns.
     fn run(&self, creds: Option<&Creds>, chroot: Option<&std::ffi::CStr>) -> ! {
-        let high = 5 + self.moves.len() as RawFd + 3;
-        let mut tmp = [0 as RawFd; 64];
         let fail = |what: &[u8]| -> ! {
             proc::child_say(b"myriad worker: ");
             proc::child_say(what);
@@ -295,20 +289,14 @@ impl ExecPrep {
             // SAFETY: ends the child.
             unsafe { libc::_exit(127) }
         };
-        if self.moves.len() > tmp.len() {
-            fail(b"too many listeners");
+        // SAFETY: this is the child between fork and exec: fds 3.. are its to set.
+        if unsafe { self.pass.install() }.is_err() {
+            fail(b"cannot place the listeners");
         }
-        for (i, (src, _)) in self.moves.iter().enumerate() {
-            // SAFETY: fcntl on an fd we own.
-            tmp[i] = unsafe { libc::fcntl(*src, libc::F_DUPFD_CLOEXEC, high) };
-            if tmp[i] < 0 {
-                fail(b"cannot duplicate a listener");
-            }
-        }
-        for (i, (_, dst)) in self.moves.iter().enumerate() {
-            // SAFETY: dup2 between fds we own; the copy is not close-on-exec.
-            if unsafe { libc::dup2(tmp[i], *dst) } < 0 {
-                fail(b"cannot place a listener");
+        for (copy, dst) in &self.extra {
+            // SAFETY: dup2 between fds we own; the copies sit above every target.
+            if unsafe { libc::dup2(copy.as_raw_fd(), *dst) } < 0 {
+                fail(b"cannot place the supervisor's page");
             }
         }
         if let Err(what) = proc::switch_user(creds, chroot) {
@@ -318,35 +306,15 @@ impl ExecPrep {
             // SAFETY: ends the child.
             unsafe { libc::_exit(proc::EXIT_CREDS) };
         }
-        // LISTEN_PID: this child's pid, written without allocating.
+        let mut env = self.env.borrow_mut();
         // SAFETY: getpid cannot fail.
-        let mut pid = unsafe { libc::getpid() } as u32;
-        let mut digits = [0u8; 12];
-        let mut k = digits.len();
-        loop {
-            k -= 1;
-            digits[k] = b'0' + (pid % 10) as u8;
-            pid /= 10;
-            if pid == 0 {
-                break;
-            }
-        }
-        let mut pv = self.pid_var.borrow_mut();
-        let start = b"LISTEN_PID=".len();
-        pv[start..start + digits.len() - k].copy_from_slice(&digits[k..]);
-        let mut envp: [*const libc::c_char; 512] = [std::ptr::null(); 512];
-        let mut m = 0;
-        for e in self.env.iter().take(envp.len() - 2) {
-            envp[m] = e.as_ptr();
-            m += 1;
-        }
-        envp[m] = pv.as_ptr().cast();
+        env.set_pid(unsafe { libc::getpid() });
         let mut argvp: [*const libc::c_char; 256] = [std::ptr::null(); 256];
         for (i, a) in self.argv.iter().take(argvp.len() - 1).enumerate() {
             argvp[i] = a.as_ptr();
         }
         // SAFETY: NUL-terminated strings in NULL-terminated arrays, all live.
-        unsafe { libc::execve(self.path.as_ptr(), argvp.as_ptr(), envp.as_ptr()) };
+        unsafe { libc::execve(self.path.as_ptr(), argvp.as_ptr(), env.envp()) };
         fail(b"cannot execute the worker command")
     }
 }
