@@ -288,6 +288,23 @@ fn main() {
                 HANG.store(true, std::sync::atomic::Ordering::Relaxed);
             }
             "--user" => sup.get_or_insert_with(Default::default).user = Some(val("--user")),
+            // Beyond the demo contract (the Rust API's dynamic pool and memory limit):
+            "--max-workers" => {
+                sup.get_or_insert_with(Default::default).max_workers = val("--max-workers")
+                    .parse()
+                    .unwrap_or_else(|_| usage("--max-workers takes a number"))
+            }
+            "--idle-timeout-ms" => {
+                let ms = val("--idle-timeout-ms")
+                    .parse()
+                    .unwrap_or_else(|_| usage("--idle-timeout-ms takes a number"));
+                sup.get_or_insert_with(Default::default).idle_timeout = Duration::from_millis(ms)
+            }
+            "--max-rss" => {
+                sup.get_or_insert_with(Default::default).max_rss = val("--max-rss")
+                    .parse()
+                    .unwrap_or_else(|_| usage("--max-rss takes bytes"))
+            }
             "--status" => status.push(
                 val("--status")
                     .parse()

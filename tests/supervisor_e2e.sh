@@ -21,7 +21,7 @@ SPID=
 cleanup() {
     [ -n "$SPID" ] && kill -KILL "$SPID" 2>/dev/null
     [ -f "$T/ng/nginx.pid" ] && kill "$(cat "$T/ng/nginx.pid")" 2>/dev/null
-    pkill -KILL -P "$$" 2>/dev/null
+    kill -KILL $(jobs -p) 2>/dev/null
     rm -rf "$T"
 }
 trap cleanup EXIT

@@ -585,3 +585,65 @@ fn workers_run_as_nobody_and_a_privileged_port_is_served() {
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert_eq!(child.wait().unwrap().code(), Some(0));
 }
+
+#[test]
+fn a_dynamic_pool_grows_when_every_worker_is_busy_and_shrinks_when_idle() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let s = Sup::start(
+        &hello(),
+        &[
+            "--workers",
+            "1",
+            "--max-workers",
+            "3",
+            "--idle-timeout-ms",
+            "1500",
+        ],
+    );
+    assert_eq!(s.workers().len(), 1);
+    assert!(s.status_json().contains("\"process manager\":\"dynamic\""));
+    // Slow requests from 6 clients: every worker busy, so the pool grows. (An extra worker
+    // accepts from a base slot's socket: it takes connections when the base worker does
+    // not, e.g. while its loop runs a CPU-bound handler.)
+    let l = load(&s.http, "/delay?ms=100", 6, 3.0, &["--new-conn-every", "1"]);
+    let t0 = Instant::now();
+    loop {
+        let w = s.workers();
+        if w.len() >= 2 && w.iter().all(|w| w.1 == "idle" || w.1 == "busy") {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(3), "did not grow: {w:?}");
+        thread::sleep(Duration::from_millis(20));
+    }
+    let r = l.join().unwrap();
+    assert_eq!(num(&r, "failed"), 0, "{r}");
+    // Idle past the timeout: back to the minimum, without a failure.
+    let t1 = Instant::now();
+    while s.workers().len() > 1 {
+        assert!(
+            t1.elapsed() < Duration::from_secs(5),
+            "did not shrink: {:?}",
+            s.workers()
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(get(&s.http, "/").0, 200);
+    assert_eq!(s.stop(), 0);
+}
+
+#[test]
+fn workers_above_the_memory_limit_are_recycled_without_a_failure() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // Every worker is above 1 MB of RSS: each is replaced about once a second.
+    let s = Sup::start(&hello(), &["--workers", "2", "--max-rss", "1000000"]);
+    let before: Vec<i32> = s.workers().iter().map(|w| w.0).collect();
+    let r = load(&s.http, "/pid", 4, 2.5, &[]).join().unwrap();
+    assert_eq!(num(&r, "failed"), 0, "{r}");
+    let after = s.wait_workers(2, Duration::from_secs(5));
+    assert!(
+        before.iter().all(|p| !after.iter().any(|w| w.0 == *p)),
+        "{before:?} {after:?}"
+    );
+    assert!(num(&s.status_json(), "respawns") >= 2);
+    assert_eq!(s.stop(), 0);
+}
