@@ -1,7 +1,7 @@
 /*
  * hello.c — the myriad demo app in C.
  *
- *   hello [--http ADDR]... [--fcgi ADDR]... [--threads N] [--backend NAME]
+ *   hello [--http ADDR]... [--fcgi ADDR]... [--threads N] [--backend NAME] [--max-body BYTES]
  *         [--access-log PATH]
  *         [--workers N] [--max-requests N] [--watchdog SECONDS] [--user NAME] [--status ADDR]...
  *
@@ -15,11 +15,13 @@
  * --access-log PATH: one line per request (combined log format) to PATH, "-" for stderr;
  * SIGUSR1 opens PATH again (logrotate); a log that cannot be opened is a bad flag.
  *
- * Routes (the same over HTTP and FastCGI): GET|HEAD / ; POST|PUT /echo ; GET /env ;
- * GET /stream?chunks=N&bytes=B ; GET /delay?ms=M ; GET /work?ms=M (on the library's work pool) ;
- * GET /stats (the serving loop's counters as JSON, like nginx's stub_status) ;
+ * Routes, on a myriad router (the same over HTTP and FastCGI): GET|HEAD / ;
+ * GET /hello/:name ; POST|PUT /echo ; GET /env ; GET /stream?chunks=N&bytes=B ;
+ * GET /delay?ms=M ; GET /work?ms=M (on the library's work pool) ; GET /stats (the serving
+ * loop's counters as JSON, like nginx's stub_status) ; POST /form (urlencoded or multipart) ;
  * GET /pid (the serving process's pid) ; GET /hang (only with --watchdog: a handler that
- * never returns, stuck in a bug) ; 404.
+ * never returns, stuck in a bug) ; else 404, or 405 with Allow for a known path and another
+ * method.
  *
  * With --workers N (or any supervisor flag) a supervisor binds the listeners, prints them
  * once and runs N worker processes serving them (myriad_sup_run): SIGHUP replaces them all
@@ -45,7 +47,7 @@
 static void usage(const char *msg) {
     fprintf(stderr,
             "hello: %s\n"
-            "usage: hello [--http ADDR]... [--fcgi ADDR]... [--threads N] [--backend NAME]\n"
+            "usage: hello [--http ADDR]... [--fcgi ADDR]... [--threads N] [--backend NAME] [--max-body BYTES]\n"
             "             [--access-log PATH]\n"
             "             [--workers N] [--max-requests N] [--watchdog SECONDS] [--user NAME]\n"
             "             [--status ADDR]...\n"
@@ -127,10 +129,6 @@ static void work_push(myriad_req_t *req, unsigned ms) {
 }
 
 /* ---- helpers ---- */
-
-static int eq(const char *p, size_t n, const char *lit) {
-    return strlen(lit) == n && memcmp(p, lit, n) == 0;
-}
 
 /* Reads an unsigned query parameter (default `def`, capped at `max`). */
 static unsigned long param(myriad_req_t *req, const char *name, unsigned long def, unsigned long max) {
@@ -260,69 +258,206 @@ static void route_stats(myriad_req_t *req) {
 /* --watchdog: /hang is served. */
 static int hang_route;
 
-static void handler(myriad_req_t *req, void *ud) {
-    const char *m, *p;
-    size_t ml, pl;
-    (void)ud;
-    myriad_req_method(req, &m, &ml);
-    myriad_req_path(req, &p, &pl);
+/* ---- routes (registered on the router in main) ---- */
 
-    if ((eq(m, ml, "GET") || eq(m, ml, "HEAD")) && eq(p, pl, "/")) {
-        if (myriad_req_header_add(req, S("Content-Type"), S("text/plain")) != MYRIAD_OK ||
-            myriad_req_write_static(req, (const uint8_t *)"Hello, World!", 13) != MYRIAD_OK)
-            reply(req, 500, S("text/plain"), NULL, 0);
-        else
-            myriad_req_finish(req);
-    } else if ((eq(m, ml, "POST") || eq(m, ml, "PUT")) && eq(p, pl, "/echo")) {
-        const char *ct;
-        size_t ctl;
-        if (myriad_req_header(req, S("content-type"), &ct, &ctl) != MYRIAD_OK) {
-            ct = "application/octet-stream";
-            ctl = strlen(ct);
-        }
-        char *copy = (char *)malloc(ctl + 1);
-        if (!copy) { reply(req, 500, S("text/plain"), NULL, 0); return; }
-        memcpy(copy, ct, ctl);
-        copy[ctl] = 0;
-        if (myriad_req_read_body(req, echo_done, copy, free) != MYRIAD_OK) {
-            free(copy);
-            reply(req, 500, S("text/plain"), NULL, 0);
-        }
-    } else if (eq(m, ml, "GET") && eq(p, pl, "/env")) {
-        route_env(req);
-    } else if (eq(m, ml, "GET") && eq(p, pl, "/stream")) {
-        struct stream *s = (struct stream *)calloc(1, sizeof *s);
-        if (!s) { reply(req, 500, S("text/plain"), NULL, 0); return; }
-        s->req = req;
-        s->chunks = param(req, "chunks", 1, 100000);
-        s->bytes = param(req, "bytes", 1, 1 << 20);
-        s->buf = (char *)malloc(s->bytes ? s->bytes : 1);
-        myriad_req_header_add(req, S("Content-Type"), S("text/plain"));
-        if (s->chunks == 0 || !s->buf) {
-            myriad_req_finish(req);
-            stream_free(s);
-            return;
-        }
-        myriad_timer_start(myriad_req_loop(req), 0, 1, stream_tick, s, stream_free, &s->timer);
-    } else if (eq(m, ml, "GET") && eq(p, pl, "/delay")) {
-        struct delay *d = (struct delay *)malloc(sizeof *d);
-        if (!d) { reply(req, 500, S("text/plain"), NULL, 0); return; }
-        d->req = req;
-        d->ms = param(req, "ms", 0, 60000);
-        myriad_timer_start(myriad_req_loop(req), d->ms, 0, delay_fire, d, free, NULL);
-    } else if (eq(m, ml, "GET") && eq(p, pl, "/work")) {
-        work_push(req, (unsigned)param(req, "ms", 0, 60000));
-    } else if (eq(m, ml, "GET") && eq(p, pl, "/stats")) {
-        route_stats(req);
-    } else if (eq(m, ml, "GET") && eq(p, pl, "/pid")) {
-        char body[32];
-        int n = snprintf(body, sizeof body, "%ld", (long)getpid());
-        myriad_req_send(req, 200, S("text/plain"), (const uint8_t *)body, (size_t)n);
-    } else if (hang_route && eq(m, ml, "GET") && eq(p, pl, "/hang")) {
-        for (;;) sleep(1); /* stuck for good: the supervisor's watchdog kills this worker */
-    } else {
-        reply(req, 404, S("text/plain"), (const uint8_t *)"Not Found", 9);
+static void route_root(myriad_req_t *req, void *ud) {
+    (void)ud;
+    if (myriad_req_header_add(req, S("Content-Type"), S("text/plain")) != MYRIAD_OK ||
+        myriad_req_write_static(req, (const uint8_t *)"Hello, World!", 13) != MYRIAD_OK)
+        reply(req, 500, S("text/plain"), NULL, 0);
+    else
+        myriad_req_finish(req);
+}
+
+/* GET /hello/:name — the parameter comes percent-decoded ("a%2Fb" is "a/b"). */
+static void route_hello(myriad_req_t *req, void *ud) {
+    const char *name;
+    size_t n;
+    char body[512];
+    (void)ud;
+    if (myriad_req_param(req, S("name"), &name, &n) != MYRIAD_OK || n > 400) {
+        reply(req, 400, S("text/plain"), (const uint8_t *)"Bad Request", 11);
+        return;
     }
+    int len = snprintf(body, sizeof body, "Hello, %.*s!", (int)n, name);
+    reply(req, 200, S("text/plain"), (const uint8_t *)body, (size_t)len);
+}
+
+static void route_echo(myriad_req_t *req, void *ud) {
+    const char *ct;
+    size_t ctl;
+    (void)ud;
+    if (myriad_req_header(req, S("content-type"), &ct, &ctl) != MYRIAD_OK) {
+        ct = "application/octet-stream";
+        ctl = strlen(ct);
+    }
+    char *copy = (char *)malloc(ctl + 1);
+    if (!copy) { reply(req, 500, S("text/plain"), NULL, 0); return; }
+    memcpy(copy, ct, ctl);
+    copy[ctl] = 0;
+    if (myriad_req_read_body(req, echo_done, copy, free) != MYRIAD_OK) {
+        free(copy);
+        reply(req, 500, S("text/plain"), NULL, 0);
+    }
+}
+
+static void route_env_h(myriad_req_t *req, void *ud) { (void)ud; route_env(req); }
+static void route_stats_h(myriad_req_t *req, void *ud) { (void)ud; route_stats(req); }
+
+static void route_stream(myriad_req_t *req, void *ud) {
+    (void)ud;
+    struct stream *s = (struct stream *)calloc(1, sizeof *s);
+    if (!s) { reply(req, 500, S("text/plain"), NULL, 0); return; }
+    s->req = req;
+    s->chunks = param(req, "chunks", 1, 100000);
+    s->bytes = param(req, "bytes", 1, 1 << 20);
+    s->buf = (char *)malloc(s->bytes ? s->bytes : 1);
+    myriad_req_header_add(req, S("Content-Type"), S("text/plain"));
+    if (s->chunks == 0 || !s->buf) {
+        myriad_req_finish(req);
+        stream_free(s);
+        return;
+    }
+    myriad_timer_start(myriad_req_loop(req), 0, 1, stream_tick, s, stream_free, &s->timer);
+}
+
+static void route_delay(myriad_req_t *req, void *ud) {
+    (void)ud;
+    struct delay *d = (struct delay *)malloc(sizeof *d);
+    if (!d) { reply(req, 500, S("text/plain"), NULL, 0); return; }
+    d->req = req;
+    d->ms = param(req, "ms", 0, 60000);
+    myriad_timer_start(myriad_req_loop(req), d->ms, 0, delay_fire, d, free, NULL);
+}
+
+static void route_work(myriad_req_t *req, void *ud) {
+    (void)ud;
+    work_push(req, (unsigned)param(req, "ms", 0, 60000));
+}
+
+static void route_pid(myriad_req_t *req, void *ud) {
+    char body[32];
+    (void)ud;
+    int n = snprintf(body, sizeof body, "%ld", (long)getpid());
+    myriad_req_send(req, 200, S("text/plain"), (const uint8_t *)body, (size_t)n);
+}
+
+static void route_hang(myriad_req_t *req, void *ud) {
+    (void)req; (void)ud;
+    for (;;) sleep(1); /* stuck for good: the supervisor's watchdog kills this worker */
+}
+
+/* POST /form — urlencoded or multipart: one line per field in the order received,
+ * "NAME=VALUE", or for a file "NAME: FILENAME (SIZE bytes)" (file data is counted as it
+ * streams in, never kept). A malformed body gets 400, a limit 413, another type 415. */
+struct form {
+    myriad_req_t *req;
+    char *out;
+    size_t len, cap;
+    int file, oom;
+    uint64_t size;
+    char *name, *filename; /* the current part's, copied */
+};
+
+static void form_add(struct form *f, const char *p, size_t n) {
+    if (f->oom) return;
+    if (f->len + n > f->cap) {
+        size_t cap = f->cap ? f->cap : 256;
+        while (cap < f->len + n) cap *= 2;
+        char *b = (char *)realloc(f->out, cap);
+        if (!b) { f->oom = 1; return; }
+        f->out = b;
+        f->cap = cap;
+    }
+    memcpy(f->out + f->len, p, n);
+    f->len += n;
+}
+
+static char *dup_part(const myriad_part_t *part, int (*get)(const myriad_part_t *, const char **, size_t *)) {
+    const char *s;
+    size_t n;
+    if (get(part, &s, &n) != MYRIAD_OK) return NULL;
+    char *c = (char *)malloc(n + 1);
+    if (c) { memcpy(c, s, n); c[n] = 0; }
+    return c;
+}
+
+static int form_event(int ev, const myriad_part_t *part, const uint8_t *data, size_t len, void *ud) {
+    struct form *f = (struct form *)ud;
+    if (ev == MYRIAD_FORM_PART) {
+        free(f->name);
+        free(f->filename);
+        f->name = dup_part(part, myriad_part_name);
+        f->filename = dup_part(part, myriad_part_filename);
+        f->file = f->filename != NULL;
+        f->size = 0;
+        if (!f->name) f->oom = 1;
+        else if (!f->file) { form_add(f, f->name, strlen(f->name)); form_add(f, "=", 1); }
+    } else if (ev == MYRIAD_FORM_DATA) {
+        if (f->file) f->size += len;
+        else form_add(f, (const char *)data, len);
+    } else if (ev == MYRIAD_FORM_PART_END) {
+        if (f->file) {
+            char line[64];
+            form_add(f, f->name, strlen(f->name));
+            form_add(f, ": ", 2);
+            form_add(f, f->filename, strlen(f->filename));
+            int n = snprintf(line, sizeof line, " (%llu bytes)\n", (unsigned long long)f->size);
+            form_add(f, line, (size_t)n);
+        } else {
+            form_add(f, "\n", 1);
+        }
+    } else if (ev == MYRIAD_FORM_END) {
+        if (f->oom) reply(f->req, 500, S("text/plain"), NULL, 0);
+        else reply(f->req, 200, S("text/plain"), (const uint8_t *)f->out, f->len);
+    } else if (ev == MYRIAD_EGONE) {
+        myriad_req_finish(f->req); /* the client went away: just release it */
+    } else { /* a malformed body or a limit: 400 / 413, with the reason */
+        reply(f->req, myriad_http_status_of(ev), S("text/plain"), data, len);
+    }
+    return 0;
+}
+
+static void form_free(void *ud) {
+    struct form *f = (struct form *)ud;
+    free(f->out);
+    free(f->name);
+    free(f->filename);
+    free(f);
+}
+
+static void route_form(myriad_req_t *req, void *ud) {
+    (void)ud;
+    struct form *f = (struct form *)calloc(1, sizeof *f);
+    if (!f) { reply(req, 500, S("text/plain"), NULL, 0); return; }
+    f->req = req;
+    int rc = myriad_req_read_form(req, form_event, f, form_free);
+    if (rc != MYRIAD_OK) {
+        free(f);
+        const char *msg = myriad_strerror(rc);
+        reply(req, myriad_http_status_of(rc), S("text/plain"), (const uint8_t *)msg, strlen(msg));
+    }
+}
+
+static myriad_router_t *build_router(void) {
+    static const struct { const char *method, *pattern; myriad_handler_fn fn; } routes[] = {
+        {"GET", "/", route_root},             {"GET", "/hello/:name", route_hello},
+        {"POST", "/echo", route_echo},        {"PUT", "/echo", route_echo},
+        {"GET", "/env", route_env_h},         {"GET", "/stream", route_stream},
+        {"GET", "/delay", route_delay},       {"GET", "/work", route_work},
+        {"GET", "/stats", route_stats_h},     {"POST", "/form", route_form},
+        {"GET", "/pid", route_pid},           {"GET", "/hang", route_hang},
+    };
+    myriad_router_t *r;
+    int rc;
+    if ((rc = myriad_router_new(&r)) != MYRIAD_OK) die("router", rc);
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+        if (routes[i].fn == route_hang && !hang_route) continue;
+        rc = myriad_router_add(r, routes[i].method, strlen(routes[i].method), routes[i].pattern,
+                               strlen(routes[i].pattern), routes[i].fn, NULL, NULL);
+        if (rc != MYRIAD_OK) die(routes[i].pattern, rc);
+    }
+    return r;
 }
 
 /* ---- main ---- */
@@ -383,7 +518,8 @@ static struct {
     long long workers, max_requests, watchdog;
     const char *user;
     const char *access_log;
-} cfg = {{0}, {0}, 0, {0}, 0, "", 1, 0, 1, 0, 0, NULL, NULL};
+    unsigned long long max_body;
+} cfg = {{0}, {0}, 0, {0}, 0, "", 1, 0, 1, 0, 0, NULL, NULL, 64ull << 20};
 
 /* Serves the listeners (a worker's, or the command line's) until SIGTERM/SIGINT drained. */
 static int serve(myriad_worker_t *w) {
@@ -424,8 +560,9 @@ static int serve(myriad_worker_t *w) {
     myriad_signal_watch(lp, SIGUSR1, on_usr1, NULL, NULL, NULL);
 
     myriad_server_set_threads(srv, (uint32_t)cfg.threads);
-    myriad_server_set_limit(srv, MYRIAD_MAX_BODY, 64u << 20);
-    myriad_server_set_handler(srv, handler, NULL, NULL);
+    myriad_server_set_limit(srv, MYRIAD_MAX_BODY, cfg.max_body);
+    myriad_router_t *router = build_router();
+    myriad_server_set_handler(srv, myriad_router_handler, router, NULL);
     if ((rc = myriad_server_start(srv, lp)) != MYRIAD_OK) die("listen", rc);
     char status[1024];
     size_t sl = (size_t)snprintf(status, sizeof status, "READY=1\nSTATUS=serving");
@@ -453,6 +590,7 @@ static int serve(myriad_worker_t *w) {
     rc = myriad_loop_run(lp);
 
     myriad_server_free(srv);
+    myriad_router_free(router);
     myriad_access_log_free(alog);
     myriad_loop_free(lp);
     return rc == MYRIAD_OK ? 0 : 1;
@@ -548,6 +686,11 @@ int main(int argc, char **argv) {
             if (cfg.nstatus == 8) usage("too many status listeners");
             cfg.status[cfg.nstatus++] = argv[i];
             cfg.supervised = 1;
+        } else if (strcmp(argv[i], "--max-body") == 0) {
+            char *end;
+            if (++i == argc) usage("missing BYTES");
+            cfg.max_body = strtoull(argv[i], &end, 10);
+            if (*end || argv[i][0] < '0' || argv[i][0] > '9' || cfg.max_body < 1) usage("--max-body takes a byte count");
         } else {
             usage("unknown argument");
         }

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // hello.js — the myriad demo app in JavaScript (same contract as examples/hello.c):
-//   node hello.js [--http ADDR]... [--fcgi ADDR]... [--threads N] [--backend NAME]
+//   node hello.js [--http ADDR]... [--fcgi ADDR]... [--threads N] [--backend NAME] [--max-body BYTES]
 //                 [--workers N] [--max-requests N] [--watchdog SECONDS] [--user NAME] [--status ADDR]...
 //                 [--access-log PATH]
 // --access-log PATH logs each request (combined format) to PATH, "-" for stderr; SIGUSR1
@@ -13,9 +13,10 @@
 // requests, exit 0. Bad flags: usage on stderr, exit 2.
 // /work runs on a pool of worker_threads workers. Node's thread runs one loop, so
 // --threads must be 1 and --backend epoll (or absent).
-// Routes: GET|HEAD / ; POST|PUT /echo ; GET /env ; GET /stream?chunks=N&bytes=B ;
-// GET /delay?ms=M ; GET /work?ms=M ; GET /stats (the loop's counters as JSON) ;
-// GET /pid (the serving process) ; GET /hang (with --watchdog: a handler that never returns) ; 404.
+// Routes, on a myriad router: GET|HEAD / ; GET /hello/:name ; POST|PUT /echo ; GET /env ;
+// GET /stream?chunks=N&bytes=B ; GET /delay?ms=M ; GET /work?ms=M ; GET /stats (the
+// loop's counters as JSON) ; POST /form ; GET /pid (the serving process) ; GET /hang (with
+// --watchdog: a handler that never returns) ; else 404, or 405 with Allow.
 // With --workers N (or any supervisor flag) a supervisor (myriad.supervise, exec mode: Node
 // does not fork) binds the listeners, prints them once and runs N copies of this script
 // that get them as LISTEN_FDS: SIGHUP replaces them, SIGUSR2 re-executes node and this script
@@ -34,12 +35,13 @@ try {
 }
 
 function usage(msg) {
-  process.stderr.write(`hello: ${msg}\nusage: hello.js [--http ADDR]... [--fcgi ADDR]... [--threads N] [--backend NAME] [--access-log PATH]\n` +
+  process.stderr.write(`hello: ${msg}\nusage: hello.js [--http ADDR]... [--fcgi ADDR]... [--threads N] [--backend NAME] [--access-log PATH] [--max-body BYTES]\n` +
     '       [--workers N] [--max-requests N] [--watchdog SECONDS] [--user NAME] [--status ADDR]...\n');
   process.exit(2);
 }
 
 const http = [];
+let maxBody = 64 * 1024 * 1024;
 const fcgi = [];
 let accessLog;
 const status = [];
@@ -77,6 +79,9 @@ for (let i = 0; i < argv.length; i += 2) {
     if (v !== '1') usage('--threads: this binding runs one thread (start more processes)');
   } else if (a === '--backend') {
     if (v !== 'epoll' && v !== '') usage('--backend: only epoll');
+  } else if (a === '--max-body') {
+    if (!/^[0-9]+$/.test(v ?? '') || Number(v) < 1) usage('--max-body takes a byte count');
+    maxBody = Number(v);
   } else {
     usage(`unknown argument ${a}`);
   }
@@ -169,62 +174,107 @@ const one = (v) => (Array.isArray(v) ? v[0] : v);
 // /stats: the loop's counters, in the order of myriad_stats_t.
 const STATS = ['iterations', 'wait', 'ctl', 'read', 'received', 'write', 'accept', 'other', 'wakeups', 'accepted'];
 
-async function handler(req, res) {
-  const { method: m, path: p } = req;
-  if ((m === 'GET' || m === 'HEAD') && p === '/') {
-    res.setHeader('Content-Type', 'text/plain');
-    res.end('Hello, World!');
-  } else if ((m === 'POST' || m === 'PUT') && p === '/echo') {
-    const ct = req.headers['content-type'] || 'application/octet-stream';
-    const body = await req.body();
-    res.setHeader('Content-Type', ct);
-    res.end(body);
-  } else if (m === 'GET' && p === '/env') {
-    const env = req.env;
-    const out = Object.keys(env)
-      .sort()
-      .map((k) => `${k}=${env[k]}\n`)
-      .join('');
-    res.setHeader('Content-Type', 'text/plain');
-    res.end(out);
-  } else if (m === 'GET' && p === '/stream') {
-    const q = req.query;
-    const chunks = num(one(q.chunks), 1, 100000);
-    const bytes = num(one(q.bytes), 1, 1 << 20);
-    res.setHeader('Content-Type', 'text/plain');
-    for (let n = 0; n < chunks && !req.aborted; n++) {
-      if (!res.write(String.fromCharCode(97 + (n % 26)).repeat(bytes))) await res.drain(); // a slow reader
-      await sleep(1);
-    }
-    res.end();
-  } else if (m === 'GET' && p === '/delay') {
-    const ms = num(one(req.query.ms), 0, 60000);
-    await sleep(ms);
-    res.setHeader('Content-Type', 'text/plain');
-    res.end(`delayed ${ms}`);
-  } else if (m === 'GET' && p === '/work') {
-    const ms = await work(num(one(req.query.ms), 0, 60000));
-    res.setHeader('Content-Type', 'text/plain');
-    res.end(`worked ${ms}`);
-  } else if (m === 'GET' && p === '/pid') {
-    res.setHeader('Content-Type', 'text/plain');
-    res.end(String(process.pid));
-  } else if (m === 'GET' && p === '/hang' && hang) {
-    for (;;); // stuck for good: the supervisor's watchdog kills this worker
-  } else if (m === 'GET' && p === '/stats') {
-    const st = myriad.stats();
-    const out = {};
-    for (const k of STATS) out[k] = st[k];
-    res.setHeader('Content-Type', 'application/json');
-    res.end(JSON.stringify(out) + '\n');
-  } else {
-    res.statusCode = 404;
-    res.setHeader('Content-Type', 'text/plain');
-    res.end('Not Found');
+const router = myriad.router();
+
+router.get('/', (req, res) => {
+  res.setHeader('Content-Type', 'text/plain');
+  res.end('Hello, World!');
+});
+
+// The parameter comes percent-decoded ("a%2Fb" is "a/b").
+router.get('/hello/:name', (req, res) => {
+  res.setHeader('Content-Type', 'text/plain');
+  res.end(`Hello, ${req.params.name}!`);
+});
+
+async function echo(req, res) {
+  const ct = req.headers['content-type'] || 'application/octet-stream';
+  const body = await req.body();
+  res.setHeader('Content-Type', ct);
+  res.end(body);
+}
+router.post('/echo', echo);
+router.put('/echo', echo);
+
+router.get('/env', (req, res) => {
+  const env = req.env;
+  const out = Object.keys(env)
+    .sort()
+    .map((k) => `${k}=${env[k]}\n`)
+    .join('');
+  res.setHeader('Content-Type', 'text/plain');
+  res.end(out);
+});
+
+router.get('/stream', async (req, res) => {
+  const q = req.query;
+  const chunks = num(one(q.chunks), 1, 100000);
+  const bytes = num(one(q.bytes), 1, 1 << 20);
+  res.setHeader('Content-Type', 'text/plain');
+  for (let n = 0; n < chunks && !req.aborted; n++) {
+    if (!res.write(String.fromCharCode(97 + (n % 26)).repeat(bytes))) await res.drain(); // a slow reader
+    await sleep(1);
   }
+  res.end();
+});
+
+router.get('/delay', async (req, res) => {
+  const ms = num(one(req.query.ms), 0, 60000);
+  await sleep(ms);
+  res.setHeader('Content-Type', 'text/plain');
+  res.end(`delayed ${ms}`);
+});
+
+router.get('/work', async (req, res) => {
+  const ms = await work(num(one(req.query.ms), 0, 60000));
+  res.setHeader('Content-Type', 'text/plain');
+  res.end(`worked ${ms}`);
+});
+
+router.get('/stats', (req, res) => {
+  const st = myriad.stats();
+  const out = {};
+  for (const k of STATS) out[k] = st[k];
+  res.setHeader('Content-Type', 'application/json');
+  res.end(JSON.stringify(out) + '\n');
+});
+
+// POST /form: one line per field in the order received, "NAME=VALUE", or for a file
+// "NAME: FILENAME (SIZE bytes)" (file data is counted as it streams in, never kept).
+router.post('/form', async (req, res) => {
+  let out = '';
+  res.setHeader('Content-Type', 'text/plain');
+  try {
+    for await (const part of req.form()) {
+      if (part.filename === undefined) {
+        out += `${part.name}=${await part.text()}\n`;
+      } else {
+        let size = 0;
+        for await (const chunk of part) size += chunk.length;
+        out += `${part.name}: ${part.filename} (${size} bytes)\n`;
+      }
+    }
+  } catch (err) {
+    if (err.status === undefined) throw err; // the client went away: nothing to answer
+    res.statusCode = err.status; // 400 malformed, 413 a limit, 415 not a form
+    res.end(err.message);
+    return;
+  }
+  res.end(out);
+});
+
+router.get('/pid', (req, res) => {
+  res.setHeader('Content-Type', 'text/plain');
+  res.end(String(process.pid));
+});
+
+if (hang) {
+  router.get('/hang', () => {
+    for (;;); // stuck for good: the supervisor's watchdog kills this worker
+  });
 }
 
-const srv = myriad.createServer({ maxBody: 64 * 1024 * 1024 }, handler);
+const srv = myriad.createServer({ maxBody }, router);
 // sd_notify when a service manager listens (NOTIFY_SOCKET); a failure is not fatal.
 function notify(state) {
   try {

@@ -1,12 +1,13 @@
 -- hello.lua — the myriad demo app in Lua (same contract as examples/hello.c):
---   hello.lua [--http ADDR]... [--fcgi ADDR]... [--threads N] [--backend NAME]
+--   hello.lua [--http ADDR]... [--fcgi ADDR]... [--threads N] [--backend NAME] [--max-body BYTES]
 --             [--workers N] [--max-requests N] [--watchdog SECONDS] [--user NAME] [--status ADDR]...
 --             [--access-log PATH]
 -- --access-log PATH logs each request (combined format) to PATH, "-" for stderr; SIGUSR1
 -- opens PATH again (logrotate).
--- Routes: GET|HEAD / ; POST|PUT /echo ; GET /env ; GET /stream?chunks=N&bytes=B ;
--- GET /delay?ms=M ; GET /work?ms=M ; GET /stats (the loop's counters as JSON) ;
--- GET /pid (the serving process) ; GET /hang (with --watchdog: a handler that never returns) ; 404.
+-- Routes, on a myriad router: GET|HEAD / ; GET /hello/:name ; POST|PUT /echo ; GET /env ;
+-- GET /stream?chunks=N&bytes=B ; GET /delay?ms=M ; GET /work?ms=M ; GET /stats (the loop's
+-- counters as JSON) ; POST /form ; GET /pid (the serving process) ; GET /hang (with
+-- --watchdog: a handler that never returns) ; else 404, or 405 with Allow.
 -- With --workers N (or any supervisor flag) a supervisor (myriad.supervisor) binds the
 -- listeners, prints them once and forks N workers: SIGHUP replaces them, SIGUSR2 re-executes
 -- the interpreter and this script in place, SIGTERM drains them; unknown --user: exit 2.
@@ -15,7 +16,7 @@
 local myriad = require "myriad"
 
 local function usage(msg)
-  io.stderr:write("hello: ", msg, "\nusage: hello.lua [--http ADDR]... [--fcgi ADDR]... [--threads N] [--backend NAME] [--access-log PATH]\n",
+  io.stderr:write("hello: ", msg, "\nusage: hello.lua [--http ADDR]... [--fcgi ADDR]... [--threads N] [--backend NAME] [--access-log PATH] [--max-body BYTES]\n",
     "       [--workers N] [--max-requests N] [--watchdog SECONDS] [--user NAME] [--status ADDR]...\n")
   os.exit(2)
 end
@@ -28,6 +29,7 @@ local function int(v, lo, hi, msg)
   if not n or n ~= math.floor(n) or n < lo or n > hi then usage(msg) end
   return math.floor(n)
 end
+local max_body = 64 * 1024 * 1024
 local i = 1
 while i <= #arg do
   local a, v = arg[i], arg[i + 1]
@@ -58,6 +60,9 @@ while i <= #arg do
     if not v then usage("missing ADDR") end
     sup = sup or {}
     table.insert(status, v)
+  elseif a == "--max-body" then
+    max_body = v and v:match("^%d+$") and tonumber(v)
+    if not max_body or max_body < 1 then usage("--max-body takes a byte count") end
   else
     usage("unknown argument " .. tostring(a))
   end
@@ -82,64 +87,110 @@ end
 local STATS = { "iterations", "wait", "ctl", "read", "received", "write", "accept", "other",
   "wakeups", "accepted" }
 
-local function handler(req, res)
-  local m, p = req.method, req.path
-  if (m == "GET" or m == "HEAD") and p == "/" then
-    res:header("Content-Type", "text/plain")
-    res:finish("Hello, World!")
-  elseif (m == "POST" or m == "PUT") and p == "/echo" then
-    local ct = req.headers["content-type"] or "application/octet-stream"
-    if type(ct) == "table" then ct = ct[1] end
-    local body = req:body() -- yields until the whole body is there
-    if not body then return res:finish() end
-    res:header("Content-Type", ct)
-    res:finish(body)
-  elseif m == "GET" and p == "/env" then
-    local env, names = req.env, {}
-    for k in pairs(env) do names[#names + 1] = k end
-    table.sort(names)
-    local out = {}
-    for _, k in ipairs(names) do out[#out + 1] = k .. "=" .. env[k] .. "\n" end
-    res:header("Content-Type", "text/plain")
-    res:finish(table.concat(out))
-  elseif m == "GET" and p == "/stream" then
-    local args = req.args
-    local chunks, bytes = num(args.chunks, 1, 100000), num(args.bytes, 1, 1048576)
-    res:header("Content-Type", "text/plain")
-    for n = 0, chunks - 1 do
-      while res:queued() > 256 * 1024 do myriad.sleep(1) end -- a slow reader: wait
-      if res:aborted() then return res:finish() end
-      res:write(string.rep(string.char(97 + n % 26), bytes))
-      res:flush()
-      myriad.sleep(1)
-    end
-    res:finish()
-  elseif m == "GET" and p == "/delay" then
-    local ms = num(req.args.ms, 0, 60000)
-    myriad.sleep(ms)
-    res:header("Content-Type", "text/plain")
-    res:finish("delayed " .. ms)
-  elseif m == "GET" and p == "/stats" then
-    local st, out = myriad.stats(), {}
-    for _, k in ipairs(STATS) do out[#out + 1] = string.format("%q:%d", k, st[k]) end
-    res:header("Content-Type", "application/json")
-    res:finish("{" .. table.concat(out, ",") .. "}\n")
-  elseif m == "GET" and p == "/pid" then
-    res:header("Content-Type", "text/plain")
-    res:finish(tostring(myriad.pid()))
-  elseif m == "GET" and p == "/hang" and sup and sup.watchdog then
-    while true do end -- stuck for good: the supervisor's watchdog kills this worker
-  elseif m == "GET" and p == "/work" then
-    local ms = num(req.args.ms, 0, 60000)
-    myriad.timer(ms, function()
-      res:header("Content-Type", "text/plain")
-      res:finish("worked " .. ms)
-    end)
-  else
-    res:status(404)
-    res:header("Content-Type", "text/plain")
-    res:finish("Not Found")
+local r = myriad.router()
+
+r:get("/", function(req, res)
+  res:header("Content-Type", "text/plain")
+  res:finish("Hello, World!")
+end)
+
+-- The parameter comes percent-decoded ("a%2Fb" is "a/b").
+r:get("/hello/:name", function(req, res)
+  res:header("Content-Type", "text/plain")
+  res:finish("Hello, " .. req.params.name .. "!")
+end)
+
+local function echo(req, res)
+  local ct = req.headers["content-type"] or "application/octet-stream"
+  if type(ct) == "table" then ct = ct[1] end
+  local body = req:body() -- yields until the whole body is there
+  if not body then return res:finish() end
+  res:header("Content-Type", ct)
+  res:finish(body)
+end
+r:post("/echo", echo)
+r:put("/echo", echo)
+
+r:get("/env", function(req, res)
+  local env, names = req.env, {}
+  for k in pairs(env) do names[#names + 1] = k end
+  table.sort(names)
+  local out = {}
+  for _, k in ipairs(names) do out[#out + 1] = k .. "=" .. env[k] .. "\n" end
+  res:header("Content-Type", "text/plain")
+  res:finish(table.concat(out))
+end)
+
+r:get("/stream", function(req, res)
+  local args = req.args
+  local chunks, bytes = num(args.chunks, 1, 100000), num(args.bytes, 1, 1048576)
+  res:header("Content-Type", "text/plain")
+  for n = 0, chunks - 1 do
+    while res:queued() > 256 * 1024 do myriad.sleep(1) end -- a slow reader: wait
+    if res:aborted() then return res:finish() end
+    res:write(string.rep(string.char(97 + n % 26), bytes))
+    res:flush()
+    myriad.sleep(1)
   end
+  res:finish()
+end)
+
+r:get("/delay", function(req, res)
+  local ms = num(req.args.ms, 0, 60000)
+  myriad.sleep(ms)
+  res:header("Content-Type", "text/plain")
+  res:finish("delayed " .. ms)
+end)
+
+r:get("/stats", function(req, res)
+  local st, out = myriad.stats(), {}
+  for _, k in ipairs(STATS) do out[#out + 1] = string.format("%q:%d", k, st[k]) end
+  res:header("Content-Type", "application/json")
+  res:finish("{" .. table.concat(out, ",") .. "}\n")
+end)
+
+r:get("/work", function(req, res)
+  local ms = num(req.args.ms, 0, 60000)
+  myriad.timer(ms, function()
+    res:header("Content-Type", "text/plain")
+    res:finish("worked " .. ms)
+  end)
+end)
+
+-- POST /form: one line per field in the order received, "NAME=VALUE", or for a file
+-- "NAME: FILENAME (SIZE bytes)" (file data is counted as it streams in, never kept).
+r:post("/form", function(req, res)
+  local out, value, part, size = {}, nil, nil, 0
+  local ok, err, status = req:form(function(ev, a)
+    if ev == "part" then
+      part, size, value = a, 0, {}
+    elseif ev == "data" then
+      if part.filename then size = size + #a else value[#value + 1] = a end
+    elseif ev == "part_end" then
+      if part.filename then
+        out[#out + 1] = string.format("%s: %s (%d bytes)\n", part.name, part.filename, size)
+      else
+        out[#out + 1] = part.name .. "=" .. table.concat(value) .. "\n"
+      end
+    end
+  end)
+  res:header("Content-Type", "text/plain")
+  if not ok then
+    if status == 499 then return res:finish() end -- the client went away
+    return res:status(status):finish(err)
+  end
+  res:finish(table.concat(out))
+end)
+
+r:get("/pid", function(req, res)
+  res:header("Content-Type", "text/plain")
+  res:finish(tostring(myriad.pid()))
+end)
+
+if sup and sup.watchdog then
+  r:get("/hang", function()
+    while true do end -- stuck for good: the supervisor's watchdog kills this worker
+  end)
 end
 
 -- sd_notify when a service manager listens (NOTIFY_SOCKET); a failure is not fatal.
@@ -151,8 +202,8 @@ end
 -- Serves the listeners until SIGTERM/SIGINT has drained them; a worker (supervised) prints
 -- nothing and leaves readiness and the watchdog to its supervisor.
 local function serve(h, f, standalone)
-  local ok, srv = pcall(myriad.server, { http = h, fcgi = f, inherited = standalone and inherited, handler = handler,
-    max_body = 64 * 1024 * 1024, access_log = access_log })
+  local ok, srv = pcall(myriad.server, { http = h, fcgi = f, inherited = standalone and inherited, handler = r,
+    max_body = max_body, access_log = access_log })
   if not ok then
     io.stderr:write("hello: ", tostring(srv), "\n")
     os.exit(tostring(srv):find("access_log", 1, true) and 2 or 1)

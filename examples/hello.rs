@@ -2,11 +2,13 @@
 //! `hello [--http ADDR]... [--fcgi ADDR]... [--threads N] [--backend NAME] [--workers N]
 //! [--max-requests N] [--watchdog SECONDS] [--user NAME] [--status ADDR]... [--access-log PATH]`.
 //!
-//! Routes: `/` hello, `/echo` body echo, `/env` CGI variables, `/stream?chunks=N&bytes=B`
-//! paced by a loop timer, `/delay?ms=M` from a loop timer, `/work?ms=M` on the library's
-//! work pool (`Loop::queue_work`), `/stats` the serving loop's counters as JSON, `/pid` the serving process's pid,
-//! `/hang` (with --watchdog) a handler that never returns, anything else 404, the same over
-//! HTTP and FastCGI. Prints `listening http ADDR`
+//! Routes, on a `myriad::router::Router`: `/` hello, `/hello/:name`, `/echo` body echo,
+//! `/env` CGI variables, `/stream?chunks=N&bytes=B` paced by a loop timer, `/delay?ms=M`
+//! from a loop timer, `/work?ms=M` on the library's work
+//! pool (`Loop::queue_work`), `/stats` the serving loop's
+//! counters as JSON, `/pid` the serving process's pid, `/hang` (with --watchdog) a handler
+//! that never returns, `POST /form` (urlencoded or multipart), anything else 404 (405 with
+//! Allow for a known path), the same over HTTP and FastCGI. Prints `listening http ADDR`
 //! or `listening fcgi ADDR` per listener; with no listener flag it serves FastCGI on fd 0
 //! when started by spawn-fcgi, else HTTP on 127.0.0.1:8080 — unless socket-activated
 //! (LISTEN_FDS: "fcgi" by name FastCGI, the others HTTP). With NOTIFY_SOCKET: READY=1 and
@@ -23,8 +25,10 @@ use std::rc::Rc;
 use std::sync::mpsc;
 use std::time::Duration;
 
+use myriad::form::{Event, Form, Limits};
+use myriad::router::{Match, Params, Router};
 use myriad::{
-    systemd, AccessLog, Addr, ListenOptions, Listener, Loop, Proto, Request, Response, Server,
+    systemd, AccessLog, Addr, Body, ListenOptions, Listener, Loop, Proto, Request, Response, Server,
     ServerOptions, Supervisor, SupervisorOptions,
 };
 
@@ -44,7 +48,7 @@ impl log::Log for StderrLog {
 
 fn usage(msg: &str) -> ! {
     eprintln!(
-        "hello: {msg}\nusage: hello [--http ADDR]... [--fcgi ADDR]... [--threads N] [--backend NAME]\n\
+        "hello: {msg}\nusage: hello [--http ADDR]... [--fcgi ADDR]... [--threads N] [--backend NAME] [--max-body BYTES]\n\
          \x20      [--workers N] [--max-requests N] [--watchdog SECONDS] [--user NAME] [--status ADDR]...\n\
          \x20      [--access-log PATH]\n\
          ADDR is HOST:PORT, [V6]:PORT, unix:PATH or fd:N"
@@ -60,16 +64,139 @@ fn param(query: &str, name: &str) -> Option<u64> {
         .and_then(|(_, v)| v.parse().ok())
 }
 
-fn handle(lp: &mut Loop, req: &mut Request, mut res: Response) {
-    let method = req.method().to_string();
-    match (method.as_str(), req.path()) {
-        ("GET" | "HEAD", "/") => {
+/// The demo's routes (the router maps method + pattern to these).
+#[derive(Clone, Copy)]
+enum Route {
+    Root,
+    Hello,
+    Echo,
+    Env,
+    Stream,
+    Delay,
+    Work,
+    Stats,
+    Pid,
+    Hang,
+    Form,
+}
+
+fn routes() -> Router<Route> {
+    let mut r = Router::new();
+    for (m, p, v) in [
+        ("GET", "/", Route::Root),
+        ("GET", "/hello/:name", Route::Hello),
+        ("POST", "/echo", Route::Echo),
+        ("PUT", "/echo", Route::Echo),
+        ("GET", "/env", Route::Env),
+        ("GET", "/stream", Route::Stream),
+        ("GET", "/delay", Route::Delay),
+        ("GET", "/work", Route::Work),
+        ("GET", "/stats", Route::Stats),
+        ("GET", "/pid", Route::Pid),
+        ("GET", "/hang", Route::Hang),
+        ("POST", "/form", Route::Form),
+    ] {
+        r.add(m, p, v).expect("route");
+    }
+    r
+}
+
+/// POST /form: one line per field in the order received, `NAME=VALUE`, or for a file
+/// `NAME: FILENAME (SIZE bytes)` (file data counted as it streams in, never kept).
+fn form(req: &mut Request, res: Response) {
+    let ct = req
+        .header("content-type")
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .unwrap_or("");
+    let mut parser = match Form::new(ct, Limits::default()) {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = res.send(e.status(), "text/plain", e.to_string().as_bytes());
+            return;
+        }
+    };
+    let mut res = Some(res);
+    let mut out = String::new();
+    let (mut file, mut size, mut name) = (None::<String>, 0u64, String::new());
+    let mut on = move |ev: Event<'_>, out: &mut String| match ev {
+        Event::Part(p) => {
+            name = p.name.clone();
+            file = p.filename.clone();
+            size = 0;
+            if file.is_none() {
+                out.push_str(&name);
+                out.push('=');
+            }
+        }
+        Event::Data(d) if file.is_some() => size += d.len() as u64,
+        Event::Data(d) => out.push_str(&String::from_utf8_lossy(d)),
+        Event::PartEnd => match &file {
+            Some(f) => out.push_str(&format!("{name}: {f} ({size} bytes)\n")),
+            None => out.push('\n'),
+        },
+        Event::End => {}
+    };
+    req.on_body(move |b| {
+        let r = match b {
+            Body::Data(d) => parser.feed(d, |e| on(e, &mut out)),
+            Body::End => parser.finish(|e| on(e, &mut out)),
+            Body::Aborted => {
+                res.take();
+                return;
+            }
+        };
+        match r {
+            Err(e) => {
+                if let Some(res) = res.take() {
+                    let _ = res.send(e.status(), "text/plain", e.to_string().as_bytes());
+                }
+            }
+            Ok(()) if matches!(b, Body::End) => {
+                if let Some(res) = res.take() {
+                    let _ = res.send(200, "text/plain", out.as_bytes());
+                }
+            }
+            Ok(()) => {}
+        }
+    });
+}
+
+fn handle(
+    lp: &mut Loop,
+    req: &mut Request,
+    mut res: Response,
+    router: &Router<Route>,
+) {
+    let mut params = Params::new();
+    let route = match router.find(req.method(), req.path(), &mut params) {
+        Match::Found(r) => *r,
+        Match::NotFound => {
+            let _ = res.send(404, "text/plain", b"Not Found");
+            return;
+        }
+        Match::MethodNotAllowed(allow) => {
+            let _ = res.header("Allow", allow.as_bytes());
+            let _ = res.send(405, "text/plain", b"Method Not Allowed");
+            return;
+        }
+        Match::BadRequest => {
+            let _ = res.send(400, "text/plain", b"Bad Request");
+            return;
+        }
+    };
+    match route {
+        Route::Hello => {
+            let body = format!("Hello, {}!", params.get("name").unwrap_or(""));
+            let _ = res.send(200, "text/plain", body.as_bytes());
+        }
+        Route::Form => form(req, res),
+        Route::Root => {
             let _ = res.status(200);
             let _ = res.header("Content-Type", b"text/plain");
             let _ = res.write_static(b"Hello, World!");
             let _ = res.finish();
         }
-        ("POST" | "PUT", "/echo") => {
+        Route::Echo => {
             let ct = req
                 .header("content-type")
                 .map(|v| v.to_vec())
@@ -88,7 +215,7 @@ fn handle(lp: &mut Loop, req: &mut Request, mut res: Response) {
                 None => drop(res),
             });
         }
-        ("GET", "/env") => {
+        Route::Env => {
             let mut out = String::new();
             for (k, v) in req.cgi_vars() {
                 out.push_str(&k);
@@ -98,7 +225,7 @@ fn handle(lp: &mut Loop, req: &mut Request, mut res: Response) {
             }
             let _ = res.send(200, "text/plain", out.as_bytes());
         }
-        ("GET", "/stream") => {
+        Route::Stream => {
             let chunks = param(req.query(), "chunks").unwrap_or(1).min(100_000);
             let bytes = param(req.query(), "bytes").unwrap_or(1).min(1 << 20) as usize;
             let _ = res.header("Content-Type", b"text/plain");
@@ -139,13 +266,13 @@ fn handle(lp: &mut Loop, req: &mut Request, mut res: Response) {
                 });
             }
         }
-        ("GET", "/delay") => {
+        Route::Delay => {
             let ms = param(req.query(), "ms").unwrap_or(0).min(60_000);
             lp.timer(Duration::from_millis(ms), move |_| {
                 let _ = res.send(200, "text/plain", format!("delayed {ms}").as_bytes());
             });
         }
-        ("GET", "/work") => {
+        Route::Work => {
             let ms = param(req.query(), "ms").unwrap_or(0).min(60_000);
             // On the library's work pool; the response comes back to the loop's thread.
             let cell = Rc::new(RefCell::new(Some(res)));
@@ -171,17 +298,20 @@ fn handle(lp: &mut Loop, req: &mut Request, mut res: Response) {
                 }
             }
         }
-        ("GET", "/pid") => {
+        Route::Pid => {
             let _ = res.send(200, "text/plain", std::process::id().to_string().as_bytes());
         }
-        ("GET", "/hang") if HANG.load(std::sync::atomic::Ordering::Relaxed) => {
+        Route::Hang if HANG.load(std::sync::atomic::Ordering::Relaxed) => {
             // A handler stuck in a bug: the loop thread never comes back (--watchdog).
             drop(res);
             loop {
                 std::thread::sleep(Duration::from_secs(1));
             }
         }
-        ("GET", "/stats") => {
+        Route::Hang => {
+            let _ = res.send(404, "text/plain", b"Not Found");
+        }
+        Route::Stats => {
             let s = lp.stats();
             let body = format!(
                 "{{\"iterations\":{},\"wait\":{},\"ctl\":{},\"read\":{},\"received\":{},\
@@ -199,9 +329,6 @@ fn handle(lp: &mut Loop, req: &mut Request, mut res: Response) {
             );
             let _ = res.send(200, "application/json", body.as_bytes());
         }
-        _ => {
-            let _ = res.send(404, "text/plain", b"Not Found");
-        }
     }
 }
 
@@ -212,17 +339,21 @@ fn notify(state: &str) {
     }
 }
 
+/// The body limit (--max-body; 64 MiB by default).
+static MAX_BODY: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(64 << 20);
+
 fn serve(
     lp: &mut Loop,
     listeners: Vec<(Listener, Proto)>,
     access_log: Option<AccessLog>,
 ) -> Server {
     let opts = ServerOptions {
-        max_body: 64 << 20,
+        max_body: MAX_BODY.load(std::sync::atomic::Ordering::Relaxed),
         access_log,
         ..Default::default()
     };
-    let srv = lp.server(opts, handle);
+    let router = routes();
+    let srv = lp.server(opts, move |lp, req, res| handle(lp, req, res, &router));
     for (l, proto) in listeners {
         srv.listen(lp, l, proto);
     }
@@ -266,6 +397,14 @@ fn main() {
                     .unwrap_or_else(|| usage("--threads takes 1..256"))
             }
             "--backend" => backend = val("--backend"),
+            "--max-body" => {
+                let v = val("--max-body")
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .unwrap_or_else(|| usage("--max-body takes a byte count"));
+                MAX_BODY.store(v, std::sync::atomic::Ordering::Relaxed);
+            }
             "--workers" => {
                 sup.get_or_insert_with(Default::default).workers = val("--workers")
                     .parse()

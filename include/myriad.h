@@ -69,6 +69,51 @@
 // `MYRIAD_EOS_BASE - E` (e.g. EADDRINUSE).
 #define MYRIAD_EOS_BASE -1000
 
+// Cookie attribute (string): Path.
+#define MYRIAD_COOKIE_PATH 1
+
+// Cookie attribute (string): Domain.
+#define MYRIAD_COOKIE_DOMAIN 2
+
+// Cookie attribute (string): SameSite, "Strict", "Lax" or "None" (any case).
+#define MYRIAD_COOKIE_SAMESITE 3
+
+// Cookie attribute (integer): Max-Age in seconds.
+#define MYRIAD_COOKIE_MAX_AGE 4
+
+// Cookie attribute (integer): Expires, seconds since the Unix epoch (>= 0).
+#define MYRIAD_COOKIE_EXPIRES 5
+
+// Cookie attribute (integer): Secure (0 or 1).
+#define MYRIAD_COOKIE_SECURE 6
+
+// Cookie attribute (integer): HttpOnly (0 or 1).
+#define MYRIAD_COOKIE_HTTPONLY 7
+
+// Form event: a part begins (`part` describes it).
+#define MYRIAD_FORM_PART 1
+
+// Form event: a piece of the current part's value (`data`, `len`; never empty).
+#define MYRIAD_FORM_DATA 2
+
+// Form event: the current part is complete.
+#define MYRIAD_FORM_PART_END 3
+
+// Form event: the form is complete.
+#define MYRIAD_FORM_END 4
+
+// Limit: most parts (default 1000).
+#define MYRIAD_FORM_MAX_PARTS 1
+
+// Limit: largest header block of a multipart part, bytes (default 8 KiB).
+#define MYRIAD_FORM_MAX_HEADER 2
+
+// Limit: largest non-file field value, bytes (default 1 MiB; a urlencoded pair encoded).
+#define MYRIAD_FORM_MAX_FIELD 3
+
+// Limit: largest body, bytes (default none: the server's MYRIAD_MAX_BODY applies).
+#define MYRIAD_FORM_MAX_TOTAL 4
+
 // Watch for readability.
 #define MYRIAD_READ 1
 
@@ -83,6 +128,32 @@
 
 // Event bit: the peer hung up.
 #define MYRIAD_HUP 8
+
+// A malformed route pattern or method (see myriad_router_add).
+#define MYRIAD_EPATTERN -30
+
+// A route conflicts with one registered before (same method and pattern, or another
+// parameter name at the same position).
+#define MYRIAD_ECONFLICT -31
+
+// The path matches routes, none for this method (HTTP 405).
+#define MYRIAD_EMETHOD -32
+
+// The request is malformed: an invalid percent-encoding in a path parameter, a malformed
+// form body (HTTP 400).
+#define MYRIAD_EBADREQ -33
+
+// A limit was exceeded: form parts, part headers, field or body size (HTTP 413).
+#define MYRIAD_ETOOLARGE -34
+
+// The Content-Type is not one this call handles (HTTP 415).
+#define MYRIAD_EMEDIATYPE -35
+
+// A callback asked to stop.
+#define MYRIAD_ESTOPPED -36
+
+// An invalid cookie name, value or attribute.
+#define MYRIAD_ECOOKIE -37
 
 // Protocol: HTTP/1.1.
 #define MYRIAD_HTTP 1
@@ -212,8 +283,19 @@
 // threads; each server keeps its own reference, so the handle can be freed once set.
 typedef struct myriad_access_log_t myriad_access_log_t;
 
+// A Set-Cookie header value being built (opaque). One thread at a time.
+typedef struct myriad_cookie_t myriad_cookie_t;
+
+// A streaming form parser (opaque): urlencoded or multipart/form-data, fed the body in
+// pieces. One thread at a time.
+typedef struct myriad_form_t myriad_form_t;
+
 // An event loop (opaque). Create with myriad_loop_new, free with myriad_loop_free.
 typedef struct myriad_loop_t myriad_loop_t;
+
+// A part of a form (opaque): given with MYRIAD_FORM_PART, valid until that part's
+// MYRIAD_FORM_PART_END.
+typedef struct myriad_part_t myriad_part_t;
 
 // A request and its response (opaque). Valid from the handler call until
 // myriad_req_finish (or myriad_req_send / myriad_req_send_async), which frees it.
@@ -221,6 +303,11 @@ typedef struct myriad_loop_t myriad_loop_t;
 // is usually kept for reuse, and until it is reused (never within the next 64 requests
 // of the same server and loop) every call on it returns MYRIAD_EGONE.
 typedef struct myriad_req_t myriad_req_t;
+
+// A router (opaque): method + path patterns to handlers, and before-hooks. Thread-safe:
+// routes may be added from any thread, and requests dispatched from every server thread
+// at once (lookups share a read lock; adding takes it for writing).
+typedef struct myriad_router_t myriad_router_t;
 
 // A server (opaque): listeners, threads, limits and a handler. Configure, then start on a
 // loop. Loop thread of the loop it is started on (configuration: any single thread).
@@ -258,6 +345,18 @@ typedef struct myriad_access_log_stats_t {
   // Lines dropped because the sink failed (a full disk...) or could not keep up.
   uint64_t dropped;
 } myriad_access_log_stats_t;
+
+// A (name, value) callback: decoded bytes valid during the call only (not
+// NUL-terminated). Return 0 to go on, non-zero to stop.
+typedef int (*myriad_pair_fn)(const char *name, size_t name_len, const char *value, size_t value_len, void *userdata);
+
+// Form event callback: the event (MYRIAD_FORM_PART, _DATA, _PART_END, _END), the current
+// part (NULL for _END), data for _DATA, user data. With myriad_req_read_form the event may
+// also be negative: the form failed with that code (MYRIAD_EBADREQ, MYRIAD_ETOOLARGE,
+// MYRIAD_EGONE for a body that never completed), `data`/`len` then a static description,
+// and it is the last call; answer with myriad_http_status_of(event). Everything is valid
+// during the call only. Return 0 to go on, non-zero to stop (no more calls).
+typedef int (*myriad_form_fn)(int event, const struct myriad_part_t *part, const uint8_t *data, size_t len, void *userdata);
 
 // A callback with only user data (timers, posts, deferred work).
 typedef void (*myriad_cb)(struct myriad_loop_t *lp, void *userdata);
@@ -301,6 +400,11 @@ typedef struct myriad_stats_t {
 // myriad_req_abort; one that never ends is ended by the server's response timeout (a
 // server limit with a default, see the MYRIAD_*_TIMEOUT_MS limits), not left hanging.
 typedef void (*myriad_handler_fn)(struct myriad_req_t *req, void *userdata);
+
+// Before-hook: runs for every request dispatched, in registration order, before the
+// route's handler (and before a 404/405). Return 0 to go on, non-zero when the hook
+// answered the request itself (it then owns the request: it finished it, or will).
+typedef int (*myriad_hook_fn)(struct myriad_req_t *req, void *userdata);
 
 // Body callback: the request, the bytes (for MYRIAD_BODY_DATA), the event, user data.
 typedef void (*myriad_body_fn)(struct myriad_req_t *req, const uint8_t *data, size_t len, int event, void *userdata);
@@ -415,6 +519,106 @@ int myriad_access_log_stats(const struct myriad_access_log_t *log, struct myriad
 // MYRIAD_ESTATE (started).
 int myriad_server_set_access_log(struct myriad_server_t *srv, const struct myriad_access_log_t *log);
 
+// The value of the request's first cookie named `name` (from its Cookie headers, as
+// sent: not decoded, one pair of quotes removed; not NUL-terminated; valid until the
+// request is finished). Loop thread.
+// Errors: MYRIAD_ENOTFOUND, MYRIAD_EINVAL, MYRIAD_EGONE, MYRIAD_EWRONGTHREAD.
+int myriad_req_cookie(struct myriad_req_t *req, const char *name, size_t name_len, const char **out, size_t *len);
+
+// Parses a Cookie header value (RFC 6265 §5.4), calling `cb` with each (name, value) in
+// order (repeated names included; the first is the one that counts). Any thread.
+// Errors: MYRIAD_EINVAL (NULL, not UTF-8), MYRIAD_ESTOPPED (`cb` returned non-zero).
+int myriad_cookie_parse(const char *header, size_t len, myriad_pair_fn cb, void *userdata);
+
+// Starts a Set-Cookie value `name=value`. Any thread. Errors: MYRIAD_EINVAL (NULL, not
+// UTF-8), MYRIAD_ECOOKIE (the name is not a token or the value has bytes outside
+// cookie-octets: nothing is created).
+int myriad_cookie_new(struct myriad_cookie_t **out, const char *name, size_t name_len, const char *value, size_t value_len);
+
+// Sets a string attribute (MYRIAD_COOKIE_PATH, _DOMAIN, _SAMESITE). Errors:
+// MYRIAD_EINVAL (NULL, unknown attribute), MYRIAD_ECOOKIE (an invalid Path or Domain, an
+// unknown SameSite; myriad_cookie_error says which).
+int myriad_cookie_set(struct myriad_cookie_t *c, int attr, const char *value, size_t len);
+
+// Sets an integer attribute (MYRIAD_COOKIE_MAX_AGE, _EXPIRES, _SECURE, _HTTPONLY).
+// Errors: MYRIAD_EINVAL (NULL, unknown attribute, a negative Expires, a flag not 0/1).
+int myriad_cookie_set_int(struct myriad_cookie_t *c, int attr, int64_t value);
+
+// The Set-Cookie header value (not NUL-terminated; valid until the next call on `c`).
+// Errors: MYRIAD_EINVAL, MYRIAD_ECOOKIE (SameSite=None without Secure).
+int myriad_cookie_value(struct myriad_cookie_t *c, const char **out, size_t *len);
+
+// A static NUL-terminated description of the cookie's last error ("" if none).
+const char *myriad_cookie_error(const struct myriad_cookie_t *c);
+
+// Adds the cookie to the response as a Set-Cookie header (before the head is sent).
+// Loop thread of the request. Errors: MYRIAD_ECOOKIE, and those of myriad_req_header_add.
+int myriad_req_set_cookie(struct myriad_req_t *req, struct myriad_cookie_t *c);
+
+// Frees a cookie builder. NULL is a no-op.
+void myriad_cookie_free(struct myriad_cookie_t *c);
+
+// Decodes an `application/x-www-form-urlencoded` string (a query string without '?', or a
+// form body) and calls `cb` for each pair in order: `+` is a space, `%XX` the byte, a `%`
+// not followed by two hex digits stays as it is, a pair without `=` has an empty value,
+// empty pairs are skipped, repeated names are all reported. The same rules as the Lua
+// `req.args` and the Node `req.query`. Any thread. Errors: MYRIAD_EINVAL,
+// MYRIAD_ESTOPPED (`cb` returned non-zero).
+int myriad_urlencoded_parse(const char *data, size_t len, myriad_pair_fn cb, void *userdata);
+
+// The part's field name (not NUL-terminated; valid during the callback). Any thread.
+// Errors: MYRIAD_EINVAL.
+int myriad_part_name(const struct myriad_part_t *part, const char **out, size_t *len);
+
+// The part's filename as the client sent it (`filename*` decoded if given): a file part
+// has one (possibly empty). Never use it as a path. Any thread.
+// Errors: MYRIAD_ENOTFOUND (not a file), MYRIAD_EINVAL.
+int myriad_part_filename(const struct myriad_part_t *part, const char **out, size_t *len);
+
+// The part's Content-Type header. Any thread. Errors: MYRIAD_ENOTFOUND, MYRIAD_EINVAL.
+int myriad_part_content_type(const struct myriad_part_t *part, const char **out, size_t *len);
+
+// Creates a form parser for a body of this Content-Type (the request's Content-Type
+// header value), calling `cb` with its events (never a negative one: errors are returned
+// by myriad_form_feed / myriad_form_finish). `dtor(userdata)` runs at myriad_form_free.
+// Any thread (then one at a time). Errors (`dtor` not called): MYRIAD_EINVAL,
+// MYRIAD_EMEDIATYPE (neither form type: 415), MYRIAD_EBADREQ (multipart without a valid
+// boundary: 400).
+int myriad_form_new(struct myriad_form_t **out, const char *content_type, size_t ct_len, myriad_form_fn cb, void *userdata, myriad_free_fn dtor);
+
+// Sets a limit (MYRIAD_FORM_MAX_PARTS, _MAX_HEADER, _MAX_FIELD, _MAX_TOTAL; value > 0)
+// before the first myriad_form_feed. Errors: MYRIAD_EINVAL (unknown limit, 0),
+// MYRIAD_ESTATE (already fed).
+int myriad_form_set_limit(struct myriad_form_t *f, int which, uint64_t value);
+
+// Parses the next piece of the body, calling the callback for each event it completes.
+// Errors (final: later calls return the same): MYRIAD_EBADREQ (malformed: answer 400),
+// MYRIAD_ETOOLARGE (a limit: 413), MYRIAD_ESTOPPED (the callback asked to stop),
+// MYRIAD_EINVAL. myriad_form_error describes the last one.
+int myriad_form_feed(struct myriad_form_t *f, const uint8_t *data, size_t len);
+
+// The body is complete: reports what is left (a urlencoded body's last field, then
+// MYRIAD_FORM_END). Errors: as myriad_form_feed; MYRIAD_EBADREQ for a multipart body cut
+// before its closing delimiter.
+int myriad_form_finish(struct myriad_form_t *f);
+
+// A static NUL-terminated description of the form's error ("" if none).
+const char *myriad_form_error(const struct myriad_form_t *f);
+
+// Frees a form parser (running the destructor). NULL is a no-op.
+void myriad_form_free(struct myriad_form_t *f);
+
+// Parses the request body as a form while it arrives (the request's Content-Type picks
+// urlencoded or multipart; default limits, the server's MYRIAD_MAX_BODY on top), calling
+// `cb` with each event: parts, data pieces (a file's bytes as they come, never held
+// whole), part ends, the end — or one negative event if the form fails (see
+// myriad_form_fn). `dtor(userdata)` runs when the request is done with it. Call it in the
+// handler, on the loop thread, instead of myriad_req_on_body. Errors (no callback, `dtor`
+// not called): MYRIAD_EMEDIATYPE (no Content-Type or another type: 415), MYRIAD_EBADREQ
+// (multipart without a boundary: 400), MYRIAD_EINVAL, MYRIAD_ESTATE (not in the handler),
+// MYRIAD_EGONE, MYRIAD_EWRONGTHREAD.
+int myriad_req_read_form(struct myriad_req_t *req, myriad_form_fn cb, void *userdata, myriad_free_fn dtor);
+
 // Creates a loop on the default backend and stores it in `*out`: the one named by the
 // environment variable MYRIAD_BACKEND ("epoll", "io_uring", "kqueue") if set, else epoll
 // on Linux and kqueue on FreeBSD and macOS. The loop
@@ -491,6 +695,81 @@ int myriad_loop_post(const struct myriad_loop_t *lp, myriad_cb cb, void *userdat
 
 // Copies the loop's counters into `*out`. Loop thread. Errors: MYRIAD_EINVAL.
 int myriad_loop_stats(struct myriad_loop_t *lp, struct myriad_stats_t *out);
+
+// The HTTP status that answers an error code: MYRIAD_ENOTFOUND 404, MYRIAD_EMETHOD 405,
+// MYRIAD_EBADREQ 400, MYRIAD_ETOOLARGE 413, MYRIAD_EMEDIATYPE 415, MYRIAD_OK 200, any
+// other 500. Any thread.
+int myriad_http_status_of(int code);
+
+// Creates an empty router. Free it with myriad_router_free after every server using it
+// is freed. Any thread. Errors: MYRIAD_EINVAL (NULL `out`).
+int myriad_router_new(struct myriad_router_t **out);
+
+// Frees a router, running every route's and hook's destructor. NULL is a no-op. Not while
+// a request is being dispatched through it.
+void myriad_router_free(struct myriad_router_t *r);
+
+// Adds a route: `method` ("GET"; any HTTP token) and `pattern` ("/users/:id",
+// "/static/*path": see README) to `cb`, called with the request (its parameters readable
+// with myriad_req_param) and `userdata`, on the request's loop thread — with several
+// server threads, concurrently. `cb` may be NULL for a route used only through
+// myriad_router_match. `dtor(userdata)` runs when the router is freed. Any thread.
+// Errors (the route is not added, `dtor` is not called): MYRIAD_EINVAL (NULL or non-UTF-8
+// strings), MYRIAD_EPATTERN (malformed pattern or method), MYRIAD_ECONFLICT (the same
+// method and pattern again, or a parameter named differently at the same position);
+// myriad_router_last_error says which.
+int myriad_router_add(struct myriad_router_t *r, const char *method, size_t method_len, const char *pattern, size_t pattern_len, myriad_handler_fn cb, void *userdata, myriad_free_fn dtor);
+
+// Copies the message of the last failed myriad_router_add (NUL-terminated) into `buf`
+// of `cap` bytes; returns its length ("" if none failed). Any thread.
+// Errors: MYRIAD_EINVAL (NULL, or `cap` too small).
+int myriad_router_last_error(const struct myriad_router_t *r, char *buf, size_t cap);
+
+// Adds a before-hook (see myriad_hook_fn), run by myriad_router_dispatch for every
+// request, in the order added; `dtor(userdata)` runs when the router is freed. Any thread.
+// Errors: MYRIAD_EINVAL (NULL router or hook; `dtor` is not called).
+int myriad_router_before(struct myriad_router_t *r, myriad_hook_fn hook, void *userdata, myriad_free_fn dtor);
+
+// Dispatches a request (call it from the server's handler, or make myriad_router_handler
+// the server's handler): runs the before-hooks in order (one returning non-zero ends
+// the dispatch), then the route's handler with the path parameters set on the request.
+// With no route for the path it answers 404 "Not Found", with routes for the path but not
+// the method 405 "Method Not Allowed" with an Allow header, for a parameter that is not
+// valid percent-encoded UTF-8 400 "Bad Request" (all text/plain); a route added with a
+// NULL handler answers 500. HEAD uses the GET route when there is no HEAD route. Loop
+// thread of the request. Errors: MYRIAD_EINVAL, MYRIAD_EGONE, MYRIAD_EWRONGTHREAD (the
+// request was not touched).
+int myriad_router_dispatch(const struct myriad_router_t *r, struct myriad_req_t *req);
+
+// Looks the request up without calling anything (for bindings with handlers of their
+// own): on a match returns 0, sets `*route_userdata` to the route's user data and the
+// path parameters on the request. Otherwise returns MYRIAD_ENOTFOUND (404),
+// MYRIAD_EMETHOD (405: `*allow`, `*allow_len` get the Allow value, not NUL-terminated,
+// stored in the router: valid until a route is added to it or it is freed), or
+// MYRIAD_EBADREQ (400). Before-hooks
+// are not run. `allow`/`allow_len` may be NULL. Loop thread of the request.
+// Errors: MYRIAD_EINVAL, MYRIAD_EGONE, MYRIAD_EWRONGTHREAD.
+int myriad_router_match(const struct myriad_router_t *r, struct myriad_req_t *req, void **route_userdata, const char **allow, size_t *allow_len);
+
+// The path parameter `name` of a routed request (decoded, not NUL-terminated; valid until
+// the request is finished or routed again). Loop thread.
+// Errors: MYRIAD_ENOTFOUND, MYRIAD_EINVAL, MYRIAD_EGONE, MYRIAD_EWRONGTHREAD.
+int myriad_req_param(struct myriad_req_t *req, const char *name, size_t name_len, const char **out, size_t *len);
+
+// How many path parameters the routed request has (0 if not routed), or a negative
+// error (MYRIAD_EINVAL, MYRIAD_EGONE, MYRIAD_EWRONGTHREAD). Loop thread.
+int myriad_req_param_count(struct myriad_req_t *req);
+
+// The `i`th path parameter in pattern order: name and decoded value (same lifetime as
+// myriad_req_param). Loop thread. Errors: MYRIAD_ENOTFOUND (out of range), MYRIAD_EINVAL,
+// MYRIAD_EGONE, MYRIAD_EWRONGTHREAD.
+int myriad_req_param_at(struct myriad_req_t *req, size_t i, const char **name, size_t *name_len, const char **value, size_t *value_len);
+
+// A server handler that dispatches through the router given as its user data:
+// `myriad_server_set_handler(srv, myriad_router_handler, router, NULL)` (the router must
+// outlive the server). Errors of myriad_router_dispatch are ignored (the request is then
+// left as it was).
+void myriad_router_handler(struct myriad_req_t *req, void *router);
 
 // Creates a server (no listeners, 1 thread, default limits). Errors: MYRIAD_EINVAL.
 int myriad_server_new(struct myriad_server_t **out);

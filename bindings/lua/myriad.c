@@ -27,6 +27,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <strings.h>
+#include <stdint.h>
 
 #include "lauxlib.h"
 #include "lua.h"
@@ -201,26 +203,10 @@ static int push_str(lua_State *L, int rc, const char *s, size_t n) {
     return 1;
 }
 
-static int hexval(int c) {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-}
-
-/* Pushes the url-decoded [s, s+n). */
-static void push_decoded(lua_State *L, const char *s, size_t n) {
-    luaL_Buffer b;
-    luaL_buffinit(L, &b);
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] == '+') luaL_addchar(&b, ' ');
-        else if (s[i] == '%' && i + 2 < n && hexval(s[i + 1]) >= 0 && hexval(s[i + 2]) >= 0) {
-            luaL_addchar(&b, (char)(hexval(s[i + 1]) * 16 + hexval(s[i + 2])));
-            i += 2;
-        } else luaL_addchar(&b, s[i]);
-    }
-    luaL_pushresult(&b);
-}
+static void push_params(lua_State *L, myriad_req_t *r);
+static void push_cookies(lua_State *L, myriad_req_t *r);
+static int req_form(lua_State *L);
+static int res_cookie(lua_State *L);
 
 static int headers_index(lua_State *L) {
     /* case-insensitive lookup: retry with the lower-cased key */
@@ -255,6 +241,28 @@ static void add_multi(lua_State *L) {
 }
 
 /* req.args: the decoded query arguments; `a` alone is true, `a=1&a=2` is {"1", "2"}. */
+static int hexval(int c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+/* Pushes the url-decoded [s, s+n) (the rules of myriad_urlencoded_parse: `+` a space,
+ * `%XX` the byte, any other `%` as it is). */
+static void push_decoded(lua_State *L, const char *s, size_t n) {
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '+') luaL_addchar(&b, ' ');
+        else if (s[i] == '%' && i + 2 < n && hexval(s[i + 1]) >= 0 && hexval(s[i + 2]) >= 0) {
+            luaL_addchar(&b, (char)(hexval(s[i + 1]) * 16 + hexval(s[i + 2])));
+            i += 2;
+        } else luaL_addchar(&b, s[i]);
+    }
+    luaL_pushresult(&b);
+}
+
 static void push_args(lua_State *L, const char *s, size_t n) {
     lua_newtable(L);
     size_t i = 0;
@@ -371,6 +379,8 @@ static int req_index(lua_State *L) {
         push_args(L, s, n);
         return 1;
     }
+    if (!strcmp(k, "params")) { push_params(L, q->r); return 1; }
+    if (!strcmp(k, "cookies")) { push_cookies(L, q->r); return 1; }
     if (!strcmp(k, "headers")) {
         push_headers(L, q->r);
         return 1;
@@ -589,6 +599,7 @@ static const luaL_Reg req_methods[] = {
     {"flush", res_flush},     {"finish", res_finish},     {"queued", res_queued},
     {"aborted", res_aborted}, {"body", req_body},         {"on_body", req_on_body},
     {"abort", res_abort},     {"on_abort", res_on_abort}, {"drain", res_drain},
+    {"form", req_form},       {"cookie", res_cookie},
     {NULL, NULL}};
 
 /* ---- servers ---- */
@@ -802,6 +813,15 @@ static int l_server(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
     check_server_keys(L);
     lua_getfield(L, 1, "handler");
+    if (lua_istable(L, -1)) { /* a myriad.router(): serve through its dispatch */
+        lua_getfield(L, -1, "handler");
+        if (lua_isfunction(L, -1)) {
+            lua_insert(L, -2);
+            lua_call(L, 1, 1);
+        } else {
+            lua_pop(L, 1);
+        }
+    }
     luaL_argcheck(L, lua_isfunction(L, -1), 1, "handler function required");
     lua_getfield(L, 1, "threads");
     if (!lua_isnil(L, -1) && lua_tointeger(L, -1) != 1)
@@ -1266,6 +1286,8 @@ static void log_stderr(int level, const char *msg, size_t len, void *ud) {
     fprintf(stderr, "myriad: %s: %.*s\n", level <= 1 ? "error" : "warning", (int)len, msg);
 }
 
+#include "web.c"
+
 int luaopen_myriad(lua_State *L) {
     if (!LP) {
         int rc;
@@ -1293,5 +1315,6 @@ int luaopen_myriad(lua_State *L) {
     setfuncs(L, funcs);
     lua_pushstring(L, myriad_version());
     lua_setfield(L, -2, "version");
+    open_web(L);
     return 1;
 }

@@ -224,6 +224,75 @@ check(reg1 <= reg0 + 2, "registry did not grow")
 check(mem1 < mem0 + 256, "Lua heap did not grow")
 check(st.live_requests == 0, "every request object collected")
 
+-- the router, forms, query strings and cookies
+local rt = myriad.router()
+local hooked = 0
+rt:use(function(req, res)
+  hooked = hooked + 1
+  if req.path:match("^/private/") and not req.headers["x-token"] then
+    res:status(401):header("Content-Type", "text/plain"):finish("no token")
+    return true
+  end
+end)
+rt:get("/u/:id", function(req, res)
+  res:cookie("seen", "yes", { path = "/", http_only = true, same_site = "Lax", max_age = 60 })
+  check(not pcall(res.cookie, res, "bad name", "v"), "res:cookie refuses a bad name")
+  check(not pcall(res.cookie, res, "n", "a;b"), "res:cookie refuses a bad value")
+  res:finish(req.params.id .. "|" .. tostring(req.cookies.sid) .. "|" .. tostring(req.cookies.a))
+end)
+rt:get("/u/new", function(req, res) res:finish("new form") end)
+rt:get("/files/*path", function(req, res) res:finish("file " .. req.params.path) end)
+rt:get("/private/x", function(req, res) res:finish("secret") end)
+rt:get("/q", function(req, res)
+  local out = {}
+  for _, p in ipairs(myriad.parse_urlencoded(req.query)) do out[#out + 1] = "[" .. p[1] .. "=" .. p[2] .. "]" end
+  local a = req.args.a
+  res:finish(table.concat(out) .. " a=" .. (type(a) == "table" and table.concat(a, ",") or tostring(a))
+    .. " flag=" .. tostring(req.args.flag) .. " %zz=" .. tostring(req.args["%zz"]))
+end)
+rt:post("/f", function(req, res)
+  local out = {}
+  local ok, err, status = req:form(function(ev, a)
+    if ev == "part" then out[#out + 1] = "<" .. a.name .. "|" .. tostring(a.filename) .. "|" .. tostring(a.content_type) .. ">"
+    elseif ev == "data" then out[#out + 1] = a
+    else out[#out + 1] = ";" end
+  end)
+  if not ok then return res:status(status):finish(err) end
+  res:finish(table.concat(out))
+end)
+check(not pcall(rt.get, rt, "/u/:id", function() end), "duplicate route refused")
+local okc, msgc = pcall(rt.get, rt, "/u/:name/x", function() end)
+check(not okc and tostring(msgc):match("conflicts"), "conflicting parameter name refused: " .. tostring(msgc))
+local okp, msgp = pcall(rt.get, rt, "nope", function() end)
+check(not okp and tostring(msgp):match("starts with '/'"), "malformed pattern refused: " .. tostring(msgp))
+check(myriad.cookie("a", "b", { secure = true, same_site = "None" }) == "a=b; Secure; SameSite=None", "myriad.cookie")
+local nc, ce = myriad.cookie("a", "b", { same_site = "None" })
+check(nc == nil and ce:match("Secure"), "SameSite=None needs Secure")
+local rsrv = myriad.server { http = { "127.0.0.1:0" }, handler = rt }
+local rbase = "http://" .. rsrv:addresses()[1].addr
+local function get(args) return fetch("-sS " .. args) end
+check(get("-H 'Cookie: a=1; sid=s3; a=2' " .. rbase .. "/u/42") == "42|s3|1", "params and cookies (first of a name)")
+check(get("-i " .. rbase .. "/u/42"):match("Set%-Cookie: seen=yes; Path=/; Max%-Age=60; HttpOnly; SameSite=Lax"), "Set-Cookie")
+check(get(rbase .. "/u/new") == "new form", "static beats parameter")
+check(get(rbase .. "/u/a%2Fb") == "a/b|nil|nil", "parameter decoded after matching")
+check(get("-o /dev/null -w '%{http_code}' " .. rbase .. "/u/%zz") == "400", "bad escape 400")
+check(get("-o /dev/null -w '%{http_code}' " .. rbase .. "/u/") == "404", "empty segment 404")
+check(get("-o /dev/null -w '%{http_code} %header{allow}' -X DELETE " .. rbase .. "/u/1") == "405 GET, HEAD", "405 with Allow")
+check(get(rbase .. "/files/a/b.css") == "file a/b.css", "wildcard")
+check(get("-o /dev/null -w '%{http_code}' " .. rbase .. "/private/x") == "401", "before-hook answers")
+check(get("-H 'X-Token: t' " .. rbase .. "/private/x") == "secret", "before-hook passes")
+check(get("'" .. rbase .. "/q?a=1&b=x+y%21&a=2&&flag&e=&%zz=100%&k=a=b'") ==
+  "[a=1][b=x y!][a=2][flag=][e=][%zz=100%][k=a=b] a=1,2 flag=true %zz=100%",
+  "query: the shared cases (req.args: repeated names as a list, a bare name true, as in OpenResty)")
+check(get("-F t=hi -F 'f=@" .. tmp .. "/lt-1.out;filename=x.txt;type=text/plain' " .. rbase .. "/f"):match("^<t|nil|nil>hi;<f|x.txt|text/plain>"), "multipart form via curl -F")
+check(get("--data-binary 'a=1&b=x+y' " .. rbase .. "/f") == "<a|nil|nil>1;<b|nil|nil>x y;", "urlencoded form")
+check(get("-o /dev/null -w '%{http_code}' -H 'Content-Type: multipart/form-data; boundary=X' --data-binary '--X' " .. rbase .. "/f") == "400", "truncated multipart 400")
+check(get("-o /dev/null -w '%{http_code}' -H 'Content-Type: text/plain' --data-binary 'x' " .. rbase .. "/f") == "415", "not a form 415")
+check(hooked >= 14, "the hook ran for every request")
+local rclosed = false
+rsrv:close(function() rclosed = true end)
+run_until(function() return rclosed end, 10)
+
 -- close: graceful, the callback runs, then new connections are refused
 local closed = false
 srv:close(function() closed = true end)

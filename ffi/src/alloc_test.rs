@@ -3,7 +3,7 @@
 //! handler answers keep-alive requests through the exported functions. Also here, since it
 //! needs the same harness: pooled handles are not reused right after their finish.
 
-use std::ffi::{c_char, c_void};
+use std::ffi::{c_char, c_int, c_void};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
@@ -60,6 +60,10 @@ fn exchange(s: &mut TcpStream, n: usize) {
     }
 }
 
+/// One counted server at a time: the counter is global, so two tests' loop threads
+/// counting at once would add up.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Serves with `handler` on `backend`; sends `warm` requests, then `n` counted ones.
 /// Returns the allocations seen during the warm-up and during the counted requests.
 fn serve_counting(
@@ -68,6 +72,7 @@ fn serve_counting(
     warm: usize,
     n: usize,
 ) -> (u64, u64) {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let (tx, rx) = mpsc::channel();
     let backend = backend.to_string();
     let t = std::thread::spawn(move || {
@@ -121,6 +126,67 @@ fn c_handler_requests_make_zero_allocations_after_warm_up() {
         let (warm, n) = serve_counting(backend, hello, 200, 1000);
         assert!(warm > 0, "{backend}: the counter saw the warm-up");
         assert_eq!(n, 0, "{backend}: allocations over 1000 warmed-up requests");
+    }
+}
+
+/// The router the `routed` handler dispatches through (built once per test).
+static ROUTER: AtomicUsize = AtomicUsize::new(0);
+static HOOKED: AtomicUsize = AtomicUsize::new(0);
+
+unsafe extern "C" fn count_hook(_req: *mut myriad_req_t, _ud: *mut c_void) -> c_int {
+    HOOKED.fetch_add(1, Ordering::Relaxed);
+    0
+}
+
+/// A server handler dispatching through ROUTER (as examples/hello.c does).
+unsafe extern "C" fn routed(req: *mut myriad_req_t, _ud: *mut c_void) {
+    let r = ROUTER.load(Ordering::Relaxed) as *const myriad_router_t;
+    // SAFETY: the router outlives the server; `req` is live.
+    assert_eq!(unsafe { myriad_router_dispatch(r, req) }, MYRIAD_OK);
+}
+
+#[test]
+fn routed_requests_make_zero_allocations_after_warm_up() {
+    // SAFETY: the C API used as a C program would.
+    unsafe {
+        let mut r = std::ptr::null_mut();
+        assert_eq!(myriad_router_new(&mut r), MYRIAD_OK);
+        for (m, p) in [
+            ("GET", "/"),
+            ("GET", "/users/:id"),
+            ("POST", "/users/:id"),
+            ("GET", "/s/*p"),
+        ] {
+            let rc = myriad_router_add(
+                r,
+                m.as_ptr().cast(),
+                m.len(),
+                p.as_ptr().cast(),
+                p.len(),
+                Some(hello),
+                std::ptr::null_mut(),
+                None,
+            );
+            assert_eq!(rc, MYRIAD_OK);
+        }
+        assert_eq!(
+            myriad_router_before(r, Some(count_hook), std::ptr::null_mut(), None),
+            MYRIAD_OK
+        );
+        ROUTER.store(r as usize, Ordering::Relaxed);
+        for backend in ["epoll", "io_uring"] {
+            let (_, n) = serve_counting(backend, routed, 200, 1000);
+            assert_eq!(
+                n, 0,
+                "{backend}: allocations over 1000 warmed-up routed requests"
+            );
+        }
+        assert_eq!(
+            HOOKED.load(Ordering::Relaxed),
+            2 * 1200,
+            "the hook ran for every request"
+        );
+        myriad_router_free(r);
     }
 }
 

@@ -14,7 +14,10 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 mod accesslog;
 #[cfg(test)]
 mod alloc_test;
+mod cookie;
+mod form;
 mod loops;
+mod router;
 mod server;
 mod stream;
 mod systemd;
@@ -22,7 +25,10 @@ mod work;
 mod supervisor;
 
 pub use accesslog::*;
+pub use cookie::*;
+pub use form::*;
 pub use loops::*;
+pub use router::*;
 pub use server::*;
 pub use stream::*;
 pub use systemd::*;
@@ -220,6 +226,14 @@ pub extern "C" fn myriad_strerror(code: c_int) -> *const c_char {
         MYRIAD_ERESOLVE => "host name could not be resolved\0",
         MYRIAD_EFULL => "the work pool's queue is full\0",
         MYRIAD_ECANCELED => "cancelled before it started\0",
+        MYRIAD_EPATTERN => "malformed route pattern or method\0",
+        MYRIAD_ECONFLICT => "route conflicts with one already registered\0",
+        MYRIAD_EMETHOD => "method not allowed for this path\0",
+        MYRIAD_EBADREQ => "malformed request (bad percent-encoding or form body)\0",
+        MYRIAD_ETOOLARGE => "a form limit was exceeded (parts, headers, field or body size)\0",
+        MYRIAD_EMEDIATYPE => "unsupported content type\0",
+        MYRIAD_ESTOPPED => "stopped by the callback\0",
+        MYRIAD_ECOOKIE => "invalid cookie name, value or attribute\0",
         c if c <= MYRIAD_EOS_BASE && c > MYRIAD_EOS_BASE - 4096 => {
             // SAFETY: strerror returns a static (per-thread) string for any errno; glibc's
             // messages for known errno values are static.

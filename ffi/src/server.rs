@@ -74,6 +74,9 @@ pub struct myriad_req_t {
     /// abort, drain) hold a clone. Made on the first such registration.
     alive: Option<Rc<Cell<bool>>>,
     cgi: Option<Vec<(String, String)>>,
+    /// Path parameters set by myriad_router_dispatch / myriad_router_match (storage kept
+    /// across reuses of the handle).
+    pub(crate) params: myriad::router::Params,
     /// The server's free handles: a finished handle goes back there (a request then
     /// allocates nothing here).
     pool: std::rc::Weak<ReqPool>,
@@ -117,6 +120,7 @@ unsafe fn release_req(r: *mut myriad_req_t) {
     let mut b = unsafe { Box::from_raw(r) };
     drop(b.res.take());
     b.cgi = None;
+    b.params.clear();
     b.req = std::ptr::null_mut();
     if let Some(pool) = b.pool.upgrade() {
         let mut free = pool.borrow_mut();
@@ -390,6 +394,7 @@ fn make_server(
                 finished: false,
                 alive: None,
                 cgi: None,
+                params: myriad::router::Params::new(),
                 pool: Rc::downgrade(&pool),
             }),
         };
@@ -647,7 +652,10 @@ unsafe fn req_ref<'a>(r: *mut myriad_req_t) -> Result<&'a mut myriad_req_t, c_in
 
 /// Runs `f` on a live, unfinished request of this thread, behind the panic guard; the
 /// handle errors (NULL, wrong thread, finished) are returned as codes.
-fn with_req(req: *mut myriad_req_t, f: impl FnOnce(&mut myriad_req_t) -> c_int) -> c_int {
+pub(crate) fn with_req(
+    req: *mut myriad_req_t,
+    f: impl FnOnce(&mut myriad_req_t) -> c_int,
+) -> c_int {
     guard(|| {
         // SAFETY: every caller is an extern function whose C contract is a live request
         // handle (or NULL, rejected by req_ref).
@@ -658,7 +666,7 @@ fn with_req(req: *mut myriad_req_t, f: impl FnOnce(&mut myriad_req_t) -> c_int) 
     })
 }
 
-fn with_request<R>(r: &myriad_req_t, f: impl FnOnce(&Request) -> R) -> Option<R> {
+pub(crate) fn with_request<R>(r: &myriad_req_t, f: impl FnOnce(&Request) -> R) -> Option<R> {
     if !r.req.is_null() {
         // SAFETY: set only during the handler call, when the request is live.
         return Some(f(unsafe { &*r.req }));
@@ -666,7 +674,7 @@ fn with_request<R>(r: &myriad_req_t, f: impl FnOnce(&Request) -> R) -> Option<R>
     r.res.as_ref()?.with_request(f)
 }
 
-unsafe fn put_str(s: &[u8], out: *mut *const c_char, len: *mut usize) -> c_int {
+pub(crate) unsafe fn put_str(s: &[u8], out: *mut *const c_char, len: *mut usize) -> c_int {
     if out.is_null() || len.is_null() {
         return MYRIAD_EINVAL;
     }

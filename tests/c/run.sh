@@ -29,6 +29,10 @@ for t in work systemd; do
     check "$t test compiles" gcc $WARN -g -Iinclude "tests/c/test_$t.c" -o "$TMP/test_$t" -L"$LIB" -Wl,-rpath,"$LIB" -lmyriad -lpthread
 done
 check "access log test compiles" gcc $WARN -g -Iinclude tests/c/test_accesslog.c -o "$TMP/test_accesslog" -L"$LIB" -Wl,-rpath,"$LIB" -lmyriad -lpthread
+check "router test compiles" gcc $WARN -g -Iinclude tests/c/test_router.c -o "$TMP/test_router" -L"$LIB" -Wl,-rpath,"$LIB" -lmyriad -lpthread
+out=$(timeout 120 valgrind -q --leak-check=full --errors-for-leak-kinds=definite,indirect --error-exitcode=99 "$TMP/test_router" 2>&1)
+echo "$out" | grep -E '^(FAIL|==)' || true
+check "router, form and cookie test under valgrind: $(echo "$out" | tail -1)" grep -q '^[0-9]* passed, 0 failed$' <<<"$out"
 # Both tests on each backend (MYRIAD_BACKEND picks the one a loop gets by default).
 for be in epoll io_uring; do
     out=$(MYRIAD_BACKEND=$be timeout 120 "$TMP/test_api" 2>/dev/null)
@@ -65,6 +69,22 @@ check "demo end to end under valgrind: $(echo "$out" | tail -1)" grep -q '^[0-9]
 out=$(MYRIAD_BACKEND=io_uring timeout 300 bash tests/demo_e2e.sh build/hello 2>&1)
 echo "$out" | sed 's/^/  /'
 check "demo end to end on io_uring: $(echo "$out" | tail -1)" grep -q '^[0-9]* passed, 0 failed$' <<<"$out"
+
+# ---- a 100 MiB multipart upload through the C demo in bounded memory ----
+# The file part is counted as it streams in: the demo's peak RSS (VmHWM) must stay far
+# below the upload's size.
+build/hello --http 127.0.0.1:0 --max-body $((1 << 30)) >"$TMP/big.out" 2>&1 &
+BPID=$!
+for _ in $(seq 100); do grep -q '^listening' "$TMP/big.out" && break; sleep 0.05; done
+BA=$(awk '/^listening http/{print $3}' "$TMP/big.out")
+head -c $((100 << 20)) /dev/urandom >"$TMP/upload.bin"
+got=$(curl -sS --max-time 120 -F note=big -F "up=@$TMP/upload.bin" "http://$BA/form")
+hwm=$(awk '/^VmHWM/{print $2}' "/proc/$BPID/status")
+kill "$BPID"; wait "$BPID" 2>/dev/null
+rm -f "$TMP/upload.bin"
+check "100 MiB multipart upload answered ($got)" test "$got" = "note=big
+up: upload.bin (104857600 bytes)"
+check "100 MiB upload in bounded memory (peak RSS ${hwm} kB < 40 MiB)" test "${hwm:-999999}" -lt 40960
 
 # ---- the Rust twin of the demo (examples/hello.rs) holds the same contract ----
 if cargo build -q -p myriad --example hello; then

@@ -64,8 +64,17 @@ export declare class Request extends EventEmitter implements AsyncIterable<Buffe
   readonly url: string;
   /** The query string without '?' ("" if none). */
   readonly rawQuery: string;
-  /** The query parsed (querystring.parse): repeated keys give arrays. */
+  /** The query parsed by myriad's urlencoded rules (as in C and Lua): `+` a space, a bad
+   * escape kept as it is, a name without `=` an empty value, repeated names an array. */
   readonly query: Record<string, string | string[]>;
+  /** The route's path parameters, percent-decoded (set by a Router; {} otherwise). */
+  readonly params: Record<string, string>;
+  /** The Cookie header parsed (the first of a repeated name; values not decoded). */
+  readonly cookies: Record<string, string>;
+  /** The body as a form (urlencoded or multipart/form-data) as it arrives: parts in
+   * order, each an async iterator of its data (a part not read is skipped). Throws a
+   * FormError: status 400 malformed, 413 over a limit, 415 not a form. */
+  form(limits?: FormLimits): AsyncIterable<Part>;
   /** Lower-cased names; repeated headers joined with ", " ("; " for cookie), set-cookie
    * as an array. */
   readonly headers: Record<string, string | string[] | undefined>;
@@ -117,6 +126,9 @@ export declare class Response extends EventEmitter implements NodeJS.WritableStr
   /** Content-Length, Transfer-Encoding, Connection and Date are managed by myriad and
    * ignored here. Throws a TypeError for an invalid name or value. */
   setHeader(name: string, value: string | number | ReadonlyArray<string | number>): this;
+  /** Adds a Set-Cookie header; throws (code MYRIAD_ECOOKIE) on an invalid name, value or
+   * attribute. */
+  setCookie(name: string, value: string, options?: CookieOptions): this;
   getHeader(name: string): string | number | ReadonlyArray<string | number> | undefined;
   hasHeader(name: string): boolean;
   removeHeader(name: string): void;
@@ -159,6 +171,79 @@ export declare class Response extends EventEmitter implements NodeJS.WritableStr
  * ERR_MYRIAD_EXPRESS_APP.) */
 export type Handler = (req: Request, res: Response, next: (err?: unknown) => void) => void | Promise<void>;
 
+/** Options of a Set-Cookie header. */
+export interface CookieOptions {
+  path?: string;
+  domain?: string;
+  /** Seconds (0 or less: expire now). */
+  maxAge?: number;
+  /** A Date, or seconds since the Unix epoch. */
+  expires?: Date | number;
+  secure?: boolean;
+  httpOnly?: boolean;
+  /** 'None' needs secure: true. */
+  sameSite?: 'Strict' | 'Lax' | 'None';
+}
+
+/** Limits on one form body (413 beyond). */
+export interface FormLimits {
+  /** Most parts (default 1000). */
+  parts?: number;
+  /** Largest header block of one multipart part (default 8 KiB). */
+  headerBytes?: number;
+  /** Largest non-file field (default 1 MiB). */
+  fieldBytes?: number;
+  /** Largest body (default: no limit beyond maxBody). */
+  totalBytes?: number;
+}
+
+/** An error of a form body, a route or a cookie. */
+export interface FormError extends Error {
+  code: string;
+  errno: number;
+  /** The HTTP status that answers it (400, 413, 415). */
+  status: number;
+}
+
+/** One part of a form: a field, or a file when it has a filename. */
+export declare class Part implements AsyncIterable<Buffer> {
+  readonly name: string;
+  /** The filename as the client gave it (never a safe path); undefined for a field. */
+  readonly filename: string | undefined;
+  readonly contentType: string | undefined;
+  /** The value as it arrives. */
+  [Symbol.asyncIterator](): AsyncIterator<Buffer>;
+  buffer(): Promise<Buffer>;
+  text(): Promise<string>;
+}
+
+/** Routes method + pattern ('/users/:id', '/static/*path') to handlers; hooks run first
+ * (a hook that ends the response stops the request). Throws on a malformed pattern (code
+ * MYRIAD_EPATTERN) or a conflicting one (MYRIAD_ECONFLICT). */
+export declare class Router {
+  constructor();
+  route(method: string, pattern: string, handler: Handler): this;
+  get(pattern: string, handler: Handler): this;
+  post(pattern: string, handler: Handler): this;
+  put(pattern: string, handler: Handler): this;
+  delete(pattern: string, handler: Handler): this;
+  patch(pattern: string, handler: Handler): this;
+  head(pattern: string, handler: Handler): this;
+  options(pattern: string, handler: Handler): this;
+  use(hook: Handler): this;
+  /** Serves one request: hooks, then the route, or 404 / 405 (Allow) / 400. */
+  dispatch(req: Request, res: Response): void | Promise<void>;
+  /** dispatch bound to this router, for createServer. */
+  readonly handler: Handler;
+}
+
+/** A new Router. */
+export declare function router(): Router;
+/** Decodes application/x-www-form-urlencoded text into [name, value] pairs in order. */
+export declare function parseUrlencoded(text: string): Array<[string, string]>;
+/** A Set-Cookie header value; throws (code MYRIAD_ECOOKIE) on invalid input. */
+export declare function serializeCookie(name: string, value: string, options?: CookieOptions): string;
+
 export declare class Server extends EventEmitter {
   readonly listening: boolean;
   /** Binds every listener and starts serving; resolves to the bound addresses. Rejects
@@ -178,8 +263,8 @@ export declare class Server extends EventEmitter {
   on(event: 'listening' | 'close', listener: () => void): this;
 }
 
-export declare function createServer(handler: Handler): Server;
-export declare function createServer(options: Limits, handler: Handler): Server;
+export declare function createServer(handler: Handler | Router): Server;
+export declare function createServer(options: Limits, handler: Handler | Router): Server;
 
 export interface Stats {
   /** Live request handles (not yet ended or aborted). */

@@ -11,7 +11,6 @@
 'use strict';
 const { EventEmitter } = require('node:events');
 const { Readable } = require('node:stream');
-const querystring = require('node:querystring');
 const path = require('node:path');
 const os = require('node:os');
 const cluster = require('node:cluster');
@@ -156,6 +155,8 @@ class Request extends Lazy {
     this.aborted = false;
     this._url = undefined;
     this._query = undefined;
+    this._params = undefined;
+    this._cookies = undefined;
     this._headers = undefined;
     this._env = undefined;
     this._peer = undefined;
@@ -183,13 +184,52 @@ class Request extends Lazy {
     return i < 0 ? '' : u.slice(i + 1);
   }
 
-  /** The query string parsed: { a: '1', b: ['x', 'y'] }. */
+  /** The query string parsed: { a: '1', b: ['x', 'y'] } (myriad's urlencoded rules, the
+   * same as C's and Lua's: `+` is a space, a bad escape stays as it is, a name without `=`
+   * has an empty value, a repeated name gives an array in order). */
   get query() {
     if (this._query === undefined) {
       const q = this.rawQuery;
-      if (q !== undefined) this._query = querystring.parse(q);
+      if (q !== undefined) this._query = groupPairs(native.urlencoded(q));
     }
     return this._query;
+  }
+
+  /** The route's path parameters, decoded: { id: '42' } (set by a Router). */
+  get params() {
+    if (this._params === undefined) {
+      const flat = native.params(this._h);
+      if (flat === undefined) return undefined;
+      const p = Object.create(null);
+      for (let i = 0; i < flat.length; i += 2) p[flat[i]] = flat[i + 1];
+      this._params = p;
+    }
+    return this._params;
+  }
+
+  /** The Cookie header parsed: { name: 'value' } (the first of a repeated name; values as
+   * sent, not decoded). */
+  get cookies() {
+    if (this._cookies === undefined) {
+      const h = this.headers;
+      if (h === undefined) return undefined;
+      const c = Object.create(null);
+      if (h.cookie !== undefined) {
+        const flat = native.cookies(h.cookie);
+        for (let i = 0; i < flat.length; i += 2) if (!(flat[i] in c)) c[flat[i]] = flat[i + 1];
+      }
+      this._cookies = c;
+    }
+    return this._cookies;
+  }
+
+  /** The body as a form (urlencoded or multipart/form-data), as it arrives: an async
+   * iterator of parts `{ name, filename, contentType }`, each itself an async iterator of
+   * its data Buffers (a file's bytes as they come: never held whole), with `text()` and
+   * `buffer()`. A part not read is skipped. Errors have `.status`: 400 malformed, 413 a
+   * limit (`limits`: { parts, headerBytes, fieldBytes, totalBytes }), 415 not a form. */
+  form(limits = {}) {
+    return readForm(this, limits);
   }
 
   /** Headers with lower-cased names; repeated ones joined with ", " ("; " for cookie),
@@ -368,6 +408,18 @@ class Response extends Lazy {
 
   getHeader(name) {
     return this._fields?.[String(name).toLowerCase()]?.[1];
+  }
+
+  /** Adds a Set-Cookie header: `setCookie(name, value, { path, domain, maxAge, expires
+   * (a Date or seconds since the epoch), secure, httpOnly, sameSite })`. Throws (with
+   * .code MYRIAD_ECOOKIE) on an invalid name, value or attribute. */
+  setCookie(name, value, options = {}) {
+    const exp = options.expires instanceof Date ? Math.floor(options.expires.getTime() / 1000) : options.expires;
+    const v = native.cookie(String(name), String(value), options.path, options.domain, options.sameSite,
+      options.maxAge, exp, options.secure, options.httpOnly);
+    const prev = this.getHeader('set-cookie');
+    this.setHeader('Set-Cookie', prev === undefined ? [v] : [].concat(prev, v));
+    return this;
   }
 
   hasHeader(name) {
@@ -554,6 +606,193 @@ class Response extends Lazy {
   }
 }
 
+// ---- query strings, forms, the router ----
+
+/** [name, value, ...] -> { name: value | [values...] } */
+function groupPairs(flat) {
+  const o = Object.create(null);
+  for (let i = 0; i < flat.length; i += 2) {
+    const k = flat[i];
+    const old = o[k];
+    if (old === undefined) o[k] = flat[i + 1];
+    else if (Array.isArray(old)) old.push(flat[i + 1]);
+    else o[k] = [old, flat[i + 1]];
+  }
+  return o;
+}
+
+/** Decodes an application/x-www-form-urlencoded string into [[name, value], ...]. */
+function parseUrlencoded(str) {
+  const flat = native.urlencoded(String(str));
+  const out = [];
+  for (let i = 0; i < flat.length; i += 2) out.push([flat[i], flat[i + 1]]);
+  return out;
+}
+
+/** A Set-Cookie header value (see Response.setCookie). */
+function serializeCookie(name, value, options = {}) {
+  const exp = options.expires instanceof Date ? Math.floor(options.expires.getTime() / 1000) : options.expires;
+  return native.cookie(String(name), String(value), options.path, options.domain, options.sameSite,
+    options.maxAge, exp, options.secure, options.httpOnly);
+}
+
+const F_PART = 1;
+const F_DATA = 2;
+const F_PART_END = 3;
+const F_END = 4;
+
+/** Pulls form events out of the request body, one body piece at a time. */
+class FormEvents {
+  constructor(req, f) {
+    this._body = req[Symbol.asyncIterator]();
+    this._f = f;
+    this._q = [];
+    this._i = 0;
+    this._finished = false;
+  }
+
+  async next() {
+    while (this._i >= this._q.length) {
+      if (this._finished) return undefined;
+      this._q = [];
+      this._i = 0;
+      const r = await this._body.next();
+      if (r.done) {
+        this._finished = true;
+        this._q = native.formFinish(this._f);
+      } else {
+        this._q = native.formFeed(this._f, r.value);
+      }
+    }
+    const kind = this._q[this._i++];
+    if (kind === F_PART) {
+      const e = { kind, name: this._q[this._i], filename: this._q[this._i + 1], contentType: this._q[this._i + 2] };
+      this._i += 3;
+      return e;
+    }
+    if (kind === F_DATA) return { kind, data: this._q[this._i++] };
+    return { kind };
+  }
+}
+
+/** One part of a form: its fields, and its data as an async iterator of Buffers. */
+class Part {
+  constructor(e, events) {
+    this.name = e.name;
+    this.filename = e.filename;
+    this.contentType = e.contentType;
+    this._events = events;
+    this._done = false;
+  }
+
+  async *[Symbol.asyncIterator]() {
+    while (!this._done) {
+      const e = await this._events.next();
+      if (e === undefined || e.kind === F_PART_END) this._done = true;
+      else if (e.kind === F_DATA) yield e.data;
+    }
+  }
+
+  /** The whole value as one Buffer (fields are bounded by the fieldBytes limit). */
+  async buffer() {
+    const parts = [];
+    for await (const c of this) parts.push(c);
+    return Buffer.concat(parts);
+  }
+
+  /** The whole value as a UTF-8 string. */
+  async text() {
+    return (await this.buffer()).toString('utf8');
+  }
+
+  async _skip() {
+    for await (const _ of this); // eslint-disable-line no-unused-vars
+  }
+}
+
+async function* readForm(req, limits) {
+  const ct = req.headers?.['content-type'];
+  if (ct === undefined) throw Object.assign(codeError('not a form: no Content-Type', 'MYRIAD_EMEDIATYPE'), { status: 415 });
+  const f = native.formNew(ct, limits.parts, limits.headerBytes, limits.fieldBytes, limits.totalBytes);
+  const events = new FormEvents(req, f);
+  let part = null;
+  for (;;) {
+    if (part && !part._done) await part._skip();
+    const e = await events.next();
+    if (e === undefined || e.kind === F_END) return;
+    if (e.kind === F_PART) {
+      part = new Part(e, events);
+      yield part;
+    }
+  }
+}
+
+const REASONS = { 400: 'Bad Request', 404: 'Not Found', 405: 'Method Not Allowed' };
+
+/** A router: `router.get('/users/:id', handler)` (post, put, delete, patch, head, options,
+ * all of them through `route(method, pattern, handler)`), hooks run before every route
+ * (`router.use(async (req, res) => {...})`: a hook that ends the response stops the
+ * request there), and `createServer(router)`. Patterns: `:name` one segment, `*name` the
+ * rest of the path; static > parameter > wildcard whatever the order; 404, 405 with
+ * Allow, 400 for a bad escape in a parameter; HEAD served by GET. A bad or conflicting
+ * pattern throws (.code MYRIAD_EPATTERN or MYRIAD_ECONFLICT). */
+class Router {
+  constructor() {
+    this._r = native.routerNew();
+    this._routes = [];
+    this._hooks = [];
+    this.handler = (req, res) => this.dispatch(req, res);
+  }
+
+  route(method, pattern, handler) {
+    if (typeof handler !== 'function') throw new TypeError('route: a handler function is required');
+    native.routerAdd(this._r, String(method), String(pattern), this._routes.length);
+    this._routes.push(handler);
+    return this;
+  }
+
+  use(hook) {
+    if (typeof hook !== 'function') throw new TypeError('use: a hook function is required');
+    this._hooks.push(hook);
+    return this;
+  }
+
+  /** Serves one request: the hooks, then the route (or 404 / 405 / 400). */
+  dispatch(req, res) {
+    if (this._hooks.length) return this._withHooks(req, res, 0);
+    return this._route(req, res);
+  }
+
+  async _withHooks(req, res, i) {
+    for (; i < this._hooks.length; i++) {
+      await this._hooks[i](req, res);
+      if (res.writableEnded || res.destroyed) return;
+    }
+    return this._route(req, res);
+  }
+
+  _route(req, res) {
+    const m = native.routerMatch(this._r, req._h);
+    if (typeof m === 'number') return this._routes[m](req, res);
+    const [status, allow] = m;
+    if (allow !== undefined) res.setHeader('Allow', allow);
+    res.statusCode = status;
+    res.setHeader('Content-Type', 'text/plain');
+    res.end(REASONS[status] ?? '');
+    return undefined;
+  }
+}
+for (const m of ['get', 'post', 'put', 'delete', 'patch', 'head', 'options']) {
+  Router.prototype[m] = function (pattern, handler) {
+    return this.route(m.toUpperCase(), pattern, handler);
+  };
+}
+
+/** A new Router. */
+function router() {
+  return new Router();
+}
+
 function report(server, err, req) {
   if (server.listenerCount('error') > 0) server.emit('error', err, req);
   else console.error('myriad: request handler failed:', err);
@@ -677,7 +916,8 @@ const asList = (v, what) => {
 class Server extends EventEmitter {
   constructor(options, handler) {
     super();
-    if (typeof options === 'function') [options, handler] = [handler, options];
+    if (typeof options === 'function' || options instanceof Router) [options, handler] = [handler, options];
+    if (handler instanceof Router) handler = handler.handler;
     if (typeof handler !== 'function') throw new TypeError('createServer: a handler function is required');
     if (typeof handler.handle === 'function' && typeof handler.use === 'function') {
       // An Express or Connect app: it swaps the request's and response's prototypes for its
@@ -862,4 +1102,7 @@ function supervise(opts) {
   return native.supervise(opts);
 }
 
-module.exports = { createServer, Server, Request, Response, stats, listenFds, notify, watchdog, supervise, version: native.version };
+module.exports = {
+  createServer, Server, Request, Response, Router, Part, router, parseUrlencoded, serializeCookie, stats,
+  listenFds, notify, watchdog, supervise, version: native.version,
+};

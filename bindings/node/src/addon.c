@@ -19,6 +19,7 @@
  */
 #define _GNU_SOURCE
 #define NAPI_VERSION 8
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -103,6 +104,14 @@ static const char *code_name(int rc) {
     case MYRIAD_ERESOLVE: return "MYRIAD_ERESOLVE";
     case MYRIAD_EFULL: return "MYRIAD_EFULL";
     case MYRIAD_ECANCELED: return "MYRIAD_ECANCELED";
+    case MYRIAD_EPATTERN: return "MYRIAD_EPATTERN";
+    case MYRIAD_ECONFLICT: return "MYRIAD_ECONFLICT";
+    case MYRIAD_EMETHOD: return "MYRIAD_EMETHOD";
+    case MYRIAD_EBADREQ: return "MYRIAD_EBADREQ";
+    case MYRIAD_ETOOLARGE: return "MYRIAD_ETOOLARGE";
+    case MYRIAD_EMEDIATYPE: return "MYRIAD_EMEDIATYPE";
+    case MYRIAD_ESTOPPED: return "MYRIAD_ESTOPPED";
+    case MYRIAD_ECOOKIE: return "MYRIAD_ECOOKIE";
     default: return rc <= MYRIAD_EOS_BASE ? "MYRIAD_EOS" : "MYRIAD_ERROR";
     }
 }
@@ -1286,6 +1295,8 @@ static void on_cleanup(napi_async_cleanup_hook_handle hh, void *arg) {
     uv_close((uv_handle_t *)&I->prepare, on_handle_closed);
 }
 
+#include "web.c"
+
 static napi_value init_module(napi_env env, napi_value exports) {
     myriad_set_logger(log_stderr, NULL, 2);
     static const struct {
@@ -1299,6 +1310,7 @@ static napi_value init_module(napi_env env, napi_value exports) {
         {"listenFds", js_listen_fds}, {"notify", js_notify}, {"watchdog", js_watchdog},
         {"reopenAccessLog", js_reopen_access_log},
         {"supervise", js_supervise},
+        WEB_FNS
     };
     inst *I;
     uv_loop_t *uvl;

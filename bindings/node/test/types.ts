@@ -58,3 +58,29 @@ void srv.listen({ inherited: true });
 void [nfds, sent, armed];
 // @ts-expect-error the state is a string
 myriad.notify(1);
+// The router, forms, cookies.
+const r: myriad.Router = myriad.router();
+r.get('/users/:id', (req, res) => {
+  const id: string = req.params.id;
+  const sid: string | undefined = req.cookies.sid;
+  res.setCookie('seen', 'yes', { path: '/', httpOnly: true, sameSite: 'Lax', maxAge: 60, expires: new Date() });
+  res.end(id + (sid ?? ''));
+})
+  .post('/form', async (req, res) => {
+    for await (const part of req.form({ parts: 10, fieldBytes: 1024 })) {
+      const n: string = part.name;
+      const f: string | undefined = part.filename;
+      if (f === undefined) res.write(`${n}=${await part.text()}`);
+      else for await (const chunk of part) res.write(String(chunk.length));
+    }
+    res.end();
+  })
+  .use(async (req, res) => {
+    if (!req.headers['x-token']) res.end();
+  });
+myriad.createServer(r);
+myriad.createServer({ maxBody: 1 }, r);
+const pairs: Array<[string, string]> = myriad.parseUrlencoded('a=1&b=2');
+const cookie: string = myriad.serializeCookie('a', 'b', { secure: true, sameSite: 'None' });
+void pairs;
+void cookie;
