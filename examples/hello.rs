@@ -28,8 +28,8 @@ use std::time::Duration;
 use myriad::form::{Event, Form, Limits};
 use myriad::router::{Match, Params, Router};
 use myriad::{
-    systemd, AccessLog, Addr, Body, ListenOptions, Listener, Loop, Proto, Request, Response, Server,
-    ServerOptions, Supervisor, SupervisorOptions,
+    systemd, AccessLog, Addr, Body, ListenOptions, Listener, Loop, Proto, Request, Response,
+    Server, ServerOptions, Supervisor, SupervisorOptions,
 };
 
 /// The library's errors (an access log that cannot be written) on stderr.
@@ -161,12 +161,7 @@ fn form(req: &mut Request, res: Response) {
     });
 }
 
-fn handle(
-    lp: &mut Loop,
-    req: &mut Request,
-    mut res: Response,
-    router: &Router<Route>,
-) {
+fn handle(lp: &mut Loop, req: &mut Request, mut res: Response, router: &Router<Route>) {
     let mut params = Params::new();
     let route = match router.find(req.method(), req.path(), &mut params) {
         Match::Found(r) => *r,

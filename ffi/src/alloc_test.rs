@@ -60,10 +60,6 @@ fn exchange(s: &mut TcpStream, n: usize) {
     }
 }
 
-/// One counted server at a time: the counter is global, so two tests' loop threads
-/// counting at once would add up.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 /// Serves with `handler` on `backend`; sends `warm` requests, then `n` counted ones.
 /// Returns the allocations seen during the warm-up and during the counted requests.
 fn serve_counting(
@@ -72,7 +68,6 @@ fn serve_counting(
     warm: usize,
     n: usize,
 ) -> (u64, u64) {
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let (tx, rx) = mpsc::channel();
     let backend = backend.to_string();
     let t = std::thread::spawn(move || {
@@ -147,6 +142,7 @@ unsafe extern "C" fn routed(req: *mut myriad_req_t, _ud: *mut c_void) {
 
 #[test]
 fn routed_requests_make_zero_allocations_after_warm_up() {
+    let _one_at_a_time = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     // SAFETY: the C API used as a C program would.
     unsafe {
         let mut r = std::ptr::null_mut();

@@ -7,8 +7,8 @@ use myriad::cookie::{self, CookieError, SameSite, SetCookie};
 
 use crate::server::{put_str, with_req, with_request};
 use crate::{
-    c_str, guard, myriad_pair_fn, myriad_req_t, MYRIAD_ESTOPPED, MYRIAD_ECOOKIE, MYRIAD_EINVAL,
-    MYRIAD_ENOTFOUND, MYRIAD_OK,
+    c_str, guard, myriad_pair_fn, myriad_req_t, MYRIAD_ECOOKIE, MYRIAD_EINVAL, MYRIAD_ENOTFOUND,
+    MYRIAD_ESTOPPED, MYRIAD_OK,
 };
 
 /// The value of the request's first cookie named `name` (from its Cookie headers, as

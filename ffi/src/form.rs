@@ -7,8 +7,8 @@ use std::ffi::{c_char, c_int, c_void};
 use myriad::form::{Error as FormError, Event, Form, Limits, Part};
 
 use crate::{
-    c_bytes, guard, myriad_free_fn, myriad_req_t, UserData, MYRIAD_EBADREQ, MYRIAD_ESTOPPED,
-    MYRIAD_EGONE, MYRIAD_EINVAL, MYRIAD_EMEDIATYPE, MYRIAD_ENOTFOUND, MYRIAD_ESTATE,
+    c_bytes, guard, myriad_free_fn, myriad_req_t, UserData, MYRIAD_EBADREQ, MYRIAD_EGONE,
+    MYRIAD_EINVAL, MYRIAD_EMEDIATYPE, MYRIAD_ENOTFOUND, MYRIAD_ESTATE, MYRIAD_ESTOPPED,
     MYRIAD_ETOOLARGE, MYRIAD_OK,
 };
 

@@ -20,9 +20,9 @@ mod loops;
 mod router;
 mod server;
 mod stream;
+mod supervisor;
 mod systemd;
 mod work;
-mod supervisor;
 
 pub use accesslog::*;
 pub use cookie::*;
@@ -31,9 +31,9 @@ pub use loops::*;
 pub use router::*;
 pub use server::*;
 pub use stream::*;
+pub use supervisor::*;
 pub use systemd::*;
 pub use work::*;
-pub use supervisor::*;
 
 /// ABI major version (the soname is libmyriad.so.MAJOR).
 pub const MYRIAD_VERSION_MAJOR: c_int = 0;
