@@ -1,17 +1,23 @@
 /*
  * hello.c — the myriad demo app in C.
  *
- *   hello [--http ADDR]... [--fcgi ADDR]... [--threads N] [--backend NAME] [--max-body BYTES]
+ *   hello [--http ADDR]... [--fcgi ADDR]... [--https ADDR]... [--cert FILE --key FILE]...
+ *         [--threads N] [--backend NAME] [--max-body BYTES]
  *         [--access-log PATH]
  *         [--workers N] [--max-requests N] [--watchdog SECONDS] [--user NAME] [--status ADDR]...
  *
  * ADDR is HOST:PORT, [V6]:PORT, unix:PATH or fd:N (port 0 picks a free port). With no
  * listener flag it serves FastCGI on fd 0 when started by spawn-fcgi, else HTTP on
  * 127.0.0.1:8080 — unless socket-activated (systemd's LISTEN_FDS: an fd named "fcgi"
- * serves FastCGI, the others HTTP). Prints "listening http|fcgi ADDR" per listener; with
+ * serves FastCGI, the others HTTP). Prints "listening http|fcgi|https ADDR" per listener; with
  * NOTIFY_SOCKET set it tells the manager READY=1 and a STATUS= line once serving,
  * STOPPING=1 when it drains, and WATCHDOG=1 every half WATCHDOG_USEC. SIGTERM/SIGINT: stop
  * accepting, finish in-flight requests, exit 0. Bad flags: usage on stderr, exit 2.
+ * --https serves HTTPS with the --cert/--key pairs (PEM; the first pair is the default, the
+ * others are chosen by SNI against their certificates' DNS names); a missing or unreadable
+ * file or a key not matching its certificate: a message naming the file, exit 2. SIGHUP
+ * reloads the certificates (new connections get them; on an error the old ones stay).
+ * --https is served without the supervisor flags (it is refused with them).
  * --access-log PATH: one line per request (combined log format) to PATH, "-" for stderr;
  * SIGUSR1 opens PATH again (logrotate); a log that cannot be opened is a bad flag.
  *
@@ -47,7 +53,8 @@
 static void usage(const char *msg) {
     fprintf(stderr,
             "hello: %s\n"
-            "usage: hello [--http ADDR]... [--fcgi ADDR]... [--threads N] [--backend NAME] [--max-body BYTES]\n"
+            "usage: hello [--http ADDR]... [--fcgi ADDR]... [--https ADDR]... [--cert FILE --key FILE]...\n"
+            "             [--threads N] [--backend NAME] [--max-body BYTES]\n"
             "             [--access-log PATH]\n"
             "             [--workers N] [--max-requests N] [--watchdog SECONDS] [--user NAME]\n"
             "             [--status ADDR]...\n"
@@ -499,6 +506,42 @@ static void log_stderr(int level, const char *msg, size_t len, void *ud) {
     fprintf(stderr, "hello: myriad %s: %.*s\n", level <= 1 ? "error" : "warning", (int)len, msg);
 }
 
+/* ---- TLS: --cert/--key pairs, reloaded on SIGHUP ---- */
+
+#define MAX_CERTS 16
+static const char *certs[MAX_CERTS], *keys[MAX_CERTS];
+static int ncerts, nkeys;
+static myriad_tls_config_t *tls;
+
+/* A configuration with every --cert/--key pair; NULL (and the message on stderr) if a
+ * file is missing, unreadable or not PEM, or a key does not match its certificate. */
+static myriad_tls_config_t *load_certs(void) {
+    myriad_tls_config_t *c;
+    if (myriad_tls_config_new(&c) != MYRIAD_OK) return NULL;
+    for (int i = 0; i < ncerts; i++) {
+        if (myriad_tls_config_add_cert_files(c, certs[i], strlen(certs[i]), keys[i], strlen(keys[i])) != MYRIAD_OK) {
+            fprintf(stderr, "hello: %s\n", myriad_tls_config_error(c));
+            myriad_tls_config_free(c);
+            return NULL;
+        }
+    }
+    return c;
+}
+
+static void on_hup(myriad_loop_t *lp, int signo, void *ud) {
+    (void)lp; (void)signo; (void)ud;
+    myriad_tls_config_t *fresh = load_certs();
+    if (!fresh) {
+        fprintf(stderr, "hello: SIGHUP: certificates not reloaded\n");
+        return;
+    }
+    if (myriad_tls_config_reload(tls, fresh) != MYRIAD_OK)
+        fprintf(stderr, "hello: SIGHUP: %s\n", myriad_tls_config_error(tls));
+    else
+        fprintf(stderr, "hello: certificates reloaded\n");
+    myriad_tls_config_free(fresh);
+}
+
 static int is_fcgi_listen_fd0(void) {
     struct sockaddr_storage ss;
     socklen_t len = sizeof ss;
@@ -519,7 +562,9 @@ static struct {
     const char *user;
     const char *access_log;
     unsigned long long max_body;
-} cfg = {{0}, {0}, 0, {0}, 0, "", 1, 0, 1, 0, 0, NULL, NULL, 64ull << 20};
+    const char *https[64];
+    int nhttps;
+} cfg = {{0}, {0}, 0, {0}, 0, "", 1, 0, 1, 0, 0, NULL, NULL, 64ull << 20, {0}, 0};
 
 /* Serves the listeners (a worker's, or the command line's) until SIGTERM/SIGINT drained. */
 static int serve(myriad_worker_t *w) {
@@ -536,7 +581,14 @@ static int serve(myriad_worker_t *w) {
             rc = myriad_server_listen(srv, cfg.proto[i], cfg.addr[i], strlen(cfg.addr[i]));
             if (rc != MYRIAD_OK) usage(*myriad_last_error_detail() ? myriad_last_error_detail() : myriad_strerror(rc));
         }
-        if (!cfg.naddr) {
+        if (cfg.nhttps) {
+            if (!(tls = load_certs())) exit(2);
+            for (int i = 0; i < cfg.nhttps; i++) {
+                rc = myriad_server_listen_tls(srv, cfg.https[i], strlen(cfg.https[i]), tls);
+                if (rc != MYRIAD_OK) usage(rc == MYRIAD_ETLS ? myriad_tls_config_error(tls) : myriad_strerror(rc));
+            }
+        }
+        if (!cfg.naddr && !cfg.nhttps) {
             /* Socket activation (systemd, systemd-socket-activate): the fds passed, "fcgi" by
                name serving FastCGI. Else spawn-fcgi's fd 0, else the default address. */
             rc = myriad_server_listen_inherited(srv, 1);
@@ -558,6 +610,7 @@ static int serve(myriad_worker_t *w) {
     myriad_signal_watch(lp, SIGTERM, on_signal, NULL, NULL, NULL);
     myriad_signal_watch(lp, SIGINT, on_signal, NULL, NULL, NULL);
     myriad_signal_watch(lp, SIGUSR1, on_usr1, NULL, NULL, NULL);
+    if (tls) myriad_signal_watch(lp, SIGHUP, on_hup, NULL, NULL, NULL);
 
     myriad_server_set_threads(srv, (uint32_t)cfg.threads);
     myriad_server_set_limit(srv, MYRIAD_MAX_BODY, cfg.max_body);
@@ -570,7 +623,7 @@ static int serve(myriad_worker_t *w) {
         char addr[256];
         int proto;
         if (myriad_server_listener_addr(srv, i, &proto, addr, sizeof addr) >= 0) {
-            const char *name = proto == MYRIAD_HTTP ? "http" : "fcgi";
+            const char *name = proto == MYRIAD_HTTP ? "http" : proto == MYRIAD_HTTPS ? "https" : "fcgi";
             printf("listening %s %s\n", name, addr);
             if (sl < sizeof status)
                 sl += (size_t)snprintf(status + sl, sizeof status - sl, "%s %s %s", i ? "," : "", name, addr);
@@ -591,6 +644,7 @@ static int serve(myriad_worker_t *w) {
 
     myriad_server_free(srv);
     myriad_router_free(router);
+    myriad_tls_config_free(tls);
     myriad_access_log_free(alog);
     myriad_loop_free(lp);
     return rc == MYRIAD_OK ? 0 : 1;
@@ -656,6 +710,17 @@ int main(int argc, char **argv) {
             if (cfg.naddr == 64) usage("too many listeners");
             cfg.proto[cfg.naddr] = proto;
             cfg.addr[cfg.naddr++] = argv[i];
+        } else if (strcmp(argv[i], "--https") == 0) {
+            if (++i == argc) usage("missing ADDR");
+            if (cfg.nhttps == 64) usage("too many --https");
+            cfg.https[cfg.nhttps++] = argv[i];
+        } else if (strcmp(argv[i], "--cert") == 0 || strcmp(argv[i], "--key") == 0) {
+            int cert = argv[i][2] == 'c';
+            if (++i == argc) usage("missing FILE");
+            if ((cert ? ncerts : nkeys) == MAX_CERTS) usage("too many certificates");
+            if (cert) certs[ncerts++] = argv[i];
+            else keys[nkeys++] = argv[i];
+            if (nkeys > ncerts || ncerts > nkeys + 1) usage("--cert FILE --key FILE go in pairs");
         } else if (strcmp(argv[i], "--threads") == 0) {
             if (++i == argc) usage("missing N");
             cfg.threads = (unsigned long)number(argv[i], 1, 256, "--threads takes 1..256");
@@ -695,5 +760,8 @@ int main(int argc, char **argv) {
             usage("unknown argument");
         }
     }
+    if (ncerts != nkeys) usage("--cert FILE --key FILE go in pairs");
+    if (cfg.nhttps && !ncerts) usage("--https needs --cert FILE --key FILE");
+    if (cfg.nhttps && cfg.supervised) usage("--https is served without --workers in this demo");
     return cfg.supervised ? supervise() : serve(NULL);
 }

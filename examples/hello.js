@@ -1,10 +1,14 @@
 #!/usr/bin/env node
 // hello.js — the myriad demo app in JavaScript (same contract as examples/hello.c):
-//   node hello.js [--http ADDR]... [--fcgi ADDR]... [--threads N] [--backend NAME] [--max-body BYTES]
+//   node hello.js [--http ADDR]... [--fcgi ADDR]... [--https ADDR]... [--cert FILE --key FILE]...
+//                 [--threads N] [--backend NAME] [--max-body BYTES]
 //                 [--workers N] [--max-requests N] [--watchdog SECONDS] [--user NAME] [--status ADDR]...
 //                 [--access-log PATH]
 // --access-log PATH logs each request (combined format) to PATH, "-" for stderr; SIGUSR1
 // opens PATH again (logrotate); a log that cannot be opened is a bad flag (exit 2).
+// --https serves HTTPS with the --cert/--key pairs (the first the default, the others by
+// SNI); a missing, unreadable or mismatched file: its name on stderr, exit 2. SIGHUP
+// reloads the certificates. --https is served without the supervisor flags (refused with them).
 // ADDR is HOST:PORT, [V6]:PORT, unix:PATH or fd:N. With no listener flag it serves FastCGI
 // on fd 0 when started by spawn-fcgi, else HTTP on 127.0.0.1:8080 — unless socket-activated
 // (LISTEN_FDS: "fcgi" by name FastCGI, the others HTTP). Prints "listening http|fcgi ADDR"
@@ -35,14 +39,19 @@ try {
 }
 
 function usage(msg) {
-  process.stderr.write(`hello: ${msg}\nusage: hello.js [--http ADDR]... [--fcgi ADDR]... [--threads N] [--backend NAME] [--access-log PATH] [--max-body BYTES]\n` +
-    '       [--workers N] [--max-requests N] [--watchdog SECONDS] [--user NAME] [--status ADDR]...\n');
+  process.stderr.write(
+    `hello: ${msg}\nusage: hello.js [--http ADDR]... [--fcgi ADDR]... [--https ADDR]... [--cert FILE --key FILE]...\n` +
+      '       [--threads N] [--backend NAME] [--access-log PATH] [--max-body BYTES]\n' +
+      '       [--workers N] [--max-requests N] [--watchdog SECONDS] [--user NAME] [--status ADDR]...\n',
+  );
   process.exit(2);
 }
 
 const http = [];
 let maxBody = 64 * 1024 * 1024;
 const fcgi = [];
+const https = [];
+const certs = []; // [{ cert: FILE, key: FILE }]
 let accessLog;
 const status = [];
 let sup = null; // the supervisor's options, with any supervisor flag
@@ -56,9 +65,17 @@ const argv = process.argv.slice(2);
 for (let i = 0; i < argv.length; i += 2) {
   const [a, v] = [argv[i], argv[i + 1]];
   if (a !== '--http' && a !== '--fcgi' && a !== '--status') workerArgs.push(a, v);
-  if (a === '--http' || a === '--fcgi') {
+  if (a === '--http' || a === '--fcgi' || a === '--https') {
     if (v === undefined) usage('missing ADDR');
-    (a === '--http' ? http : fcgi).push(v);
+    ({ '--http': http, '--fcgi': fcgi, '--https': https })[a].push(v);
+  } else if (a === '--cert') {
+    if (v === undefined) usage('missing FILE');
+    if (certs.length && !certs[certs.length - 1].key) usage('--cert FILE --key FILE go in pairs');
+    certs.push({ cert: v });
+  } else if (a === '--key') {
+    if (v === undefined) usage('missing FILE');
+    if (!certs.length || certs[certs.length - 1].key) usage('--cert FILE --key FILE go in pairs');
+    certs[certs.length - 1].key = v;
   } else if (a === '--access-log') {
     if (v === undefined) usage('missing PATH');
     accessLog = v;
@@ -84,6 +101,30 @@ for (let i = 0; i < argv.length; i += 2) {
     maxBody = Number(v);
   } else {
     usage(`unknown argument ${a}`);
+  }
+}
+if (certs.length && !certs[certs.length - 1].key) usage('--cert FILE --key FILE go in pairs');
+if (https.length && !certs.length) usage('--https needs --cert FILE --key FILE');
+if (https.length && sup) usage('--https is served without --workers in this demo');
+
+/** The --cert/--key pairs read: [{ cert, key, certName, keyName }]; throws naming a file. */
+function readCerts() {
+  const read = (f) => {
+    try {
+      return fs.readFileSync(f);
+    } catch (e) {
+      throw new Error(`${f}: ${e.code === 'ENOENT' ? 'No such file or directory' : e.message}`);
+    }
+  };
+  return certs.map((c) => ({ cert: read(c.cert), key: read(c.key), certName: c.cert, keyName: c.key }));
+}
+let tls = [];
+if (https.length) {
+  try {
+    tls = readCerts();
+  } catch (e) {
+    process.stderr.write(`hello: ${e.message}\n`);
+    process.exit(2);
   }
 }
 // An executed worker of the supervisor: its listeners are LISTEN_FDS (fds 3.., named).
@@ -115,7 +156,7 @@ if (supervised) {
 // No listener flag: the fds of socket activation (systemd's LISTEN_FDS; "fcgi" by name
 // FastCGI, the others HTTP), else spawn-fcgi's fd 0, else the default address.
 let inherited = false;
-if (!http.length && !fcgi.length) {
+if (!http.length && !fcgi.length && !https.length) {
   try {
     inherited = myriad.listenFds() > 0;
   } catch (e) {
@@ -123,7 +164,7 @@ if (!http.length && !fcgi.length) {
     process.exit(1);
   }
 }
-if (!http.length && !fcgi.length && !inherited) {
+if (!http.length && !fcgi.length && !https.length && !inherited) {
   let socket = false;
   try {
     socket = fs.fstatSync(0).isSocket(); // spawn-fcgi passes its listening socket as fd 0
@@ -284,7 +325,7 @@ function notify(state) {
   }
 }
 
-srv.listen({ http, fcgi, inherited, accessLog }).then(
+srv.listen({ http, fcgi, inherited, accessLog, ...(https.length ? { https, tls } : {}) }).then(
   (addrs) => {
     if (supervised) return; // the supervisor printed them
     for (const a of addrs) process.stdout.write(`listening ${a.proto} ${a.addr}\n`);
@@ -293,9 +334,20 @@ srv.listen({ http, fcgi, inherited, accessLog }).then(
   },
   (err) => {
     process.stderr.write(`hello: ${err.message}\n`);
-    process.exit(err.message.includes("accessLog '") ? 2 : 1);
+    // A bad certificate, key or access log is a configuration error: exit 2, before serving.
+    process.exit(err.code === 'MYRIAD_ETLS' || err.message.includes("accessLog '") ? 2 : 1);
   },
 );
+if (https.length) {
+  process.on('SIGHUP', () => {
+    try {
+      srv.setSecureContext({ tls: readCerts() });
+      process.stderr.write('hello: certificates reloaded\n');
+    } catch (e) {
+      process.stderr.write(`hello: SIGHUP: ${e.message}; certificates not reloaded\n`);
+    }
+  });
+}
 
 // Graceful stop: in-flight requests finish, then nothing holds the loop and Node exits 0.
 let stopping = false;

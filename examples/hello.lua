@@ -1,9 +1,13 @@
 -- hello.lua — the myriad demo app in Lua (same contract as examples/hello.c):
---   hello.lua [--http ADDR]... [--fcgi ADDR]... [--threads N] [--backend NAME] [--max-body BYTES]
+--   hello.lua [--http ADDR]... [--fcgi ADDR]... [--https ADDR]... [--cert FILE --key FILE]...
+--             [--threads N] [--backend NAME] [--max-body BYTES]
 --             [--workers N] [--max-requests N] [--watchdog SECONDS] [--user NAME] [--status ADDR]...
 --             [--access-log PATH]
 -- --access-log PATH logs each request (combined format) to PATH, "-" for stderr; SIGUSR1
 -- opens PATH again (logrotate).
+-- --https serves HTTPS with the --cert/--key pairs (the first the default, the others by
+-- SNI); a bad file: its name on stderr, exit 2. SIGHUP reloads the certificates. --https
+-- is served without the supervisor flags (refused with them).
 -- Routes, on a myriad router: GET|HEAD / ; GET /hello/:name ; POST|PUT /echo ; GET /env ;
 -- GET /stream?chunks=N&bytes=B ; GET /delay?ms=M ; GET /work?ms=M ; GET /stats (the loop's
 -- counters as JSON) ; POST /form ; GET /pid (the serving process) ; GET /hang (with
@@ -16,12 +20,13 @@
 local myriad = require "myriad"
 
 local function usage(msg)
-  io.stderr:write("hello: ", msg, "\nusage: hello.lua [--http ADDR]... [--fcgi ADDR]... [--threads N] [--backend NAME] [--access-log PATH] [--max-body BYTES]\n",
+  io.stderr:write("hello: ", msg, "\nusage: hello.lua [--http ADDR]... [--fcgi ADDR]... [--https ADDR]... [--cert FILE --key FILE]...\n",
+    "       [--threads N] [--backend NAME] [--access-log PATH] [--max-body BYTES]\n",
     "       [--workers N] [--max-requests N] [--watchdog SECONDS] [--user NAME] [--status ADDR]...\n")
   os.exit(2)
 end
 
-local http, fcgi = {}, {}
+local http, fcgi, https, tls = {}, {}, {}, {}
 local access_log
 local sup, status = nil, {}
 local function int(v, lo, hi, msg)
@@ -33,9 +38,17 @@ local max_body = 64 * 1024 * 1024
 local i = 1
 while i <= #arg do
   local a, v = arg[i], arg[i + 1]
-  if a == "--http" or a == "--fcgi" then
+  if a == "--http" or a == "--fcgi" or a == "--https" then
     if not v then usage("missing ADDR") end
-    table.insert(a == "--http" and http or fcgi, v)
+    table.insert(a == "--http" and http or a == "--fcgi" and fcgi or https, v)
+  elseif a == "--cert" then
+    if not v then usage("missing FILE") end
+    if #tls > 0 and not tls[#tls].key then usage("--cert FILE --key FILE go in pairs") end
+    table.insert(tls, { cert = v })
+  elseif a == "--key" then
+    if not v then usage("missing FILE") end
+    if #tls == 0 or tls[#tls].key then usage("--cert FILE --key FILE go in pairs") end
+    tls[#tls].key = v
   elseif a == "--access-log" then
     if not v then usage("missing PATH") end
     access_log = v
@@ -68,10 +81,13 @@ while i <= #arg do
   end
   i = i + 2
 end
+if #tls > 0 and not tls[#tls].key then usage("--cert FILE --key FILE go in pairs") end
+if #https > 0 and #tls == 0 then usage("--https needs --cert FILE --key FILE") end
+if #https > 0 and sup then usage("--https is served without --workers in this demo") end
 -- No listener flag: the fds of socket activation (systemd; "fcgi" by name FastCGI, the
 -- others HTTP), else the default address.
 local inherited = false
-if #http == 0 and #fcgi == 0 then
+if #http == 0 and #fcgi == 0 and #https == 0 then
   local ok, n = pcall(myriad.listen_fds)
   if not ok then io.stderr:write("hello: ", tostring(n), "\n"); os.exit(1) end
   if n > 0 then inherited = true else http = { "127.0.0.1:8080" } end
@@ -202,11 +218,20 @@ end
 -- Serves the listeners until SIGTERM/SIGINT has drained them; a worker (supervised) prints
 -- nothing and leaves readiness and the watchdog to its supervisor.
 local function serve(h, f, standalone)
+  local tls_on = standalone and #https > 0
   local ok, srv = pcall(myriad.server, { http = h, fcgi = f, inherited = standalone and inherited, handler = r,
-    max_body = max_body, access_log = access_log })
+    https = tls_on and https or nil, tls = tls_on and tls or nil, max_body = max_body, access_log = access_log })
   if not ok then
     io.stderr:write("hello: ", tostring(srv), "\n")
-    os.exit(tostring(srv):find("access_log", 1, true) and 2 or 1)
+    -- A bad certificate, key or access log file is a configuration error: exit 2, before serving.
+    local e = tostring(srv)
+    os.exit((e:find("^tls: ") or e:find("access_log", 1, true)) and 2 or 1)
+  end
+  if tls_on then
+    myriad.signal("SIGHUP", function()
+      local ok2, err = pcall(srv.reload_tls, srv, tls)
+      io.stderr:write("hello: ", ok2 and "certificates reloaded" or ("SIGHUP: " .. tostring(err) .. "; certificates not reloaded"), "\n")
+    end)
   end
   if standalone then
     local listening = {}

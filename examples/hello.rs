@@ -1,6 +1,7 @@
 //! The demo app on the Rust API (the twin of examples/hello.c):
 //! `hello [--http ADDR]... [--fcgi ADDR]... [--threads N] [--backend NAME] [--workers N]
-//! [--max-requests N] [--watchdog SECONDS] [--user NAME] [--status ADDR]... [--access-log PATH]`.
+//! [--max-requests N] [--watchdog SECONDS] [--user NAME] [--status ADDR]... [--access-log PATH]
+//! [--https ADDR]... [--cert FILE --key FILE]...`.
 //!
 //! Routes, on a `myriad::router::Router`: `/` hello, `/hello/:name`, `/echo` body echo,
 //! `/env` CGI variables, `/stream?chunks=N&bytes=B` paced by a loop timer, `/delay?ms=M`
@@ -18,6 +19,9 @@
 //! SIGUSR2 re-executes the program in place, SIGTERM drains them; an unknown user exits 2.
 //! `--access-log PATH` logs each request (combined format) to PATH, `-` for stderr; SIGUSR1
 //! opens PATH again (under the supervisor, in every worker).
+//! `--https` (without --workers) serves HTTPS with the `--cert`/`--key` pairs (the first
+//! the default, the others by SNI; a bad file: its name on stderr, exit 2); SIGHUP then
+//! reloads them.
 
 use std::cell::RefCell;
 use std::io::Write;
@@ -27,6 +31,7 @@ use std::time::Duration;
 
 use myriad::form::{Event, Form, Limits};
 use myriad::router::{Match, Params, Router};
+use myriad::tls::{TlsAcceptor, TlsConfig};
 use myriad::{
     systemd, AccessLog, Addr, Body, ListenOptions, Listener, Loop, Proto, Request, Response,
     Server, ServerOptions, Supervisor, SupervisorOptions,
@@ -337,11 +342,27 @@ fn notify(state: &str) {
 /// The body limit (--max-body; 64 MiB by default).
 static MAX_BODY: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(64 << 20);
 
-fn serve(
-    lp: &mut Loop,
-    listeners: Vec<(Listener, Proto)>,
-    access_log: Option<AccessLog>,
-) -> Server {
+/// A listener, its protocol, and its TLS acceptor for HTTPS.
+type Listen = (Listener, Proto, Option<TlsAcceptor>);
+
+/// The certificates of the `--cert`/`--key` pairs (errors name the file).
+fn load_certs(pairs: &[(String, String)]) -> Result<TlsConfig, String> {
+    let mut c = TlsConfig::new();
+    for (cert, key) in pairs {
+        c.add_cert_files(cert.as_ref(), key.as_ref())
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(c)
+}
+
+/// `--https` addresses and the `--cert`/`--key` pairs.
+#[derive(Default)]
+struct Https {
+    addrs: Vec<Addr>,
+    certs: Vec<(String, String)>,
+}
+
+fn serve(lp: &mut Loop, listeners: Vec<Listen>, access_log: Option<AccessLog>) -> Server {
     let opts = ServerOptions {
         max_body: MAX_BODY.load(std::sync::atomic::Ordering::Relaxed),
         access_log,
@@ -349,8 +370,11 @@ fn serve(
     };
     let router = routes();
     let srv = lp.server(opts, move |lp, req, res| handle(lp, req, res, &router));
-    for (l, proto) in listeners {
-        srv.listen(lp, l, proto);
+    for (l, proto, tls) in listeners {
+        match tls {
+            Some(acc) => srv.listen_tls(lp, l, acc),
+            None => srv.listen(lp, l, proto),
+        };
     }
     srv
 }
@@ -365,6 +389,8 @@ fn main() {
     let mut sup: Option<SupervisorOptions> = None;
     let mut status: Vec<Addr> = Vec::new();
     let mut access_log = None;
+    let mut https = Https::default();
+    let mut cert: Option<String> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = |flag: &str| {
@@ -392,6 +418,14 @@ fn main() {
                     .unwrap_or_else(|| usage("--threads takes 1..256"))
             }
             "--backend" => backend = val("--backend"),
+            "--https" => https.addrs.push(
+                val("--https")
+                    .parse()
+                    .unwrap_or_else(|e| usage(&format!("{e}"))),
+            ),
+            "--cert" if cert.is_none() => cert = Some(val("--cert")),
+            "--key" if cert.is_some() => https.certs.push((cert.take().unwrap(), val("--key"))),
+            "--cert" | "--key" => usage("--cert FILE --key FILE go in pairs"),
             "--max-body" => {
                 let v = val("--max-body")
                     .parse::<u64>()
@@ -457,7 +491,16 @@ fn main() {
             _ => usage(&format!("unknown argument {a:?}")),
         }
     }
+    if cert.is_some() {
+        usage("--cert FILE --key FILE go in pairs");
+    }
+    if !https.addrs.is_empty() && https.certs.is_empty() {
+        usage("--https needs --cert FILE --key FILE");
+    }
     if let Some(opts) = sup {
+        if !https.addrs.is_empty() {
+            usage("--https is served without --workers in this demo");
+        }
         if addrs.is_empty() {
             // Socket activation: the supervisor serves the passed fds (one socket shared by
             // every worker) and tells systemd READY=1 once its workers serve. The variables
@@ -476,7 +519,7 @@ fn main() {
         }
         supervise(opts, addrs, status, threads, backend, access_log);
     }
-    serve_all(addrs, threads, backend, true, access_log);
+    serve_all(addrs, https, threads, backend, true, access_log);
 }
 
 /// --workers: the supervisor binds, prints the addresses once, and forks the workers, which
@@ -516,6 +559,7 @@ fn supervise(
     match sup.run(move |w| {
         serve_all(
             w.listeners().to_vec(),
+            Https::default(),
             threads,
             backend.clone(),
             false,
@@ -545,14 +589,24 @@ fn proto_name(p: Proto) -> &'static str {
 /// reopens the access log.
 fn serve_all(
     mut addrs: Vec<(Addr, Proto)>,
+    https: Https,
     threads: usize,
     backend: String,
     main: bool,
     access_log: Option<AccessLog>,
 ) {
-    // Each listener as one handle per thread, with its protocol.
-    let mut bound: Vec<(Vec<Listener>, Proto)> = Vec::new();
-    if addrs.is_empty() && main {
+    // The certificates first: a bad file exits 2 before anything is served.
+    let acceptor = (!https.addrs.is_empty()).then(|| {
+        load_certs(&https.certs)
+            .and_then(|c| TlsAcceptor::new(&c).map_err(|e| e.to_string()))
+            .unwrap_or_else(|e| {
+                eprintln!("hello: {e}");
+                std::process::exit(2);
+            })
+    });
+    // Each listener as one handle per thread, with its protocol and whether it is HTTPS.
+    let mut bound: Vec<(Vec<Listener>, Proto, bool)> = Vec::new();
+    if addrs.is_empty() && https.addrs.is_empty() && main {
         // Socket activation (systemd): the fds passed, "fcgi" by name serving FastCGI.
         let fds = systemd::listen_fds(true).unwrap_or_else(|e| {
             eprintln!("hello: {e}");
@@ -564,10 +618,10 @@ fn serve_all(
                 eprintln!("hello: socket activation: {e}");
                 std::process::exit(1);
             });
-            bound.push((l.share(threads), proto));
+            bound.push((l.share(threads), proto, false));
         }
     }
-    if addrs.is_empty() && bound.is_empty() {
+    if addrs.is_empty() && https.addrs.is_empty() && bound.is_empty() {
         // Started by spawn-fcgi (or a web server): fd 0 is the FastCGI listen socket.
         if myriad::fcgi::is_listen_socket(0) {
             addrs.push((Addr::Fd(0), Proto::Fcgi));
@@ -575,22 +629,24 @@ fn serve_all(
             addrs.push(("127.0.0.1:8080".parse().unwrap(), Proto::Http));
         }
     }
-    for (a, proto) in &addrs {
+    let all = addrs.iter().map(|(a, p)| (a, *p, false));
+    for (a, proto, tls) in all.chain(https.addrs.iter().map(|a| (a, Proto::Http, true))) {
         let ls = Listener::bind_many(a, threads, &ListenOptions::default()).unwrap_or_else(|e| {
             eprintln!("hello: cannot listen on {a}: {e}");
             std::process::exit(1);
         });
-        bound.push((ls, *proto));
+        bound.push((ls, proto, tls));
     }
-    let mut per_thread: Vec<Vec<(Listener, Proto)>> = (0..threads).map(|_| Vec::new()).collect();
+    let mut per_thread: Vec<Vec<Listen>> = (0..threads).map(|_| Vec::new()).collect();
     let mut status = Vec::new();
-    for (ls, proto) in bound {
+    for (ls, proto, tls) in bound {
+        let name = if tls { "https" } else { proto_name(proto) };
         if main {
-            println!("listening {} {}", proto_name(proto), ls[0].addr());
+            println!("listening {name} {}", ls[0].addr());
         }
-        status.push(format!("{} {}", proto_name(proto), ls[0].addr()));
+        status.push(format!("{name} {}", ls[0].addr()));
         for (t, l) in ls.into_iter().enumerate() {
-            per_thread[t].push((l, proto));
+            per_thread[t].push((l, proto, acceptor.clone().filter(|_| tls)));
         }
     }
     std::io::stdout().flush().unwrap();
@@ -624,6 +680,18 @@ fn serve_all(
             }
         })
         .expect("signal");
+    if let Some(acc) = acceptor.clone() {
+        // SIGHUP: the certificates again from the same files, for new connections.
+        let certs = https.certs.clone();
+        main_lp
+            .watch_signal(libc::SIGHUP, move |_, _| {
+                match load_certs(&certs).and_then(|c| acc.reload(&c).map_err(|e| e.to_string())) {
+                    Ok(()) => eprintln!("hello: certificates reloaded"),
+                    Err(e) => eprintln!("hello: SIGHUP: {e}; certificates not reloaded"),
+                }
+            })
+            .expect("signal");
+    }
     // Started after the signals are blocked: threads inherit the mask.
     let mut workers = Vec::new();
     for ls in per_thread.drain(1..) {

@@ -161,6 +161,9 @@
 // Protocol: FastCGI.
 #define MYRIAD_FCGI 2
 
+// Protocol: HTTP/1.1 over TLS (a listener added by myriad_server_listen_tls).
+#define MYRIAD_HTTPS 3
+
 // Limit: largest request body in bytes (413 beyond).
 #define MYRIAD_MAX_BODY 1
 
@@ -242,13 +245,6 @@
 // A host name could not be resolved.
 #define MYRIAD_ERESOLVE -11
 
-// The work pool's queue is full (see myriad_work_queue).
-#define MYRIAD_EFULL -12
-
-// The work was cancelled before it started (the status myriad_work_queue's done callback
-// gets after myriad_work_cancel).
-#define MYRIAD_ECANCELED -13
-
 // `myriad_sup_listener_addr`'s protocol for a status listener.
 #define MYRIAD_SUP_STATUS 3
 
@@ -278,6 +274,36 @@
 
 // A request running longer than this counts as slow in the status (default 5000).
 #define MYRIAD_SUP_SLOW_REQUEST_MS 9
+
+// The work pool's queue is full (see myriad_work_queue).
+#define MYRIAD_EFULL -12
+
+// The work was cancelled before it started (the status myriad_work_queue's done callback
+// gets after myriad_work_cancel).
+#define MYRIAD_ECANCELED -13
+
+// A TLS configuration is unusable: a certificate or key file is missing, unreadable or
+// not PEM, a key does not match its certificate, no certificate was added... The
+// configuration's myriad_tls_config_error tells which, naming the file.
+#define MYRIAD_ETLS -14
+
+// TLS version 1.2 (for myriad_tls_config_set_versions).
+#define MYRIAD_TLS1_2 771
+
+// TLS version 1.3.
+#define MYRIAD_TLS1_3 772
+
+// TLS fact: the protocol version, "TLSv1.2" or "TLSv1.3".
+#define MYRIAD_TLS_VERSION 1
+
+// TLS fact: the cipher suite's IANA name, e.g. "TLS_AES_128_GCM_SHA256".
+#define MYRIAD_TLS_CIPHER 2
+
+// TLS fact: the server name the client sent (SNI; server side only).
+#define MYRIAD_TLS_SNI 3
+
+// TLS fact: the application protocol agreed by ALPN, e.g. "http/1.1".
+#define MYRIAD_TLS_ALPN 4
 
 // An access log (opaque). Any thread: it may be shared by servers on several loops and
 // threads; each server keeps its own reference, so the handle can be freed once set.
@@ -320,6 +346,13 @@ typedef struct myriad_stream_t myriad_stream_t;
 // A supervisor (opaque). Set options, bind listeners, then run it, on one thread that
 // runs no loop (it becomes the supervisor's).
 typedef struct myriad_sup_t myriad_sup_t;
+
+// A TLS configuration (opaque): certificate chains with their keys (the first is the
+// default, the others chosen by SNI against their DNS names), protocol versions, ALPN,
+// session resumption, and for clients the CA roots. Configure it from one thread at a
+// time; listeners and connects copy what they need when attached, so it may be freed
+// after (but myriad_tls_config_reload needs it alive).
+typedef struct myriad_tls_config_t myriad_tls_config_t;
 
 // A worker's view (opaque), valid during the worker callback only.
 typedef struct myriad_worker_t myriad_worker_t;
@@ -434,13 +467,6 @@ typedef size_t (*myriad_stream_data_fn)(struct myriad_stream_t *s, const uint8_t
 // its error or direction (see each event).
 typedef void (*myriad_stream_event_fn)(struct myriad_stream_t *s, int event, int error, void *userdata);
 
-// Work callback: runs on a pool thread with the job's user data.
-typedef void (*myriad_work_fn)(void *userdata);
-
-// Done callback: runs on the loop's thread once the work callback returned (status
-// MYRIAD_OK) or the job was cancelled before it started (MYRIAD_ECANCELED).
-typedef void (*myriad_work_done_fn)(struct myriad_loop_t *lp, int status, void *userdata);
-
 // A hook called in the supervisor (reload, reopen).
 typedef void (*myriad_sup_hook_fn)(void *userdata);
 
@@ -448,6 +474,13 @@ typedef void (*myriad_sup_hook_fn)(void *userdata);
 // worker's exit code. Create a loop and a server there, add the worker's listeners with
 // `myriad_worker_listen`, make SIGTERM shut the server down gracefully and run the loop.
 typedef int (*myriad_worker_fn)(struct myriad_worker_t *w, void *userdata);
+
+// Work callback: runs on a pool thread with the job's user data.
+typedef void (*myriad_work_fn)(void *userdata);
+
+// Done callback: runs on the loop's thread once the work callback returned (status
+// MYRIAD_OK) or the job was cancelled before it started (MYRIAD_ECANCELED).
+typedef void (*myriad_work_done_fn)(struct myriad_loop_t *lp, int status, void *userdata);
 
 #ifdef __cplusplus
 extern "C" {
@@ -797,6 +830,14 @@ void myriad_server_free(struct myriad_server_t *srv);
 // (already started).
 int myriad_server_listen(struct myriad_server_t *srv, int proto, const char *addr, size_t addr_len);
 
+// Adds an HTTPS listener (HTTP/1.1 over TLS with `tls`'s certificates) on `addr` (as
+// myriad_server_listen). The configuration is checked now; reloading it
+// (myriad_tls_config_reload) changes what new connections get. `tls` may be freed after
+// (reloading then needs another attached configuration). The TLS handshake and the first
+// request head share MYRIAD_HEADER_TIMEOUT_MS. Errors: MYRIAD_EINVAL, MYRIAD_EADDR,
+// MYRIAD_ESTATE, MYRIAD_ETLS (no certificate...: see myriad_tls_config_error).
+int myriad_server_listen_tls(struct myriad_server_t *srv, const char *addr, size_t addr_len, struct myriad_tls_config_t *tls);
+
 // Sets the number of loop threads (1..=256; default 1). The first runs on the loop given
 // to myriad_server_start; the others are started by the server. Errors: MYRIAD_EINVAL,
 // MYRIAD_ESTATE.
@@ -893,6 +934,14 @@ int myriad_req_body_size(struct myriad_req_t *req, uint64_t *length);
 
 // MYRIAD_HTTP or MYRIAD_FCGI, or a negative error. Loop thread.
 int myriad_req_protocol(struct myriad_req_t *req);
+
+// A TLS fact of the request's connection (HTTPS): `what` is MYRIAD_TLS_VERSION,
+// MYRIAD_TLS_CIPHER, MYRIAD_TLS_SNI or MYRIAD_TLS_ALPN; `*s`/`*len` point at it (not
+// NUL-terminated), valid until the request is finished. Over HTTPS the CGI variables
+// also have HTTPS=on and REQUEST_SCHEME=https. Loop thread. Errors: MYRIAD_ENOTFOUND
+// (not over TLS, or no such fact: no SNI sent, no ALPN agreed), MYRIAD_EINVAL,
+// MYRIAD_EGONE.
+int myriad_req_tls(struct myriad_req_t *req, int what, const char **s, size_t *len);
 
 // The loop this request is served on (for timers); NULL on error. Loop thread.
 struct myriad_loop_t *myriad_req_loop(struct myriad_req_t *req);
@@ -1004,6 +1053,14 @@ int myriad_req_send_async(struct myriad_req_t *req, int status, const char *cont
 // names the address and the cause.
 int myriad_stream_listen(struct myriad_loop_t *lp, const char *addr, size_t addr_len, myriad_accept_fn cb, void *userdata, myriad_free_fn dtor, uint64_t *id);
 
+// myriad_stream_listen over TLS: each accepted stream is a TLS server connection with
+// `tls`'s certificates (chosen by SNI; reloadable with myriad_tls_config_reload); the
+// stream's data is the plaintext, its close sends close_notify, and
+// myriad_stream_tls tells its facts once the handshake is done. A failed handshake
+// closes the stream with MYRIAD_ETLS. Errors: as myriad_stream_listen, MYRIAD_ETLS
+// (`tls` has no certificate...: see myriad_tls_config_error).
+int myriad_stream_listen_tls(struct myriad_loop_t *lp, const char *addr, size_t addr_len, struct myriad_tls_config_t *tls, myriad_accept_fn cb, void *userdata, myriad_free_fn dtor, uint64_t *id);
+
 // Stops a stream listener (its streams stay open); its user data is released.
 // Loop thread. Errors: MYRIAD_ENOTFOUND for an unknown id.
 int myriad_stream_unlisten(struct myriad_loop_t *lp, uint64_t id);
@@ -1022,6 +1079,15 @@ int myriad_stream_listener_addr(struct myriad_loop_t *lp, uint64_t id, char *buf
 // Errors (no stream is created): MYRIAD_EINVAL, MYRIAD_EADDR, immediate OS errors;
 // myriad_last_error_detail names the address and the cause.
 int myriad_stream_connect(struct myriad_loop_t *lp, const char *addr, size_t addr_len, uint64_t timeout_ms, struct myriad_stream_t **out);
+
+// myriad_stream_connect over TLS: the stream is a TLS client connection that verifies
+// the server's certificate against `tls`'s CA roots (myriad_tls_config_add_ca_file; the
+// system's by default) for `server_name` (pointer + length; NULL: the host of `addr`),
+// sent as SNI, with `tls`'s ALPN and versions. Data written before the handshake is
+// done is sent once it is; a failed verification or handshake closes the stream with
+// MYRIAD_ETLS. Errors: as myriad_stream_connect, MYRIAD_ETLS (no CA roots, a bad server
+// name: see myriad_tls_config_error).
+int myriad_stream_connect_tls(struct myriad_loop_t *lp, const char *addr, size_t addr_len, uint64_t timeout_ms, struct myriad_tls_config_t *tls, const char *server_name, size_t server_name_len, struct myriad_stream_t **out);
 
 // Sets (or replaces) the stream's callbacks and user data; a replaced user data's
 // destructor runs now. `data` NULL holds input buffered (reading stops when the buffer is
@@ -1081,8 +1147,93 @@ int myriad_stream_abort(struct myriad_stream_t *s);
 // Errors: MYRIAD_EINVAL (buf NULL or too small), MYRIAD_ESTATE (still resolving).
 int myriad_stream_peer(struct myriad_stream_t *s, char *buf, size_t cap);
 
+// A TLS fact of a TLS stream (myriad_stream_listen_tls, myriad_stream_connect_tls):
+// `what` is MYRIAD_TLS_VERSION, _CIPHER, _SNI (server side) or _ALPN; `*s`/`*len` point
+// at it (not NUL-terminated), valid while the stream is. Known from the stream's first
+// data on (the handshake is done by then). Loop thread. Errors: MYRIAD_ENOTFOUND (not
+// TLS, handshake not done, or no such fact), MYRIAD_EINVAL.
+int myriad_stream_tls(struct myriad_stream_t *s, int what, const char **out, size_t *len);
+
 // The stream's loop (NULL for a NULL stream). Any thread.
 struct myriad_loop_t *myriad_stream_loop(struct myriad_stream_t *s);
+
+// Creates a supervisor with default options (1 worker, 10 s drain timeout). Errors:
+// MYRIAD_EINVAL.
+int myriad_sup_new(struct myriad_sup_t **out);
+
+// Frees a supervisor (closing its listeners); NULL is a no-op. In a worker process, the
+// supervisor's handle is not to be freed (the worker exits when its callback returns).
+void myriad_sup_free(struct myriad_sup_t *sup);
+
+// Sets option `opt` (MYRIAD_SUP_*) to `value`. Before the first listener is bound.
+// Errors: MYRIAD_EINVAL (unknown option, value out of range), MYRIAD_ESTATE (listeners
+// bound already).
+int myriad_sup_set(struct myriad_sup_t *sup, int opt, int64_t value);
+
+// Runs the workers as `user` (and `group`, NULL/0 for the user's): looked up now.
+// Errors: MYRIAD_EINVAL, MYRIAD_ENOTFOUND (no such user or group), MYRIAD_EOS_BASE -
+// EPERM (this process is not root and not that user), MYRIAD_ESTATE.
+int myriad_sup_set_user(struct myriad_sup_t *sup, const char *user, size_t user_len, const char *group, size_t group_len);
+
+// Binds a listener now (`proto` MYRIAD_HTTP or MYRIAD_FCGI; `addr` HOST:PORT, [V6]:PORT,
+// unix:PATH or fd:N): TCP gets one SO_REUSEPORT socket per worker slot. Options are fixed
+// from the first call on. Errors: MYRIAD_EINVAL, MYRIAD_EADDR, MYRIAD_ESTATE (run already),
+// OS errors (e.g. address in use).
+int myriad_sup_listen(struct myriad_sup_t *sup, int proto, const char *addr, size_t addr_len);
+
+// Binds a status listener now, served by the supervisor itself: JSON (PHP-FPM's fields
+// and one entry per worker) on any path, OpenMetrics on a path ending in `/metrics`.
+// Errors: as myriad_sup_listen.
+int myriad_sup_status_listen(struct myriad_sup_t *sup, const char *addr, size_t addr_len);
+
+// Number of listeners bound (status listeners included).
+size_t myriad_sup_listener_count(const struct myriad_sup_t *sup);
+
+// Writes listener `i`'s bound address as a NUL-terminated string into `buf` (capacity
+// `cap`) and its protocol (MYRIAD_HTTP, MYRIAD_FCGI, MYRIAD_SUP_STATUS) into `*proto`
+// (optional). Returns the length. Errors: MYRIAD_EINVAL (short buffer), MYRIAD_ENOTFOUND.
+int myriad_sup_listener_addr(const struct myriad_sup_t *sup, size_t i, int *proto, char *buf, size_t cap);
+
+// `cb(userdata)` runs in the supervisor on SIGHUP, before the workers are replaced
+// (re-read configuration: workers forked afterwards inherit it). `dtor(userdata)` runs
+// when the supervisor is freed. Errors: MYRIAD_EINVAL, MYRIAD_ESTATE.
+int myriad_sup_on_reload(struct myriad_sup_t *sup, myriad_sup_hook_fn cb, void *userdata, myriad_free_fn dtor);
+
+// `cb(userdata)` runs in the supervisor on SIGUSR1 (reopen log files). As
+// myriad_sup_on_reload.
+int myriad_sup_on_reopen(struct myriad_sup_t *sup, myriad_sup_hook_fn cb, void *userdata, myriad_free_fn dtor);
+
+// Runs the pool: forks the workers, each calling `cb(worker, userdata)` in its own process
+// (its return value is that process's exit code; it never returns here), and supervises
+// them until SIGTERM/SIGINT has drained them (or SIGQUIT). Signals: HUP reload, USR2
+// re-exec of the program in place (the same `main` runs again and must ask for the same
+// listeners), USR1 the reopen hook. Call on a thread that runs no loop, outside callbacks;
+// once per supervisor. Returns 0 after a graceful stop, or a negative error: MYRIAD_EINVAL
+// (no listener, no callback), MYRIAD_ESTATE (ran already), an OS error (a worker could not
+// switch to its user: never serves as root).
+int myriad_sup_run(struct myriad_sup_t *sup, myriad_worker_fn cb, void *userdata);
+
+// Runs the pool in exec mode: each worker executes `argv` (`argc` NUL-terminated
+// strings; argv[0] looked up on PATH) with the listeners as fds 3.. and LISTEN_FDS,
+// LISTEN_PID, LISTEN_FDNAMES (`http`/`fcgi`) set, as systemd hands them; a myriad program
+// there finds its supervisor page by itself (heartbeat, counts). Otherwise as
+// myriad_sup_run.
+int myriad_sup_run_exec(struct myriad_sup_t *sup, const char *const *argv, size_t argc);
+
+// Number of listeners the worker serves.
+size_t myriad_worker_listener_count(const struct myriad_worker_t *w);
+
+// Listener `i` of the worker: returns its fd (a listening socket inherited from the
+// supervisor, to serve as `fd:N`) and writes its protocol into `*proto` (optional).
+// Errors: MYRIAD_EINVAL, MYRIAD_ENOTFOUND.
+int myriad_worker_listener(const struct myriad_worker_t *w, size_t i, int *proto);
+
+// The worker's slot (0..workers; extra workers of a dynamic pool count on).
+int myriad_worker_slot(const struct myriad_worker_t *w);
+
+// Adds every listener of the worker to `srv` (not started yet), as myriad_server_listen
+// with `fd:N`. Errors: MYRIAD_EINVAL, MYRIAD_ESTATE (server started).
+int myriad_worker_listen(const struct myriad_worker_t *w, struct myriad_server_t *srv);
 
 // Adds the listening sockets the service manager passed by socket activation (systemd's
 // LISTEN_PID, LISTEN_FDS and LISTEN_FDNAMES, as sd_listen_fds(3) reads them) to the
@@ -1164,83 +1315,63 @@ int myriad_work_cancel(struct myriad_loop_t *lp, uint64_t id);
 // Errors: MYRIAD_EINVAL (out of range), MYRIAD_EWRONGTHREAD.
 int myriad_loop_set_work_pool(struct myriad_loop_t *lp, uint32_t threads, uint32_t max_queued);
 
-// Creates a supervisor with default options (1 worker, 10 s drain timeout). Errors:
-// MYRIAD_EINVAL.
-int myriad_sup_new(struct myriad_sup_t **out);
+// Creates a TLS configuration into `*out`: no certificate, TLS 1.2 and 1.3, ALPN
+// "http/1.1" for servers (none for clients), TLS 1.3 session tickets (keys rotated every
+// 6 hours) and a cache of 1,024 TLS 1.2 sessions, the system's CA roots for clients.
+// Free it with myriad_tls_config_free. Any thread. Errors: MYRIAD_EINVAL.
+int myriad_tls_config_new(struct myriad_tls_config_t **out);
 
-// Frees a supervisor (closing its listeners); NULL is a no-op. In a worker process, the
-// supervisor's handle is not to be freed (the worker exits when its callback returns).
-void myriad_sup_free(struct myriad_sup_t *sup);
+// Frees a configuration (NULL: no-op). Listeners and streams made with it keep working
+// with what they copied. Any thread.
+void myriad_tls_config_free(struct myriad_tls_config_t *cfg);
 
-// Sets option `opt` (MYRIAD_SUP_*) to `value`. Before the first listener is bound.
-// Errors: MYRIAD_EINVAL (unknown option, value out of range), MYRIAD_ESTATE (listeners
-// bound already).
-int myriad_sup_set(struct myriad_sup_t *sup, int opt, int64_t value);
+// The message of the last call on `cfg` that failed with MYRIAD_ETLS (e.g.
+// "key.pem: private key does not match the certificate in cert.pem"), NUL-terminated,
+// valid until the next call on `cfg`; "" if none. NULL gives "".
+const char *myriad_tls_config_error(const struct myriad_tls_config_t *cfg);
 
-// Runs the workers as `user` (and `group`, NULL/0 for the user's): looked up now.
-// Errors: MYRIAD_EINVAL, MYRIAD_ENOTFOUND (no such user or group), MYRIAD_EOS_BASE -
-// EPERM (this process is not root and not that user), MYRIAD_ESTATE.
-int myriad_sup_set_user(struct myriad_sup_t *sup, const char *user, size_t user_len, const char *group, size_t group_len);
+// Adds a certificate chain (PEM, leaf first) and its private key (PEM: PKCS#8, RSA or
+// SEC1 EC), both given as bytes. The first added is the default; the others are chosen
+// when the client's SNI matches one of their DNS names (wildcards included).
+// Errors: MYRIAD_EINVAL, MYRIAD_ETLS (not PEM, no key, key not matching; see
+// myriad_tls_config_error).
+int myriad_tls_config_add_cert_pem(struct myriad_tls_config_t *cfg, const uint8_t *cert, size_t cert_len, const uint8_t *key, size_t key_len);
 
-// Binds a listener now (`proto` MYRIAD_HTTP or MYRIAD_FCGI; `addr` HOST:PORT, [V6]:PORT,
-// unix:PATH or fd:N): TCP gets one SO_REUSEPORT socket per worker slot. Options are fixed
-// from the first call on. Errors: MYRIAD_EINVAL, MYRIAD_EADDR, MYRIAD_ESTATE (run already),
-// OS errors (e.g. address in use).
-int myriad_sup_listen(struct myriad_sup_t *sup, int proto, const char *addr, size_t addr_len);
+// myriad_tls_config_add_cert_pem with the chain and key read from two files (paths as
+// pointer + length). Errors: MYRIAD_EINVAL, MYRIAD_ETLS (the message names the file:
+// missing, unreadable, not PEM, or a key that does not match its certificate).
+int myriad_tls_config_add_cert_files(struct myriad_tls_config_t *cfg, const char *cert_path, size_t cert_path_len, const char *key_path, size_t key_path_len);
 
-// Binds a status listener now, served by the supervisor itself: JSON (PHP-FPM's fields
-// and one entry per worker) on any path, OpenMetrics on a path ending in `/metrics`.
-// Errors: as myriad_sup_listen.
-int myriad_sup_status_listen(struct myriad_sup_t *sup, const char *addr, size_t addr_len);
+// The protocol versions allowed: MYRIAD_TLS1_2 or MYRIAD_TLS1_3 each, `min` <= `max`
+// (default both). Errors: MYRIAD_EINVAL, MYRIAD_ETLS (another version).
+int myriad_tls_config_set_versions(struct myriad_tls_config_t *cfg, int min, int max);
 
-// Number of listeners bound (status listeners included).
-size_t myriad_sup_listener_count(const struct myriad_sup_t *sup);
+// The ALPN protocols, comma-separated in preference order (e.g. "h2,http/1.1"): offered
+// by clients, accepted by servers (a client offering ALPN without any of them is refused
+// with no_application_protocol). "" for none. Errors: MYRIAD_EINVAL.
+int myriad_tls_config_set_alpn(struct myriad_tls_config_t *cfg, const char *list, size_t len);
 
-// Writes listener `i`'s bound address as a NUL-terminated string into `buf` (capacity
-// `cap`) and its protocol (MYRIAD_HTTP, MYRIAD_FCGI, MYRIAD_SUP_STATUS) into `*proto`
-// (optional). Returns the length. Errors: MYRIAD_EINVAL (short buffer), MYRIAD_ENOTFOUND.
-int myriad_sup_listener_addr(const struct myriad_sup_t *sup, size_t i, int *proto, char *buf, size_t cap);
+// Session resumption: `tickets` 1 sends TLS 1.3 session tickets (0: none); `cache` is
+// the number of sessions the server remembers (TLS 1.2 session ids; 0: none).
+// Errors: MYRIAD_EINVAL.
+int myriad_tls_config_set_sessions(struct myriad_tls_config_t *cfg, int tickets, size_t cache);
 
-// `cb(userdata)` runs in the supervisor on SIGHUP, before the workers are replaced
-// (re-read configuration: workers forked afterwards inherit it). `dtor(userdata)` runs
-// when the supervisor is freed. Errors: MYRIAD_EINVAL, MYRIAD_ESTATE.
-int myriad_sup_on_reload(struct myriad_sup_t *sup, myriad_sup_hook_fn cb, void *userdata, myriad_free_fn dtor);
+// Clients: trusts the CA certificates of a PEM file (path as pointer + length) instead
+// of the system's. Errors: MYRIAD_EINVAL, MYRIAD_ETLS (the message names the file).
+int myriad_tls_config_add_ca_file(struct myriad_tls_config_t *cfg, const char *path, size_t len);
 
-// `cb(userdata)` runs in the supervisor on SIGUSR1 (reopen log files). As
-// myriad_sup_on_reload.
-int myriad_sup_on_reopen(struct myriad_sup_t *sup, myriad_sup_hook_fn cb, void *userdata, myriad_free_fn dtor);
+// Clients: trusts the CA certificates of PEM bytes instead of the system's.
+// Errors: MYRIAD_EINVAL, MYRIAD_ETLS.
+int myriad_tls_config_add_ca_pem(struct myriad_tls_config_t *cfg, const uint8_t *pem, size_t len);
 
-// Runs the pool: forks the workers, each calling `cb(worker, userdata)` in its own process
-// (its return value is that process's exit code; it never returns here), and supervises
-// them until SIGTERM/SIGINT has drained them (or SIGQUIT). Signals: HUP reload, USR2
-// re-exec of the program in place (the same `main` runs again and must ask for the same
-// listeners), USR1 the reopen hook. Call on a thread that runs no loop, outside callbacks;
-// once per supervisor. Returns 0 after a graceful stop, or a negative error: MYRIAD_EINVAL
-// (no listener, no callback), MYRIAD_ESTATE (ran already), an OS error (a worker could not
-// switch to its user: never serves as root).
-int myriad_sup_run(struct myriad_sup_t *sup, myriad_worker_fn cb, void *userdata);
-
-// Runs the pool in exec mode: each worker executes `argv` (`argc` NUL-terminated
-// strings; argv[0] looked up on PATH) with the listeners as fds 3.. and LISTEN_FDS,
-// LISTEN_PID, LISTEN_FDNAMES (`http`/`fcgi`) set, as systemd hands them; a myriad program
-// there finds its supervisor page by itself (heartbeat, counts). Otherwise as
-// myriad_sup_run.
-int myriad_sup_run_exec(struct myriad_sup_t *sup, const char *const *argv, size_t argc);
-
-// Number of listeners the worker serves.
-size_t myriad_worker_listener_count(const struct myriad_worker_t *w);
-
-// Listener `i` of the worker: returns its fd (a listening socket inherited from the
-// supervisor, to serve as `fd:N`) and writes its protocol into `*proto` (optional).
-// Errors: MYRIAD_EINVAL, MYRIAD_ENOTFOUND.
-int myriad_worker_listener(const struct myriad_worker_t *w, size_t i, int *proto);
-
-// The worker's slot (0..workers; extra workers of a dynamic pool count on).
-int myriad_worker_slot(const struct myriad_worker_t *w);
-
-// Adds every listener of the worker to `srv` (not started yet), as myriad_server_listen
-// with `fd:N`. Errors: MYRIAD_EINVAL, MYRIAD_ESTATE (server started).
-int myriad_worker_listen(const struct myriad_worker_t *w, struct myriad_server_t *srv);
+// Reload: the listeners attached with `live` (myriad_server_listen_tls,
+// myriad_stream_listen_tls) use `fresh`'s certificates and settings for the connections
+// they accept from now on; open connections keep theirs, and resumable sessions stay
+// resumable. Any thread (listeners pick it up at their next accept). On error nothing
+// changes. Errors: MYRIAD_EINVAL, MYRIAD_ETLS (`fresh` unusable, e.g. no certificate;
+// the message is `live`'s myriad_tls_config_error), MYRIAD_ENOTFOUND (`live` was never
+// attached to a listener).
+int myriad_tls_config_reload(struct myriad_tls_config_t *live, const struct myriad_tls_config_t *fresh);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -8,6 +8,7 @@ declare -A NEED=(
     [cc]=build-essential
     [pkg-config]=pkg-config
     [curl]=curl
+    [openssl]=openssl
     [python3]=python3
     [nginx]=nginx-light
     [haproxy]=haproxy

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # End-to-end check of a demo implementation (hello.c, hello.lua, ...) against the demo
-# contract: every route over HTTP and over FastCGI (cgi-fcgi), graceful SIGTERM with a
-# request in flight (exit 0), --access-log (lines, SIGUSR1 reopen, stderr, a full disk),
-# bad flags (exit 2).
-#   tests/demo_e2e.sh COMMAND...   (the demo; "--http 127.0.0.1:0 --fcgi 127.0.0.1:0" is added)
+# contract: every route over HTTP, over HTTPS (certificates made here by the openssl CLI:
+# SNI between two, reload on SIGHUP, bad files refused with exit 2) and over FastCGI
+# (cgi-fcgi), graceful SIGTERM with a request in flight (exit 0), --access-log (lines,
+# SIGUSR1 reopen, stderr, a full disk), bad flags (exit 2).
+#   tests/demo_e2e.sh COMMAND...   (the demo; "--http 127.0.0.1:0 --fcgi 127.0.0.1:0
+#   --https 127.0.0.1:0 --cert FILE --key FILE --cert FILE --key FILE" is added)
 # Ends with "N passed, M failed".
 set -uo pipefail
 pass=0
@@ -13,12 +15,34 @@ bad() { fail=$((fail + 1)); echo "FAIL $1"; }
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"; [ -n "${DPID:-}" ] && kill "$DPID" 2>/dev/null' EXIT
 
-"$@" --http 127.0.0.1:0 --fcgi 127.0.0.1:0 >"$TMP/out" 2>"$TMP/err" &
+# Certificates: a CA, a.pem (EC P-256, PKCS#8 key; 127.0.0.1, localhost, a.test) and
+# b.pem (RSA, PKCS#1 key; b.test), and c.pem (b.test too, another CN) for the reload.
+(
+    cd "$TMP" || exit 1
+    q() { "$@" >/dev/null 2>&1; }
+    q openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.pem -subj /CN=demo-ca -days 2
+    leaf() { # name key san
+        q openssl req -new -key "$2" -out "$1.csr" -subj "/CN=$1"
+        printf 'subjectAltName=%s\n' "$3" >"$1.ext"
+        q openssl x509 -req -in "$1.csr" -CA ca.pem -CAkey ca.key -CAcreateserial -out "$1.pem" -days 2 -extfile "$1.ext"
+    }
+    q openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out a.key
+    leaf a a.key IP:127.0.0.1,DNS:localhost,DNS:a.test
+    q openssl genrsa -traditional -out b.key 2048
+    leaf b b.key DNS:b.test
+    q openssl ecparam -name prime256v1 -genkey -noout -out c.key
+    leaf c c.key DNS:b.test
+)
+CERTS=(--cert "$TMP/a.pem" --key "$TMP/a.key" --cert "$TMP/tb.pem" --key "$TMP/tb.key")
+cp "$TMP/b.pem" "$TMP/tb.pem"; cp "$TMP/b.key" "$TMP/tb.key"
+
+"$@" --http 127.0.0.1:0 --fcgi 127.0.0.1:0 --https 127.0.0.1:0 "${CERTS[@]}" >"$TMP/out" 2>"$TMP/err" &
 DPID=$!
-for _ in $(seq 1 300); do [ "$(grep -c '^listening' "$TMP/out")" = 2 ] && break; sleep 0.1; done
-H=$(awk '/^listening http/{print $3}' "$TMP/out")
-F=$(awk '/^listening fcgi/{print $3}' "$TMP/out")
-if [ -n "$H" ] && [ -n "$F" ]; then ok "prints 'listening http|fcgi ADDR'"; else bad "listening lines: $(cat "$TMP/out" "$TMP/err")"; fi
+for _ in $(seq 1 300); do [ "$(grep -c '^listening' "$TMP/out")" = 3 ] && break; sleep 0.1; done
+H=$(awk '/^listening http /{print $3}' "$TMP/out")
+F=$(awk '/^listening fcgi /{print $3}' "$TMP/out")
+S=$(awk '/^listening https /{print $3}' "$TMP/out")
+if [ -n "$H" ] && [ -n "$F" ] && [ -n "$S" ]; then ok "prints 'listening http|fcgi|https ADDR'"; else bad "listening lines: $(cat "$TMP/out" "$TMP/err")"; fi
 
 expect() { # name, expected, command...
     local name=$1 want=$2; shift 2
@@ -37,20 +61,8 @@ fbody() { fcgi "$@" | sed '1,/^$/d'; }
 fstatus() { fcgi "$@" | sed -n 's/^Status: \([0-9]*\).*/\1/p'; }
 fheader() { fcgi GET / | grep -i "^$1:" | sed 's/^[^:]*: //'; }
 
-C="curl -sS --max-time 10"
-expect "http GET /" "Hello, World!" $C "http://$H/"
-expect "http GET / content type" "text/plain" $C -o /dev/null -w '%{content_type}' "http://$H/"
-expect "http HEAD /" "200 13" $C -I -o /dev/null -w '%{http_code} %header{content-length}' "http://$H/"
-expect "http POST /echo" "echo body|text/x" $C -H 'Content-Type: text/x' --data-binary 'echo body' -w '|%{content_type}' "http://$H/echo"
-expect "http PUT /echo chunked, default type" "chunked!|application/octet-stream" $C -X PUT -H 'Content-Type:' -H 'Transfer-Encoding: chunked' --data-binary 'chunked!' -w '|%{content_type}' "http://$H/echo"
-expect "http GET /env sorted" "sorted" bash -c "$C 'http://$H/env' | cut -d= -f1 > $TMP/names; sort -c $TMP/names && echo sorted"
-expect "http GET /env vars" "REQUEST_METHOD=GET QUERY_STRING=a=1" bash -c "$C 'http://$H/env?a=1' | grep -E '^(REQUEST_METHOD|QUERY_STRING)=' | sort -r | tr '\n' ' ' | sed 's/ \$//'"
-expect "http GET /stream" "aaabbbccc" $C "http://$H/stream?chunks=3&bytes=3"
-expect "http GET /stream 30 pieces of 2" "60" bash -c "$C 'http://$H/stream?chunks=30&bytes=2' | wc -c | tr -d ' '"
-expect "http GET /delay" "delayed 50" $C "http://$H/delay?ms=50"
-expect "http GET /work" "worked 50" $C "http://$H/work?ms=50"
-expect "http 404" "404" $C -o /dev/null -w '%{http_code}' "http://$H/nope"
-expect "http 404 body" "Not Found" $C "http://$H/nope"
+C0="curl -sS --max-time 10"
+C=$C0
 # /stats: the serving loop's counters as JSON. Two on one connection: the second sees the
 # first's input and output and no new connection; a new connection adds one accept.
 stats_check() {
@@ -70,10 +82,49 @@ assert b["write"] > a["write"], "the first answer was not counted as output"
 assert c["accepted"] > b["accepted"], "a new connection was not counted"
 print("consistent")'
 }
-stats_three() { { $C "http://$H/stats" "http://$H/stats"; $C "http://$H/stats"; } | stats_check 2>&1 | tail -1; }
-expect "http GET /stats" "consistent" stats_three
-expect "http GET /stats type" "application/json" $C -o /dev/null -w '%{content_type}' "http://$H/stats"
+stats_three() { { $C "$U/stats" "$U/stats"; $C "$U/stats"; } | stats_check 2>&1 | tail -1; }
+# The routes over HTTP, then over HTTPS (the CA's certificate verifies the server's).
+http_routes() { # label, base URL
+    local P=$1 U=$2
+    expect "$P GET /" "Hello, World!" $C "$U/"
+    expect "$P GET / content type" "text/plain" $C -o /dev/null -w '%{content_type}' "$U/"
+    expect "$P HEAD /" "200 13" $C -I -o /dev/null -w '%{http_code} %header{content-length}' "$U/"
+    expect "$P POST /echo" "echo body|text/x" $C -H 'Content-Type: text/x' --data-binary 'echo body' -w '|%{content_type}' "$U/echo"
+    expect "$P PUT /echo chunked, default type" "chunked!|application/octet-stream" $C -X PUT -H 'Content-Type:' -H 'Transfer-Encoding: chunked' --data-binary 'chunked!' -w '|%{content_type}' "$U/echo"
+    expect "$P GET /env sorted" "sorted" bash -c "$C '$U/env' | cut -d= -f1 > $TMP/names; sort -c $TMP/names && echo sorted"
+    expect "$P GET /env vars" "REQUEST_METHOD=GET QUERY_STRING=a=1" bash -c "$C '$U/env?a=1' | grep -E '^(REQUEST_METHOD|QUERY_STRING)=' | sort -r | tr '\n' ' ' | sed 's/ \$//'"
+    expect "$P GET /stream" "aaabbbccc" $C "$U/stream?chunks=3&bytes=3"
+    expect "$P GET /stream 30 pieces of 2" "60" bash -c "$C '$U/stream?chunks=30&bytes=2' | wc -c | tr -d ' '"
+    expect "$P GET /delay" "delayed 50" $C "$U/delay?ms=50"
+    expect "$P GET /work" "worked 50" $C "$U/work?ms=50"
+    expect "$P 404" "404" $C -o /dev/null -w '%{http_code}' "$U/nope"
+    expect "$P 404 body" "Not Found" $C "$U/nope"
+    expect "$P GET /stats" "consistent" stats_three
+    expect "$P GET /stats type" "application/json" $C -o /dev/null -w '%{content_type}' "$U/stats"
+}
+http_routes http "http://$H"
+C="$C0 --cacert $TMP/ca.pem"
+http_routes https "https://$S"
+expect "https CGI HTTPS=on" "HTTPS=on REQUEST_SCHEME=https" bash -c "$C 'https://$S/env' | grep -E '^(HTTPS|REQUEST_SCHEME)=' | tr '\n' ' ' | sed 's/ \$//'"
+expect "https TLS 1.2" "200" $C --tlsv1.2 --tls-max 1.2 -o /dev/null -w '%{http_code}' "https://$S/"
+SP=${S##*:}
+expect "https SNI picks the second certificate" "Hello, World! 200" $C --resolve "b.test:$SP:127.0.0.1" -w ' %{http_code}' "https://b.test:$SP/"
+sni_cn() { timeout 10 openssl s_client -connect "$S" -servername "$1" </dev/null 2>/dev/null | sed -n 's/^subject=.*CN *= *//p'; }
+expect "https unknown SNI gets the default" "a" sni_cn nothing.test
+expect "https SNI b.test" "b" sni_cn b.test
+# Reload on SIGHUP: b.test's files now hold c's certificate; new connections get it.
+cp "$TMP/c.pem" "$TMP/tb.pem"; cp "$TMP/c.key" "$TMP/tb.key"
+kill -HUP "$DPID"
+for _ in $(seq 1 50); do [ "$(sni_cn b.test)" = c ] && break; sleep 0.1; done
+expect "https SIGHUP reloads the certificates" "c" sni_cn b.test
+expect "https still served after the reload" "Hello, World!" $C "https://$S/"
+# A reload with a bad file keeps the old certificates.
+echo junk >"$TMP/tb.key"
+kill -HUP "$DPID"
+sleep 0.3
+expect "https bad reload keeps serving" "c" sni_cn b.test
 expect "fcgi GET /stats" "1" bash -c "$(declare -f fcgi fbody); F=$F; fbody GET /stats | python3 -c 'import json,sys; print(int(json.load(sys.stdin)[\"accepted\"] >= 1))'"
+C=$C0
 # /delay does not block other requests (a wide margin: a blocked GET / would take the whole
 # 2.5 s; starting curl on a loaded machine can take several hundred ms by itself)
 ( $C "http://$H/delay?ms=2500" >/dev/null & )
@@ -239,6 +290,18 @@ if [ "$rc" = 2 ] && grep -q 'access' "$TMP/usage"; then ok "access log that cann
 if [ "$rc" = 2 ] && [ -s "$TMP/usage" ]; then ok "bad --max-body: usage and exit 2"; else bad "--max-body x gave $rc"; fi
 "$@" --bogus 2>"$TMP/usage" >/dev/null; rc=$?
 if [ "$rc" = 2 ] && [ -s "$TMP/usage" ]; then ok "bad flag: usage and exit 2"; else bad "bad flag gave $rc"; fi
+# Bad certificate files: a message naming the file, exit 2, before serving.
+refused() { # name, file the message must name, args...
+    local name=$1 file=$2; shift 2
+    timeout 10 "${DEMO[@]}" --https 127.0.0.1:0 "$@" >"$TMP/bout" 2>"$TMP/berr"; local rc=$?
+    if [ "$rc" = 2 ] && grep -qF "$file" "$TMP/berr" && ! grep -q '^listening' "$TMP/bout"; then ok "$name"
+    else bad "$name: rc $rc, stderr [$(head -3 "$TMP/berr")]"; fi
+}
+DEMO=("$@")
+refused "missing certificate file: exit 2 naming it" "$TMP/none.pem" --cert "$TMP/none.pem" --key "$TMP/a.key"
+refused "unreadable key file: exit 2 naming it" "$TMP" --cert "$TMP/a.pem" --key "$TMP"
+refused "key not matching its certificate: exit 2 naming it" "$TMP/b.key" --cert "$TMP/a.pem" --key "$TMP/b.key"
+refused "not a PEM certificate: exit 2 naming it" "$TMP/a.key" --cert "$TMP/a.key" --key "$TMP/a.key"
 
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]

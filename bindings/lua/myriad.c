@@ -4,9 +4,12 @@
  *
  *   local myriad = require "myriad"
  *   local srv = myriad.server{ http = {"127.0.0.1:0"}, fcgi = {...},
+ *                              https = {...}, tls = { {cert = FILE|PEM, key = FILE|PEM}, ... },
  *                              handler = function(req, res) ... end, max_body = N, ...,
  *                              access_log = PATH or "-", access_log_format = FMT }
  *   srv:reopen_logs()         -- the access log, after logrotate (on SIGUSR1)
+ *   srv:reload_tls{ {cert = ..., key = ...}, ... }   -- new HTTPS connections get these
+ *   req.tls -> { version =, cipher =, sni =, alpn = } over HTTPS (else nil), req.scheme
  *   myriad.timer(ms, fn [, repeat_ms]) -> timer (t:cancel())
  *   myriad.signal(signo, fn) -> watch (w:cancel())
  *   myriad.sleep(ms)          -- inside a handler (or any coroutine driven by myriad)
@@ -368,6 +371,23 @@ static int req_index(lua_State *L) {
         lua_pushstring(L, myriad_req_protocol(q->r) == MYRIAD_FCGI ? "fcgi" : "http");
         return 1;
     }
+    if (!strcmp(k, "scheme")) {
+        lua_pushstring(L, myriad_req_tls(q->r, MYRIAD_TLS_VERSION, &s, &n) == MYRIAD_OK ? "https" : "http");
+        return 1;
+    }
+    if (!strcmp(k, "tls")) {
+        static const struct { const char *name; int what; } facts[] = {
+            {"version", MYRIAD_TLS_VERSION}, {"cipher", MYRIAD_TLS_CIPHER},
+            {"sni", MYRIAD_TLS_SNI}, {"alpn", MYRIAD_TLS_ALPN}};
+        if (myriad_req_tls(q->r, MYRIAD_TLS_VERSION, &s, &n) != MYRIAD_OK) return 0;
+        lua_newtable(L);
+        for (size_t i = 0; i < sizeof facts / sizeof facts[0]; i++) {
+            if (myriad_req_tls(q->r, facts[i].what, &s, &n) != MYRIAD_OK) continue;
+            lua_pushlstring(L, s, n);
+            lua_setfield(L, -2, facts[i].name);
+        }
+        return 1;
+    }
     if (!strcmp(k, "peer")) {
         char buf[128];
         if (myriad_req_peer(q->r, buf, sizeof buf) < 0) return 0;
@@ -610,6 +630,8 @@ typedef struct {
     int selfref;
     int doneref;
     myriad_access_log_t *alog; /* the access_log option's log, for reopen_logs */
+    /* The HTTPS listeners' certificates (srv:reload_tls replaces what they hold). */
+    myriad_tls_config_t *tls;
 } lsrv;
 
 /* The client went away (or the front end aborted the request). */
@@ -695,7 +717,7 @@ static int srv_addresses(lua_State *L) {
         int proto;
         if (myriad_server_listener_addr(s->srv, i, &proto, buf, sizeof buf) < 0) continue;
         lua_newtable(L);
-        lua_pushstring(L, proto == MYRIAD_HTTP ? "http" : "fcgi");
+        lua_pushstring(L, proto == MYRIAD_HTTP ? "http" : proto == MYRIAD_HTTPS ? "https" : "fcgi");
         lua_setfield(L, -2, "proto");
         lua_pushstring(L, buf);
         lua_setfield(L, -2, "addr");
@@ -719,6 +741,52 @@ static int srv_gc(lua_State *L) {
 static int srv_reopen_logs(lua_State *L) {
     lsrv *s = (lsrv *)luaL_checkudata(L, 1, SRV_MT);
     if (s->alog) check_rc(L, myriad_access_log_reopen(s->alog));
+    myriad_tls_config_free(s->tls);
+    s->tls = NULL;
+    return 0;
+}
+
+/* A TLS configuration from the list at stack index `idx`: { {cert = ..., key = ...}, ... },
+ * each a file name or PEM text. Raises an error naming the bad file (nothing leaks). */
+static myriad_tls_config_t *tls_from(lua_State *L, int idx) {
+    myriad_tls_config_t *c;
+    char msg[512] = "";
+    if (!lua_istable(L, idx)) luaL_error(L, "tls: a list of {cert = ..., key = ...} expected");
+    /* (luaL_error below, after the configuration is freed.) */
+    if (myriad_tls_config_new(&c) != MYRIAD_OK) luaL_error(L, "out of memory");
+    for (int i = 1; !msg[0]; i++) {
+        lua_rawgeti(L, idx, i);
+        if (lua_isnil(L, -1)) { lua_pop(L, 1); break; }
+        lua_getfield(L, -1, "cert");
+        lua_getfield(L, -2, "key");
+        size_t cn, kn;
+        const char *cert = lua_tolstring(L, -2, &cn), *key = lua_tolstring(L, -1, &kn);
+        int rc;
+        if (!cert || !key) {
+            snprintf(msg, sizeof msg, "entry %d: cert and key (file names or PEM) expected", i);
+        } else {
+            rc = strstr(cert, "-----BEGIN") ? myriad_tls_config_add_cert_pem(c, (const uint8_t *)cert, cn, (const uint8_t *)key, kn)
+                                            : myriad_tls_config_add_cert_files(c, cert, cn, key, kn);
+            if (rc != MYRIAD_OK) snprintf(msg, sizeof msg, "%s", myriad_tls_config_error(c));
+        }
+        lua_pop(L, 3);
+    }
+    if (!msg[0] && rawlen(L, idx) == 0) snprintf(msg, sizeof msg, "no certificate");
+    if (msg[0]) {
+        myriad_tls_config_free(c);
+        luaL_error(L, "tls: %s", msg);
+    }
+    return c;
+}
+
+/* srv:reload_tls{ {cert = ..., key = ...}, ... }: new HTTPS connections get these. */
+static int srv_reload_tls(lua_State *L) {
+    lsrv *s = (lsrv *)luaL_checkudata(L, 1, SRV_MT);
+    if (!s->tls) return luaL_error(L, "reload_tls: the server has no https listener");
+    myriad_tls_config_t *fresh = tls_from(L, 2);
+    int rc = myriad_tls_config_reload(s->tls, fresh);
+    myriad_tls_config_free(fresh);
+    if (rc != MYRIAD_OK) return luaL_error(L, "reload_tls: %s", myriad_tls_config_error(s->tls));
     return 0;
 }
 
@@ -780,7 +848,7 @@ static const struct { const char *name; int which; } limits[] = {
 };
 
 /* Options of myriad.server besides the limits above. */
-static const char *const server_keys[] = {"http", "fcgi", "inherited", "handler", "threads", "access_log", "access_log_format", NULL};
+static const char *const server_keys[] = {"http", "fcgi", "https", "tls", "inherited", "handler", "threads", "access_log", "access_log_format", NULL};
 
 /* Every key of the options table is known: a typo (htp=) is an error naming it. */
 static void check_server_keys(lua_State *L) {
@@ -843,6 +911,26 @@ static int l_server(lua_State *L) {
     }
     lua_pop(L, 1);
     access_log_opt(L, s);
+    lua_getfield(L, 1, "https");
+    if (!lua_isnil(L, -1)) {
+        lua_getfield(L, 1, "tls");
+        s->tls = tls_from(L, lua_gettop(L));
+        lua_pop(L, 1);
+        int list = lua_istable(L, -1);
+        for (int i = 1;; i++) {
+            if (list) lua_rawgeti(L, -1, i);
+            else if (i == 1) lua_pushvalue(L, -1);
+            else break;
+            if (lua_isnil(L, -1)) { lua_pop(L, 1); break; }
+            size_t n;
+            const char *a = luaL_checklstring(L, -1, &n);
+            int rc = myriad_server_listen_tls(s->srv, a, n, s->tls);
+            if (rc != MYRIAD_OK)
+                luaL_error(L, "bad https address '%s': %s", a, rc == MYRIAD_ETLS ? myriad_tls_config_error(s->tls) : myriad_strerror(rc));
+            lua_pop(L, 1);
+        }
+    }
+    lua_pop(L, 1);
     for (size_t i = 0; i < sizeof limits / sizeof limits[0]; i++) {
         lua_getfield(L, 1, limits[i].name);
         if (!lua_isnil(L, -1)) {
@@ -865,8 +953,9 @@ static int l_server(lua_State *L) {
     return 1;
 }
 
-static const luaL_Reg srv_methods[] = {
-    {"close", srv_close}, {"addresses", srv_addresses}, {"reopen_logs", srv_reopen_logs}, {NULL, NULL}};
+static const luaL_Reg srv_methods[] = {{"close", srv_close}, {"addresses", srv_addresses},
+                                       {"reopen_logs", srv_reopen_logs}, {"reload_tls", srv_reload_tls},
+                                       {NULL, NULL}};
 
 /* ---- timers, signals, sleep ---- */
 

@@ -75,6 +75,8 @@ pub struct Request {
     /// The method, target, path and query spans are known to be UTF-8: the HTTP parser
     /// sets them from `&str` views. (FastCGI's come unchecked from the front end.)
     pub(crate) str_spans: bool,
+    /// The TLS facts of the connection (HTTPS), shared by its requests.
+    pub(crate) tls: Option<std::sync::Arc<crate::net::TlsInfo>>,
 }
 
 fn ascii_eq(a: &[u8], b: &[u8]) -> bool {
@@ -101,6 +103,7 @@ impl Request {
             abort_cb: None,
             expect_continue: false,
             str_spans: false,
+            tls: None,
         }
     }
 
@@ -117,6 +120,7 @@ impl Request {
         self.str_spans = false;
         // Spans of an earlier request would point past the cleared storage.
         (self.method, self.target, self.path, self.query) = ((0, 0), (0, 0), (0, 0), (0, 0));
+        self.tls = None;
     }
 
     pub(crate) fn span(&self, s: Span) -> &[u8] {
@@ -210,6 +214,29 @@ impl Request {
         }
     }
 
+    /// The TLS facts of the connection the request came on (HTTPS), or None.
+    pub fn tls(&self) -> Option<&crate::net::TlsInfo> {
+        self.tls.as_deref()
+    }
+
+    /// The URL scheme: "https" over TLS, else "http" (over FastCGI: from the front end's
+    /// `HTTPS` / `REQUEST_SCHEME` parameters).
+    pub fn scheme(&self) -> &'static str {
+        let fcgi_https = || {
+            self.proto == Protocol::Fcgi
+                && self.params.iter().any(|(n, v)| {
+                    let (n, v) = (self.span(*n), self.span(*v));
+                    (n == b"HTTPS" && v.eq_ignore_ascii_case(b"on"))
+                        || (n == b"REQUEST_SCHEME" && v == b"https")
+                })
+        };
+        if self.tls.is_some() || fcgi_https() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
     /// A CGI variable (RFC 3875 names plus HTTP_*): from the FastCGI parameters, or
     /// derived from the HTTP request.
     pub fn cgi(&self, name: &str) -> Option<String> {
@@ -256,6 +283,10 @@ impl Request {
         put("QUERY_STRING", self.query().into());
         put("SERVER_PROTOCOL", self.version().into());
         put("GATEWAY_INTERFACE", "CGI/1.1".into());
+        put("REQUEST_SCHEME", self.scheme().into());
+        if self.tls.is_some() {
+            put("HTTPS", "on".into());
+        }
         if let PeerAddr::Inet(a) = self.peer {
             put("REMOTE_ADDR", a.ip().to_string());
             put("REMOTE_PORT", a.port().to_string());

@@ -27,6 +27,8 @@ pub mod supervisor;
 mod sys;
 pub mod systemd;
 pub mod workpool;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use accesslog::{AccessLog, AccessLogStats};
 pub use app::{Body, BodySize, Completion, Request, Response, ResponseError};

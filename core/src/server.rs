@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::app::{Ctx, ExId, HandlerFn, Request, Response};
 use crate::fcgi::FcgiConn;
 use crate::http::HttpConn;
-use crate::net::{Accepted, Addr, Listener, PeerAddr};
+use crate::net::{Accepted, Addr, Listener, PeerAddr, Transport};
 use crate::reactor::{Loop, Token};
 
 /// Which protocol a listener speaks.
@@ -200,6 +200,26 @@ impl Loop {
 impl Server {
     /// Serves `proto` on `l` from this loop. Returns the listener's token.
     pub fn listen(&self, lp: &mut Loop, l: Listener, proto: Proto) -> Token {
+        self.listen_layered(lp, l, proto, None)
+    }
+
+    /// Serves HTTPS on `l` from this loop: HTTP/1.1 over TLS with `tls`'s certificates
+    /// (reloadable: [`crate::tls::TlsAcceptor::reload`]). The TLS handshake and the first
+    /// request head share the header timeout. Returns the listener's token.
+    #[cfg(feature = "tls")]
+    pub fn listen_tls(&self, lp: &mut Loop, l: Listener, tls: crate::tls::TlsAcceptor) -> Token {
+        self.listen_layered(lp, l, Proto::Http, Some(Rc::new(move || tls.accept())))
+    }
+
+    /// [`Server::listen`] with a transport layer made by `layer` for each connection
+    /// accepted (a connection it gives no layer to is closed).
+    pub fn listen_layered(
+        &self,
+        lp: &mut Loop,
+        l: Listener,
+        proto: Proto,
+        layer: Option<MakeLayer>,
+    ) -> Token {
         let local = match l.addr() {
             Addr::Tcp(a) => Some(*a),
             _ => None,
@@ -229,7 +249,12 @@ impl Server {
                     sh.conns.set(sh.conns.get() + 1);
                     let conn = HttpConn::new(sh.clone(), idx as u8, local);
                     let t = lp.add_conn_with(a, conn, opts);
-                    lp.with_conn::<HttpConn, ()>(t, |p, io| p.start(io));
+                    lp.with_conn::<HttpConn, ()>(t, |p, io| {
+                        if !with_layer(io, &layer) {
+                            return;
+                        }
+                        p.start(io)
+                    });
                 }
                 Proto::Fcgi => {
                     if let (false, PeerAddr::Inet(peer)) =
@@ -249,6 +274,9 @@ impl Server {
                     let t = lp.add_conn_with(a, FcgiConn::new(sh.clone()), opts);
                     let draining = sh.draining.get();
                     lp.with_conn::<FcgiConn, ()>(t, |p, io| {
+                        if !with_layer(io, &layer) {
+                            return;
+                        }
                         p.start(io);
                         if draining {
                             p.drain_after_requests();
@@ -298,6 +326,25 @@ impl Server {
             finish_drain(lp, &sh2);
         });
         finish_drain(lp, &self.sh);
+    }
+}
+
+/// Makes the transport layer of each connection a listener accepts (None: refuse it).
+pub type MakeLayer = Rc<dyn Fn() -> Option<Box<dyn Transport>>>;
+
+/// Sets the connection's layer from `make`; false (and the connection aborted) if it
+/// gives none.
+fn with_layer(io: &mut crate::net::Io<'_>, make: &Option<MakeLayer>) -> bool {
+    let Some(make) = make else { return true };
+    match make() {
+        Some(t) => {
+            io.set_transport(t);
+            true
+        }
+        None => {
+            io.abort();
+            false
+        }
     }
 }
 

@@ -23,6 +23,7 @@ mod stream;
 mod supervisor;
 mod systemd;
 mod work;
+mod tls;
 
 pub use accesslog::*;
 pub use cookie::*;
@@ -34,6 +35,7 @@ pub use stream::*;
 pub use supervisor::*;
 pub use systemd::*;
 pub use work::*;
+pub use tls::*;
 
 /// ABI major version (the soname is libmyriad.so.MAJOR).
 pub const MYRIAD_VERSION_MAJOR: c_int = 0;
@@ -234,6 +236,7 @@ pub extern "C" fn myriad_strerror(code: c_int) -> *const c_char {
         MYRIAD_EMEDIATYPE => "unsupported content type\0",
         MYRIAD_ESTOPPED => "stopped by the callback\0",
         MYRIAD_ECOOKIE => "invalid cookie name, value or attribute\0",
+        MYRIAD_ETLS => "TLS configuration error (see myriad_tls_config_error)\0",
         c if c <= MYRIAD_EOS_BASE && c > MYRIAD_EOS_BASE - 4096 => {
             // SAFETY: strerror returns a static (per-thread) string for any errno; glibc's
             // messages for known errno values are static.

@@ -11,6 +11,8 @@ use myriad::{
     Addr, Handle, ListenOptions, Listener, Loop, Proto, Request, Response, Server, ServerOptions,
 };
 
+use myriad::tls::TlsAcceptor;
+
 use crate::loops::{enter, myriad_loop_t, with_loop};
 use crate::{
     c_bytes, c_str, copy_cstr, fail, guard, guard_or, myriad_free_fn, os_err, FreeBuf, UserData,
@@ -22,6 +24,8 @@ use crate::{
 pub const MYRIAD_HTTP: c_int = 1;
 /// Protocol: FastCGI.
 pub const MYRIAD_FCGI: c_int = 2;
+/// Protocol: HTTP/1.1 over TLS (a listener added by myriad_server_listen_tls).
+pub const MYRIAD_HTTPS: c_int = 3;
 
 /// Limit: largest request body in bytes (413 beyond).
 pub const MYRIAD_MAX_BODY: c_int = 1;
@@ -154,7 +158,7 @@ struct Started {
 /// A server (opaque): listeners, threads, limits and a handler. Configure, then start on a
 /// loop. Loop thread of the loop it is started on (configuration: any single thread).
 pub struct myriad_server_t {
-    addrs: Vec<(Addr, ListenOptions, Proto)>,
+    addrs: Vec<(Addr, ListenOptions, Proto, Option<TlsAcceptor>)>,
     bound: Vec<(String, c_int)>,
     threads: usize,
     pub(crate) opts: ServerOptions,
@@ -220,7 +224,7 @@ impl myriad_server_t {
 
 /// Adds a listener to bind at start (for other modules: socket activation).
 pub(crate) fn push_listener(s: &mut myriad_server_t, a: Addr, p: Proto) {
-    s.addrs.push((a, ListenOptions::default(), p));
+    s.addrs.push((a, ListenOptions::default(), p, None));
 }
 
 /// Adds a listener: `proto` is MYRIAD_HTTP or MYRIAD_FCGI, `addr` is HOST:PORT,
@@ -263,10 +267,49 @@ pub unsafe extern "C" fn myriad_server_listen(
         }
         match myriad::parse_listen(a) {
             Ok((a, o)) => {
-                s.addrs.push((a, o, p));
+                s.addrs.push((a, o, p, None));
                 MYRIAD_OK
             }
             Err(e) => fail(MYRIAD_EADDR, e.to_string()),
+        }
+    })
+}
+
+/// Adds an HTTPS listener (HTTP/1.1 over TLS with `tls`'s certificates) on `addr` (as
+/// myriad_server_listen). The configuration is checked now; reloading it
+/// (myriad_tls_config_reload) changes what new connections get. `tls` may be freed after
+/// (reloading then needs another attached configuration). The TLS handshake and the first
+/// request head share MYRIAD_HEADER_TIMEOUT_MS. Errors: MYRIAD_EINVAL, MYRIAD_EADDR,
+/// MYRIAD_ESTATE, MYRIAD_ETLS (no certificate...: see myriad_tls_config_error).
+#[no_mangle]
+pub unsafe extern "C" fn myriad_server_listen_tls(
+    srv: *mut myriad_server_t,
+    addr: *const c_char,
+    addr_len: usize,
+    tls: *mut crate::myriad_tls_config_t,
+) -> c_int {
+    guard(|| {
+        // SAFETY: forwarded: live objects (or NULL) and `addr_len` readable bytes.
+        let (Some(s), Some(a), Some(t)) = (
+            unsafe { srv_mut(srv) },
+            unsafe { c_str(addr, addr_len) },
+            unsafe { tls.as_mut() },
+        ) else {
+            return MYRIAD_EINVAL;
+        };
+        if s.started.is_some() {
+            return MYRIAD_ESTATE;
+        }
+        let (a, o) = match myriad::parse_listen(a) {
+            Ok(x) => x,
+            Err(e) => return fail(MYRIAD_EADDR, e.to_string()),
+        };
+        match t.acceptor() {
+            Ok(acc) => {
+                s.addrs.push((a, o, Proto::Http, Some(acc)));
+                MYRIAD_OK
+            }
+            Err(e) => e,
         }
     })
 }
@@ -442,25 +485,30 @@ pub unsafe extern "C" fn myriad_server_start(
         if s.started.is_some() {
             return MYRIAD_ESTATE;
         }
-        let mut per: Vec<Vec<(Listener, Proto)>> = (0..s.threads).map(|_| Vec::new()).collect();
+        let mut per: Vec<Vec<(Listener, Proto, Option<TlsAcceptor>)>> =
+            (0..s.threads).map(|_| Vec::new()).collect();
         let mut bound = Vec::new();
-        for (a, o, p) in &s.addrs {
+        for (a, o, p, tls) in &s.addrs {
             match Listener::bind_many(a, s.threads, o) {
                 Ok(ls) => {
                     bound.push((
                         ls[0].addr().to_string(),
-                        if *p == Proto::Http {
-                            MYRIAD_HTTP
-                        } else {
-                            MYRIAD_FCGI
+                        match (p, tls) {
+                            (_, Some(_)) => MYRIAD_HTTPS,
+                            (Proto::Http, None) => MYRIAD_HTTP,
+                            (Proto::Fcgi, None) => MYRIAD_FCGI,
                         },
                     ));
                     for (t, l) in ls.into_iter().enumerate() {
-                        per[t].push((l, *p));
+                        per[t].push((l, *p, tls.clone()));
                     }
                 }
                 Err(e) => {
-                    let proto = if *p == Proto::Http { "http" } else { "fcgi" };
+                    let proto = match (p, tls) {
+                        (_, Some(_)) => "https",
+                        (Proto::Http, None) => "http",
+                        (Proto::Fcgi, None) => "fcgi",
+                    };
                     return fail(os_err(&e), bind_detail(proto, a, &e));
                 }
             }
@@ -477,8 +525,8 @@ pub unsafe extern "C" fn myriad_server_start(
                 unsafe {
                     with_loop(lb, |l| {
                         let srv = make_server(l, lb, o2, h2);
-                        for (li, p) in ls {
-                            srv.listen(l, li, p);
+                        for (li, p, tls) in ls {
+                            listen(&srv, l, li, p, tls);
                         }
                         let _ = tx.send(l.handle());
                         WORKER.with(|w| *w.borrow_mut() = Some(srv));
@@ -499,8 +547,8 @@ pub unsafe extern "C" fn myriad_server_start(
         let r = unsafe {
             with_loop(lp, |l| {
                 let srv = make_server(l, lp, opts, h);
-                for (li, p) in first {
-                    srv.listen(l, li, p);
+                for (li, p, tls) in first {
+                    listen(&srv, l, li, p, tls);
                 }
                 s.started = Some(Started {
                     main: srv,
@@ -545,6 +593,14 @@ pub(crate) fn bind_detail(proto: &str, a: &Addr, e: &std::io::Error) -> String {
 
 thread_local! {
     static WORKER: RefCell<Option<Server>> = const { RefCell::new(None) };
+}
+
+/// Serves a listener: over TLS when it has an acceptor.
+fn listen(srv: &Server, l: &mut Loop, li: Listener, p: Proto, tls: Option<TlsAcceptor>) {
+    match tls {
+        Some(acc) => srv.listen_tls(l, li, acc),
+        None => srv.listen(l, li, p),
+    };
 }
 
 /// Number of listeners (valid after myriad_server_start).
@@ -953,6 +1009,33 @@ pub unsafe extern "C" fn myriad_req_protocol(req: *mut myriad_req_t) -> c_int {
                 } else {
                     MYRIAD_FCGI
                 }
+            })
+            .unwrap_or(MYRIAD_EGONE),
+            Err(e) => e,
+        }
+    })
+}
+
+/// A TLS fact of the request's connection (HTTPS): `what` is MYRIAD_TLS_VERSION,
+/// MYRIAD_TLS_CIPHER, MYRIAD_TLS_SNI or MYRIAD_TLS_ALPN; `*s`/`*len` point at it (not
+/// NUL-terminated), valid until the request is finished. Over HTTPS the CGI variables
+/// also have HTTPS=on and REQUEST_SCHEME=https. Loop thread. Errors: MYRIAD_ENOTFOUND
+/// (not over TLS, or no such fact: no SNI sent, no ALPN agreed), MYRIAD_EINVAL,
+/// MYRIAD_EGONE.
+#[no_mangle]
+pub unsafe extern "C" fn myriad_req_tls(
+    req: *mut myriad_req_t,
+    what: c_int,
+    s: *mut *const c_char,
+    len: *mut usize,
+) -> c_int {
+    guard(|| {
+        // SAFETY: forwarded.
+        match unsafe { req_ref(req) } {
+            // SAFETY: `s` and `len` are writable (checked inside); the facts live in the
+            // request (shared with its connection) until it is finished.
+            Ok(r) => with_request(r, |q| unsafe {
+                crate::tls::tls_fact(q.tls(), what, s, len)
             })
             .unwrap_or(MYRIAD_EGONE),
             Err(e) => e,

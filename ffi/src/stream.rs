@@ -69,6 +69,8 @@ pub struct myriad_stream_t {
     resolve: Cell<Option<ResolveId>>,
     timer: Cell<Option<TimerId>>,
     early: RefCell<Early>,
+    /// The TLS facts, once the handshake of a TLS stream is done.
+    tls: RefCell<crate::tls::Facts>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -146,6 +148,7 @@ impl myriad_stream_t {
             resolve: Cell::new(None),
             timer: Cell::new(None),
             early: RefCell::new(Early::default()),
+            tls: RefCell::new(None),
         })
     }
 
@@ -244,6 +247,11 @@ impl StreamProto {
 impl Protocol for StreamProto {
     fn on_data(&mut self, io: &mut Io<'_>, input: &[u8]) -> usize {
         let h = &self.h;
+        if let Some(t) = io.transport() {
+            if h.tls.borrow().is_none() {
+                *h.tls.borrow_mut() = t.info();
+            }
+        }
         if h.read_ms.get() > 0 {
             h.arm_read();
             h.rearm(io);
@@ -347,6 +355,8 @@ impl Protocol for StreamProto {
             Some(e) if e.raw_os_error() == Some(libc::ETIMEDOUT) && !self.h.connected.get() => {
                 MYRIAD_ETIMEDOUT
             }
+            // A TLS failure (bad certificate, alert, protocol error).
+            Some(e) if e.kind() == std::io::ErrorKind::InvalidData => crate::MYRIAD_ETLS,
             Some(e) => os_err(e),
             None => 0,
         };
@@ -434,6 +444,55 @@ pub unsafe extern "C" fn myriad_stream_listen(
     dtor: myriad_free_fn,
     id: *mut u64,
 ) -> c_int {
+    // SAFETY: forwarded.
+    unsafe { listen(lp, addr, addr_len, None, cb, userdata, dtor, id) }
+}
+
+/// myriad_stream_listen over TLS: each accepted stream is a TLS server connection with
+/// `tls`'s certificates (chosen by SNI; reloadable with myriad_tls_config_reload); the
+/// stream's data is the plaintext, its close sends close_notify, and
+/// myriad_stream_tls tells its facts once the handshake is done. A failed handshake
+/// closes the stream with MYRIAD_ETLS. Errors: as myriad_stream_listen, MYRIAD_ETLS
+/// (`tls` has no certificate...: see myriad_tls_config_error).
+#[no_mangle]
+pub unsafe extern "C" fn myriad_stream_listen_tls(
+    lp: *mut myriad_loop_t,
+    addr: *const c_char,
+    addr_len: usize,
+    tls: *mut crate::myriad_tls_config_t,
+    cb: myriad_accept_fn,
+    userdata: *mut c_void,
+    dtor: myriad_free_fn,
+    id: *mut u64,
+) -> c_int {
+    guard(|| {
+        // SAFETY: a live configuration or NULL.
+        let Some(t) = (unsafe { tls.as_mut() }) else {
+            return MYRIAD_EINVAL;
+        };
+        match t.acceptor() {
+            // SAFETY: forwarded.
+            Ok(acc) => unsafe { listen(lp, addr, addr_len, Some(acc), cb, userdata, dtor, id) },
+            Err(e) => e,
+        }
+    })
+}
+
+/// The body of the stream listens, with or without TLS.
+///
+/// # Safety
+/// As myriad_stream_listen.
+#[allow(clippy::too_many_arguments)]
+unsafe fn listen(
+    lp: *mut myriad_loop_t,
+    addr: *const c_char,
+    addr_len: usize,
+    tls: Option<myriad::tls::TlsAcceptor>,
+    cb: myriad_accept_fn,
+    userdata: *mut c_void,
+    dtor: myriad_free_fn,
+    id: *mut u64,
+) -> c_int {
     let ud = userdata as usize;
     crate::clear_detail();
     guard(|| {
@@ -458,6 +517,19 @@ pub unsafe extern "C" fn myriad_stream_listen(
                 let token =
                     lp.add_conn_with(acc, StreamProto { h: h.clone() }, ConnOptions::default());
                 h.token.set(Some(token));
+                if let Some(a) = &tls {
+                    let layer = a.accept();
+                    let set = lp.with_conn_later::<StreamProto, bool>(token, |_, io| {
+                        match layer {
+                            Some(l) => io.set_transport(l),
+                            None => io.abort(),
+                        }
+                        !io.is_closing()
+                    });
+                    if set != Some(true) {
+                        return;
+                    }
+                }
                 let peer = format!("{}\0", h.peer.get().expect("set above"));
                 let ud = ud.get();
                 // SAFETY: the callback gets the new handle, a NUL-terminated peer string
@@ -544,6 +616,72 @@ pub unsafe extern "C" fn myriad_stream_connect(
     timeout_ms: u64,
     out: *mut *mut myriad_stream_t,
 ) -> c_int {
+    // SAFETY: forwarded.
+    unsafe { connect(lp, addr, addr_len, timeout_ms, None, out) }
+}
+
+/// myriad_stream_connect over TLS: the stream is a TLS client connection that verifies
+/// the server's certificate against `tls`'s CA roots (myriad_tls_config_add_ca_file; the
+/// system's by default) for `server_name` (pointer + length; NULL: the host of `addr`),
+/// sent as SNI, with `tls`'s ALPN and versions. Data written before the handshake is
+/// done is sent once it is; a failed verification or handshake closes the stream with
+/// MYRIAD_ETLS. Errors: as myriad_stream_connect, MYRIAD_ETLS (no CA roots, a bad server
+/// name: see myriad_tls_config_error).
+#[no_mangle]
+pub unsafe extern "C" fn myriad_stream_connect_tls(
+    lp: *mut myriad_loop_t,
+    addr: *const c_char,
+    addr_len: usize,
+    timeout_ms: u64,
+    tls: *mut crate::myriad_tls_config_t,
+    server_name: *const c_char,
+    server_name_len: usize,
+    out: *mut *mut myriad_stream_t,
+) -> c_int {
+    guard(|| {
+        // SAFETY: forwarded: a live configuration (or NULL) and readable strings.
+        let (Some(t), Some(a)) = (unsafe { tls.as_mut() }, unsafe { c_str(addr, addr_len) }) else {
+            return MYRIAD_EINVAL;
+        };
+        let name = if server_name.is_null() {
+            match Target::parse(a) {
+                Ok(Target::Name(host, _)) => host,
+                Ok(Target::Addr(Addr::Tcp(sa))) => sa.ip().to_string(),
+                Ok(_) => return MYRIAD_EINVAL,
+                Err(_) => return MYRIAD_EADDR,
+            }
+        } else {
+            // SAFETY: forwarded.
+            match unsafe { c_str(server_name, server_name_len) } {
+                Some(n) => n.to_string(),
+                None => return MYRIAD_EINVAL,
+            }
+        };
+        let layer = match t.connector().map(|c| c.connect(&name)) {
+            Ok(Ok(l)) => l,
+            Ok(Err(e)) => {
+                t.record_error(e.message());
+                return crate::MYRIAD_ETLS;
+            }
+            Err(e) => return e,
+        };
+        // SAFETY: forwarded.
+        unsafe { connect(lp, addr, addr_len, timeout_ms, Some(layer), out) }
+    })
+}
+
+/// The body of the stream connects, with or without a TLS layer.
+///
+/// # Safety
+/// As myriad_stream_connect.
+unsafe fn connect(
+    lp: *mut myriad_loop_t,
+    addr: *const c_char,
+    addr_len: usize,
+    timeout_ms: u64,
+    layer: Option<Box<dyn myriad::net::Transport>>,
+    out: *mut *mut myriad_stream_t,
+) -> c_int {
     crate::clear_detail();
     guard(|| {
         if out.is_null() {
@@ -563,19 +701,21 @@ pub unsafe extern "C" fn myriad_stream_connect(
             let h = match target {
                 Target::Addr(a) => {
                     let h = myriad_stream_t::new(lb, State::Connecting);
-                    if let Err(e) = start_connect(lp, &h, &a, timeout) {
+                    if let Err(e) = start_connect(lp, &h, &a, timeout, layer) {
                         let d = format!("connect {a}: {}", crate::describe(&e));
                         return crate::fail(os_err(&e), d);
                     }
                     h
                 }
-                Target::Name(host, port) => match start_resolve(lp, lb, &host, port, timeout) {
-                    Ok(h) => h,
-                    Err(e) => {
-                        let d = format!("connect {host}:{port}: {}", crate::describe(&e));
-                        return crate::fail(os_err(&e), d);
+                Target::Name(host, port) => {
+                    match start_resolve(lp, lb, &host, port, timeout, layer) {
+                        Ok(h) => h,
+                        Err(e) => {
+                            let d = format!("connect {host}:{port}: {}", crate::describe(&e));
+                            return crate::fail(os_err(&e), d);
+                        }
                     }
-                },
+                }
             };
             // SAFETY: `out` is writable (checked).
             unsafe { *out = h.ptr() };
@@ -591,6 +731,7 @@ fn start_connect(
     h: &Rc<myriad_stream_t>,
     a: &Addr,
     timeout: Option<Duration>,
+    layer: Option<Box<dyn myriad::net::Transport>>,
 ) -> std::io::Result<()> {
     let t = lp.connect(
         a,
@@ -599,6 +740,9 @@ fn start_connect(
         StreamProto { h: h.clone() },
     )?;
     h.token.set(Some(t));
+    if let Some(l) = layer {
+        lp.with_conn_later::<StreamProto, ()>(t, |_, io| io.set_transport(l));
+    }
     if let Addr::Tcp(sa) = a {
         h.peer.set(Some(PeerAddr::Inet(*sa)));
     } else {
@@ -617,8 +761,10 @@ fn start_resolve(
     host: &str,
     port: u16,
     timeout: Option<Duration>,
+    layer: Option<Box<dyn myriad::net::Transport>>,
 ) -> std::io::Result<Rc<myriad_stream_t>> {
     let h = myriad_stream_t::new(lb, State::Resolving);
+    let layer = Cell::new(layer);
     let started = lp.now();
     let hr = h.clone();
     let id = lp.resolve(host, port, move |lp, res| {
@@ -635,7 +781,7 @@ fn start_resolve(
             lp.cancel_timer(t);
         }
         hr.state.set(State::Connecting);
-        if let Err(e) = start_connect(lp, &hr, &Addr::Tcp(addrs[0]), left) {
+        if let Err(e) = start_connect(lp, &hr, &Addr::Tcp(addrs[0]), left, layer.take()) {
             hr.closed(lp, os_err(&e));
         }
     })?;
@@ -948,6 +1094,29 @@ pub unsafe extern "C" fn myriad_stream_peer(
             Some(p) => unsafe { copy_cstr(&p.to_string(), buf, cap) },
             None => MYRIAD_ESTATE,
         }
+    })
+}
+
+/// A TLS fact of a TLS stream (myriad_stream_listen_tls, myriad_stream_connect_tls):
+/// `what` is MYRIAD_TLS_VERSION, _CIPHER, _SNI (server side) or _ALPN; `*s`/`*len` point
+/// at it (not NUL-terminated), valid while the stream is. Known from the stream's first
+/// data on (the handshake is done by then). Loop thread. Errors: MYRIAD_ENOTFOUND (not
+/// TLS, handshake not done, or no such fact), MYRIAD_EINVAL.
+#[no_mangle]
+pub unsafe extern "C" fn myriad_stream_tls(
+    s: *mut myriad_stream_t,
+    what: c_int,
+    out: *mut *const c_char,
+    len: *mut usize,
+) -> c_int {
+    guard_or(MYRIAD_EINVAL, || {
+        // SAFETY: a live stream or NULL.
+        let Some(h) = (unsafe { s.as_ref() }) else {
+            return MYRIAD_EINVAL;
+        };
+        let facts = h.tls.borrow();
+        // SAFETY: `out`/`len` checked inside; the facts live as long as the stream.
+        unsafe { crate::tls::tls_fact(facts.as_deref(), what, out, len) }
     })
 }
 

@@ -33,18 +33,42 @@ export interface Limits {
   accessLogFormat?: string;
 }
 
-export interface ListenOptions extends Limits {
+/** PEM text or bytes, as Node's https.createServer takes them. */
+export type Pem = string | Buffer | ArrayBufferView;
+
+/** One certificate chain and its private key (PEM: PKCS#8, RSA or SEC1 EC). */
+export interface TlsPair {
+  cert: Pem;
+  key: Pem;
+  /** What error messages call the certificate and the key (e.g. their file names). */
+  certName?: string;
+  keyName?: string;
+}
+
+/** The HTTPS certificates: `cert`/`key` (one each, or arrays in pairs) and/or `tls` (a
+ * list for SNI); the first is the default, the others are chosen by SNI against their
+ * certificates' DNS names. */
+export interface SecureOptions {
+  cert?: Pem | Pem[];
+  key?: Pem | Pem[];
+  tls?: TlsPair[];
+}
+
+export interface ListenOptions extends Limits, SecureOptions {
   http?: Address | Address[];
   fcgi?: Address | Address[];
   /** Also serve the listeners of socket activation (systemd's LISTEN_FDS for this process:
    * an fd named "fcgi" serves FastCGI, the others HTTP; their addresses read "fd:3"...). */
   inherited?: boolean;
+  /** HTTPS listeners (HTTP/1.1 over TLS 1.2/1.3, ALPN http/1.1), with the certificates of
+   * `cert`/`key`/`tls`. */
+  https?: Address | Address[];
   /** Must be 1 (or absent): a Node.js thread runs one loop; use worker_threads for more. */
   threads?: 1;
 }
 
 export interface BoundAddress {
-  proto: 'http' | 'fcgi';
+  proto: 'http' | 'https' | 'fcgi';
   addr: string;
 }
 
@@ -58,6 +82,10 @@ export declare class Request extends EventEmitter implements AsyncIterable<Buffe
   /** The path part of the target, as sent ("/a%20b"). */
   readonly path: string;
   readonly protocol: 'http' | 'fcgi';
+  /** The TLS facts of an HTTPS request; undefined over plain HTTP or FastCGI. */
+  readonly tls:
+    | { version: 'TLSv1.2' | 'TLSv1.3'; cipher: string; sni: string | undefined; alpn: string | undefined }
+    | undefined;
   /** True once the client went away before the response ended. */
   readonly aborted: boolean;
   /** The request target as sent: "/path?query". */
@@ -250,6 +278,10 @@ export declare class Server extends EventEmitter {
    * with code MYRIAD_EADDR (bad address), MYRIAD_EINVAL (bad limit), MYRIAD_EOS (bind
    * failed: the message says why), ERR_SERVER_ALREADY_LISTEN. */
   listen(what: ListenOptions | Address): Promise<BoundAddress[]>;
+  /** Replaces the HTTPS certificates for new connections (open ones keep theirs). Throws
+   * code MYRIAD_ETLS, naming the bad certificate or key, and changes nothing, if they are
+   * unusable. */
+  setSecureContext(options: SecureOptions): void;
   addresses(): BoundAddress[];
   /** Opens the access log's file again (after logrotate moved it; call it on SIGUSR1).
    * Throws if it cannot be opened (the old file stays in use). */

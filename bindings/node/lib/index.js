@@ -160,6 +160,7 @@ class Request extends Lazy {
     this._headers = undefined;
     this._env = undefined;
     this._peer = undefined;
+    this._tls = undefined;
     this._ac = undefined;
     // The body: chunks not yet consumed, then the end or the error.
     this._chunks = flags & 1 ? [] : null;
@@ -169,6 +170,17 @@ class Request extends Lazy {
     this._reading = false;
     this._paused = false;
     this._resume = null;
+  }
+
+  /** The TLS facts of an HTTPS request: { version, cipher, sni, alpn } (e.g. 'TLSv1.3',
+   * 'TLS_AES_128_GCM_SHA256', 'example.com', 'http/1.1'; sni and alpn may be undefined);
+   * undefined over plain HTTP or FastCGI. */
+  get tls() {
+    if (this._tls === undefined) {
+      const t = native.tls(this._h);
+      this._tls = t ? { version: t[0], cipher: t[1], sni: t[2], alpn: t[3] } : null;
+    }
+    return this._tls ?? undefined;
   }
 
   /** The request target as sent: "/path?query". */
@@ -913,6 +925,38 @@ const asList = (v, what) => {
   return list;
 };
 
+const pem = (v, what) => {
+  if (typeof v === 'string') return Buffer.from(v);
+  if (Buffer.isBuffer(v)) return v;
+  if (ArrayBuffer.isView(v)) return Buffer.from(v.buffer, v.byteOffset, v.byteLength);
+  throw new TypeError(`${what} must be a PEM string or Buffer`);
+};
+
+/** [cert, key, certName, keyName, ...] for the native side, from `{ key, cert }` (each a PEM
+ * string or Buffer, or arrays of them in pairs, as Node's https takes them) and/or
+ * `tls: [{ key, cert, keyName?, certName? }, ...]` (the SNI list: the first is the default).
+ * keyName/certName (e.g. file names) are what error messages call them. */
+function tlsPems(o) {
+  const pairs = [];
+  if (o.cert !== undefined || o.key !== undefined) {
+    const certs = Array.isArray(o.cert) ? o.cert : [o.cert];
+    const keys = Array.isArray(o.key) ? o.key : [o.key];
+    if (certs.length !== keys.length) throw codeError('https: as many keys as certificates', 'ERR_INVALID_ARG_VALUE');
+    certs.forEach((c, i) => pairs.push({ cert: c, key: keys[i] }));
+  }
+  if (o.tls !== undefined) {
+    if (!Array.isArray(o.tls)) throw new TypeError('tls must be an array of { key, cert }');
+    pairs.push(...o.tls);
+  }
+  if (!pairs.length) throw codeError('https needs a certificate and its key (cert, key)', 'ERR_INVALID_ARG_VALUE');
+  const flat = [];
+  pairs.forEach((p, i) => {
+    if (!p || typeof p !== 'object') throw new TypeError('tls entries must be { key, cert }');
+    flat.push(pem(p.cert, 'cert'), pem(p.key, 'key'), String(p.certName ?? `cert[${i}]`), String(p.keyName ?? `key[${i}]`));
+  });
+  return flat;
+}
+
 class Server extends EventEmitter {
   constructor(options, handler) {
     super();
@@ -955,20 +999,23 @@ class Server extends EventEmitter {
     }
     let http = asList(o.http, 'http');
     let fcgi = asList(o.fcgi, 'fcgi');
+    let https = asList(o.https, 'https');
     const inherited = o.inherited === true;
-    if (inherited && !http.length && !fcgi.length && native.listenFds() === 0) {
+    if (inherited && !http.length && !fcgi.length && !https.length && native.listenFds() === 0) {
       throw codeError('listen: not socket-activated (no LISTEN_FDS for this process)', 'ERR_INVALID_ARG_VALUE');
     }
-    if (!http.length && !fcgi.length && !inherited) {
-      throw codeError('listen: no http or fcgi address', 'ERR_INVALID_ARG_VALUE');
+    if (!http.length && !fcgi.length && !https.length && !inherited) {
+      throw codeError('listen: no http, https or fcgi address', 'ERR_INVALID_ARG_VALUE');
     }
-    if (cluster.isWorker) [http, fcgi] = [http.map(clusterAddr), fcgi.map(clusterAddr)];
+    if (cluster.isWorker) [http, fcgi, https] = [http.map(clusterAddr), fcgi.map(clusterAddr), https.map(clusterAddr)];
     const limits = { inherited };
     for (const k of LIMITS) if (o[k] !== undefined) limits[k] = o[k];
     for (const k of ['accessLog', 'accessLogFormat']) if (o[k] !== undefined) limits[k] = o[k];
+    const pems = https.length ? tlsPems(o) : [];
     const id = nextId++;
     try {
-      native.listen(id, http, fcgi, limits); // throws on a bad address or limit, or bind errors
+      // Throws on a bad address, limit or certificate, or bind errors.
+      native.listen(id, http, fcgi, limits, https, pems);
     } catch (e) {
       throw listenError(e);
     }
@@ -988,7 +1035,15 @@ class Server extends EventEmitter {
     if (this._listening) native.reopenAccessLog(this._id);
   }
 
-  /** The bound addresses: [{ proto: 'http' | 'fcgi', addr: '127.0.0.1:40123' }]. */
+  /** Replaces the HTTPS certificates for new connections (as Node's
+   * server.setSecureContext): `{ key, cert }` or `{ tls: [{ key, cert }, ...] }`. Throws
+   * (and changes nothing) if they are unusable. */
+  setSecureContext(options) {
+    if (!this._listening) throw codeError('not listening', 'ERR_SERVER_NOT_RUNNING');
+    native.reloadTls(this._id, tlsPems(options || {}));
+  }
+
+  /** The bound addresses: [{ proto: 'http' | 'https' | 'fcgi', addr: '127.0.0.1:40123' }]. */
   addresses() {
     return this._addresses.map((a) => ({ ...a }));
   }
@@ -1022,7 +1077,7 @@ function listenError(e) {
   err.code = code;
   err.errno = -sys;
   err.syscall = 'listen';
-  const m = /^(?:http|fcgi) listener (\S+): /.exec(e.detail || '');
+  const m = /^(?:https?|fcgi) listener (\S+): /.exec(e.detail || '');
   if (m) {
     const a = m[1];
     const t = /^\[(.*)\]:(\d+)$/.exec(a) || /^([^:]*):(\d+)$/.exec(a);

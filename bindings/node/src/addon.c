@@ -59,6 +59,7 @@ typedef struct {
 typedef struct server {
     inst *I;
     myriad_server_t *s;
+    myriad_tls_config_t *tls; /* the HTTPS listeners' certificates (reload replaces them) */
     double id;
     int draining; /* shut down: freed on the loop once drained */
     myriad_access_log_t *alog; /* the accessLog option's log (for reopenAccessLog) */
@@ -112,6 +113,7 @@ static const char *code_name(int rc) {
     case MYRIAD_EMEDIATYPE: return "MYRIAD_EMEDIATYPE";
     case MYRIAD_ESTOPPED: return "MYRIAD_ESTOPPED";
     case MYRIAD_ECOOKIE: return "MYRIAD_ECOOKIE";
+    case MYRIAD_ETLS: return "MYRIAD_ETLS";
     default: return rc <= MYRIAD_EOS_BASE ? "MYRIAD_EOS" : "MYRIAD_ERROR";
     }
 }
@@ -121,7 +123,10 @@ static const char *code_name(int rc) {
 static napi_value throw_rc(napi_env env, int rc, const char *context) {
     char msg[600];
     napi_value m, c, err, n;
-    snprintf(msg, sizeof msg, "%s%s%s", context ? context : "", context ? ": " : "", myriad_strerror(rc));
+    if (rc == MYRIAD_ETLS && context) /* the configuration's own message names the file */
+        snprintf(msg, sizeof msg, "%s", context);
+    else
+        snprintf(msg, sizeof msg, "%s%s%s", context ? context : "", context ? ": " : "", myriad_strerror(rc));
     napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &m);
     napi_create_string_utf8(env, code_name(rc), NAPI_AUTO_LENGTH, &c);
     napi_create_error(env, c, m, &err);
@@ -454,6 +459,7 @@ static void server_free_later(myriad_loop_t *lp, void *ud) {
     }
     myriad_server_free(S->s);
     myriad_access_log_free(S->alog);
+    myriad_tls_config_free(S->tls);
     free(S);
 }
 
@@ -731,23 +737,122 @@ static napi_value js_reopen_access_log(napi_env env, napi_callback_info info) {
     return NULL;
 }
 
-/* listen(id, http[], fcgi[], options) -> true; throws on a bad address or limit, or if
- * binding fails. */
+/* Copies `msg` into `err` with the library's labels of PEM bytes replaced by the caller's
+ * names for them (file names, in the demo). */
+static void name_pems(char *err, size_t cap, const char *msg, const char *cert, size_t cl, const char *key, size_t kl) {
+    size_t o = 0;
+    while (*msg && o + 1 < cap) {
+        const char *sub = NULL;
+        size_t skip = 0, sl = 0;
+        if (!strncmp(msg, "certificate PEM", 15)) sub = cert, sl = cl, skip = 15;
+        else if (!strncmp(msg, "key PEM", 7)) sub = key, sl = kl, skip = 7;
+        if (sub) {
+            o += (size_t)snprintf(err + o, cap - o, "%.*s", (int)sl, sub);
+            if (o >= cap) o = cap - 1;
+            msg += skip;
+        } else {
+            err[o++] = *msg++;
+        }
+    }
+    err[o] = 0;
+}
+
+/* A TLS configuration from [cert, key, certName, keyName, ...] (PEM Buffers, then the
+ * names error messages use); NULL with `err` set if it is unusable. */
+static myriad_tls_config_t *tls_from(napi_env env, napi_value pems, char *err, size_t errcap) {
+    myriad_tls_config_t *c = NULL;
+    uint32_t n = 0;
+    bool arr = false;
+    napi_is_array(env, pems, &arr);
+    if (arr) napi_get_array_length(env, pems, &n);
+    if (n < 4 || n % 4) {
+        snprintf(err, errcap, "https needs a certificate and its key");
+        return NULL;
+    }
+    if (myriad_tls_config_new(&c) != MYRIAD_OK) return NULL;
+    for (uint32_t i = 0; i < n; i += 4) {
+        napi_value v[4];
+        void *cp, *kp;
+        size_t cl, kl, cnl, knl;
+        char cn[256], kn[256];
+        for (uint32_t j = 0; j < 4; j++) napi_get_element(env, pems, i + j, &v[j]);
+        if (napi_get_buffer_info(env, v[0], &cp, &cl) != napi_ok || napi_get_buffer_info(env, v[1], &kp, &kl) != napi_ok ||
+            napi_get_value_string_utf8(env, v[2], cn, sizeof cn, &cnl) != napi_ok ||
+            napi_get_value_string_utf8(env, v[3], kn, sizeof kn, &knl) != napi_ok) {
+            snprintf(err, errcap, "cert and key must be strings or Buffers");
+            goto bad;
+        }
+        if (myriad_tls_config_add_cert_pem(c, cp, cl, kp, kl) != MYRIAD_OK) {
+            name_pems(err, errcap, myriad_tls_config_error(c), cn, cnl, kn, knl);
+            goto bad;
+        }
+    }
+    return c;
+bad:
+    myriad_tls_config_free(c);
+    return NULL;
+}
+
+static server *find_server(inst *I, napi_env env, napi_value v);
+
+/* reloadTls(id, pems): new HTTPS connections get these certificates; throws if unusable. */
+static napi_value js_reload_tls(napi_env env, napi_callback_info info) {
+    inst *I = the_inst(env);
+    napi_value argv[2];
+    server *S;
+    char err[600] = "";
+    int rc;
+    if (get_args(env, info, 2, argv) < 0) return NULL;
+    if (!(S = find_server(I, env, argv[0])) || !S->tls) return throw_rc(env, MYRIAD_ESTATE, "setSecureContext: no https listener");
+    myriad_tls_config_t *fresh = tls_from(env, argv[1], err, sizeof err);
+    if (!fresh) return throw_rc(env, MYRIAD_ETLS, err);
+    rc = myriad_tls_config_reload(S->tls, fresh);
+    myriad_tls_config_free(fresh);
+    if (rc != MYRIAD_OK) return throw_rc(env, rc, myriad_tls_config_error(S->tls));
+    return NULL;
+}
+
+/* listen(id, http[], fcgi[], options, https[], pems) -> true; throws on a bad address,
+ * limit or certificate, or if binding fails. */
 static napi_value js_listen(napi_env env, napi_callback_info info) {
     inst *I = the_inst(env);
-    napi_value argv[4], result;
+    napi_value argv[6], result;
     double id;
     myriad_server_t *srv = NULL;
+    myriad_tls_config_t *tls = NULL;
     myriad_access_log_t *alog = NULL;
     server *S;
     char err[600] = "";
     int rc;
-    if (get_args(env, info, 4, argv) < 0 || napi_get_value_double(env, argv[0], &id) != napi_ok)
+    uint32_t nhttps = 0;
+    if (get_args(env, info, 6, argv) < 0 || napi_get_value_double(env, argv[0], &id) != napi_ok)
         return throw_type(env, "listen: bad arguments");
     if ((rc = myriad_server_new(&srv)) != MYRIAD_OK) return throw_rc(env, rc, "listen");
     if ((rc = add_listeners(env, srv, MYRIAD_HTTP, argv[1], err, sizeof err)) != MYRIAD_OK ||
         (rc = add_listeners(env, srv, MYRIAD_FCGI, argv[2], err, sizeof err)) != MYRIAD_OK)
         goto fail;
+    napi_get_array_length(env, argv[4], &nhttps);
+    if (nhttps) {
+        if (!(tls = tls_from(env, argv[5], err, sizeof err))) {
+            rc = MYRIAD_ETLS;
+            goto fail;
+        }
+        for (uint32_t i = 0; i < nhttps; i++) {
+            char buf[512], *a, *heap;
+            size_t al;
+            napi_value v;
+            napi_get_element(env, argv[4], i, &v);
+            if (get_str(env, v, 1, buf, sizeof buf, &a, &al, &heap) < 0) {
+                rc = MYRIAD_EINVAL;
+                snprintf(err, sizeof err, "https addresses must be strings");
+                goto fail;
+            }
+            rc = myriad_server_listen_tls(srv, a, al, tls);
+            if (rc != MYRIAD_OK) snprintf(err, sizeof err, "bad https address '%.*s'", (int)(al > 400 ? 400 : al), a);
+            free(heap);
+            if (rc != MYRIAD_OK) goto fail;
+        }
+    }
     {
         /* options.inherited: the socket-activated fds (LISTEN_FDS). The environment is left
            alone: other threads of the process may read it. */
@@ -782,6 +887,7 @@ static napi_value js_listen(napi_env env, napi_callback_info info) {
     }
     S->I = I;
     S->s = srv;
+    S->tls = tls;
     S->id = id;
     S->alog = alog;
     myriad_server_set_handler(srv, on_request, S, NULL);
@@ -798,7 +904,9 @@ static napi_value js_listen(napi_env env, napi_callback_info info) {
 fail:
     myriad_server_free(srv);
     myriad_access_log_free(alog);
-    return throw_detail(env, rc, err[0] ? err : NULL);
+    myriad_tls_config_free(tls);
+    /* (A TLS configuration error carries its own message, naming the file.) */
+    return rc == MYRIAD_ETLS ? throw_rc(env, rc, err) : throw_detail(env, rc, err[0] ? err : NULL);
 }
 
 static server *find_server(inst *I, napi_env env, napi_value v) {
@@ -823,7 +931,8 @@ static napi_value js_addresses(napi_env env, napi_callback_info info) {
         char buf[512];
         int proto, len = myriad_server_listener_addr(S->s, i, &proto, buf, sizeof buf);
         if (len < 0) continue;
-        napi_set_element(env, arr, k++, latin1(env, proto == MYRIAD_FCGI ? "fcgi" : "http", 4));
+        const char *p = proto == MYRIAD_FCGI ? "fcgi" : proto == MYRIAD_HTTPS ? "https" : "http";
+        napi_set_element(env, arr, k++, latin1(env, p, strlen(p)));
         napi_set_element(env, arr, k++, latin1(env, buf, (size_t)len));
     }
     return arr;
@@ -859,6 +968,23 @@ static napi_value req_string(napi_env env, napi_callback_info info, str_getter g
 /* target(h), query(h) -> string, or undefined once the request is finished. */
 static napi_value js_target(napi_env env, napi_callback_info info) { return req_string(env, info, myriad_req_target); }
 static napi_value js_query(napi_env env, napi_callback_info info) { return req_string(env, info, myriad_req_query); }
+
+/* tls(h) -> [version, cipher, sni, alpn] (each a string or undefined), or undefined when
+ * the request did not come over TLS (or is finished). */
+static napi_value js_tls(napi_env env, napi_callback_info info) {
+    static const int what[4] = {MYRIAD_TLS_VERSION, MYRIAD_TLS_CIPHER, MYRIAD_TLS_SNI, MYRIAD_TLS_ALPN};
+    napi_value argv[1], arr;
+    slot *s;
+    const char *v;
+    size_t n;
+    if (get_args(env, info, 1, argv) < 0) return NULL;
+    if (!(s = arg_slot(env, the_inst(env), argv[0])) || myriad_req_tls(s->r, MYRIAD_TLS_VERSION, &v, &n) != MYRIAD_OK)
+        return undefined(env);
+    napi_create_array_with_length(env, 4, &arr);
+    for (uint32_t i = 0; i < 4; i++)
+        napi_set_element(env, arr, i, myriad_req_tls(s->r, what[i], &v, &n) == MYRIAD_OK ? latin1(env, v, n) : undefined(env));
+    return arr;
+}
 
 /* peer(h) -> "127.0.0.1:5678" | "[::1]:5678" | "unix:" | undefined */
 static napi_value js_peer(napi_env env, napi_callback_info info) {
@@ -1283,6 +1409,7 @@ static void on_cleanup(napi_async_cleanup_hook_handle hh, void *arg) {
         I->servers = S->next;
         myriad_server_free(S->s);
         myriad_access_log_free(S->alog);
+        myriad_tls_config_free(S->tls);
         free(S);
     }
     tearing_down = 0;
@@ -1310,6 +1437,7 @@ static napi_value init_module(napi_env env, napi_value exports) {
         {"listenFds", js_listen_fds}, {"notify", js_notify}, {"watchdog", js_watchdog},
         {"reopenAccessLog", js_reopen_access_log},
         {"supervise", js_supervise},
+        {"tls", js_tls},         {"reloadTls", js_reload_tls},
         WEB_FNS
     };
     inst *I;

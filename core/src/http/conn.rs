@@ -244,6 +244,7 @@ impl HttpConn {
         };
         req.peer = io.peer();
         req.proto = Proto::Http;
+        req.tls = io.transport().and_then(|t| t.info());
         req.local = self.sh.locals.borrow().get(self.local).or_else(|| {
             self.sh
                 .listeners

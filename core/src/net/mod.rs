@@ -17,4 +17,4 @@ pub use listen_spec::parse_listen;
 pub(crate) use listener::local_addr;
 pub use listener::{AcceptFn, Accepted, ListenOptions, Listener};
 pub use pool::DEFAULT_BUF_SIZE;
-pub use transport::{Plain, Transport, Wire};
+pub use transport::{Plain, TlsInfo, Transport, Wire};

@@ -11,6 +11,7 @@
 
 use std::any::Any;
 use std::io;
+use std::sync::Arc;
 
 use super::conn::{In, Out};
 use crate::reactor::Loop;
@@ -42,8 +43,27 @@ pub trait Transport: 'static {
         false
     }
 
-    /// The layer as `Any`, for a protocol to ask it for facts (TLS version, SNI...).
+    /// What the layer tells the request model about the connection (the TLS facts, once
+    /// the handshake is done). None by default.
+    fn info(&self) -> Option<Arc<TlsInfo>> {
+        None
+    }
+
+    /// The layer as `Any`, for a protocol to downcast it.
     fn as_any(&self) -> &dyn Any;
+}
+
+/// The facts of a TLS connection (see [`crate::Request::tls`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsInfo {
+    /// The protocol version: "TLSv1.2" or "TLSv1.3" (as nginx's `$ssl_protocol`).
+    pub version: &'static str,
+    /// The cipher suite's IANA name, e.g. "TLS_AES_128_GCM_SHA256".
+    pub cipher: Box<str>,
+    /// The server name the client asked for (SNI), if it sent one (server side).
+    pub sni: Option<Box<str>>,
+    /// The application protocol agreed by ALPN (e.g. "http/1.1"), if any.
+    pub alpn: Option<Box<[u8]>>,
 }
 
 /// Where a [`Transport`] puts the bytes its protocol is to see: the connection's input.
