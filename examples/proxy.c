@@ -2,7 +2,11 @@
  * proxy.c — an HTTP/1.1 front that forwards every request to one upstream HTTP server.
  *
  *   proxy --upstream ADDR [--http ADDR]... [--fcgi ADDR]... [--timeout MS]
+ *         [--upstream-tls] [--upstream-ca FILE] [--upstream-name NAME]
  *
+ * --upstream-tls: the upstream speaks HTTPS; its certificate is verified against the
+ * system's CA roots, or those of --upstream-ca, for NAME (default: the host of ADDR),
+ * which is also sent as SNI. A bad CA file: its name on stderr, exit 2.
  * ADDR is HOST:PORT (names are resolved off the loop), [V6]:PORT, unix:PATH or fd:N.
  * Prints "listening http|fcgi ADDR" per listener (default: HTTP on 127.0.0.1:8081).
  *
@@ -36,6 +40,9 @@
 
 static const char *upstream = NULL;
 static uint64_t timeout_ms = 10000;
+/* --upstream-tls: the TLS client configuration, and the name verified (NULL: the host). */
+static myriad_tls_config_t *up_tls = NULL;
+static const char *up_name = NULL;
 static myriad_server_t *srv;
 
 /* ---- the idle pool ---- */
@@ -372,7 +379,9 @@ static void handler(myriad_req_t *req, void *ud) {
         x->up = pool[--pool_n];
         myriad_stream_set_timeouts(x->up, 0, 0);
     } else {
-        int rc = myriad_stream_connect(myriad_req_loop(req), upstream, strlen(upstream), timeout_ms, &x->up);
+        int rc = up_tls ? myriad_stream_connect_tls(myriad_req_loop(req), upstream, strlen(upstream), timeout_ms, up_tls,
+                                                    up_name, up_name ? strlen(up_name) : 0, &x->up)
+                        : myriad_stream_connect(myriad_req_loop(req), upstream, strlen(upstream), timeout_ms, &x->up);
         if (rc != MYRIAD_OK) {
             free(x);
             myriad_req_send(req, 502, S("text/plain"), (const uint8_t *)S("cannot reach upstream\n"));
@@ -449,16 +458,22 @@ static void on_signal(myriad_loop_t *lp, int signo, void *ud) {
 
 static void usage(const char *msg) {
     fprintf(stderr,
-            "proxy: %s\nusage: proxy --upstream ADDR [--http ADDR]... [--fcgi ADDR]... [--timeout MS]\n",
+            "proxy: %s\nusage: proxy --upstream ADDR [--http ADDR]... [--fcgi ADDR]... [--timeout MS]\n"
+            "             [--upstream-tls] [--upstream-ca FILE] [--upstream-name NAME]\n",
             msg);
     exit(2);
 }
 
 int main(int argc, char **argv) {
     myriad_loop_t *lp;
-    int rc, listeners = 0;
+    int rc, listeners = 0, tls = 0;
+    const char *ca = NULL;
     if ((rc = myriad_server_new(&srv)) != MYRIAD_OK) usage(myriad_strerror(rc));
     for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--upstream-tls") == 0) {
+            tls = 1;
+            continue;
+        }
         int proto = strcmp(argv[i], "--http") == 0 ? MYRIAD_HTTP : strcmp(argv[i], "--fcgi") == 0 ? MYRIAD_FCGI : 0;
         if (i + 1 == argc) usage("missing value");
         if (proto) {
@@ -469,12 +484,25 @@ int main(int argc, char **argv) {
             upstream = argv[i + 1];
         } else if (strcmp(argv[i], "--timeout") == 0) {
             timeout_ms = strtoull(argv[i + 1], NULL, 10);
+        } else if (strcmp(argv[i], "--upstream-ca") == 0) {
+            ca = argv[i + 1];
+        } else if (strcmp(argv[i], "--upstream-name") == 0) {
+            up_name = argv[i + 1];
         } else {
             usage("unknown argument");
         }
         i++;
     }
     if (!upstream) usage("--upstream is required");
+    if ((ca || up_name) && !tls) usage("--upstream-ca and --upstream-name go with --upstream-tls");
+    if (tls) {
+        if ((rc = myriad_tls_config_new(&up_tls)) != MYRIAD_OK) usage(myriad_strerror(rc));
+        myriad_tls_config_set_alpn(up_tls, S("http/1.1"));
+        if (ca && myriad_tls_config_add_ca_file(up_tls, ca, strlen(ca)) != MYRIAD_OK) {
+            fprintf(stderr, "proxy: %s\n", myriad_tls_config_error(up_tls));
+            exit(2);
+        }
+    }
     if (!listeners) myriad_server_listen(srv, MYRIAD_HTTP, S("127.0.0.1:8081"));
     if ((rc = myriad_loop_new(&lp)) != MYRIAD_OK) usage(myriad_strerror(rc));
     myriad_signal_watch(lp, SIGTERM, on_signal, NULL, NULL, NULL);
@@ -495,6 +523,7 @@ int main(int argc, char **argv) {
     rc = myriad_loop_run(lp);
     while (pool_n) myriad_stream_abort(pool[--pool_n]);
     myriad_server_free(srv);
+    myriad_tls_config_free(up_tls);
     myriad_loop_free(lp);
     return rc == MYRIAD_OK ? 0 : 1;
 }

@@ -29,6 +29,9 @@ MYRIAD_BACKEND=io_uring cargo test -p myriad 2>&1 | tee -a "$log" || status=$?
 MYRIAD_URING_RECV=0 MYRIAD_URING_ACCEPT=0 MYRIAD_BACKEND=io_uring cargo test -p myriad 2>&1 | tee -a "$log" || status=$?
 bash tests/c/run.sh 2>&1 | tee -a "$log" || status=$?
 bash tests/systemd_e2e.sh 2>&1 | tee -a "$log" || status=$?
+# TLS with real peers: nginx proxy_pass https://, the proxy example to an HTTPS upstream,
+# the echo example over TLS, Node's https client (both backends).
+bash tests/tls_e2e.sh 2>&1 | tee -a "$log" || status=$?
 bash bindings/lua/run-tests.sh 2>&1 | tee -a "$log" || status=$?
 # LuaRocks for Lua 5.4 and LuaJIT into temporary trees, pack, install elsewhere.
 bash bindings/lua/rocks.sh 2>&1 | tee -a "$log" || status=$?
