@@ -574,6 +574,52 @@ static void test_supervisor(void) {
     CHECK(myriad_worker_listen(NULL, NULL) == MYRIAD_EINVAL);
 }
 
+/* TLS configurations: argument checks, messages naming what failed, free(NULL). */
+static void test_tls_config(void) {
+    myriad_tls_config_t *c = NULL;
+    myriad_server_t *srv = NULL;
+    myriad_loop_t *lp = NULL;
+    CHECK(myriad_tls_config_new(NULL) == MYRIAD_EINVAL);
+    myriad_tls_config_free(NULL);
+    CHECK(strcmp(myriad_tls_config_error(NULL), "") == 0);
+    CHECK(myriad_tls_config_new(&c) == MYRIAD_OK && c);
+    CHECK(strcmp(myriad_tls_config_error(c), "") == 0);
+    CHECK(myriad_tls_config_add_cert_pem(NULL, (const uint8_t *)"x", 1, (const uint8_t *)"y", 1) == MYRIAD_EINVAL);
+    CHECK(myriad_tls_config_add_cert_pem(c, NULL, 5, (const uint8_t *)"y", 1) == MYRIAD_EINVAL);
+    CHECK(myriad_tls_config_add_cert_pem(c, (const uint8_t *)"junk", 4, (const uint8_t *)"junk", 4) == MYRIAD_ETLS);
+    CHECK(strstr(myriad_tls_config_error(c), "no PEM certificate") != NULL);
+    CHECK(myriad_tls_config_add_cert_files(c, S("/nonexistent/c.pem"), S("/nonexistent/k.pem")) == MYRIAD_ETLS);
+    CHECK(strstr(myriad_tls_config_error(c), "/nonexistent/c.pem") != NULL);
+    CHECK(myriad_tls_config_set_versions(c, MYRIAD_TLS1_3, MYRIAD_TLS1_2) == MYRIAD_ETLS);
+    CHECK(myriad_tls_config_set_versions(c, 0x0301, MYRIAD_TLS1_3) == MYRIAD_ETLS);
+    CHECK(myriad_tls_config_set_versions(c, MYRIAD_TLS1_2, MYRIAD_TLS1_3) == MYRIAD_OK);
+    CHECK(myriad_tls_config_set_versions(NULL, MYRIAD_TLS1_2, MYRIAD_TLS1_3) == MYRIAD_EINVAL);
+    CHECK(myriad_tls_config_set_alpn(c, S("h2, http/1.1")) == MYRIAD_OK);
+    CHECK(myriad_tls_config_set_alpn(NULL, S("h2")) == MYRIAD_EINVAL);
+    CHECK(myriad_tls_config_set_sessions(c, 2, 10) == MYRIAD_EINVAL);
+    CHECK(myriad_tls_config_set_sessions(c, 0, 0) == MYRIAD_OK);
+    CHECK(myriad_tls_config_add_ca_pem(c, (const uint8_t *)"junk", 4) == MYRIAD_ETLS);
+    CHECK(myriad_tls_config_add_ca_file(c, S("/nonexistent/ca.pem")) == MYRIAD_ETLS);
+    CHECK(strstr(myriad_tls_config_error(c), "/nonexistent/ca.pem") != NULL);
+    CHECK(myriad_tls_config_reload(c, c) == MYRIAD_ENOTFOUND); /* never attached */
+    CHECK(myriad_tls_config_reload(NULL, c) == MYRIAD_EINVAL);
+    /* A listener needs a certificate: refused now, with the message. */
+    CHECK(myriad_server_new(&srv) == MYRIAD_OK);
+    CHECK(myriad_server_listen_tls(srv, S("127.0.0.1:0"), c) == MYRIAD_ETLS);
+    CHECK(strstr(myriad_tls_config_error(c), "no certificate") != NULL);
+    CHECK(myriad_server_listen_tls(srv, S("not an address"), c) == MYRIAD_EADDR);
+    CHECK(myriad_server_listen_tls(srv, S("127.0.0.1:0"), NULL) == MYRIAD_EINVAL);
+    CHECK(myriad_strerror(MYRIAD_ETLS) != NULL && strstr(myriad_strerror(MYRIAD_ETLS), "TLS") != NULL);
+    myriad_server_free(srv);
+    CHECK(myriad_loop_new(&lp) == MYRIAD_OK);
+    CHECK(myriad_stream_listen_tls(lp, S("127.0.0.1:0"), c, NULL, NULL, NULL, NULL) == MYRIAD_ETLS);
+    myriad_stream_t *st = NULL;
+    CHECK(myriad_stream_connect_tls(lp, S("127.0.0.1:1"), 0, NULL, NULL, 0, &st) == MYRIAD_EINVAL);
+    CHECK(myriad_stream_tls(NULL, MYRIAD_TLS_VERSION, NULL, NULL) == MYRIAD_EINVAL);
+    myriad_loop_free(lp);
+    myriad_tls_config_free(c);
+}
+
 int main(void) {
     CHECK(strcmp(myriad_version(), MYRIAD_VERSION_STRING) == 0);
     CHECK(MYRIAD_VERSION_MAJOR == 0 && MYRIAD_VERSION_MINOR >= 0 && MYRIAD_VERSION_PATCH >= 0);
@@ -590,6 +636,7 @@ int main(void) {
     test_server();
     test_listen_errors();
     test_supervisor();
+    test_tls_config();
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }

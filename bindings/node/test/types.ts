@@ -14,7 +14,7 @@ const srv: myriad.Server = myriad.createServer({ maxBody: 1 << 20 }, async (req,
   res.setHeader('X-List', ['a', 'b']).setHeader('X-Num', 1);
   if (!res.write(body)) await res.drain();
   res.on('drain', () => {});
-  res.end(`${m} ${String(q)} ${String(h)} ${req.peer} ${req.env['QUERY_STRING']}`);
+  res.end(`${m} ${String(q)} ${String(h)} ${req.peer} ${req.env['QUERY_STRING']} ${req.tls?.version ?? "-"} ${req.tls?.sni ?? ""}`);
   // @ts-expect-error a number is not a body chunk
   res.write(42);
 });
@@ -34,8 +34,13 @@ srv.on('error', (err, req) => console.error(err, req.path));
 
 async function main(): Promise<void> {
   const addrs: myriad.BoundAddress[] = await srv.listen({ http: ['127.0.0.1:0'], fcgi: 'unix:/tmp/x.sock' });
-  const proto: 'http' | 'fcgi' = addrs[0].proto;
+  const proto: 'http' | 'https' | 'fcgi' = addrs[0].proto;
   void proto;
+  await srv.listen({ https: '127.0.0.1:0', key: 'PEM', cert: Buffer.from('PEM') });
+  await srv.listen({ https: ['127.0.0.1:0'], tls: [{ key: 'a', cert: 'b', keyName: 'a.key' }] });
+  srv.setSecureContext({ cert: ['a', 'b'], key: ['c', 'd'] });
+  // @ts-expect-error PEM is text or bytes
+  srv.setSecureContext({ key: 42 });
   // @ts-expect-error addresses are strings
   await srv.listen({ http: [8080] });
   // @ts-expect-error one thread per loop
