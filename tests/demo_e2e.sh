@@ -6,6 +6,9 @@
 # SIGUSR1 reopen, stderr, a full disk), bad flags (exit 2).
 #   tests/demo_e2e.sh COMMAND...   (the demo; "--http 127.0.0.1:0 --fcgi 127.0.0.1:0
 #   --https 127.0.0.1:0 --cert FILE --key FILE --cert FILE --key FILE" is added)
+# DEMO_E2E_TLS=0 leaves out the HTTPS listener and its checks (not the bad-file ones): for
+# a run under valgrind, whose memcheck cannot follow the outputs of ring's AES-GCM and
+# ChaCha20 assembly and so flags every branch on decrypted bytes.
 # Ends with "N passed, M failed".
 set -uo pipefail
 pass=0
@@ -35,14 +38,16 @@ trap 'rm -rf "$TMP"; [ -n "${DPID:-}" ] && kill "$DPID" 2>/dev/null' EXIT
 )
 CERTS=(--cert "$TMP/a.pem" --key "$TMP/a.key" --cert "$TMP/tb.pem" --key "$TMP/tb.key")
 cp "$TMP/b.pem" "$TMP/tb.pem"; cp "$TMP/b.key" "$TMP/tb.key"
+TLS=${DEMO_E2E_TLS:-1}
+if [ "$TLS" = 1 ]; then HTTPS=(--https 127.0.0.1:0 "${CERTS[@]}"); NL=3; else HTTPS=(); NL=2; fi
 
-"$@" --http 127.0.0.1:0 --fcgi 127.0.0.1:0 --https 127.0.0.1:0 "${CERTS[@]}" >"$TMP/out" 2>"$TMP/err" &
+"$@" --http 127.0.0.1:0 --fcgi 127.0.0.1:0 "${HTTPS[@]}" >"$TMP/out" 2>"$TMP/err" &
 DPID=$!
-for _ in $(seq 1 300); do [ "$(grep -c '^listening' "$TMP/out")" = 3 ] && break; sleep 0.1; done
+for _ in $(seq 1 300); do [ "$(grep -c '^listening' "$TMP/out")" = $NL ] && break; sleep 0.1; done
 H=$(awk '/^listening http /{print $3}' "$TMP/out")
 F=$(awk '/^listening fcgi /{print $3}' "$TMP/out")
 S=$(awk '/^listening https /{print $3}' "$TMP/out")
-if [ -n "$H" ] && [ -n "$F" ] && [ -n "$S" ]; then ok "prints 'listening http|fcgi|https ADDR'"; else bad "listening lines: $(cat "$TMP/out" "$TMP/err")"; fi
+if [ -n "$H" ] && [ -n "$F" ] && { [ -n "$S" ] || [ "$TLS" = 0 ]; }; then ok "prints 'listening http|fcgi|https ADDR'"; else bad "listening lines: $(cat "$TMP/out" "$TMP/err")"; fi
 
 expect() { # name, expected, command...
     local name=$1 want=$2; shift 2
@@ -103,6 +108,7 @@ http_routes() { # label, base URL
     expect "$P GET /stats type" "application/json" $C -o /dev/null -w '%{content_type}' "$U/stats"
 }
 http_routes http "http://$H"
+https_checks() {
 C="$C0 --cacert $TMP/ca.pem"
 http_routes https "https://$S"
 expect "https CGI HTTPS=on" "HTTPS=on REQUEST_SCHEME=https" bash -c "$C 'https://$S/env' | grep -E '^(HTTPS|REQUEST_SCHEME)=' | tr '\n' ' ' | sed 's/ \$//'"
@@ -123,6 +129,8 @@ echo junk >"$TMP/tb.key"
 kill -HUP "$DPID"
 sleep 0.3
 expect "https bad reload keeps serving" "c" sni_cn b.test
+}
+[ "$TLS" = 1 ] && https_checks
 expect "fcgi GET /stats" "1" bash -c "$(declare -f fcgi fbody); F=$F; fbody GET /stats | python3 -c 'import json,sys; print(int(json.load(sys.stdin)[\"accepted\"] >= 1))'"
 C=$C0
 # /delay does not block other requests (a wide margin: a blocked GET / would take the whole

@@ -1553,6 +1553,10 @@ impl<P: Protocol> Source for Conn<P> {
         if let Some(l) = self.layer.as_deref_mut() {
             l.wire.clear(lp);
         }
+        if self.st.has(HANDOFF) {
+            // Closed before the hand-off took place: the next protocol is dropped unused.
+            lp.handoffs.retain(|h| h.0 != token);
+        }
         let err = self.st.error.take();
         let proto = &mut self.proto;
         // (A panic in `on_close` is logged; the connection is going anyway.)
