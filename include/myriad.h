@@ -275,13 +275,6 @@
 // A request running longer than this counts as slow in the status (default 5000).
 #define MYRIAD_SUP_SLOW_REQUEST_MS 9
 
-// The work pool's queue is full (see myriad_work_queue).
-#define MYRIAD_EFULL -12
-
-// The work was cancelled before it started (the status myriad_work_queue's done callback
-// gets after myriad_work_cancel).
-#define MYRIAD_ECANCELED -13
-
 // A TLS configuration is unusable: a certificate or key file is missing, unreadable or
 // not PEM, a key does not match its certificate, no certificate was added... The
 // configuration's myriad_tls_config_error tells which, naming the file.
@@ -304,6 +297,13 @@
 
 // TLS fact: the application protocol agreed by ALPN, e.g. "http/1.1".
 #define MYRIAD_TLS_ALPN 4
+
+// The work pool's queue is full (see myriad_work_queue).
+#define MYRIAD_EFULL -12
+
+// The work was cancelled before it started (the status myriad_work_queue's done callback
+// gets after myriad_work_cancel).
+#define MYRIAD_ECANCELED -13
 
 // An access log (opaque). Any thread: it may be shared by servers on several loops and
 // threads; each server keeps its own reference, so the handle can be freed once set.
@@ -1282,39 +1282,6 @@ int myriad_watchdog_usec(uint64_t *usec);
 // first ping.
 int myriad_watchdog_start(struct myriad_loop_t *lp, uint64_t *timer);
 
-// Queues `work(userdata)` on the loop's work pool (a pool thread runs it), then
-// `done(loop, status, userdata)` on the loop's thread; `dtor(userdata)` (optional) runs
-// once after both. `done` may be NULL. The job's id goes to `*id` (optional), for
-// myriad_work_cancel. Never blocks: a full queue is refused at once.
-//
-// Threads: `work` runs on a pool thread and must be thread-safe with respect to what it
-// touches; it must not call loop-thread functions (it may call the "any thread" ones, e.g.
-// myriad_req_send_async). `done` and `dtor` run on the loop's thread — except when the
-// loop is freed while `work` runs: `done` is then never called and `dtor` runs on the pool
-// thread when `work` returns. Freeing the loop drops its jobs not yet started without
-// calling `work` or `done` (their `dtor` runs). Loop thread.
-//
-// Errors: MYRIAD_EINVAL (`work` NULL), MYRIAD_EFULL (the pool's queue holds its maximum of
-// waiting jobs: 1024 by default, see myriad_loop_set_work_pool), MYRIAD_ENOMEM (no pool
-// thread could be started), MYRIAD_EWRONGTHREAD. On error nothing is called, `dtor`
-// included.
-int myriad_work_queue(struct myriad_loop_t *lp, myriad_work_fn work, myriad_work_done_fn done, void *userdata, myriad_free_fn dtor, uint64_t *id);
-
-// Cancels job `id` if no pool thread has started it: its done callback then runs with
-// MYRIAD_ECANCELED at the end of the current loop iteration (its work callback never), then
-// its destructor. Loop thread.
-// Errors: MYRIAD_ENOTFOUND (started, finished, cancelled already, or unknown),
-// MYRIAD_EWRONGTHREAD.
-int myriad_work_cancel(struct myriad_loop_t *lp, uint64_t id);
-
-// Gives the loop a work pool of its own: at most `threads` pool threads (1..=256, started
-// on demand, retired after a few idle seconds) and `max_queued` jobs waiting for one
-// (1..=1048576; one more gets MYRIAD_EFULL). Without this call a loop uses the process's
-// shared pool: 4 threads (or the environment variable MYRIAD_WORK_THREADS), 1024 waiting
-// jobs. Jobs queued before keep their pool. Loop thread.
-// Errors: MYRIAD_EINVAL (out of range), MYRIAD_EWRONGTHREAD.
-int myriad_loop_set_work_pool(struct myriad_loop_t *lp, uint32_t threads, uint32_t max_queued);
-
 // Creates a TLS configuration into `*out`: no certificate, TLS 1.2 and 1.3, ALPN
 // "http/1.1" for servers (none for clients), TLS 1.3 session tickets (keys rotated every
 // 6 hours) and a cache of 1,024 TLS 1.2 sessions, the system's CA roots for clients.
@@ -1372,6 +1339,39 @@ int myriad_tls_config_add_ca_pem(struct myriad_tls_config_t *cfg, const uint8_t 
 // the message is `live`'s myriad_tls_config_error), MYRIAD_ENOTFOUND (`live` was never
 // attached to a listener).
 int myriad_tls_config_reload(struct myriad_tls_config_t *live, const struct myriad_tls_config_t *fresh);
+
+// Queues `work(userdata)` on the loop's work pool (a pool thread runs it), then
+// `done(loop, status, userdata)` on the loop's thread; `dtor(userdata)` (optional) runs
+// once after both. `done` may be NULL. The job's id goes to `*id` (optional), for
+// myriad_work_cancel. Never blocks: a full queue is refused at once.
+//
+// Threads: `work` runs on a pool thread and must be thread-safe with respect to what it
+// touches; it must not call loop-thread functions (it may call the "any thread" ones, e.g.
+// myriad_req_send_async). `done` and `dtor` run on the loop's thread — except when the
+// loop is freed while `work` runs: `done` is then never called and `dtor` runs on the pool
+// thread when `work` returns. Freeing the loop drops its jobs not yet started without
+// calling `work` or `done` (their `dtor` runs). Loop thread.
+//
+// Errors: MYRIAD_EINVAL (`work` NULL), MYRIAD_EFULL (the pool's queue holds its maximum of
+// waiting jobs: 1024 by default, see myriad_loop_set_work_pool), MYRIAD_ENOMEM (no pool
+// thread could be started), MYRIAD_EWRONGTHREAD. On error nothing is called, `dtor`
+// included.
+int myriad_work_queue(struct myriad_loop_t *lp, myriad_work_fn work, myriad_work_done_fn done, void *userdata, myriad_free_fn dtor, uint64_t *id);
+
+// Cancels job `id` if no pool thread has started it: its done callback then runs with
+// MYRIAD_ECANCELED at the end of the current loop iteration (its work callback never), then
+// its destructor. Loop thread.
+// Errors: MYRIAD_ENOTFOUND (started, finished, cancelled already, or unknown),
+// MYRIAD_EWRONGTHREAD.
+int myriad_work_cancel(struct myriad_loop_t *lp, uint64_t id);
+
+// Gives the loop a work pool of its own: at most `threads` pool threads (1..=256, started
+// on demand, retired after a few idle seconds) and `max_queued` jobs waiting for one
+// (1..=1048576; one more gets MYRIAD_EFULL). Without this call a loop uses the process's
+// shared pool: 4 threads (or the environment variable MYRIAD_WORK_THREADS), 1024 waiting
+// jobs. Jobs queued before keep their pool. Loop thread.
+// Errors: MYRIAD_EINVAL (out of range), MYRIAD_EWRONGTHREAD.
+int myriad_loop_set_work_pool(struct myriad_loop_t *lp, uint32_t threads, uint32_t max_queued);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -26,9 +26,9 @@ pub mod server;
 pub mod supervisor;
 mod sys;
 pub mod systemd;
-pub mod workpool;
 #[cfg(feature = "tls")]
 pub mod tls;
+pub mod workpool;
 
 pub use accesslog::{AccessLog, AccessLogStats};
 pub use app::{Body, BodySize, Completion, Request, Response, ResponseError};

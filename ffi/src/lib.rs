@@ -22,8 +22,8 @@ mod server;
 mod stream;
 mod supervisor;
 mod systemd;
-mod work;
 mod tls;
+mod work;
 
 pub use accesslog::*;
 pub use cookie::*;
@@ -34,8 +34,8 @@ pub use server::*;
 pub use stream::*;
 pub use supervisor::*;
 pub use systemd::*;
-pub use work::*;
 pub use tls::*;
+pub use work::*;
 
 /// ABI major version (the soname is libmyriad.so.MAJOR).
 pub const MYRIAD_VERSION_MAJOR: c_int = 0;
