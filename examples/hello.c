@@ -673,7 +673,11 @@ static int supervise(void) {
         if (rc == MYRIAD_EADDR || rc == MYRIAD_EINVAL) usage(myriad_strerror(rc));
         if (rc != MYRIAD_OK) die(cfg.addr[i], rc);
     }
-    if (!cfg.naddr && (rc = myriad_sup_listen(sup, MYRIAD_HTTP, S("127.0.0.1:8080"))) != MYRIAD_OK)
+    /* No listener flag: the fds of socket activation (shared by every worker), else the
+       default address. */
+    if (!cfg.naddr && (rc = myriad_sup_listen_inherited(sup)) < 0)
+        die(*myriad_last_error_detail() ? myriad_last_error_detail() : "socket activation", rc);
+    if (!cfg.naddr && rc == 0 && (rc = myriad_sup_listen(sup, MYRIAD_HTTP, S("127.0.0.1:8080"))) != MYRIAD_OK)
         die("127.0.0.1:8080", rc);
     for (int i = 0; i < cfg.nstatus; i++) {
         rc = myriad_sup_status_listen(sup, cfg.status[i], strlen(cfg.status[i]));

@@ -136,7 +136,17 @@ if (supervised) {
   for (let i = 0; i < Number(process.env.LISTEN_FDS); i++) (names[i] === 'fcgi' ? fcgi : http).push(`fd:${3 + i}`);
   sup = null;
 } else if (sup) {
-  if (!http.length && !fcgi.length) http.push('127.0.0.1:8080');
+  // No listener flag: the fds of socket activation (shared by every worker), else the default.
+  let inherited = false;
+  if (!http.length && !fcgi.length) {
+    try {
+      inherited = myriad.listenFds() > 0;
+    } catch (e) {
+      process.stderr.write(`hello: ${e.message}\n`);
+      process.exit(1);
+    }
+    if (!inherited) http.push('127.0.0.1:8080');
+  }
   let code;
   try {
     code = myriad.supervise({
@@ -144,6 +154,7 @@ if (supervised) {
       http,
       fcgi,
       status,
+      inherited,
       exec: [process.execPath, ...process.execArgv, __filename, ...workerArgs],
       onListening: (proto, addr) => fs.writeSync(1, `listening ${proto} ${addr}\n`),
     });

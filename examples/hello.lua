@@ -281,6 +281,14 @@ local function bind(proto, list)
 end
 bind("http", http)
 bind("fcgi", fcgi)
+if inherited then -- socket-activated: the supervisor takes the fds, shared by every worker
+  local ok2, got = pcall(s.listen_inherited, s)
+  if not ok2 then
+    io.stderr:write("hello: ", tostring(got), "\n")
+    os.exit(1)
+  end
+  for _, l in ipairs(got) do print("listening " .. l.proto .. " " .. l.addr) end
+end
 for _, a in ipairs(status) do print("listening status " .. s:status_listen(a)) end
 io.stdout:flush()
 os.exit(s:run(function(w) return serve(w.http, w.fcgi, false) end))

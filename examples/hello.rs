@@ -55,7 +55,8 @@ fn usage(msg: &str) -> ! {
     eprintln!(
         "hello: {msg}\nusage: hello [--http ADDR]... [--fcgi ADDR]... [--threads N] [--backend NAME] [--max-body BYTES]\n\
          \x20      [--workers N] [--max-requests N] [--watchdog SECONDS] [--user NAME] [--status ADDR]...\n\
-         \x20      [--access-log PATH]\n\
+         \x20      [--access-log PATH] [--https ADDR]... [--cert FILE --key FILE]...\n\
+         \x20      [--chroot DIR] [--max-workers N] [--idle-timeout-ms MS] [--max-rss BYTES]\n\
          ADDR is HOST:PORT, [V6]:PORT, unix:PATH or fd:N"
     );
     std::process::exit(2);
@@ -456,7 +457,10 @@ fn main() {
                 HANG.store(true, std::sync::atomic::Ordering::Relaxed);
             }
             "--user" => sup.get_or_insert_with(Default::default).user = Some(val("--user")),
-            // Beyond the demo contract (the Rust API's dynamic pool and memory limit):
+            // Beyond the demo contract (the Rust API's chroot, dynamic pool and memory limit):
+            "--chroot" => {
+                sup.get_or_insert_with(Default::default).chroot = Some(val("--chroot").into())
+            }
             "--max-workers" => {
                 sup.get_or_insert_with(Default::default).max_workers = val("--max-workers")
                     .parse()

@@ -1175,11 +1175,28 @@ int myriad_sup_set(struct myriad_sup_t *sup, int opt, int64_t value);
 // EPERM (this process is not root and not that user), MYRIAD_ESTATE.
 int myriad_sup_set_user(struct myriad_sup_t *sup, const char *user, size_t user_len, const char *group, size_t group_len);
 
+// Workers chroot into `dir` (an absolute path to an existing directory, checked now)
+// before they switch user, as PHP-FPM's `chroot`: the listeners and the shared status page
+// are already open, but a worker that opens files afterwards sees only `dir` (an exec
+// mode worker must find its program inside it). Root only, like the switch itself: a
+// failure to chroot stops the worker before it serves (its exit is logged).
+// Errors: MYRIAD_EINVAL (NULL, not UTF-8, a relative path, not a directory),
+// MYRIAD_ENOTFOUND (no such directory), MYRIAD_ESTATE (after myriad_sup_listen or run).
+int myriad_sup_set_chroot(struct myriad_sup_t *sup, const char *dir, size_t dir_len);
+
 // Binds a listener now (`proto` MYRIAD_HTTP or MYRIAD_FCGI; `addr` HOST:PORT, [V6]:PORT,
 // unix:PATH or fd:N): TCP gets one SO_REUSEPORT socket per worker slot. Options are fixed
 // from the first call on. Errors: MYRIAD_EINVAL, MYRIAD_EADDR, MYRIAD_ESTATE (run already),
 // OS errors (e.g. address in use).
 int myriad_sup_listen(struct myriad_sup_t *sup, int proto, const char *addr, size_t addr_len);
+
+// Takes the listening sockets of socket activation (systemd's LISTEN_FDS for this
+// process; an fd named "fcgi" serves FastCGI, the others HTTP) as the supervisor's
+// listeners, shared by every worker (one socket each: systemd made them). The variables
+// stay set, so a SIGUSR2 re-exec (same pid, same fds) finds them again. Returns how many
+// were taken (0: not socket-activated). Errors: MYRIAD_EINVAL (malformed variables;
+// myriad_last_error_detail says which), MYRIAD_ESTATE (run already), OS errors.
+int myriad_sup_listen_inherited(struct myriad_sup_t *sup);
 
 // Binds a status listener now, served by the supervisor itself: JSON (PHP-FPM's fields
 // and one entry per worker) on any path, OpenMetrics on a path ending in `/metrics`.

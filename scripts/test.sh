@@ -55,7 +55,11 @@ bash scripts/fuzz.sh "${MYRIAD_FUZZ_SECONDS:-12}" 2>&1 | tee -a "$log" || status
 bash tests/deploy/run.sh 2>&1 | tee -a "$log" || status=$?
 # The supervisor flags of the demo contract against each demo (worker processes, kill -9,
 # --max-requests, SIGHUP, SIGUSR2, --watchdog, SIGTERM drain, --user; FastCGI behind nginx).
-SUP_NGINX=1 bash tests/supervisor_e2e.sh build/hello 2>&1 | tee -a "$log" || status=$?
+# (The C demo runs from a copy that is replaced on disk before its SIGUSR2 re-exec.)
+sup_copy=$(mktemp -d)
+cp build/hello "$sup_copy/hello"
+USR2_REPLACE="$sup_copy/hello" SUP_NGINX=1 bash tests/supervisor_e2e.sh "$sup_copy/hello" 2>&1 | tee -a "$log" || status=$?
+rm -rf "$sup_copy"
 LUA_CPATH="$PWD/build/lua/lua5.4/?.so" bash tests/supervisor_e2e.sh lua5.4 examples/hello.lua 2>&1 | tee -a "$log" || status=$?
 # Node workers are executed (exec mode): a replacement serves once Node has started.
 READY_MS=4000 bash tests/supervisor_e2e.sh node examples/hello.js 2>&1 | tee -a "$log" || status=$?

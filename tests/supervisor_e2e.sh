@@ -131,6 +131,8 @@ $LOAD --addr "$H" --path /pid --conns 8 --duration 2.5 >"$T/usr2.json" &
 LP=$!
 sleep 0.7
 [ -n "${USR2_REPLACE:-}" ] && mv "$USR2_REPLACE.new" "$USR2_REPLACE"
+# The program file replaced: the running image's is gone from the disk until the re-exec.
+exe_before=$(readlink "/proc/$SPID/exe" 2>/dev/null)
 kill -USR2 "$SPID"
 wait "$LP"
 for _ in $(seq 1 100); do [ "$(workers | grep -cE ' (idle|busy)$')" = 2 ] && [ -z "$(comm -12 <(echo "$before") <(workers | cut -d' ' -f1 | sort))" ] && break; sleep 0.05; done
@@ -140,6 +142,12 @@ spid_status=$($C "http://$S/status" | python3 -c 'import json,sys; print(json.lo
 if [ "$(field "$r" failed)" = 0 ] && [ "$spid_status" = "$SPID" ] && [ -z "$(comm -12 <(echo "$before") <(echo "$after"))" ] && [ "$($C "http://$H/")" = "Hello, World!" ]; then
     ok "SIGUSR2 under load: re-executed in place (same pid and address), workers replaced, zero failures"
 else bad "SIGUSR2: $r pid $spid_status/$SPID before [$before] after [$after]"; fi
+if [ -n "${USR2_REPLACE:-}" ]; then
+    exe_after=$(readlink "/proc/$SPID/exe" 2>/dev/null)
+    if [[ $exe_before == *"(deleted)" ]] && [ "$exe_after" = "$(readlink -f "$USR2_REPLACE")" ]; then
+        ok "SIGUSR2 after the program file was replaced: the new file runs (was [$exe_before])"
+    else bad "SIGUSR2 with a replaced file: image before [$exe_before] after [$exe_after]"; fi
+fi
 stop usr2; rc=$?
 if [ "$rc" = 0 ]; then ok "SIGTERM after SIGUSR2: exit 0"; else bad "exit $rc after SIGUSR2"; fi
 

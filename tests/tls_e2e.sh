@@ -126,7 +126,7 @@ const get = (path) => new Promise((ok, no) => https.get({ host: "127.0.0.1", por
   agent.destroy();
 })().catch((e) => { console.log("error", e.message); });
 ' "$SP" "$T/ca.pem" 2>&1)
-    if [ "$out" = "200 Hello, World! TLSv1.3 404" ]; then ok "$be: Node's https client (keep-alive agent)"; else bad "$be: Node https: [$out]"; fi
+    if [ "$out" = "200 Hello, World! TLSv1.3 405" ]; then ok "$be: Node's https client (keep-alive agent; GET /echo is a 405 on the router)"; else bad "$be: Node https: [$out]"; fi
     kill "${PIDS[0]}" 2>/dev/null; wait "${PIDS[0]}" 2>/dev/null
     PIDS=()
 

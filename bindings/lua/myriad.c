@@ -1201,6 +1201,14 @@ static int l_supervisor(lua_State *L) {
         if (rc != MYRIAD_OK) return luaL_error(L, "user '%s': %s", u, myriad_strerror(rc));
     }
     lua_pop(L, 1);
+    lua_getfield(L, 1, "chroot");
+    if (!lua_isnil(L, -1)) {
+        size_t n;
+        const char *d = luaL_checklstring(L, -1, &n);
+        int rc = myriad_sup_set_chroot(s->sup, d, n);
+        if (rc != MYRIAD_OK) return luaL_error(L, "chroot '%s': %s", d, myriad_strerror(rc));
+    }
+    lua_pop(L, 1);
     return 1;
 }
 
@@ -1223,6 +1231,29 @@ static int sup_listen(lua_State *L) {
     int rc = myriad_sup_listen(s->sup, proto, a, n);
     if (rc != MYRIAD_OK) return luaL_error(L, "cannot listen on %s: %s", a, myriad_strerror(rc));
     return push_bound(L, s);
+}
+
+/* sup:listen_inherited() -> { {proto =, addr =}, ... }: the socket-activated fds (LISTEN_FDS;
+ * "fcgi" by name FastCGI, the others HTTP), shared by every worker; {} when none. */
+static int sup_listen_inherited(lua_State *L) {
+    lsup *s = check_sup(L);
+    size_t before = myriad_sup_listener_count(s->sup);
+    int rc = myriad_sup_listen_inherited(s->sup);
+    if (rc < 0) return luaL_error(L, "socket activation: %s", detail_or(rc));
+    lua_newtable(L);
+    for (size_t i = before; i < before + (size_t)rc; i++) {
+        char buf[512];
+        int proto = 0;
+        int n = myriad_sup_listener_addr(s->sup, i, &proto, buf, sizeof buf);
+        if (n < 0) return luaL_error(L, "%s", myriad_strerror(n));
+        lua_newtable(L);
+        lua_pushstring(L, proto == MYRIAD_FCGI ? "fcgi" : "http");
+        lua_setfield(L, -2, "proto");
+        lua_pushlstring(L, buf, (size_t)n);
+        lua_setfield(L, -2, "addr");
+        lua_rawseti(L, -2, (int)(i - before) + 1);
+    }
+    return 1;
 }
 
 static int sup_status_listen(lua_State *L) {
@@ -1304,6 +1335,7 @@ static int sup_gc(lua_State *L) {
 }
 
 static const luaL_Reg sup_methods[] = {{"listen", sup_listen},       {"status_listen", sup_status_listen},
+                                       {"listen_inherited", sup_listen_inherited},
                                        {"on_reload", sup_on_reload}, {"run", sup_run},
                                        {NULL, NULL}};
 

@@ -587,6 +587,35 @@ fn workers_run_as_nobody_and_a_privileged_port_is_served() {
 }
 
 #[test]
+fn workers_chroot_before_switching_user() {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("not root: skipped");
+        return;
+    }
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = std::env::temp_dir().join(format!("myriad-chroot-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let d = dir.to_str().unwrap();
+    let s = Sup::start(
+        &hello(),
+        &["--workers", "1", "--user", "nobody", "--chroot", d],
+    );
+    let (code, body) = get(&s.http, "/pid");
+    assert_eq!(code, 200, "{}", s.stderr());
+    let pid: i32 = body.trim().parse().unwrap();
+    assert_ne!(pid, s.pid());
+    // The worker's root is the directory; the supervisor's is still /.
+    let root = std::fs::read_link(format!("/proc/{pid}/root")).unwrap();
+    assert_eq!(root, std::fs::canonicalize(&dir).unwrap());
+    let sroot = std::fs::read_link(format!("/proc/{}/root", s.pid())).unwrap();
+    assert_eq!(sroot, Path::new("/"));
+    assert_eq!(get(&s.http, "/").0, 200);
+    assert_eq!(s.stop(), 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn a_dynamic_pool_grows_when_every_worker_is_busy_and_shrinks_when_idle() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let s = Sup::start(

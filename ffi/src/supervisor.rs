@@ -172,6 +172,43 @@ pub unsafe extern "C" fn myriad_sup_set_user(
     })
 }
 
+/// Workers chroot into `dir` (an absolute path to an existing directory, checked now)
+/// before they switch user, as PHP-FPM's `chroot`: the listeners and the shared status page
+/// are already open, but a worker that opens files afterwards sees only `dir` (an exec
+/// mode worker must find its program inside it). Root only, like the switch itself: a
+/// failure to chroot stops the worker before it serves (its exit is logged).
+/// Errors: MYRIAD_EINVAL (NULL, not UTF-8, a relative path, not a directory),
+/// MYRIAD_ENOTFOUND (no such directory), MYRIAD_ESTATE (after myriad_sup_listen or run).
+#[no_mangle]
+pub unsafe extern "C" fn myriad_sup_set_chroot(
+    sup: *mut myriad_sup_t,
+    dir: *const c_char,
+    dir_len: usize,
+) -> c_int {
+    guard(|| {
+        // SAFETY: forwarded.
+        let (Some(s), Some(d)) = (unsafe { sup_mut(sup) }, unsafe { c_str(dir, dir_len) }) else {
+            return MYRIAD_EINVAL;
+        };
+        if s.sup.is_some() || s.ran {
+            return MYRIAD_ESTATE;
+        }
+        let path = std::path::Path::new(d);
+        if !path.is_absolute() {
+            return MYRIAD_EINVAL;
+        }
+        match std::fs::metadata(path) {
+            Ok(m) if m.is_dir() => {
+                s.opts.chroot = Some(path.to_path_buf());
+                MYRIAD_OK
+            }
+            Ok(_) => MYRIAD_EINVAL,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => MYRIAD_ENOTFOUND,
+            Err(e) => os_err(&e),
+        }
+    })
+}
+
 fn started(s: &mut myriad_sup_t) -> &mut Supervisor {
     let opts = s.opts.clone();
     s.sup.get_or_insert_with(|| Supervisor::new(opts))
@@ -211,6 +248,45 @@ pub unsafe extern "C" fn myriad_sup_listen(
             }
             Err(e) => os_err(&e),
         }
+    })
+}
+
+/// Takes the listening sockets of socket activation (systemd's LISTEN_FDS for this
+/// process; an fd named "fcgi" serves FastCGI, the others HTTP) as the supervisor's
+/// listeners, shared by every worker (one socket each: systemd made them). The variables
+/// stay set, so a SIGUSR2 re-exec (same pid, same fds) finds them again. Returns how many
+/// were taken (0: not socket-activated). Errors: MYRIAD_EINVAL (malformed variables;
+/// myriad_last_error_detail says which), MYRIAD_ESTATE (run already), OS errors.
+#[no_mangle]
+pub unsafe extern "C" fn myriad_sup_listen_inherited(sup: *mut myriad_sup_t) -> c_int {
+    crate::clear_detail();
+    guard(|| {
+        // SAFETY: forwarded.
+        let Some(s) = (unsafe { sup_mut(sup) }) else {
+            return MYRIAD_EINVAL;
+        };
+        if s.ran {
+            return MYRIAD_ESTATE;
+        }
+        let fds = match myriad::systemd::listen_fds(false) {
+            Ok(fds) => fds,
+            Err(e) => return crate::fail(MYRIAD_EINVAL, e.to_string()),
+        };
+        let n = fds.len();
+        for f in fds {
+            let p = f.proto();
+            let proto = if p == Proto::Fcgi {
+                MYRIAD_FCGI
+            } else {
+                MYRIAD_HTTP
+            };
+            let a = Addr::Fd(std::os::fd::IntoRawFd::into_raw_fd(f.fd));
+            match started(s).listen(&a, p) {
+                Ok(got) => s.bound.push((got.to_string(), proto)),
+                Err(e) => return os_err(&e),
+            }
+        }
+        n as c_int
     })
 }
 

@@ -543,6 +543,11 @@ static void test_supervisor(void) {
     CHECK(myriad_sup_set_user(sup, S("no-such-user-myriad"), NULL, 0) == MYRIAD_ENOTFOUND);
     CHECK(myriad_sup_set_user(sup, NULL, 3, NULL, 0) == MYRIAD_EINVAL);
     CHECK(myriad_sup_set_user(sup, S("root"), S("no-such-group-myriad")) == MYRIAD_ENOTFOUND);
+    CHECK(myriad_sup_set_chroot(NULL, S("/tmp")) == MYRIAD_EINVAL);
+    CHECK(myriad_sup_set_chroot(sup, S("relative/dir")) == MYRIAD_EINVAL);
+    CHECK(myriad_sup_set_chroot(sup, S("/etc/passwd")) == MYRIAD_EINVAL); /* not a directory */
+    CHECK(myriad_sup_set_chroot(sup, S("/no/such/dir/myriad")) == MYRIAD_ENOTFOUND);
+    CHECK(myriad_sup_set_chroot(sup, S("/tmp")) == MYRIAD_OK);
     CHECK(myriad_sup_listen(sup, 7, S("127.0.0.1:0")) == MYRIAD_EINVAL);
     CHECK(myriad_sup_listen(sup, MYRIAD_HTTP, S("nope")) == MYRIAD_EADDR);
     CHECK(myriad_sup_listener_count(sup) == 0);
@@ -550,6 +555,7 @@ static void test_supervisor(void) {
     CHECK(myriad_sup_run(sup, NULL, NULL) == MYRIAD_EINVAL);
     CHECK(myriad_sup_listen(sup, MYRIAD_HTTP, S("127.0.0.1:0")) == MYRIAD_OK);
     CHECK(myriad_sup_set(sup, MYRIAD_SUP_WORKERS, 3) == MYRIAD_ESTATE); /* fixed once bound */
+    CHECK(myriad_sup_set_chroot(sup, S("/tmp")) == MYRIAD_ESTATE);
     CHECK(myriad_sup_status_listen(sup, S("bad")) == MYRIAD_EADDR);
     CHECK(myriad_sup_status_listen(sup, S("127.0.0.1:0")) == MYRIAD_OK);
     CHECK(myriad_sup_listener_count(sup) == 2);

@@ -6,8 +6,8 @@
 # (tests/deploy/load.py: keep-alive, no client retries): every backend gets a share; one
 # is killed with SIGKILL and started again; all three are restarted in turn (SIGTERM drain,
 # start); one is drained and left out for a while, then started again — with zero failed
-# client requests. The same with each backend a supervisor of 2 workers (the Rust demo's
-# --workers): one killed outright (supervisor and workers), each reloaded with SIGHUP in
+# client requests. The same with each backend a supervisor of 2 workers (the C demo's
+# --workers 2): one killed outright (supervisor and workers), each reloaded with SIGHUP in
 # turn, one drained with SIGTERM and started again. Then the unix-socket variants, and
 # logrotate.conf with SIGUSR1.
 # Prints the figures (requests, failures, per-backend share: the backends' access log
@@ -24,11 +24,7 @@ if [ -z "${HELLO:-}" ]; then
     make -s PROFILE=debug hello >/dev/null || { echo "0 passed, 1 failed"; exit 1; }
     HELLO=$ROOT/build/hello
 fi
-if [ -z "${HELLO_RS:-}" ]; then
-    cargo build -q -p myriad --example hello || { echo "0 passed, 1 failed"; exit 1; }
-    HELLO_RS=$ROOT/target/debug/examples/hello
-fi
-# What start_backend runs: the C demo, or (supervised) the Rust demo with --workers 2.
+# What start_backend runs: the C demo, plain or (supervised) with --workers 2.
 BIN=$HELLO
 EXTRA=()
 TMP=$(mktemp -d)
@@ -262,11 +258,9 @@ scenario haproxy-http haproxy "$D/haproxy-http.cfg" http
 scenario haproxy-fastcgi haproxy "$D/haproxy-fastcgi.cfg" fcgi
 
 echo "scale-out, each backend a supervisor of 2 workers:"
-BIN=$HELLO_RS
 EXTRA=(--workers 2)
 scenario nginx-http-sup nginx "$D/nginx-http.conf" http sup
 scenario haproxy-fastcgi-sup haproxy "$D/haproxy-fastcgi.cfg" fcgi sup
-BIN=$HELLO
 EXTRA=()
 
 unix_variant nginx-http-unix nginx "$D/nginx-http.conf" http unix:

@@ -356,6 +356,12 @@ export interface SuperviseOptions {
   drainTimeout?: number;
   /** Run the workers as this user (the supervisor must be root). */
   user?: string;
+  /** chroot the workers into this directory (absolute, existing) before switching user;
+   * an executed worker must find its program inside it. */
+  chroot?: string;
+  /** Also take the socket-activated fds (LISTEN_FDS: "fcgi" by name FastCGI, the others
+   * HTTP) as listeners, shared by every worker. */
+  inherited?: boolean;
   http?: string[];
   fcgi?: string[];
   /** Status listeners, served by the supervisor (JSON; OpenMetrics on /metrics). */

@@ -1326,10 +1326,36 @@ static napi_value js_supervise(napi_env env, napi_callback_info info) {
             if (rc != MYRIAD_OK) goto out;
         }
     }
+    if (napi_get_named_property(env, argv[0], "chroot", &v) == napi_ok) {
+        char buf[512], *d, *heap;
+        size_t dl;
+        napi_valuetype t;
+        napi_typeof(env, v, &t);
+        if (t == napi_string && get_str(env, v, 1, buf, sizeof buf, &d, &dl, &heap) == 0) {
+            rc = myriad_sup_set_chroot(sup, d, dl);
+            if (rc != MYRIAD_OK) snprintf(err, sizeof err, "chroot '%.*s': %s", (int)(dl > 200 ? 200 : dl), d, myriad_strerror(rc));
+            free(heap);
+            if (rc != MYRIAD_OK) goto out;
+        } else if (t != napi_undefined) {
+            rc = MYRIAD_EINVAL;
+            snprintf(err, sizeof err, "chroot must be a string (a directory)");
+            goto out;
+        }
+    }
     if ((rc = sup_list(env, sup, argv[0], "http", MYRIAD_HTTP, err, sizeof err)) != MYRIAD_OK ||
         (rc = sup_list(env, sup, argv[0], "fcgi", MYRIAD_FCGI, err, sizeof err)) != MYRIAD_OK ||
         (rc = sup_list(env, sup, argv[0], "status", 0, err, sizeof err)) != MYRIAD_OK)
         goto out;
+    {
+        /* inherited: the socket-activated fds become the supervisor's listeners. */
+        bool yes = false;
+        if (napi_get_named_property(env, argv[0], "inherited", &v) == napi_ok &&
+            napi_get_value_bool(env, v, &yes) == napi_ok && yes && (rc = myriad_sup_listen_inherited(sup)) < 0) {
+            snprintf(err, sizeof err, "socket activation: %s", myriad_last_error_detail());
+            goto out;
+        }
+        rc = MYRIAD_OK;
+    }
     if (napi_get_named_property(env, argv[0], "onListening", &v) == napi_ok) {
         napi_valuetype t;
         napi_typeof(env, v, &t);
