@@ -17,7 +17,8 @@
  * others are chosen by SNI against their certificates' DNS names); a missing or unreadable
  * file or a key not matching its certificate: a message naming the file, exit 2. SIGHUP
  * reloads the certificates (new connections get them; on an error the old ones stay).
- * --https is served without the supervisor flags (it is refused with them).
+ * Under the supervisor the certificates are checked once before serving and loaded by each
+ * worker (a SIGHUP replaces every worker: the new ones read them again).
  * --access-log PATH: one line per request (combined log format) to PATH, "-" for stderr;
  * SIGUSR1 opens PATH again (logrotate); a log that cannot be opened is a bad flag.
  *
@@ -575,7 +576,9 @@ static int serve(myriad_worker_t *w) {
     myriad_set_logger(log_stderr, NULL, 2);
     if ((rc = myriad_server_new(&srv)) != MYRIAD_OK) die("server", rc);
     if (w) {
-        if ((rc = myriad_worker_listen(w, srv)) != MYRIAD_OK) die("worker listeners", rc);
+        /* The worker loads the certificates itself: after a SIGHUP every worker is new. */
+        if (ncerts && !(tls = load_certs())) exit(2);
+        if ((rc = myriad_worker_listen_tls(w, srv, tls)) != MYRIAD_OK) die("worker listeners", rc);
     } else {
         for (int i = 0; i < cfg.naddr; i++) {
             rc = myriad_server_listen(srv, cfg.proto[i], cfg.addr[i], strlen(cfg.addr[i]));
@@ -660,6 +663,11 @@ static int supervise(void) {
     myriad_sup_t *sup;
     int rc;
     if ((rc = myriad_sup_new(&sup)) != MYRIAD_OK) die("supervisor", rc);
+    if (cfg.nhttps) { /* a bad certificate file: exit 2 before anything is served */
+        myriad_tls_config_t *check = load_certs();
+        if (!check) exit(2);
+        myriad_tls_config_free(check);
+    }
     if ((rc = myriad_sup_set(sup, MYRIAD_SUP_WORKERS, cfg.workers)) != MYRIAD_OK) usage("--workers takes 1..1024");
     myriad_sup_set(sup, MYRIAD_SUP_MAX_REQUESTS, cfg.max_requests);
     myriad_sup_set(sup, MYRIAD_SUP_WATCHDOG_MS, cfg.watchdog * 1000);
@@ -675,9 +683,14 @@ static int supervise(void) {
     }
     /* No listener flag: the fds of socket activation (shared by every worker), else the
        default address. */
-    if (!cfg.naddr && (rc = myriad_sup_listen_inherited(sup)) < 0)
+    for (int i = 0; i < cfg.nhttps; i++) {
+        rc = myriad_sup_listen(sup, MYRIAD_HTTPS, cfg.https[i], strlen(cfg.https[i]));
+        if (rc == MYRIAD_EADDR || rc == MYRIAD_EINVAL) usage(myriad_strerror(rc));
+        if (rc != MYRIAD_OK) die(cfg.https[i], rc);
+    }
+    if (!cfg.naddr && !cfg.nhttps && (rc = myriad_sup_listen_inherited(sup)) < 0)
         die(*myriad_last_error_detail() ? myriad_last_error_detail() : "socket activation", rc);
-    if (!cfg.naddr && rc == 0 && (rc = myriad_sup_listen(sup, MYRIAD_HTTP, S("127.0.0.1:8080"))) != MYRIAD_OK)
+    if (!cfg.naddr && !cfg.nhttps && rc == 0 && (rc = myriad_sup_listen(sup, MYRIAD_HTTP, S("127.0.0.1:8080"))) != MYRIAD_OK)
         die("127.0.0.1:8080", rc);
     for (int i = 0; i < cfg.nstatus; i++) {
         rc = myriad_sup_status_listen(sup, cfg.status[i], strlen(cfg.status[i]));
@@ -689,7 +702,11 @@ static int supervise(void) {
         int proto;
         if (myriad_sup_listener_addr(sup, i, &proto, addr, sizeof addr) >= 0)
             printf("listening %s %s\n",
-                   proto == MYRIAD_HTTP ? "http" : proto == MYRIAD_FCGI ? "fcgi" : "status", addr);
+                   proto == MYRIAD_HTTP    ? "http"
+                   : proto == MYRIAD_HTTPS ? "https"
+                   : proto == MYRIAD_FCGI  ? "fcgi"
+                                           : "status",
+                   addr);
     }
     fflush(stdout);
     rc = myriad_sup_run(sup, worker_main, NULL);
@@ -766,6 +783,5 @@ int main(int argc, char **argv) {
     }
     if (ncerts != nkeys) usage("--cert FILE --key FILE go in pairs");
     if (cfg.nhttps && !ncerts) usage("--https needs --cert FILE --key FILE");
-    if (cfg.nhttps && cfg.supervised) usage("--https is served without --workers in this demo");
     return cfg.supervised ? supervise() : serve(NULL);
 }

@@ -8,7 +8,7 @@
 // opens PATH again (logrotate); a log that cannot be opened is a bad flag (exit 2).
 // --https serves HTTPS with the --cert/--key pairs (the first the default, the others by
 // SNI); a missing, unreadable or mismatched file: its name on stderr, exit 2. SIGHUP
-// reloads the certificates. --https is served without the supervisor flags (refused with them).
+// reloads the certificates (under the supervisor: checked once, loaded by every new worker).
 // ADDR is HOST:PORT, [V6]:PORT, unix:PATH or fd:N. With no listener flag it serves FastCGI
 // on fd 0 when started by spawn-fcgi, else HTTP on 127.0.0.1:8080 — unless socket-activated
 // (LISTEN_FDS: "fcgi" by name FastCGI, the others HTTP). Prints "listening http|fcgi ADDR"
@@ -64,7 +64,7 @@ const int = (v, lo, hi, msg) => {
 const argv = process.argv.slice(2);
 for (let i = 0; i < argv.length; i += 2) {
   const [a, v] = [argv[i], argv[i + 1]];
-  if (a !== '--http' && a !== '--fcgi' && a !== '--status') workerArgs.push(a, v);
+  if (a !== '--http' && a !== '--fcgi' && a !== '--https' && a !== '--status') workerArgs.push(a, v);
   if (a === '--http' || a === '--fcgi' || a === '--https') {
     if (v === undefined) usage('missing ADDR');
     ({ '--http': http, '--fcgi': fcgi, '--https': https })[a].push(v);
@@ -105,7 +105,6 @@ for (let i = 0; i < argv.length; i += 2) {
 }
 if (certs.length && !certs[certs.length - 1].key) usage('--cert FILE --key FILE go in pairs');
 if (https.length && !certs.length) usage('--https needs --cert FILE --key FILE');
-if (https.length && sup) usage('--https is served without --workers in this demo');
 
 /** The --cert/--key pairs read: [{ cert, key, certName, keyName }]; throws naming a file. */
 function readCerts() {
@@ -133,12 +132,32 @@ const supervised = process.env.MYRIAD_SUPERVISOR && process.env.LISTEN_FDS &&
 const hang = sup !== null && sup.watchdog !== undefined;
 if (supervised) {
   const names = (process.env.LISTEN_FDNAMES || '').split(':');
-  for (let i = 0; i < Number(process.env.LISTEN_FDS); i++) (names[i] === 'fcgi' ? fcgi : http).push(`fd:${3 + i}`);
+  for (let i = 0; i < Number(process.env.LISTEN_FDS); i++) {
+    ({ fcgi, https }[names[i]] ?? http).push(`fd:${3 + i}`);
+  }
   sup = null;
+  // The worker loads the certificates itself: after a SIGHUP every worker is new.
+  if (https.length) {
+    try {
+      tls = readCerts();
+    } catch (e) {
+      process.stderr.write(`hello: ${e.message}\n`);
+      process.exit(2);
+    }
+  }
 } else if (sup) {
   // No listener flag: the fds of socket activation (shared by every worker), else the default.
   let inherited = false;
-  if (!http.length && !fcgi.length) {
+  // The certificates checked once here (each worker loads them): a bad pair exits 2.
+  for (const t of tls) {
+    try {
+      require('node:tls').createSecureContext({ cert: t.cert, key: t.key });
+    } catch (e) {
+      process.stderr.write(`hello: ${t.keyName}: ${e.message}\n`);
+      process.exit(2);
+    }
+  }
+  if (!http.length && !fcgi.length && !https.length) {
     try {
       inherited = myriad.listenFds() > 0;
     } catch (e) {
@@ -153,6 +172,7 @@ if (supervised) {
       ...sup,
       http,
       fcgi,
+      https,
       status,
       inherited,
       exec: [process.execPath, ...process.execArgv, __filename, ...workerArgs],

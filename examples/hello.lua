@@ -7,7 +7,7 @@
 -- opens PATH again (logrotate).
 -- --https serves HTTPS with the --cert/--key pairs (the first the default, the others by
 -- SNI); a bad file: its name on stderr, exit 2. SIGHUP reloads the certificates. --https
--- is served without the supervisor flags (refused with them).
+-- under the supervisor is checked once, then loaded by each worker (SIGHUP: new workers).
 -- Routes, on a myriad router: GET|HEAD / ; GET /hello/:name ; POST|PUT /echo ; GET /env ;
 -- GET /stream?chunks=N&bytes=B ; GET /delay?ms=M ; GET /work?ms=M ; GET /stats (the loop's
 -- counters as JSON) ; POST /form ; GET /pid (the serving process) ; GET /hang (with
@@ -83,7 +83,6 @@ while i <= #arg do
 end
 if #tls > 0 and not tls[#tls].key then usage("--cert FILE --key FILE go in pairs") end
 if #https > 0 and #tls == 0 then usage("--https needs --cert FILE --key FILE") end
-if #https > 0 and sup then usage("--https is served without --workers in this demo") end
 -- No listener flag: the fds of socket activation (systemd; "fcgi" by name FastCGI, the
 -- others HTTP), else the default address.
 local inherited = false
@@ -217,10 +216,10 @@ end
 
 -- Serves the listeners until SIGTERM/SIGINT has drained them; a worker (supervised) prints
 -- nothing and leaves readiness and the watchdog to its supervisor.
-local function serve(h, f, standalone)
-  local tls_on = standalone and #https > 0
+local function serve(h, f, hs, standalone)
+  local tls_on = #hs > 0
   local ok, srv = pcall(myriad.server, { http = h, fcgi = f, inherited = standalone and inherited, handler = r,
-    https = tls_on and https or nil, tls = tls_on and tls or nil, max_body = max_body, access_log = access_log })
+    https = tls_on and hs or nil, tls = tls_on and tls or nil, max_body = max_body, access_log = access_log })
   if not ok then
     io.stderr:write("hello: ", tostring(srv), "\n")
     -- A bad certificate, key or access log file is a configuration error: exit 2, before serving.
@@ -261,7 +260,7 @@ local function serve(h, f, standalone)
 end
 
 if not sup then
-  serve(http, fcgi, true)
+  serve(http, fcgi, https, true)
   return
 end
 local ok, s = pcall(myriad.supervisor, sup)
@@ -281,6 +280,15 @@ local function bind(proto, list)
 end
 bind("http", http)
 bind("fcgi", fcgi)
+if #https > 0 then
+  -- Checked here (a bad file: exit 2 before serving), loaded again by every new worker.
+  local ok2, err = pcall(myriad.check_tls, tls)
+  if not ok2 then
+    io.stderr:write("hello: ", tostring(err), "\n")
+    os.exit(2)
+  end
+  bind("https", https)
+end
 if inherited then -- socket-activated: the supervisor takes the fds, shared by every worker
   local ok2, got = pcall(s.listen_inherited, s)
   if not ok2 then
@@ -291,4 +299,4 @@ if inherited then -- socket-activated: the supervisor takes the fds, shared by e
 end
 for _, a in ipairs(status) do print("listening status " .. s:status_listen(a)) end
 io.stdout:flush()
-os.exit(s:run(function(w) return serve(w.http, w.fcgi, false) end))
+os.exit(s:run(function(w) return serve(w.http, w.fcgi, w.https, false) end))

@@ -19,9 +19,9 @@
 //! SIGUSR2 re-executes the program in place, SIGTERM drains them; an unknown user exits 2.
 //! `--access-log PATH` logs each request (combined format) to PATH, `-` for stderr; SIGUSR1
 //! opens PATH again (under the supervisor, in every worker).
-//! `--https` (without --workers) serves HTTPS with the `--cert`/`--key` pairs (the first
-//! the default, the others by SNI; a bad file: its name on stderr, exit 2); SIGHUP then
-//! reloads them.
+//! `--https` serves HTTPS with the `--cert`/`--key` pairs (the first the default, the others
+//! by SNI; a bad file: its name on stderr, exit 2); SIGHUP reloads them (under the
+//! supervisor, every worker is replaced and the new ones read them).
 
 use std::cell::RefCell;
 use std::io::Write;
@@ -502,10 +502,7 @@ fn main() {
         usage("--https needs --cert FILE --key FILE");
     }
     if let Some(opts) = sup {
-        if !https.addrs.is_empty() {
-            usage("--https is served without --workers in this demo");
-        }
-        if addrs.is_empty() {
+        if addrs.is_empty() && https.addrs.is_empty() {
             // Socket activation: the supervisor serves the passed fds (one socket shared by
             // every worker) and tells systemd READY=1 once its workers serve. The variables
             // stay set: a SIGUSR2 re-exec keeps the pid and these fds, and finds them again.
@@ -518,10 +515,10 @@ fn main() {
                 addrs.push((Addr::Fd(std::os::fd::IntoRawFd::into_raw_fd(f.fd)), proto));
             }
         }
-        if addrs.is_empty() {
+        if addrs.is_empty() && https.addrs.is_empty() {
             addrs.push(("127.0.0.1:8080".parse().unwrap(), Proto::Http));
         }
-        supervise(opts, addrs, status, threads, backend, access_log);
+        supervise(opts, addrs, https, status, threads, backend, access_log);
     }
     serve_all(addrs, https, threads, backend, true, access_log);
 }
@@ -531,6 +528,7 @@ fn main() {
 fn supervise(
     opts: SupervisorOptions,
     addrs: Vec<(Addr, Proto)>,
+    https: Https,
     status: Vec<Addr>,
     threads: usize,
     backend: String,
@@ -540,6 +538,23 @@ fn supervise(
     if let Err(e) = sup.validate() {
         eprintln!("hello: {e}");
         std::process::exit(2);
+    }
+    // The certificates are checked here (a bad file: exit 2 before serving) and loaded by
+    // each worker, so a SIGHUP reload (every worker replaced) reads them again.
+    if !https.addrs.is_empty() {
+        if let Err(e) = load_certs(&https.certs) {
+            eprintln!("hello: {e}");
+            std::process::exit(2);
+        }
+    }
+    for a in &https.addrs {
+        match sup.listen_tls(a) {
+            Ok(got) => println!("listening https {got}"),
+            Err(e) => {
+                eprintln!("hello: cannot listen on {a}: {e}");
+                std::process::exit(1);
+            }
+        }
     }
     for (a, proto) in &addrs {
         match sup.listen(a, *proto) {
@@ -560,10 +575,22 @@ fn supervise(
         }
     }
     std::io::stdout().flush().unwrap();
+    let certs = https.certs;
     match sup.run(move |w| {
+        let (mut plain, mut tls) = (Vec::new(), Vec::new());
+        for (i, l) in w.listeners().iter().enumerate() {
+            if w.is_https(i) {
+                tls.push(l.0.clone());
+            } else {
+                plain.push(l.clone());
+            }
+        }
         serve_all(
-            w.listeners().to_vec(),
-            Https::default(),
+            plain,
+            Https {
+                addrs: tls,
+                certs: certs.clone(),
+            },
             threads,
             backend.clone(),
             false,

@@ -245,8 +245,8 @@
 // A host name could not be resolved.
 #define MYRIAD_ERESOLVE -11
 
-// `myriad_sup_listener_addr`'s protocol for a status listener.
-#define MYRIAD_SUP_STATUS 3
+// `myriad_sup_listener_addr`'s protocol for a status listener (not MYRIAD_HTTPS's 3).
+#define MYRIAD_SUP_STATUS 8
 
 // Workers always running (static size, or a dynamic pool's minimum; 1..=1024; default 1).
 #define MYRIAD_SUP_WORKERS 1
@@ -1184,9 +1184,12 @@ int myriad_sup_set_user(struct myriad_sup_t *sup, const char *user, size_t user_
 // MYRIAD_ENOTFOUND (no such directory), MYRIAD_ESTATE (after myriad_sup_listen or run).
 int myriad_sup_set_chroot(struct myriad_sup_t *sup, const char *dir, size_t dir_len);
 
-// Binds a listener now (`proto` MYRIAD_HTTP or MYRIAD_FCGI; `addr` HOST:PORT, [V6]:PORT,
-// unix:PATH or fd:N): TCP gets one SO_REUSEPORT socket per worker slot. Options are fixed
-// from the first call on. Errors: MYRIAD_EINVAL, MYRIAD_EADDR, MYRIAD_ESTATE (run already),
+// Binds a listener now (`proto` MYRIAD_HTTP, MYRIAD_FCGI or MYRIAD_HTTPS; `addr`
+// HOST:PORT, [V6]:PORT, unix:PATH or fd:N): TCP gets one SO_REUSEPORT socket per worker
+// slot. Options are fixed from the first call on. An HTTPS listener is bound plain here
+// and wrapped in TLS by each worker with its own certificates (myriad_worker_listen_tls),
+// so a SIGHUP reload, which replaces every worker, reads them again; an executed worker
+// (myriad_sup_run_exec) gets it named `https` in LISTEN_FDNAMES. Errors: MYRIAD_EINVAL, MYRIAD_EADDR, MYRIAD_ESTATE (run already),
 // OS errors (e.g. address in use).
 int myriad_sup_listen(struct myriad_sup_t *sup, int proto, const char *addr, size_t addr_len);
 
@@ -1207,7 +1210,7 @@ int myriad_sup_status_listen(struct myriad_sup_t *sup, const char *addr, size_t 
 size_t myriad_sup_listener_count(const struct myriad_sup_t *sup);
 
 // Writes listener `i`'s bound address as a NUL-terminated string into `buf` (capacity
-// `cap`) and its protocol (MYRIAD_HTTP, MYRIAD_FCGI, MYRIAD_SUP_STATUS) into `*proto`
+// `cap`) and its protocol (MYRIAD_HTTP, MYRIAD_HTTPS, MYRIAD_FCGI, MYRIAD_SUP_STATUS) into `*proto`
 // (optional). Returns the length. Errors: MYRIAD_EINVAL (short buffer), MYRIAD_ENOTFOUND.
 int myriad_sup_listener_addr(const struct myriad_sup_t *sup, size_t i, int *proto, char *buf, size_t cap);
 
@@ -1249,8 +1252,17 @@ int myriad_worker_listener(const struct myriad_worker_t *w, size_t i, int *proto
 int myriad_worker_slot(const struct myriad_worker_t *w);
 
 // Adds every listener of the worker to `srv` (not started yet), as myriad_server_listen
-// with `fd:N`. Errors: MYRIAD_EINVAL, MYRIAD_ESTATE (server started).
+// with `fd:N` addresses. Errors: MYRIAD_EINVAL, MYRIAD_ESTATE (server started),
+// MYRIAD_ETLS (the worker has an HTTPS listener: use myriad_worker_listen_tls).
 int myriad_worker_listen(const struct myriad_worker_t *w, struct myriad_server_t *srv);
+
+// As myriad_worker_listen, the HTTPS listeners with the certificates of `tls` (loaded by
+// the worker: after a SIGHUP every worker is new and loads them again). `tls` may be NULL
+// when the worker has no HTTPS listener. The configuration is not taken: free it after the
+// server. Errors: MYRIAD_EINVAL, MYRIAD_ESTATE, MYRIAD_ETLS (an HTTPS listener and `tls`
+// NULL: myriad_last_error_detail names it; or `tls` without a certificate:
+// myriad_tls_config_error says so).
+int myriad_worker_listen_tls(const struct myriad_worker_t *w, struct myriad_server_t *srv, struct myriad_tls_config_t *tls);
 
 // Adds the listening sockets the service manager passed by socket activation (systemd's
 // LISTEN_PID, LISTEN_FDS and LISTEN_FDNAMES, as sd_listen_fds(3) reads them) to the

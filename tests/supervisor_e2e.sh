@@ -5,7 +5,8 @@
 # (replaced within 1 s, only in-flight requests may fail, nobody refused), --max-requests
 # recycling under load, SIGHUP and SIGUSR2 under load (zero failures, same supervisor pid and
 # address), --watchdog with /hang, SIGTERM with slow requests in flight (all answered, exit 0,
-# no process left), an unknown --user (exit 2), --user nobody as root; with SUP_NGINX=1 the
+# no process left), an unknown --user (exit 2), --user nobody as root, --https (workers load
+# the certificates, SIGHUP serves replaced files, a bad pair exits 2); with SUP_NGINX=1 the
 # crash test over FastCGI behind nginx (zero 502s with fastcgi_next_upstream).
 # Load: tests/load.py (keep-alive; one retry of a request whose idle connection was closed
 # before any response byte, as browsers do). Ends with "N passed, M failed".
@@ -116,6 +117,35 @@ r=$(cat "$T/hup.json")
 if [ "$(field "$r" failed)" = 0 ] && [ -z "$(comm -12 <(echo "$before") <(echo "$after"))" ] && kill -0 "$SPID"; then ok "SIGHUP under load: every worker replaced, zero failures, same supervisor"; else bad "SIGHUP: $r before [$before] after [$after]"; fi
 stop spread; rc=$?
 if [ "$rc" = 0 ]; then ok "SIGTERM: exit 0"; else bad "SIGTERM exit $rc"; fi
+
+# ---- HTTPS under the supervisor: each worker loads the certificates; a SIGHUP (every
+# worker replaced) serves the files as they are now ----
+(
+    cd "$T" || exit 1
+    for n in one two; do
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$n.key" -out "$n.pem" \
+            -subj "/CN=$n" -days 2 -addext "subjectAltName=IP:127.0.0.1" >/dev/null 2>&1
+    done
+    cp one.pem cur.pem && cp one.key cur.key
+)
+WANT_WORKERS=2 start tls --workers 2 --https 127.0.0.1:0 --cert "$T/cur.pem" --key "$T/cur.key"
+HS=$(awk '/^listening https/{print $3}' "$T/tls.out")
+subject() { timeout 10 openssl s_client -connect "$HS" -CAfile "$1" -verify_return_error </dev/null 2>/dev/null | openssl x509 -noout -subject 2>/dev/null; }
+pid=$($C --cacert "$T/one.pem" "https://$HS/pid")
+if [ -n "$HS" ] && [[ $pid =~ ^[0-9]+$ ]] && [ "$pid" != "$SPID" ] && [[ $(subject "$T/one.pem") == *CN*one* ]]; then
+    ok "--https under --workers: printed once, served by a worker ($pid) with the certificate"
+else bad "--https under --workers: [$HS] pid [$pid] $(tail -3 "$T/tls.err")"; fi
+before=$(workers | cut -d' ' -f1 | sort)
+cp "$T/two.pem" "$T/cur.pem"; cp "$T/two.key" "$T/cur.key"
+kill -HUP "$SPID"
+for _ in $(seq 1 100); do [ -z "$(comm -12 <(echo "$before") <(workers | cut -d' ' -f1 | sort))" ] && [ "$(workers | grep -cE ' (idle|busy)$')" = 2 ] && break; sleep 0.05; done
+if [[ $(subject "$T/two.pem") == *CN*two* ]] && [ "$($C --cacert "$T/two.pem" "https://$HS/")" = "Hello, World!" ]; then
+    ok "SIGHUP: the new workers serve the replaced certificate"
+else bad "SIGHUP with new certificates: [$(subject "$T/two.pem")] $(tail -3 "$T/tls.err")"; fi
+stop tls; rc=$?
+if [ "$rc" = 0 ]; then ok "HTTPS under the supervisor: SIGTERM, exit 0"; else bad "HTTPS supervisor exit $rc"; fi
+"${DEMO[@]}" --workers 2 --https 127.0.0.1:0 --cert "$T/one.pem" --key "$T/two.key" >"$T/badtls.out" 2>"$T/badtls.err"; rc=$?
+if [ "$rc" = 2 ] && ! grep -q '^listening' "$T/badtls.out"; then ok "--workers with a mismatched key: exit 2 before serving"; else bad "bad certificate under --workers: rc $rc $(head -3 "$T/badtls.err")"; fi
 
 # ---- --max-requests under load ----
 WANT_WORKERS=2 start recycle --workers 2 --max-requests 200 --http 127.0.0.1:0

@@ -9,6 +9,7 @@
  *                              access_log = PATH or "-", access_log_format = FMT }
  *   srv:reopen_logs()         -- the access log, after logrotate (on SIGUSR1)
  *   srv:reload_tls{ {cert = ..., key = ...}, ... }   -- new HTTPS connections get these
+ *   myriad.check_tls{ {cert = ..., key = ...}, ... }  -- loads and frees them: raises on a bad file
  *   req.tls -> { version =, cipher =, sni =, alpn = } over HTTPS (else nil), req.scheme
  *   myriad.timer(ms, fn [, repeat_ms]) -> timer (t:cancel())
  *   myriad.signal(signo, fn) -> watch (w:cancel())
@@ -779,6 +780,14 @@ static myriad_tls_config_t *tls_from(lua_State *L, int idx) {
     return c;
 }
 
+/* myriad.check_tls{ {cert = ..., key = ...}, ... } -> true: loads the pairs and frees them
+ * (a supervisor checks what its workers will load); raises "tls: FILE: ..." otherwise. */
+static int l_check_tls(lua_State *L) {
+    myriad_tls_config_free(tls_from(L, 1));
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 /* srv:reload_tls{ {cert = ..., key = ...}, ... }: new HTTPS connections get these. */
 static int srv_reload_tls(lua_State *L) {
     lsrv *s = (lsrv *)luaL_checkudata(L, 1, SRV_MT);
@@ -1152,7 +1161,8 @@ static int l_stats(lua_State *L) {
  *   sup:status_listen(ADDR) -> bound address
  *   sup:on_reload(fn)  -- in the supervisor on SIGHUP, before the workers are replaced
  *   sup:run(function(w) ... end) -> 0 once stopped; in each worker process, fn(w) runs with
- *     w.http / w.fcgi (lists of "fd:N" addresses for myriad.server) and w.slot, and the
+ *     w.http / w.fcgi / w.https (lists of "fd:N" addresses for myriad.server; https ones with
+ *     the worker's own tls = {...}) and w.slot, and the
  *     process exits when it returns (its return value, an integer, is the exit code).
  */
 #define SUP_MT "myriad.supervisor"
@@ -1226,8 +1236,8 @@ static int sup_listen(lua_State *L) {
     const char *p = luaL_checkstring(L, 2);
     size_t n;
     const char *a = luaL_checklstring(L, 3, &n);
-    int proto = !strcmp(p, "http") ? MYRIAD_HTTP : !strcmp(p, "fcgi") ? MYRIAD_FCGI : 0;
-    if (!proto) return luaL_error(L, "protocol must be 'http' or 'fcgi'");
+    int proto = !strcmp(p, "http") ? MYRIAD_HTTP : !strcmp(p, "fcgi") ? MYRIAD_FCGI : !strcmp(p, "https") ? MYRIAD_HTTPS : 0;
+    if (!proto) return luaL_error(L, "protocol must be 'http', 'https' or 'fcgi'");
     int rc = myriad_sup_listen(s->sup, proto, a, n);
     if (rc != MYRIAD_OK) return luaL_error(L, "cannot listen on %s: %s", a, myriad_strerror(rc));
     return push_bound(L, s);
@@ -1290,16 +1300,20 @@ static int sup_worker_cb(myriad_worker_t *w, void *ud) {
     if (myriad_loop_new(&LP) != MYRIAD_OK) return 1;
     lua_pushvalue(L, -1); /* the worker function, left on CB by sup_run */
     lua_newtable(L);
-    int nh = 0, nf = 0;
+    int nh = 0, nf = 0, ns = 0;
     lua_newtable(L); /* http */
     lua_newtable(L); /* fcgi */
+    lua_newtable(L); /* https */
     for (size_t i = 0; i < myriad_worker_listener_count(w); i++) {
         int proto;
         int fd = myriad_worker_listener(w, i, &proto);
         if (fd < 0) continue;
         lua_pushfstring(L, "fd:%d", fd);
-        lua_rawseti(L, proto == MYRIAD_HTTP ? -3 : -2, proto == MYRIAD_HTTP ? ++nh : ++nf);
+        if (proto == MYRIAD_HTTP) lua_rawseti(L, -4, ++nh);
+        else if (proto == MYRIAD_FCGI) lua_rawseti(L, -3, ++nf);
+        else lua_rawseti(L, -2, ++ns);
     }
+    lua_setfield(L, -4, "https");
     lua_setfield(L, -3, "fcgi");
     lua_setfield(L, -2, "http");
     lua_pushinteger(L, myriad_worker_slot(w));
@@ -1381,6 +1395,7 @@ static const luaL_Reg funcs[] = {
     {"stats", l_stats},   {"tcp", l_tcp},           {"connect", l_connect},
     {"spawn", l_spawn},   {"listen_fds", l_listen_fds}, {"notify", l_notify},
     {"watchdog", l_watchdog}, {"supervisor", l_supervisor}, {"pid", l_pid},
+    {"check_tls", l_check_tls},
     {NULL, NULL}};
 
 static void metatable(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction gc,

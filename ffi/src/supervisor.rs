@@ -11,11 +11,12 @@ use myriad::{Addr, Proto, Supervisor, SupervisorOptions};
 use crate::{
     c_str, copy_cstr, guard, guard_or, myriad_free_fn, myriad_server_listen, myriad_server_t,
     os_err, UserData, MYRIAD_EADDR, MYRIAD_EINVAL, MYRIAD_ENOTFOUND, MYRIAD_ESTATE, MYRIAD_FCGI,
-    MYRIAD_HTTP, MYRIAD_OK,
+    MYRIAD_HTTP, MYRIAD_HTTPS, MYRIAD_OK,
 };
+use crate::{myriad_server_listen_tls, myriad_tls_config_t, MYRIAD_ETLS};
 
-/// `myriad_sup_listener_addr`'s protocol for a status listener.
-pub const MYRIAD_SUP_STATUS: c_int = 3;
+/// `myriad_sup_listener_addr`'s protocol for a status listener (not MYRIAD_HTTPS's 3).
+pub const MYRIAD_SUP_STATUS: c_int = 8;
 
 /// Workers always running (static size, or a dynamic pool's minimum; 1..=1024; default 1).
 pub const MYRIAD_SUP_WORKERS: c_int = 1;
@@ -214,9 +215,12 @@ fn started(s: &mut myriad_sup_t) -> &mut Supervisor {
     s.sup.get_or_insert_with(|| Supervisor::new(opts))
 }
 
-/// Binds a listener now (`proto` MYRIAD_HTTP or MYRIAD_FCGI; `addr` HOST:PORT, [V6]:PORT,
-/// unix:PATH or fd:N): TCP gets one SO_REUSEPORT socket per worker slot. Options are fixed
-/// from the first call on. Errors: MYRIAD_EINVAL, MYRIAD_EADDR, MYRIAD_ESTATE (run already),
+/// Binds a listener now (`proto` MYRIAD_HTTP, MYRIAD_FCGI or MYRIAD_HTTPS; `addr`
+/// HOST:PORT, [V6]:PORT, unix:PATH or fd:N): TCP gets one SO_REUSEPORT socket per worker
+/// slot. Options are fixed from the first call on. An HTTPS listener is bound plain here
+/// and wrapped in TLS by each worker with its own certificates (myriad_worker_listen_tls),
+/// so a SIGHUP reload, which replaces every worker, reads them again; an executed worker
+/// (myriad_sup_run_exec) gets it named `https` in LISTEN_FDNAMES. Errors: MYRIAD_EINVAL, MYRIAD_EADDR, MYRIAD_ESTATE (run already),
 /// OS errors (e.g. address in use).
 #[no_mangle]
 pub unsafe extern "C" fn myriad_sup_listen(
@@ -231,7 +235,7 @@ pub unsafe extern "C" fn myriad_sup_listen(
             return MYRIAD_EINVAL;
         };
         let p = match proto {
-            MYRIAD_HTTP => Proto::Http,
+            MYRIAD_HTTP | MYRIAD_HTTPS => Proto::Http,
             MYRIAD_FCGI => Proto::Fcgi,
             _ => return MYRIAD_EINVAL,
         };
@@ -241,7 +245,13 @@ pub unsafe extern "C" fn myriad_sup_listen(
         let Ok(a) = a.parse::<Addr>() else {
             return MYRIAD_EADDR;
         };
-        match started(s).listen(&a, p) {
+        let sv = started(s);
+        let r = if proto == MYRIAD_HTTPS {
+            sv.listen_tls(&a)
+        } else {
+            sv.listen(&a, p)
+        };
+        match r {
             Ok(got) => {
                 s.bound.push((got.to_string(), proto));
                 MYRIAD_OK
@@ -328,7 +338,7 @@ pub unsafe extern "C" fn myriad_sup_listener_count(sup: *const myriad_sup_t) -> 
 }
 
 /// Writes listener `i`'s bound address as a NUL-terminated string into `buf` (capacity
-/// `cap`) and its protocol (MYRIAD_HTTP, MYRIAD_FCGI, MYRIAD_SUP_STATUS) into `*proto`
+/// `cap`) and its protocol (MYRIAD_HTTP, MYRIAD_HTTPS, MYRIAD_FCGI, MYRIAD_SUP_STATUS) into `*proto`
 /// (optional). Returns the length. Errors: MYRIAD_EINVAL (short buffer), MYRIAD_ENOTFOUND.
 #[no_mangle]
 pub unsafe extern "C" fn myriad_sup_listener_addr(
@@ -475,19 +485,18 @@ pub unsafe extern "C" fn myriad_sup_run(
                 listeners: w
                     .listeners()
                     .iter()
-                    .map(|(a, p)| {
+                    .enumerate()
+                    .map(|(i, (a, p))| {
                         let fd = match a {
                             Addr::Fd(fd) => *fd,
                             _ => -1,
                         };
-                        (
-                            fd,
-                            if *p == Proto::Http {
-                                MYRIAD_HTTP
-                            } else {
-                                MYRIAD_FCGI
-                            },
-                        )
+                        let proto = match p {
+                            Proto::Fcgi => MYRIAD_FCGI,
+                            _ if w.is_https(i) => MYRIAD_HTTPS,
+                            _ => MYRIAD_HTTP,
+                        };
+                        (fd, proto)
                     })
                     .collect(),
                 slot: w.slot(),
@@ -574,11 +583,28 @@ pub unsafe extern "C" fn myriad_worker_slot(w: *const myriad_worker_t) -> c_int 
 }
 
 /// Adds every listener of the worker to `srv` (not started yet), as myriad_server_listen
-/// with `fd:N`. Errors: MYRIAD_EINVAL, MYRIAD_ESTATE (server started).
+/// with `fd:N` addresses. Errors: MYRIAD_EINVAL, MYRIAD_ESTATE (server started),
+/// MYRIAD_ETLS (the worker has an HTTPS listener: use myriad_worker_listen_tls).
 #[no_mangle]
 pub unsafe extern "C" fn myriad_worker_listen(
     w: *const myriad_worker_t,
     srv: *mut myriad_server_t,
+) -> c_int {
+    // SAFETY: forwarded.
+    unsafe { myriad_worker_listen_tls(w, srv, std::ptr::null_mut()) }
+}
+
+/// As myriad_worker_listen, the HTTPS listeners with the certificates of `tls` (loaded by
+/// the worker: after a SIGHUP every worker is new and loads them again). `tls` may be NULL
+/// when the worker has no HTTPS listener. The configuration is not taken: free it after the
+/// server. Errors: MYRIAD_EINVAL, MYRIAD_ESTATE, MYRIAD_ETLS (an HTTPS listener and `tls`
+/// NULL: myriad_last_error_detail names it; or `tls` without a certificate:
+/// myriad_tls_config_error says so).
+#[no_mangle]
+pub unsafe extern "C" fn myriad_worker_listen_tls(
+    w: *const myriad_worker_t,
+    srv: *mut myriad_server_t,
+    tls: *mut myriad_tls_config_t,
 ) -> c_int {
     guard(|| {
         // SAFETY: a live worker or NULL.
@@ -587,8 +613,21 @@ pub unsafe extern "C" fn myriad_worker_listen(
         };
         for &(fd, p) in &w.listeners {
             let a = format!("fd:{fd}");
-            // SAFETY: forwarded; `a` is live for the call.
-            let r = unsafe { myriad_server_listen(srv, p, a.as_ptr().cast(), a.len()) };
+            let r = if p == MYRIAD_HTTPS {
+                if tls.is_null() {
+                    return crate::fail(
+                        MYRIAD_ETLS,
+                        format!(
+                            "{a} is an HTTPS listener: myriad_worker_listen_tls with certificates"
+                        ),
+                    );
+                }
+                // SAFETY: forwarded; `a` is live for the call, `tls` a live configuration.
+                unsafe { myriad_server_listen_tls(srv, a.as_ptr().cast(), a.len(), tls) }
+            } else {
+                // SAFETY: forwarded; `a` is live for the call.
+                unsafe { myriad_server_listen(srv, p, a.as_ptr().cast(), a.len()) }
+            };
             if r != MYRIAD_OK {
                 return r;
             }

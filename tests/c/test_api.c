@@ -578,6 +578,8 @@ static void test_supervisor(void) {
     CHECK(myriad_worker_listener(NULL, 0, &proto) == MYRIAD_EINVAL);
     CHECK(myriad_worker_slot(NULL) == MYRIAD_EINVAL);
     CHECK(myriad_worker_listen(NULL, NULL) == MYRIAD_EINVAL);
+    CHECK(myriad_worker_listen_tls(NULL, NULL, NULL) == MYRIAD_EINVAL);
+    CHECK(MYRIAD_SUP_STATUS != MYRIAD_HTTPS && MYRIAD_SUP_STATUS != MYRIAD_HTTP && MYRIAD_SUP_STATUS != MYRIAD_FCGI);
 }
 
 /* TLS configurations: argument checks, messages naming what failed, free(NULL). */

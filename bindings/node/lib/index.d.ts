@@ -359,6 +359,9 @@ export interface SuperviseOptions {
   /** chroot the workers into this directory (absolute, existing) before switching user;
    * an executed worker must find its program inside it. */
   chroot?: string;
+  /** HTTPS listeners: bound plain by the supervisor, named `https` in each worker's
+   * LISTEN_FDNAMES; the worker serves them with listen({ https: ['fd:N'], key, cert }). */
+  https?: string[];
   /** Also take the socket-activated fds (LISTEN_FDS: "fcgi" by name FastCGI, the others
    * HTTP) as listeners, shared by every worker. */
   inherited?: boolean;
@@ -369,7 +372,7 @@ export interface SuperviseOptions {
   /** The command each worker executes: [file, ...args]. */
   exec: string[];
   /** Called for each bound listener before the workers start. */
-  onListening?: (proto: 'http' | 'fcgi' | 'status', addr: string) => void;
+  onListening?: (proto: 'http' | 'https' | 'fcgi' | 'status', addr: string) => void;
   /** Called in the supervisor on SIGHUP, before the workers are replaced. */
   onReload?: () => void;
 }

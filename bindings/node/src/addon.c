@@ -1344,6 +1344,7 @@ static napi_value js_supervise(napi_env env, napi_callback_info info) {
     }
     if ((rc = sup_list(env, sup, argv[0], "http", MYRIAD_HTTP, err, sizeof err)) != MYRIAD_OK ||
         (rc = sup_list(env, sup, argv[0], "fcgi", MYRIAD_FCGI, err, sizeof err)) != MYRIAD_OK ||
+        (rc = sup_list(env, sup, argv[0], "https", MYRIAD_HTTPS, err, sizeof err)) != MYRIAD_OK ||
         (rc = sup_list(env, sup, argv[0], "status", 0, err, sizeof err)) != MYRIAD_OK)
         goto out;
     {
@@ -1363,7 +1364,10 @@ static napi_value js_supervise(napi_env env, napi_callback_info info) {
             char a[512];
             int proto, n = myriad_sup_listener_addr(sup, i, &proto, a, sizeof a);
             napi_value cargs[2], global, r;
-            const char *pn = proto == MYRIAD_HTTP ? "http" : proto == MYRIAD_FCGI ? "fcgi" : "status";
+            const char *pn = proto == MYRIAD_HTTP    ? "http"
+                             : proto == MYRIAD_HTTPS ? "https"
+                             : proto == MYRIAD_FCGI  ? "fcgi"
+                                                     : "status";
             if (n < 0) continue;
             cargs[0] = latin1(env, pn, strlen(pn));
             cargs[1] = latin1(env, a, (size_t)n);

@@ -102,6 +102,8 @@ pub(crate) struct Bound {
     /// The address it got.
     pub(crate) addr: Addr,
     pub(crate) proto: Proto,
+    /// HTTPS: bound plain here, wrapped in TLS by each worker ([`Supervisor::listen_tls`]).
+    pub(crate) tls: bool,
     /// One socket per base slot (TCP), or one shared by all.
     pub(crate) socks: Vec<Listener>,
 }
@@ -109,6 +111,7 @@ pub(crate) struct Bound {
 /// What a worker gets: the listeners of its slot, as inherited fds (`Addr::Fd`).
 pub struct Worker {
     listeners: Vec<(Addr, Proto)>,
+    https: Vec<bool>,
     slot: usize,
 }
 
@@ -117,6 +120,13 @@ impl Worker {
     /// ([`Listener::bind`], `myriad_server_listen`).
     pub fn listeners(&self) -> &[(Addr, Proto)] {
         &self.listeners
+    }
+
+    /// Whether listener `i` of [`Worker::listeners`] was bound with
+    /// [`Supervisor::listen_tls`]: serve it with `Server::listen_tls` and the worker's own
+    /// certificates.
+    pub fn is_https(&self, i: usize) -> bool {
+        self.https.get(i).copied().unwrap_or(false)
     }
 
     /// The worker's slot (0..workers; extra workers of a dynamic pool count on).
@@ -141,7 +151,15 @@ impl Worker {
 
     /// Adds this worker's listeners to `srv` and makes SIGTERM/SIGINT shut it down
     /// gracefully and stop `lp`. Run the loop afterwards.
+    /// Errors: `InvalidInput` if a listener is HTTPS (it needs the worker's certificates:
+    /// add it with `Server::listen_tls`, see [`Worker::is_https`]).
     pub fn serve_on(&self, lp: &mut Loop, srv: &Server) -> io::Result<()> {
+        if self.https.iter().any(|t| *t) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "an HTTPS listener needs the worker's TLS acceptor (Server::listen_tls)",
+            ));
+        }
         for (a, p) in &self.listeners {
             let l = Listener::bind(a, &ListenOptions::default())?;
             srv.listen(lp, l, *p);
@@ -205,6 +223,18 @@ impl Supervisor {
         };
         let a = b.addr.clone();
         self.bound.push(b);
+        Ok(a)
+    }
+
+    /// Binds an HTTPS listener: plain sockets here (one per slot, as [`Supervisor::listen`]),
+    /// wrapped in TLS by each worker with certificates it loads itself — so a SIGHUP
+    /// reload, which replaces every worker, reads them again. A worker sees it as
+    /// [`Worker::is_https`]; an executed worker gets it named `https` in LISTEN_FDNAMES.
+    pub fn listen_tls(&mut self, addr: &Addr) -> io::Result<Addr> {
+        let a = self.listen(addr, Proto::Http)?;
+        if let Some(b) = self.bound.last_mut() {
+            b.tls = true;
+        }
         Ok(a)
     }
 
@@ -295,6 +325,7 @@ fn bind_slots(addr: &Addr, proto: Proto, n: usize, backlog: i32) -> io::Result<B
         spec: addr.clone(),
         addr: got,
         proto,
+        tls: false,
         socks,
     })
 }

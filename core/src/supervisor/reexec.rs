@@ -122,6 +122,7 @@ impl Inherited {
             spec: spec.clone(),
             addr: super::bound_addr(first),
             proto: proto.unwrap_or(Proto::Http),
+            tls: false,
             socks,
         })
     }

@@ -19,11 +19,11 @@ use crate::server::Proto;
 use crate::sys::Interest;
 use crate::systemd::{ChildEnv, PassFds};
 
-/// What a child of slot `slot` serves: (fd, proto) per listener.
-fn slot_fds(s: &State, slot: usize) -> Vec<(RawFd, Proto)> {
+/// What a child of slot `slot` serves: (fd, proto, HTTPS) per listener.
+fn slot_fds(s: &State, slot: usize) -> Vec<(RawFd, Proto, bool)> {
     s.bound
         .iter()
-        .map(|b| (b.socks[slot % b.socks.len()].fd(), b.proto))
+        .map(|b| (b.socks[slot % b.socks.len()].fd(), b.proto, b.tls))
         .collect()
 }
 
@@ -107,7 +107,8 @@ pub(crate) fn spawn_worker(lp: &mut Loop, st: &Shared, slot: usize, extra: bool)
         std::env::remove_var("NOTIFY_SOCKET");
         std::env::remove_var("WATCHDOG_USEC");
         let w = Worker {
-            listeners: fds.iter().map(|&(fd, p)| (Addr::Fd(fd), p)).collect(),
+            listeners: fds.iter().map(|&(fd, p, _)| (Addr::Fd(fd), p)).collect(),
+            https: fds.iter().map(|f| f.2).collect(),
             slot,
         };
         let code = match &mut s.mode {
@@ -234,7 +235,7 @@ struct ExecPrep {
 impl ExecPrep {
     fn new(
         argv: &[OsString],
-        fds: &[(RawFd, Proto)],
+        fds: &[(RawFd, Proto, bool)],
         page: RawFd,
         sock: RawFd,
     ) -> io::Result<ExecPrep> {
@@ -248,10 +249,15 @@ impl ExecPrep {
         let path = find_program(&argv[0])?;
         let n = fds.len() as RawFd;
         let borrowed: Vec<(BorrowedFd<'_>, &str)> = (fds.iter())
-            .map(|&(fd, p)| {
+            .map(|&(fd, p, tls)| {
                 // SAFETY: the supervisor's listener fds stay open while the child is made.
                 let b = unsafe { BorrowedFd::borrow_raw(fd) };
-                (b, if p == Proto::Fcgi { "fcgi" } else { "http" })
+                let name = match (p, tls) {
+                    (Proto::Fcgi, _) => "fcgi",
+                    (_, true) => "https",
+                    _ => "http",
+                };
+                (b, name)
             })
             .collect();
         let pass = PassFds::new(&borrowed)?;
