@@ -370,6 +370,8 @@ pub(crate) enum Piece {
     Copied(usize),
     Static(&'static [u8]),
     Owned(Box<dyn AsRef<[u8]>>),
+    /// `len` bytes of a file from `off` (see [`Response::write_file`]).
+    File(Rc<std::fs::File>, u64, u64),
 }
 
 /// What a protocol's collect made of an exchange's output.
@@ -587,6 +589,7 @@ impl Exchange {
                 }
                 Piece::Static(s) => f(PieceRef::Static(s)),
                 Piece::Owned(o) => f(PieceRef::Owned(o)),
+                Piece::File(file, off, len) => f(PieceRef::File(file, off, len)),
             }
         }
         self.bytes = bytes;
@@ -599,6 +602,19 @@ pub(crate) enum PieceRef<'a> {
     Bytes(&'a [u8]),
     Static(&'static [u8]),
     Owned(Box<dyn AsRef<[u8]>>),
+    File(Rc<std::fs::File>, u64, u64),
+}
+
+impl PieceRef<'_> {
+    /// The piece's length in bytes.
+    pub(crate) fn len(&self) -> u64 {
+        match self {
+            PieceRef::Bytes(b) => b.len() as u64,
+            PieceRef::Static(s) => s.len() as u64,
+            PieceRef::Owned(o) => (**o).as_ref().len() as u64,
+            PieceRef::File(_, _, len) => *len,
+        }
+    }
 }
 
 /// Identifies an exchange in a server's pool.
@@ -1002,6 +1018,30 @@ impl Response {
         })
     }
 
+    /// Queues `len` bytes of `file` from offset `off` as body, without reading them: on a
+    /// plain HTTP connection they go from the page cache to the socket by `sendfile(2)`
+    /// (counted in [`crate::Stats::file_sent`]); over FastCGI they are read a block at a
+    /// time into STDOUT records, and through a transport layer (TLS) a block at a time
+    /// into it, each block only once the previous one was written (memory stays bounded
+    /// for a slow reader). In order with everything else written, composable with
+    /// `write` and `flush` (a streamed response frames the range as one chunk). The file
+    /// is shared, not moved: it is let go once its bytes are written or the exchange is
+    /// over; its offset is never used. The file must hold the range until then: one that
+    /// shrinks meanwhile fails the connection (the client was promised the bytes).
+    pub fn write_file(
+        &mut self,
+        file: Rc<std::fs::File>,
+        off: u64,
+        len: u64,
+    ) -> Result<(), ResponseError> {
+        self.queue(|e| {
+            if len > 0 {
+                e.body_len += len;
+                e.pieces.push(Piece::File(file, off, len));
+            }
+        })
+    }
+
     /// Sends the head and what was written so far; the rest of the body streams (chunked
     /// to HTTP/1.1 clients, close-delimited to HTTP/1.0, STDOUT records over FastCGI).
     pub fn flush(&mut self) -> Result<(), ResponseError> {
@@ -1128,6 +1168,7 @@ impl Response {
                         Piece::Copied(n) => *n,
                         Piece::Static(s) => s.len(),
                         Piece::Owned(o) => (**o).as_ref().len(),
+                        Piece::File(_, _, len) => usize::try_from(*len).unwrap_or(usize::MAX),
                     })
                     .sum();
                 pending + e.conn_queued

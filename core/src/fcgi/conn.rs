@@ -495,6 +495,13 @@ impl FcgiConn {
                                     record::put_record(scratch, kind::STDOUT, id, (*o).as_ref());
                                 }
                             }
+                            PieceRef::File(f, off, len) => {
+                                // Read into STDOUT records a block at a time as the
+                                // connection drains (no sendfile to a FastCGI socket).
+                                io.write(scratch);
+                                scratch.clear();
+                                io.write_file_framed(f, off, len, id);
+                            }
                         }
                     });
                     if !e.errs.is_empty() {

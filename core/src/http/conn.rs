@@ -433,20 +433,16 @@ impl HttpConn {
                 if no_body {
                     return;
                 }
-                let len = match &p {
-                    PieceRef::Bytes(b) => b.len(),
-                    PieceRef::Static(s) => s.len(),
-                    PieceRef::Owned(o) => (**o).as_ref().len(),
-                };
                 if chunked {
                     framing.clear();
-                    chunked::size_line(len, &mut framing);
+                    chunked::size_line(p.len() as usize, &mut framing);
                     io.write(&framing);
                 }
                 match p {
                     PieceRef::Bytes(b) => io.write(b),
                     PieceRef::Static(s) => io.write_static(s),
                     PieceRef::Owned(o) => io.write_owned(o),
+                    PieceRef::File(f, off, len) => io.write_file(f, off, len),
                 }
                 if chunked {
                     io.write(b"\r\n");

@@ -12,6 +12,7 @@ use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
+use super::file::FileRange;
 use super::transport::{Layer, Plain, Transport, Wire};
 use super::{Accepted, PeerAddr};
 use crate::reactor::{Loop, Next, Source, Token};
@@ -119,14 +120,25 @@ enum Chunk {
     },
     Static(&'static [u8]),
     Owned(Box<dyn AsRef<[u8]>>, u32),
+    /// A range of a file (see [`super::file`]): it has no bytes in memory.
+    File(Box<FileRange>),
 }
 
 impl Chunk {
+    /// The chunk's bytes in memory (none for a file range).
     fn bytes(&self) -> &[u8] {
         match self {
             Chunk::Block { buf, start, end } => &buf[*start as usize..*end as usize],
             Chunk::Static(s) => s,
             Chunk::Owned(b, pos) => &(**b).as_ref()[*pos as usize..],
+            Chunk::File(_) => &[],
+        }
+    }
+    /// Bytes still to write, a file range's included.
+    fn len(&self) -> usize {
+        match self {
+            Chunk::File(f) => usize::try_from(f.left).unwrap_or(usize::MAX),
+            c => c.bytes().len(),
         }
     }
     fn advance(&mut self, n: usize) {
@@ -134,6 +146,10 @@ impl Chunk {
             Chunk::Block { start, .. } => *start += n as u32,
             Chunk::Static(s) => *s = &s[n..],
             Chunk::Owned(_, pos) => *pos += n as u32,
+            Chunk::File(f) => {
+                f.off += n as u64;
+                f.left -= n as u64;
+            }
         }
     }
 }
@@ -176,7 +192,7 @@ impl Out {
 
     fn push(&mut self, lp: &mut Loop, c: Chunk) {
         let q = self.q.get_or_insert_with(|| lp.pool.queue());
-        q.len += c.bytes().len();
+        q.len += c.len();
         if q.first.is_none() {
             q.first = Some(c);
         } else {
@@ -288,7 +304,7 @@ impl Out {
         while n > 0 {
             let q = self.q.as_deref_mut().expect("consumed more than queued");
             let c = q.first.as_mut().expect("consumed more than queued");
-            let have = c.bytes().len();
+            let have = c.len();
             if n < have {
                 c.advance(n);
                 return;
@@ -300,7 +316,7 @@ impl Out {
         while self
             .q
             .as_ref()
-            .is_some_and(|q| q.first.as_ref().is_some_and(|c| c.bytes().is_empty()))
+            .is_some_and(|q| q.first.as_ref().is_some_and(|c| c.len() == 0))
         {
             self.pop_front(lp);
         }
@@ -310,6 +326,61 @@ impl Out {
         while self.q.is_some() {
             self.pop_front(lp);
         }
+    }
+
+    /// The first chunk with bytes left to write, if it is a file range.
+    fn front_file(&self) -> Option<&FileRange> {
+        match self.chunks().find(|c| c.len() > 0) {
+            Some(Chunk::File(f)) => Some(f),
+            _ => None,
+        }
+    }
+
+    /// Drops leading chunks with nothing left to write.
+    fn drop_empty_front(&mut self, lp: &mut Loop) {
+        while self
+            .q
+            .as_ref()
+            .is_some_and(|q| q.first.as_ref().is_some_and(|c| c.len() == 0))
+        {
+            self.pop_front(lp);
+        }
+    }
+
+    /// With a file range first: reads its next bytes (a pool block's worth, framed as the
+    /// range says) into a block put in front of it, so that they go out as memory (through
+    /// a transport layer, or as FastCGI records). A range read whole is dropped (its file
+    /// let go). Only the first chunk is ever read: what is in memory stays one block.
+    fn read_front_file(&mut self, lp: &mut Loop) -> io::Result<()> {
+        self.drop_empty_front(lp);
+        let Some(q) = self.q.as_deref_mut() else {
+            return Ok(());
+        };
+        let Some(Chunk::File(f)) = q.first.as_mut() else {
+            return Ok(());
+        };
+        let mut buf = lp.pool.get();
+        let (n, took) = match f.fill(&mut buf, &mut lp.stats) {
+            Ok(r) => r,
+            Err(e) => {
+                lp.pool.put(buf);
+                return Err(e);
+            }
+        };
+        let emptied = f.left == 0;
+        q.len = q.len + n - took as usize;
+        let file = q.first.take().expect("a file chunk");
+        q.first = Some(Chunk::Block {
+            buf,
+            start: 0,
+            end: n as u32,
+        });
+        if emptied {
+            drop(file);
+        } else {
+            q.rest.push_front(file);
+        }
+        Ok(())
     }
 }
 
@@ -626,6 +697,32 @@ impl Io<'_> {
         if !self.st.refuses_output() && !(*bytes).as_ref().is_empty() {
             self.out.push(self.lp, Chunk::Owned(bytes, 0));
         }
+    }
+    /// Queues `len` bytes of `file` from offset `off`, sent by `sendfile(2)` on a plain
+    /// socket (read a block at a time through a transport layer); the file is let go once
+    /// they are written, or when the connection closes. The file must hold them: a file
+    /// that turns out shorter fails the connection (its peer was promised the bytes).
+    pub fn write_file(&mut self, file: std::rc::Rc<std::fs::File>, off: u64, len: u64) {
+        self.write_file_framed(file, off, len, 0);
+    }
+    /// [`Io::write_file`] framed as FastCGI STDOUT records of request `records` (0: raw).
+    pub(crate) fn write_file_framed(
+        &mut self,
+        file: std::rc::Rc<std::fs::File>,
+        off: u64,
+        len: u64,
+        records: u16,
+    ) {
+        if self.st.refuses_output() || len == 0 {
+            return;
+        }
+        let r = FileRange {
+            file,
+            off,
+            left: len,
+            records,
+        };
+        self.out.push(self.lp, Chunk::File(Box::new(r)));
     }
     /// Bytes queued and not yet written.
     pub fn queued(&self) -> usize {
@@ -982,6 +1079,10 @@ impl<P: Protocol> Conn<P> {
             if layer.wire.len() == 0 {
                 let mut budget = LAYER_WINDOW;
                 while budget > 0 {
+                    if self.out.front_file().is_some() && !self.st.has(LAYER_CLOSED) {
+                        // The layer takes bytes: read the file's next block for it.
+                        self.out.read_front_file(lp)?;
+                    }
                     let plain = match self.out.chunks().map(Chunk::bytes).find(|b| !b.is_empty()) {
                         Some(b) if !self.st.has(LAYER_CLOSED) => &b[..b.len().min(budget)],
                         _ => &[],
@@ -1026,12 +1127,25 @@ impl<P: Protocol> Conn<P> {
     /// that batches sends, queues that one send for the loop's next wait instead.
     fn flush_plain(&mut self, lp: &mut Loop) -> io::Result<()> {
         while self.out.len() > 0 && self.st.has(CAN_WRITE) && !self.st.has(SENDING) {
+            if let Some(f) = self.out.front_file() {
+                if f.records != 0 {
+                    // FastCGI: the next record is read into memory and sent as bytes.
+                    self.out.read_front_file(lp)?;
+                } else {
+                    self.send_file(lp)?;
+                    continue;
+                }
+            }
             // Uninitialised: zeroing 1 KiB of iovecs cost more than the usual one or two
             // pieces they describe.
             let mut slots = [const { MaybeUninit::<libc::iovec>::uninit() }; MAX_IOV];
             let mut n_iov = 0;
             let mut total = 0;
             for c in self.out.chunks() {
+                if let Chunk::File(_) = c {
+                    // Memory up to the file goes first; the file follows by sendfile.
+                    break;
+                }
                 let b = c.bytes();
                 if b.is_empty() {
                     continue;
@@ -1091,6 +1205,37 @@ impl<P: Protocol> Conn<P> {
             }
         }
         Ok(())
+    }
+
+    /// Sends from the file range at the front of the output with one `sendfile` (on
+    /// io_uring too: the loop calls it, the socket being non-blocking).
+    fn send_file(&mut self, lp: &mut Loop) -> io::Result<()> {
+        self.out.drop_empty_front(lp);
+        let fd = self.fd.as_raw_fd();
+        let Some(Chunk::File(f)) = self.out.q.as_deref_mut().and_then(|q| q.first.as_mut()) else {
+            return Ok(());
+        };
+        let want = f.left;
+        match f.send(fd, &mut lp.stats) {
+            Ok(n) => {
+                log::trace!("sendfile(fd {fd}, {want}) = {n}");
+                let q = self.out.q.as_deref_mut().expect("a file chunk");
+                q.len -= n;
+                self.out.drop_empty_front(lp);
+                if (n as u64) < want.min(super::file::MAX_SEND) {
+                    self.write_blocked(lp);
+                }
+                Ok(())
+            }
+            Err(e) => match e.kind() {
+                io::ErrorKind::WouldBlock => {
+                    self.write_blocked(lp);
+                    Ok(())
+                }
+                io::ErrorKind::Interrupted => Ok(()),
+                _ => Err(e),
+            },
+        }
     }
 
     /// A queued send completed: `res` bytes went out, or it failed with `-res`.

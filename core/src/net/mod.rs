@@ -4,6 +4,7 @@ mod addr;
 pub(crate) mod conn;
 pub(crate) mod connect;
 mod contain;
+pub(crate) mod file;
 mod listen_spec;
 mod listener;
 pub(crate) mod pool;

@@ -80,6 +80,16 @@ pub struct Stats {
     pub wakeups: u64,
     /// Connections accepted.
     pub accepted: u64,
+    /// `sendfile` calls made for file responses (see [`crate::Response::write_file`]).
+    pub sendfile: u64,
+    /// File bytes sent by `sendfile`: from the page cache to the socket, never through
+    /// user space.
+    pub file_sent: u64,
+    /// `pread` calls made for file output that must pass through user space (FastCGI
+    /// records, a transport layer such as TLS).
+    pub file_reads: u64,
+    /// File bytes read into user space for such output (0 on a plain HTTP connection).
+    pub file_copied: u64,
     /// Pool buffers held by connections right now (idle connections hold none).
     pub buffers_in_use: u64,
     /// Pool buffers kept for reuse.
