@@ -13,6 +13,7 @@ pub mod accesslog;
 pub mod app;
 pub mod cookie;
 pub mod fcgi;
+pub mod files;
 pub mod form;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]

@@ -4,7 +4,7 @@
 
 pub(crate) mod chunked;
 mod conn;
-mod date;
+pub(crate) mod date;
 pub(crate) mod head;
 pub(crate) mod parse;
 

@@ -1128,8 +1128,9 @@ impl<P: Protocol> Conn<P> {
     fn flush_plain(&mut self, lp: &mut Loop) -> io::Result<()> {
         while self.out.len() > 0 && self.st.has(CAN_WRITE) && !self.st.has(SENDING) {
             if let Some(f) = self.out.front_file() {
-                if f.records != 0 {
-                    // FastCGI: the next record is read into memory and sent as bytes.
+                if f.records != 0 || !super::file::SENDFILE {
+                    // FastCGI (or no sendfile): the next block is read into memory and
+                    // sent as bytes.
                     self.out.read_front_file(lp)?;
                 } else {
                     self.send_file(lp)?;

@@ -22,6 +22,10 @@ use crate::reactor::Stats;
 /// smaller ask lets other connections run between calls to a fast reader).
 pub(crate) const MAX_SEND: u64 = 1 << 20;
 
+/// Whether raw file ranges go by `sendfile(2)` (Linux); elsewhere they are read a block at
+/// a time like FastCGI's.
+pub(crate) const SENDFILE: bool = cfg!(target_os = "linux");
+
 /// FastCGI's STDOUT record type (see `fcgi::record`).
 const FCGI_STDOUT: u8 = 6;
 
@@ -45,9 +49,15 @@ impl FileRange {
         let mut off = self.off as libc::off_t;
         let want = self.left.min(MAX_SEND) as usize;
         stats.sendfile += 1;
+        #[cfg(target_os = "linux")]
         // SAFETY: sendfile(2) reads from the file and writes to the socket, both fds live
         // (the file held by `self.file`); `off` is a live off_t it updates.
         let n = unsafe { libc::sendfile(sock, self.file.as_raw_fd(), &mut off, want) };
+        #[cfg(not(target_os = "linux"))]
+        let n: isize = {
+            let _ = (sock, &mut off, want);
+            return Err(io::Error::from(io::ErrorKind::Unsupported));
+        };
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
