@@ -76,8 +76,21 @@ fn start(
             fs.force_walk();
         }
         FS.with(|f| *f.borrow_mut() = Some(fs));
-        let srv = lp.server(ServerOptions::default(), |_lp, req, res| {
+        let srv = lp.server(ServerOptions::default(), |lp, req, res| {
             let path = req.path().to_string();
+            if let Some(rel) = path.strip_prefix("/later/") {
+                // Served after the handler returned, from the loop.
+                let rel = rel.to_string();
+                lp.defer(move |_| {
+                    FS.with(|f| {
+                        f.borrow()
+                            .as_ref()
+                            .unwrap()
+                            .serve_later(res, rel.as_bytes())
+                    })
+                });
+                return;
+            }
             match path.strip_prefix("/static/") {
                 Some(rel) => {
                     FS.with(|f| f.borrow().as_ref().unwrap().serve(req, res, rel.as_bytes()))
@@ -307,6 +320,13 @@ fn conditional_requests() {
         &[("If-None-Match", &etag)],
     );
     assert_eq!(r.status, 304);
+    // Served later (outside the handler's call): the same rules.
+    let r = req(&mut c, "GET /later/hello.txt", &[("If-None-Match", &etag)]);
+    assert_eq!(r.status, 304);
+    let r = req(&mut c, "GET /later/hello.txt", &[("Range", "bytes=0-4")]);
+    assert_eq!((r.status, &r.body[..]), (206, &b"hello"[..]));
+    let r = req(&mut c, "GET /later/dir?x", &[]);
+    assert_eq!(r.header("location"), Some("/later/dir/?x"));
 }
 
 #[test]

@@ -85,6 +85,65 @@ pub struct FileServer {
     seq: Cell<u64>,
 }
 
+/// The header fields the handler reads.
+const ASKED: [&str; 7] = [
+    "accept-encoding",
+    "if-match",
+    "if-unmodified-since",
+    "if-none-match",
+    "if-modified-since",
+    "range",
+    "if-range",
+];
+
+/// What the handler reads of a request: the live [`Request`], or a copy ([`Ask`]).
+trait Asked {
+    fn method(&self) -> &str;
+    fn path(&self) -> &str;
+    fn query(&self) -> &str;
+    /// One of [`ASKED`], by its lowercase name.
+    fn header(&self, name: &str) -> Option<&[u8]>;
+}
+
+impl Asked for Request {
+    fn method(&self) -> &str {
+        Request::method(self)
+    }
+    fn path(&self) -> &str {
+        Request::path(self)
+    }
+    fn query(&self) -> &str {
+        Request::query(self)
+    }
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        Request::header(self, name)
+    }
+}
+
+/// A copy of what the handler reads of a request (see [`FileServer::serve_later`]).
+struct Ask {
+    method: String,
+    path: String,
+    query: String,
+    headers: [Option<Vec<u8>>; 7],
+}
+
+impl Asked for Ask {
+    fn method(&self) -> &str {
+        &self.method
+    }
+    fn path(&self) -> &str {
+        &self.path
+    }
+    fn query(&self) -> &str {
+        &self.query
+    }
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        let i = ASKED.iter().position(|n| *n == name)?;
+        self.headers[i].as_deref()
+    }
+}
+
 /// The status and plain-text body of the handler's own answers.
 fn error_body(status: u16) -> &'static [u8] {
     match status {
@@ -146,7 +205,28 @@ impl FileServer {
     /// below the mount point as sent (percent-encoded; a leading '/' is optional), e.g.
     /// "css/site.css" for `GET /static/css/site.css` mounted at "/static/". Finishes `res`
     /// whatever happens (see the module docs for every answer).
-    pub fn serve(&self, req: &Request, mut res: Response, path: &[u8]) {
+    pub fn serve(&self, req: &Request, res: Response, path: &[u8]) {
+        self.serve_with(req, res, path);
+    }
+
+    /// [`FileServer::serve`] outside the handler's call (later on the loop), where the
+    /// request is reached through its response: what the handler needs of it is copied
+    /// first (the method, path, query and the seven header fields it reads).
+    pub fn serve_later(&self, res: Response, path: &[u8]) {
+        let ask = res.with_request(|req| Ask {
+            method: req.method().to_string(),
+            path: req.path().to_string(),
+            query: req.query().to_string(),
+            headers: ASKED.map(|n| req.header(n).map(<[u8]>::to_vec)),
+        });
+        match ask {
+            Some(ask) => self.serve_with(&ask, res, path),
+            // The exchange is over (the client left): nothing to answer.
+            None => drop(res),
+        }
+    }
+
+    fn serve_with(&self, req: &impl Asked, mut res: Response, path: &[u8]) {
         let head = match req.method() {
             "GET" => false,
             "HEAD" => true,
@@ -200,7 +280,7 @@ impl FileServer {
     /// The precompressed sibling the client accepts, if any (brotli first).
     fn variant(
         &self,
-        req: &Request,
+        req: &impl Asked,
         file: Rc<Opened>,
         name: &[u8],
         now: Instant,
@@ -228,7 +308,7 @@ impl FileServer {
 
     fn respond(
         &self,
-        req: &Request,
+        req: &impl Asked,
         mut res: Response,
         f: &Opened,
         name: &[u8],
@@ -323,7 +403,7 @@ fn answer(mut res: Response, status: u16) {
 }
 
 /// 301 to the directory form of the request's path (the query kept).
-fn redirect(req: &Request, mut res: Response) {
+fn redirect(req: &impl Asked, mut res: Response) {
     let mut loc = String::with_capacity(req.path().len() + req.query().len() + 2);
     // One leading slash: "//host/dir" would be a redirect to another host.
     loc.push('/');
