@@ -114,6 +114,16 @@
 // Limit: largest body, bytes (default none: the server's MYRIAD_MAX_BODY applies).
 #define MYRIAD_FORM_MAX_TOTAL 4
 
+// The root given to myriad_files_new cannot be opened as a directory (missing, not a
+// directory, not readable); myriad_last_error_detail says why.
+#define MYRIAD_EFILES_ROOT -60
+
+// The descriptor given to myriad_req_write_file is not an open regular file.
+#define MYRIAD_EFILES_FD -61
+
+// The range given to myriad_req_write_file goes past the end of the file.
+#define MYRIAD_EFILES_RANGE -62
+
 // Watch for readability.
 #define MYRIAD_READ 1
 
@@ -312,6 +322,9 @@ typedef struct myriad_access_log_t myriad_access_log_t;
 // A Set-Cookie header value being built (opaque). One thread at a time.
 typedef struct myriad_cookie_t myriad_cookie_t;
 
+// A static file handler's configuration (opaque): see myriad_files_new.
+typedef struct myriad_files_t myriad_files_t;
+
 // A streaming form parser (opaque): urlencoded or multipart/form-data, fed the body in
 // pieces. One thread at a time.
 typedef struct myriad_form_t myriad_form_t;
@@ -390,6 +403,19 @@ typedef int (*myriad_pair_fn)(const char *name, size_t name_len, const char *val
 // and it is the last call; answer with myriad_http_status_of(event). Everything is valid
 // during the call only. Return 0 to go on, non-zero to stop (no more calls).
 typedef int (*myriad_form_fn)(int event, const struct myriad_part_t *part, const uint8_t *data, size_t len, void *userdata);
+
+// The loop's file counters (see myriad_loop_file_stats).
+typedef struct myriad_file_stats_t {
+  // sendfile calls.
+  uint64_t sendfile;
+  // File bytes sent by sendfile: from the page cache to the socket, not through user
+  // space.
+  uint64_t file_sent;
+  // pread calls for file bytes that pass through user space (FastCGI, TLS).
+  uint64_t file_reads;
+  // File bytes read into user space for them (0 on plain HTTP).
+  uint64_t file_copied;
+} myriad_file_stats_t;
 
 // A callback with only user data (timers, posts, deferred work).
 typedef void (*myriad_cb)(struct myriad_loop_t *lp, void *userdata);
@@ -651,6 +677,67 @@ void myriad_form_free(struct myriad_form_t *f);
 // (multipart without a boundary: 400), MYRIAD_EINVAL, MYRIAD_ESTATE (not in the handler),
 // MYRIAD_EGONE, MYRIAD_EWRONGTHREAD.
 int myriad_req_read_form(struct myriad_req_t *req, myriad_form_fn cb, void *userdata, myriad_free_fn dtor);
+
+// Queues `length` bytes of the file open on `fd`, from `offset`, as body (length
+// UINT64_MAX: to the end of the file). The bytes are not read by the library on a plain
+// HTTP connection: they go from the page cache to the socket by sendfile (over FastCGI
+// they are read into STDOUT records, a block at a time as the front end takes them). On
+// success the library owns `fd`: it is closed once the bytes are written or the request
+// is gone; the file must keep those bytes until then (a file that shrinks meanwhile
+// closes the connection). On error `fd` stays the caller's. Combines with
+// myriad_req_write and myriad_req_flush like any body piece; finish as usual. Loop thread.
+// Errors: MYRIAD_EINVAL, MYRIAD_EFILES_FD (fd is not an open regular file),
+// MYRIAD_EFILES_RANGE (offset + length past its end), MYRIAD_EGONE, MYRIAD_EWRONGTHREAD.
+int myriad_req_write_file(struct myriad_req_t *req, int fd, uint64_t offset, uint64_t length);
+
+// Serves the files under directory `root` (`root_len` bytes, not NUL-terminated) with
+// nginx's defaults: index.html for a directory, `.br`/`.gz` siblings for clients that
+// accept them, an open-file cache of 1024 entries trusted for 1 s, no Cache-Control.
+// Change them with the myriad_files_set_* calls before the first myriad_files_serve.
+// The root is opened once here to check it (and again by each loop thread that serves).
+// Free with myriad_files_free. Any thread.
+// Errors: MYRIAD_EINVAL, MYRIAD_EFILES_ROOT (with myriad_last_error_detail).
+int myriad_files_new(const char *root, size_t root_len, struct myriad_files_t **out);
+
+// Frees the handler (NULL: no-op), once no request is being served with it. Each loop
+// thread's open-file cache for it (its descriptors) goes at that thread's next
+// myriad_files_serve of another handler, or when the thread ends. Any thread.
+void myriad_files_free(struct myriad_files_t *files);
+
+// The file served for a directory asked for with a trailing slash (`name_len` 0: none,
+// every directory is then 403). A plain name, no '/'. Before the first serve; any thread.
+// Errors: MYRIAD_EINVAL, MYRIAD_ESTATE.
+int myriad_files_set_index(struct myriad_files_t *files, const char *name, size_t name_len);
+
+// Whether `NAME.br` / `NAME.gz` are served to clients that accept them (1, the default)
+// or never (0). Before the first serve; any thread. Errors: MYRIAD_EINVAL, MYRIAD_ESTATE.
+int myriad_files_set_precompressed(struct myriad_files_t *files, int on);
+
+// A Cache-Control value for every file response (`len` 0: none, the default). Before the
+// first serve; any thread. Errors: MYRIAD_EINVAL (NULL with a length, CR, LF or NUL),
+// MYRIAD_ESTATE.
+int myriad_files_set_cache_control(struct myriad_files_t *files, const char *value, size_t len);
+
+// The open-file cache: at most `entries` paths per loop thread (0 turns it off), each
+// trusted for `valid_ms` milliseconds (1 or more) before it is opened again. Before the
+// first serve; any thread. Errors: MYRIAD_EINVAL, MYRIAD_ESTATE.
+int myriad_files_set_cache(struct myriad_files_t *files, size_t entries, uint32_t valid_ms);
+
+// Answers `req` with the file at `path` (`path_len` bytes) below the root, and frees the
+// request handle like myriad_req_finish (do not use it afterwards, whatever the result).
+// `path` is the request path below the mount point as sent, percent-encoded (e.g. the
+// part of myriad_req_path after "/static/"). Every answer is the handler's: the file
+// (200, 206, multipart ranges, 304, 412, 416), a redirect of a directory to its slash
+// form (301), 400 for a path that tries to leave the root, 403, 404, 405 with Allow for
+// methods other than GET and HEAD (README "Static files" lists them). If the root can no
+// longer be opened on this thread the answer is 500 and the result MYRIAD_EFILES_ROOT.
+// Loop thread (of the request). Errors: MYRIAD_EINVAL (NULL files or path with a length:
+// the request is then still the caller's), MYRIAD_EWRONGTHREAD, MYRIAD_EFILES_ROOT.
+int myriad_files_serve(struct myriad_files_t *files, struct myriad_req_t *req, const char *path, size_t path_len);
+
+// Copies the loop's file counters into `*out`. Loop thread. Errors: MYRIAD_EINVAL,
+// MYRIAD_EWRONGTHREAD.
+int myriad_loop_file_stats(struct myriad_loop_t *lp, struct myriad_file_stats_t *out);
 
 // Creates a loop on the default backend and stores it in `*out`: the one named by the
 // environment variable MYRIAD_BACKEND ("epoll", "io_uring", "kqueue") if set, else epoll

@@ -16,6 +16,7 @@ mod accesslog;
 mod alloc_test;
 mod cookie;
 mod form;
+mod files;
 mod loops;
 mod router;
 mod server;
@@ -28,6 +29,7 @@ mod work;
 pub use accesslog::*;
 pub use cookie::*;
 pub use form::*;
+pub use files::*;
 pub use loops::*;
 pub use router::*;
 pub use server::*;
@@ -237,6 +239,7 @@ pub extern "C" fn myriad_strerror(code: c_int) -> *const c_char {
         MYRIAD_ESTOPPED => "stopped by the callback\0",
         MYRIAD_ECOOKIE => "invalid cookie name, value or attribute\0",
         MYRIAD_ETLS => "TLS configuration error (see myriad_tls_config_error)\0",
+        c if files::strerror(c).is_some() => files::strerror(c).unwrap_or("\0"),
         c if c <= MYRIAD_EOS_BASE && c > MYRIAD_EOS_BASE - 4096 => {
             // SAFETY: strerror returns a static (per-thread) string for any errno; glibc's
             // messages for known errno values are static.

@@ -1410,6 +1410,34 @@ fn end_req(req: *mut myriad_req_t, end: impl FnOnce(Response) -> c_int) -> c_int
     })
 }
 
+/// [`end_req`] for a caller that also needs the request: `Some` while the handler runs
+/// (read it there), `None` after it returned (reach it through the response).
+pub(crate) fn end_req_with(
+    req: *mut myriad_req_t,
+    end: impl FnOnce(Option<&Request>, Response) -> c_int,
+) -> c_int {
+    with_req(req, |r| {
+        r.finish_handle();
+        // SAFETY: set only during the handler call, when the request is live.
+        let q = (!r.req.is_null()).then(|| unsafe { &*r.req });
+        let code = r.res.take().map_or(MYRIAD_OK, |res| end(q, res));
+        if !r.in_handler {
+            // SAFETY: the handle came from Box::into_raw and is not used again.
+            unsafe { release_req(req) };
+        }
+        code
+    })
+}
+
+/// [`with_res`] for other modules of the crate.
+pub(crate) unsafe fn with_response(
+    req: *mut myriad_req_t,
+    f: impl FnOnce(&mut Response) -> Result<(), myriad::ResponseError>,
+) -> c_int {
+    // SAFETY: forwarded.
+    unsafe { with_res(req, f) }
+}
+
 /// Abandons the response, for a handler that cannot complete it (an upstream failed
 /// mid-body), so that the client does not take it for a whole one; frees the request handle
 /// like myriad_req_finish. What was flushed is still written; then the connection closes

@@ -33,6 +33,7 @@ check "router test compiles" gcc $WARN -g -Iinclude tests/c/test_router.c -o "$T
 out=$(timeout 120 valgrind -q --leak-check=full --errors-for-leak-kinds=definite,indirect --error-exitcode=99 "$TMP/test_router" 2>&1)
 echo "$out" | grep -E '^(FAIL|==)' || true
 check "router, form and cookie test under valgrind: $(echo "$out" | tail -1)" grep -q '^[0-9]* passed, 0 failed$' <<<"$out"
+check "files test compiles" gcc $WARN -g -Iinclude tests/c/test_files.c -o "$TMP/test_files" -L"$LIB" -Wl,-rpath,"$LIB" -lmyriad -lpthread
 # Both tests on each backend (MYRIAD_BACKEND picks the one a loop gets by default).
 for be in epoll io_uring; do
     out=$(MYRIAD_BACKEND=$be timeout 120 "$TMP/test_api" 2>/dev/null)
@@ -49,7 +50,17 @@ for be in epoll io_uring; do
     out=$(MYRIAD_BACKEND=$be timeout 120 "$TMP/test_accesslog" 2>/dev/null)
     echo "$out" | grep -E '^FAIL' || true
     check "access log test on $be: $(echo "$out" | tail -1)" grep -q '^[0-9]* passed, 0 failed$' <<<"$out"
+    out=$(MYRIAD_BACKEND=$be timeout 120 "$TMP/test_files" 2>/dev/null)
+    echo "$out" | grep -E '^FAIL' || true
+    check "files test on $be: $(echo "$out" | tail -1)" grep -q '^[0-9]* passed, 0 failed$' <<<"$out"
 done
+
+# ---- file responses under valgrind: descriptors and FileServers released, nothing leaked ----
+out=$(MYRIAD_BACKEND=epoll timeout 300 valgrind -q --leak-check=full --errors-for-leak-kinds=definite,indirect \
+    --error-exitcode=99 --log-file="$TMP/vg-files.log" "$TMP/test_files" 2>&1)
+rc=$?
+check "files test under valgrind (exit $rc): $(echo "$out" | tail -1)" test "$rc" = 0
+[ "$rc" = 0 ] || cat "$TMP/vg-files.log"
 
 # ---- the work pool under valgrind: a loop freed with work queued and running leaks nothing ----
 out=$(MYRIAD_BACKEND=epoll timeout 300 valgrind -q --leak-check=full --errors-for-leak-kinds=definite,indirect \
