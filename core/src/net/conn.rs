@@ -18,6 +18,12 @@ use super::{Accepted, PeerAddr};
 use crate::reactor::{Loop, Next, Source, Token};
 use crate::sys::{Interest, Ready};
 
+/// `MSG_MORE` where there is one (Linux): more bytes follow at once (a file by sendfile).
+#[cfg(target_os = "linux")]
+const MSG_MORE: libc::c_int = libc::MSG_MORE;
+#[cfg(not(target_os = "linux"))]
+const MSG_MORE: libc::c_int = 0;
+
 /// Most iovecs handed to one `sendmsg`.
 const MAX_IOV: usize = 64;
 
@@ -1142,9 +1148,13 @@ impl<P: Protocol> Conn<P> {
             let mut slots = [const { MaybeUninit::<libc::iovec>::uninit() }; MAX_IOV];
             let mut n_iov = 0;
             let mut total = 0;
+            // MSG_MORE when a file follows: the head and the file's first bytes leave in
+            // the same segments instead of a small one for the head.
+            let mut flags = libc::MSG_NOSIGNAL;
             for c in self.out.chunks() {
                 if let Chunk::File(_) = c {
                     // Memory up to the file goes first; the file follows by sendfile.
+                    flags |= MSG_MORE;
                     break;
                 }
                 let b = c.bytes();
@@ -1177,14 +1187,14 @@ impl<P: Protocol> Conn<P> {
             }
             let r = if n_iov == 1 {
                 // SAFETY: iov[0] describes a live slice owned by the output queue.
-                unsafe { libc::send(fd, iov[0].iov_base, iov[0].iov_len, libc::MSG_NOSIGNAL) }
+                unsafe { libc::send(fd, iov[0].iov_base, iov[0].iov_len, flags) }
             } else {
                 // SAFETY: a zeroed msghdr is valid; it points at `n_iov` live iovecs.
                 let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
                 msg.msg_iov = iov.as_mut_ptr();
                 msg.msg_iovlen = n_iov as _;
                 // SAFETY: `msg` references iovecs describing live slices of the queue.
-                unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL) }
+                unsafe { libc::sendmsg(fd, &msg, flags) }
             };
             if r < 0 {
                 let e = io::Error::last_os_error();

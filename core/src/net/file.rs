@@ -49,22 +49,10 @@ impl FileRange {
         let mut off = self.off as libc::off_t;
         let want = self.left.min(MAX_SEND) as usize;
         stats.sendfile += 1;
-        #[cfg(target_os = "linux")]
-        // SAFETY: sendfile(2) reads from the file and writes to the socket, both fds live
-        // (the file held by `self.file`); `off` is a live off_t it updates.
-        let n = unsafe { libc::sendfile(sock, self.file.as_raw_fd(), &mut off, want) };
-        #[cfg(not(target_os = "linux"))]
-        let n: isize = {
-            let _ = (sock, &mut off, want);
-            return Err(io::Error::from(io::ErrorKind::Unsupported));
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let n = sendfile(sock, self.file.as_raw_fd(), &mut off, want)?;
         if n == 0 {
             return Err(eof());
         }
-        let n = n as usize;
         stats.file_sent += n as u64;
         self.off += n as u64;
         self.left -= n as u64;
@@ -127,6 +115,24 @@ impl FileRange {
         self.left -= got as u64;
         Ok((head + got + pad, got as u64))
     }
+}
+
+#[cfg(target_os = "linux")]
+fn sendfile(sock: RawFd, file: RawFd, off: &mut libc::off_t, want: usize) -> io::Result<usize> {
+    // SAFETY: sendfile(2) reads from the file and writes to the socket, both fds live (the
+    // caller holds them); `off` is a live off_t it updates.
+    let n = unsafe { libc::sendfile(sock, file, off, want) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
+/// (Not used where [`SENDFILE`] is false: ranges are read a block at a time there.)
+#[cfg(not(target_os = "linux"))]
+fn sendfile(sock: RawFd, file: RawFd, off: &mut libc::off_t, want: usize) -> io::Result<usize> {
+    let _ = (sock, file, off, want);
+    Err(io::Error::from(io::ErrorKind::Unsupported))
 }
 
 fn eof() -> io::Error {
