@@ -3,7 +3,7 @@
  *
  *   hello [--http ADDR]... [--fcgi ADDR]... [--https ADDR]... [--cert FILE --key FILE]...
  *         [--threads N] [--backend NAME] [--max-body BYTES]
- *         [--access-log PATH]
+ *         [--access-log PATH] [--root DIR]
  *         [--workers N] [--max-requests N] [--watchdog SECONDS] [--user NAME] [--status ADDR]...
  *
  * ADDR is HOST:PORT, [V6]:PORT, unix:PATH or fd:N (port 0 picks a free port). With no
@@ -21,12 +21,15 @@
  * worker (a SIGHUP replaces every worker: the new ones read them again).
  * --access-log PATH: one line per request (combined log format) to PATH, "-" for stderr;
  * SIGUSR1 opens PATH again (logrotate); a log that cannot be opened is a bad flag.
+ * --root DIR: GET|HEAD /static/PATH serves DIR/PATH with the library's static file handler
+ * (myriad_files_serve: conditionals, ranges, precompressed siblings, traversal refused);
+ * without it /static/ is 404; a DIR that is not a directory is a bad flag.
  *
  * Routes, on a myriad router (the same over HTTP and FastCGI): GET|HEAD / ;
  * GET /hello/:name ; POST|PUT /echo ; GET /env ; GET /stream?chunks=N&bytes=B ;
  * GET /delay?ms=M ; GET /work?ms=M (on the library's work pool) ; GET /stats (the serving
  * loop's counters as JSON, like nginx's stub_status) ; POST /form (urlencoded or multipart) ;
- * GET /pid (the serving process's pid) ; GET /hang (only with --watchdog: a handler that
+ * GET /pid (the serving process's pid) ; GET|HEAD /static/PATH (with --root) ; GET /hang (only with --watchdog: a handler that
  * never returns, stuck in a bug) ; else 404, or 405 with Allow for a known path and another
  * method.
  *
@@ -56,7 +59,7 @@ static void usage(const char *msg) {
             "hello: %s\n"
             "usage: hello [--http ADDR]... [--fcgi ADDR]... [--https ADDR]... [--cert FILE --key FILE]...\n"
             "             [--threads N] [--backend NAME] [--max-body BYTES]\n"
-            "             [--access-log PATH]\n"
+            "             [--access-log PATH] [--root DIR]\n"
             "             [--workers N] [--max-requests N] [--watchdog SECONDS] [--user NAME]\n"
             "             [--status ADDR]...\n"
             "ADDR is HOST:PORT, [V6]:PORT, unix:PATH or fd:N, optionally followed by\n"
@@ -265,6 +268,8 @@ static void route_stats(myriad_req_t *req) {
 
 /* --watchdog: /hang is served. */
 static int hang_route;
+/* --root DIR: the static file handler (NULL: no /static/ route). */
+static myriad_files_t *files;
 
 /* ---- routes (registered on the router in main) ---- */
 
@@ -275,6 +280,20 @@ static void route_root(myriad_req_t *req, void *ud) {
         reply(req, 500, S("text/plain"), NULL, 0);
     else
         myriad_req_finish(req);
+}
+
+/* GET|HEAD /static/PATH — the raw (still percent-encoded) path below /static/ goes to the
+ * handler, which decodes and checks it once; it answers every case and frees the request. */
+static void route_static(myriad_req_t *req, void *ud) {
+    const char *p;
+    size_t n;
+    (void)ud;
+    if (myriad_req_path(req, &p, &n) != MYRIAD_OK || n < 8) {
+        reply(req, 400, S("text/plain"), (const uint8_t *)"Bad Request", 11);
+        return;
+    }
+    int rc = myriad_files_serve(files, req, p + 8, n - 8);
+    if (rc != MYRIAD_OK) fprintf(stderr, "hello: /static/: %s\n", myriad_strerror(rc));
 }
 
 /* GET /hello/:name — the parameter comes percent-decoded ("a%2Fb" is "a/b"). */
@@ -455,12 +474,14 @@ static myriad_router_t *build_router(void) {
         {"GET", "/delay", route_delay},       {"GET", "/work", route_work},
         {"GET", "/stats", route_stats_h},     {"POST", "/form", route_form},
         {"GET", "/pid", route_pid},           {"GET", "/hang", route_hang},
+        {"GET", "/static/*path", route_static},
     };
     myriad_router_t *r;
     int rc;
     if ((rc = myriad_router_new(&r)) != MYRIAD_OK) die("router", rc);
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
         if (routes[i].fn == route_hang && !hang_route) continue;
+        if (routes[i].fn == route_static && !files) continue;
         rc = myriad_router_add(r, routes[i].method, strlen(routes[i].method), routes[i].pattern,
                                strlen(routes[i].pattern), routes[i].fn, NULL, NULL);
         if (rc != MYRIAD_OK) die(routes[i].pattern, rc);
@@ -650,6 +671,7 @@ static int serve(myriad_worker_t *w) {
     myriad_tls_config_free(tls);
     myriad_access_log_free(alog);
     myriad_loop_free(lp);
+    myriad_files_free(files);
     return rc == MYRIAD_OK ? 0 : 1;
 }
 
@@ -748,6 +770,12 @@ int main(int argc, char **argv) {
         } else if (strcmp(argv[i], "--backend") == 0) {
             if (++i == argc) usage("missing NAME");
             cfg.backend = argv[i];
+        } else if (strcmp(argv[i], "--root") == 0) {
+            if (++i == argc) usage("missing DIR");
+            myriad_files_free(files); /* (the last --root wins) */
+            files = NULL;
+            int rc = myriad_files_new(argv[i], strlen(argv[i]), &files);
+            if (rc != MYRIAD_OK) usage(rc == MYRIAD_EFILES_ROOT ? myriad_last_error_detail() : myriad_strerror(rc));
         } else if (strcmp(argv[i], "--access-log") == 0) {
             if (++i == argc) usage("missing PATH");
             cfg.access_log = argv[i];

@@ -22,6 +22,8 @@
 //! `--https` serves HTTPS with the `--cert`/`--key` pairs (the first the default, the others
 //! by SNI; a bad file: its name on stderr, exit 2); SIGHUP reloads them (under the
 //! supervisor, every worker is replaced and the new ones read them).
+//! `--root DIR`: `GET`/`HEAD /static/PATH` serves DIR/PATH with `myriad::files::FileServer`
+//! (one per loop thread); without it /static/ is 404; a DIR that is not a directory exits 2.
 
 use std::cell::RefCell;
 use std::io::Write;
@@ -29,6 +31,7 @@ use std::rc::Rc;
 use std::sync::mpsc;
 use std::time::Duration;
 
+use myriad::files::{FileServer, FilesOptions};
 use myriad::form::{Event, Form, Limits};
 use myriad::router::{Match, Params, Router};
 use myriad::tls::{TlsAcceptor, TlsConfig};
@@ -55,7 +58,7 @@ fn usage(msg: &str) -> ! {
     eprintln!(
         "hello: {msg}\nusage: hello [--http ADDR]... [--fcgi ADDR]... [--threads N] [--backend NAME] [--max-body BYTES]\n\
          \x20      [--workers N] [--max-requests N] [--watchdog SECONDS] [--user NAME] [--status ADDR]...\n\
-         \x20      [--access-log PATH] [--https ADDR]... [--cert FILE --key FILE]...\n\
+         \x20      [--access-log PATH] [--https ADDR]... [--cert FILE --key FILE]... [--root DIR]\n\
          \x20      [--chroot DIR] [--max-workers N] [--idle-timeout-ms MS] [--max-rss BYTES]\n\
          ADDR is HOST:PORT, [V6]:PORT, unix:PATH or fd:N"
     );
@@ -84,6 +87,7 @@ enum Route {
     Pid,
     Hang,
     Form,
+    Static,
 }
 
 fn routes() -> Router<Route> {
@@ -103,6 +107,9 @@ fn routes() -> Router<Route> {
         ("POST", "/form", Route::Form),
     ] {
         r.add(m, p, v).expect("route");
+    }
+    if ROOT.get().is_some() {
+        r.add("GET", "/static/*path", Route::Static).expect("route");
     }
     r
 }
@@ -167,7 +174,13 @@ fn form(req: &mut Request, res: Response) {
     });
 }
 
-fn handle(lp: &mut Loop, req: &mut Request, mut res: Response, router: &Router<Route>) {
+fn handle(
+    lp: &mut Loop,
+    req: &mut Request,
+    mut res: Response,
+    router: &Router<Route>,
+    files: Option<&FileServer>,
+) {
     let mut params = Params::new();
     let route = match router.find(req.method(), req.path(), &mut params) {
         Match::Found(r) => *r,
@@ -191,6 +204,14 @@ fn handle(lp: &mut Loop, req: &mut Request, mut res: Response, router: &Router<R
             let _ = res.send(200, "text/plain", body.as_bytes());
         }
         Route::Form => form(req, res),
+        // The raw (still percent-encoded) path below /static/: the handler decodes and
+        // checks it once.
+        Route::Static => match files {
+            Some(f) => f.serve(req, res, &req.path().as_bytes()["/static/".len()..]),
+            None => {
+                let _ = res.send(404, "text/plain", b"Not Found");
+            }
+        },
         Route::Root => {
             let _ = res.status(200);
             let _ = res.header("Content-Type", b"text/plain");
@@ -340,6 +361,9 @@ fn notify(state: &str) {
     }
 }
 
+/// --root DIR: the static files' root (checked in `main`).
+static ROOT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
 /// The body limit (--max-body; 64 MiB by default).
 static MAX_BODY: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(64 << 20);
 
@@ -370,7 +394,16 @@ fn serve(lp: &mut Loop, listeners: Vec<Listen>, access_log: Option<AccessLog>) -
         ..Default::default()
     };
     let router = routes();
-    let srv = lp.server(opts, move |lp, req, res| handle(lp, req, res, &router));
+    // One FileServer per loop: its open-file cache is the loop thread's.
+    let files = ROOT.get().map(|root| {
+        FileServer::new(root, FilesOptions::default()).unwrap_or_else(|e| {
+            eprintln!("hello: --root {}: {e}", root.display());
+            std::process::exit(2);
+        })
+    });
+    let srv = lp.server(opts, move |lp, req, res| {
+        handle(lp, req, res, &router, files.as_ref())
+    });
     for (l, proto, tls) in listeners {
         match tls {
             Some(acc) => srv.listen_tls(lp, l, acc),
@@ -390,6 +423,8 @@ fn main() {
     let mut sup: Option<SupervisorOptions> = None;
     let mut status: Vec<Addr> = Vec::new();
     let mut access_log = None;
+    // (The last --root wins.)
+    let mut root = None;
     let mut https = Https::default();
     let mut cert: Option<String> = None;
     let mut args = std::env::args().skip(1);
@@ -427,6 +462,13 @@ fn main() {
             "--cert" if cert.is_none() => cert = Some(val("--cert")),
             "--key" if cert.is_some() => https.certs.push((cert.take().unwrap(), val("--key"))),
             "--cert" | "--key" => usage("--cert FILE --key FILE go in pairs"),
+            "--root" => {
+                let dir = std::path::PathBuf::from(val("--root"));
+                if let Err(e) = FileServer::new(&dir, FilesOptions::default()) {
+                    usage(&format!("--root {}: {e}", dir.display()));
+                }
+                root = Some(dir);
+            }
             "--max-body" => {
                 let v = val("--max-body")
                     .parse::<u64>()
@@ -494,6 +536,9 @@ fn main() {
             }
             _ => usage(&format!("unknown argument {a:?}")),
         }
+    }
+    if let Some(r) = root {
+        let _ = ROOT.set(r);
     }
     if cert.is_some() {
         usage("--cert FILE --key FILE go in pairs");

@@ -15,8 +15,8 @@ mod accesslog;
 #[cfg(test)]
 mod alloc_test;
 mod cookie;
-mod form;
 mod files;
+mod form;
 mod loops;
 mod router;
 mod server;
@@ -28,8 +28,8 @@ mod work;
 
 pub use accesslog::*;
 pub use cookie::*;
-pub use form::*;
 pub use files::*;
+pub use form::*;
 pub use loops::*;
 pub use router::*;
 pub use server::*;
