@@ -3,9 +3,11 @@
 //   node hello.js [--http ADDR]... [--fcgi ADDR]... [--https ADDR]... [--cert FILE --key FILE]...
 //                 [--threads N] [--backend NAME] [--max-body BYTES]
 //                 [--workers N] [--max-requests N] [--watchdog SECONDS] [--user NAME] [--status ADDR]...
-//                 [--access-log PATH]
+//                 [--access-log PATH] [--root DIR]
 // --access-log PATH logs each request (combined format) to PATH, "-" for stderr; SIGUSR1
 // opens PATH again (logrotate); a log that cannot be opened is a bad flag (exit 2).
+// --root DIR: GET|HEAD /static/PATH serves DIR/PATH with myriad's static file handler
+// (myriad.files); without it /static/ is 404; a DIR that is not a directory exits 2.
 // --https serves HTTPS with the --cert/--key pairs (the first the default, the others by
 // SNI); a missing, unreadable or mismatched file: its name on stderr, exit 2. SIGHUP
 // reloads the certificates (under the supervisor: checked once, loaded by every new worker).
@@ -41,7 +43,7 @@ try {
 function usage(msg) {
   process.stderr.write(
     `hello: ${msg}\nusage: hello.js [--http ADDR]... [--fcgi ADDR]... [--https ADDR]... [--cert FILE --key FILE]...\n` +
-      '       [--threads N] [--backend NAME] [--access-log PATH] [--max-body BYTES]\n' +
+      '       [--threads N] [--backend NAME] [--access-log PATH] [--max-body BYTES] [--root DIR]\n' +
       '       [--workers N] [--max-requests N] [--watchdog SECONDS] [--user NAME] [--status ADDR]...\n',
   );
   process.exit(2);
@@ -53,6 +55,7 @@ const fcgi = [];
 const https = [];
 const certs = []; // [{ cert: FILE, key: FILE }]
 let accessLog;
+let root;
 const status = [];
 let sup = null; // the supervisor's options, with any supervisor flag
 const workerArgs = []; // what each executed worker gets (no listener flags)
@@ -76,6 +79,13 @@ for (let i = 0; i < argv.length; i += 2) {
     if (v === undefined) usage('missing FILE');
     if (!certs.length || certs[certs.length - 1].key) usage('--cert FILE --key FILE go in pairs');
     certs[certs.length - 1].key = v;
+  } else if (a === '--root') {
+    if (v === undefined) usage('missing DIR');
+    try {
+      root = myriad.files(v);
+    } catch (e) {
+      usage(`--root ${e.message}`);
+    }
   } else if (a === '--access-log') {
     if (v === undefined) usage('missing PATH');
     accessLog = v;
@@ -302,6 +312,9 @@ router.get('/work', async (req, res) => {
   res.setHeader('Content-Type', 'text/plain');
   res.end(`worked ${ms}`);
 });
+
+// The raw (still percent-encoded) path below /static/: the file handler decodes and checks it.
+if (root) router.get('/static/*path', (req, res) => root.serve(req, res, req.path.slice('/static/'.length)));
 
 router.get('/stats', (req, res) => {
   const st = myriad.stats();

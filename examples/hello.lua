@@ -2,9 +2,11 @@
 --   hello.lua [--http ADDR]... [--fcgi ADDR]... [--https ADDR]... [--cert FILE --key FILE]...
 --             [--threads N] [--backend NAME] [--max-body BYTES]
 --             [--workers N] [--max-requests N] [--watchdog SECONDS] [--user NAME] [--status ADDR]...
---             [--access-log PATH]
+--             [--access-log PATH] [--root DIR]
 -- --access-log PATH logs each request (combined format) to PATH, "-" for stderr; SIGUSR1
 -- opens PATH again (logrotate).
+-- --root DIR: GET|HEAD /static/PATH serves DIR/PATH with myriad's static file handler
+-- (myriad.files); without it /static/ is 404; a DIR that is not a directory exits 2.
 -- --https serves HTTPS with the --cert/--key pairs (the first the default, the others by
 -- SNI); a bad file: its name on stderr, exit 2. SIGHUP reloads the certificates. --https
 -- under the supervisor is checked once, then loaded by each worker (SIGHUP: new workers).
@@ -21,13 +23,14 @@ local myriad = require "myriad"
 
 local function usage(msg)
   io.stderr:write("hello: ", msg, "\nusage: hello.lua [--http ADDR]... [--fcgi ADDR]... [--https ADDR]... [--cert FILE --key FILE]...\n",
-    "       [--threads N] [--backend NAME] [--access-log PATH] [--max-body BYTES]\n",
+    "       [--threads N] [--backend NAME] [--access-log PATH] [--max-body BYTES] [--root DIR]\n",
     "       [--workers N] [--max-requests N] [--watchdog SECONDS] [--user NAME] [--status ADDR]...\n")
   os.exit(2)
 end
 
 local http, fcgi, https, tls = {}, {}, {}, {}
 local access_log
+local files -- --root DIR: myriad.files(DIR)
 local sup, status = nil, {}
 local function int(v, lo, hi, msg)
   local n = tonumber(v)
@@ -49,6 +52,11 @@ while i <= #arg do
     if not v then usage("missing FILE") end
     if #tls == 0 or tls[#tls].key then usage("--cert FILE --key FILE go in pairs") end
     tls[#tls].key = v
+  elseif a == "--root" then
+    if not v then usage("missing DIR") end
+    local err
+    files, err = myriad.files(v)
+    if not files then usage("--root " .. err) end
   elseif a == "--access-log" then
     if not v then usage("missing PATH") end
     access_log = v
@@ -196,6 +204,13 @@ r:post("/form", function(req, res)
   end
   res:finish(table.concat(out))
 end)
+
+-- The raw (still percent-encoded) path below /static/: the file handler decodes and checks it.
+if files then
+  r:get("/static/*path", function(req, res)
+    files:serve(req, req.path:sub(#"/static/" + 1))
+  end)
+end
 
 r:get("/pid", function(req, res)
   res:header("Content-Type", "text/plain")

@@ -3,7 +3,8 @@
 # contract: every route over HTTP, over HTTPS (certificates made here by the openssl CLI:
 # SNI between two, reload on SIGHUP, bad files refused with exit 2) and over FastCGI
 # (cgi-fcgi), graceful SIGTERM with a request in flight (exit 0), --access-log (lines,
-# SIGUSR1 reopen, stderr, a full disk), bad flags (exit 2).
+# SIGUSR1 reopen, stderr, a full disk), --root (a file, HEAD, FastCGI, a traversal refused,
+# none: 404; the full checks are tests/files_e2e.sh), bad flags (exit 2).
 #   tests/demo_e2e.sh COMMAND...   (the demo; "--http 127.0.0.1:0 --fcgi 127.0.0.1:0
 #   --https 127.0.0.1:0 --cert FILE --key FILE --cert FILE --key FILE" is added)
 # DEMO_E2E_TLS=0 leaves out the HTTPS listener and its checks (not the bad-file ones): for
@@ -293,6 +294,21 @@ stop_demo
 
 "$@" --http 127.0.0.1:0 --access-log "$TMP/no/such/dir/access.log" 2>"$TMP/usage" >/dev/null; rc=$?
 if [ "$rc" = 2 ] && grep -q 'access' "$TMP/usage"; then ok "access log that cannot be opened: exit 2"; else bad "unopenable access log gave $rc: $(cat "$TMP/usage")"; fi
+
+# --root DIR: GET|HEAD /static/PATH from DIR (the full checks: tests/files_e2e.sh); none: 404.
+mkdir -p "$TMP/www"
+printf 'static bytes\n' >"$TMP/www/s.txt"
+start_demo "$TMP/out5" "$TMP/err5"
+expect "no --root: /static/ is 404" "404" $C -o /dev/null -w '%{http_code}' "http://$H/static/s.txt"
+stop_demo
+start_demo "$TMP/out6" "$TMP/err6" --root "$TMP/www"
+expect "--root: GET /static/PATH" "static bytes" $C "http://$H/static/s.txt"
+expect "--root: HEAD /static/PATH" "200 13" $C -I -o /dev/null -w '%{http_code} %header{content-length}' "http://$H/static/s.txt"
+expect "--root: over FastCGI" "static bytes" fbody GET /static/s.txt
+expect "--root: a traversal is refused" "400" $C --path-as-is -o /dev/null -w '%{http_code}' "http://$H/static/../s.txt"
+stop_demo
+"$@" --http 127.0.0.1:0 --root "$TMP/www/s.txt" 2>"$TMP/usage" >/dev/null; rc=$?
+if [ "$rc" = 2 ] && grep -q 'root' "$TMP/usage"; then ok "--root that is not a directory: exit 2"; else bad "--root FILE gave $rc: $(cat "$TMP/usage")"; fi
 
 "$@" --max-body x 2>"$TMP/usage" >/dev/null; rc=$?
 if [ "$rc" = 2 ] && [ -s "$TMP/usage" ]; then ok "bad --max-body: usage and exit 2"; else bad "--max-body x gave $rc"; fi

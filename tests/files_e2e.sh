@@ -5,6 +5,7 @@
 # pipelined file and generated responses in order; directories; no --root: 404; and
 # FastCGI behind a real nginx serving the large file (and a range of it).
 #   tests/files_e2e.sh COMMAND...   (the demo; --http, --fcgi and --root are added)
+#   (on epoll and io_uring, or only on the backend MYRIAD_BACKEND names)
 # Ends with "N passed, M failed".
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -57,7 +58,8 @@ start_demo() { # args... -> DPID, H, F
 stop_demo() { kill -TERM "$DPID" 2>/dev/null; wait "$DPID"; local rc=$?; DPID=; return $rc; }
 
 C="curl -sS --max-time 20"
-for be in epoll io_uring; do
+# Both backends, or the one MYRIAD_BACKEND names (a suite already run once per backend).
+for be in ${MYRIAD_BACKEND:-epoll io_uring}; do
     export MYRIAD_BACKEND=$be
     start_demo --root "$W"
     if [ -n "$H" ] && [ -n "$F" ]; then ok "$be: demo up with --root"; else bad "$be: demo did not start: $(cat "$T/err")"; continue; fi

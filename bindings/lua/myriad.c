@@ -20,6 +20,8 @@
  *   (myriad.server{ inherited = true, ... } serves the socket-activated fds)
  *   myriad.supervisor{ workers = N, ... } -> sup (sup:listen, sup:status_listen,
  *                                               sup:on_reload, sup:run(fn)); myriad.pid()
+ *   myriad.files(root [, opts]) -> files (files:serve(req, path)); res:send_file(path
+ *   [, offset [, length]])                      -- static files (files.c)
  *
  * Handlers run as coroutines: req:body() and myriad.sleep() yield. req and res are two
  * views of one request object. Errors in a handler give the client a 500 and go to stderr
@@ -211,6 +213,7 @@ static void push_params(lua_State *L, myriad_req_t *r);
 static void push_cookies(lua_State *L, myriad_req_t *r);
 static int req_form(lua_State *L);
 static int res_cookie(lua_State *L);
+static int res_send_file(lua_State *L);
 
 static int headers_index(lua_State *L) {
     /* case-insensitive lookup: retry with the lower-cased key */
@@ -620,7 +623,7 @@ static const luaL_Reg req_methods[] = {
     {"flush", res_flush},     {"finish", res_finish},     {"queued", res_queued},
     {"aborted", res_aborted}, {"body", req_body},         {"on_body", req_on_body},
     {"abort", res_abort},     {"on_abort", res_on_abort}, {"drain", res_drain},
-    {"form", req_form},       {"cookie", res_cookie},
+    {"form", req_form},       {"cookie", res_cookie},     {"send_file", res_send_file},
     {NULL, NULL}};
 
 /* ---- servers ---- */
@@ -1423,6 +1426,7 @@ static void log_stderr(int level, const char *msg, size_t len, void *ud) {
 }
 
 #include "web.c"
+#include "files.c"
 
 int luaopen_myriad(lua_State *L) {
     if (!LP) {
@@ -1452,5 +1456,6 @@ int luaopen_myriad(lua_State *L) {
     lua_pushstring(L, myriad_version());
     lua_setfield(L, -2, "version");
     open_web(L);
+    open_files(L);
     return 1;
 }

@@ -329,5 +329,60 @@ asrv:close(function() aclosed = true end)
 run_until(function() return aclosed end, 10)
 os.remove(alog); os.remove(alog .. ".1")
 
+-- static files: myriad.files (options, errors), files:serve, res:send_file (ranges, errors)
+local froot = tmp .. "/lt-files"
+os.execute("rm -rf " .. froot .. " && mkdir -p " .. froot .. "/d")
+do
+  local f = io.open(froot .. "/a.txt", "wb"); f:write("0123456789"); f:close()
+  f = io.open(froot .. "/d/home.htm", "wb"); f:write("home"); f:close()
+end
+local nf, nerr = myriad.files(froot .. "/missing")
+check(nf == nil and nerr:find("missing", 1, true), "myriad.files of a missing root: nil and the reason: " .. tostring(nerr))
+check(myriad.files(froot .. "/a.txt") == nil, "myriad.files of a file: nil")
+check(myriad.files(froot, { index = "a/b" }) == nil, "an index with a slash refused")
+check(myriad.files(froot, { cache_valid_ms = 0 }) == nil, "cache_valid_ms 0 refused")
+check(not pcall(myriad.files, froot, 5), "options must be a table")
+local fs = myriad.files(froot, { index = "home.htm", cache_control = "max-age=9", precompressed = false,
+  cache_entries = 8, cache_valid_ms = 500 })
+check(fs ~= nil, "myriad.files with every option")
+local served, sent_ok, sent_err = 0, nil, nil
+local fsrv = myriad.server{ http = { "127.0.0.1:0" }, handler = function(req, res)
+  if req.path:sub(1, 3) == "/f/" then
+    served = served + 1
+    check(fs:serve(req, req.path:sub(4)), "files:serve returns true")
+    check(not pcall(res.finish, res), "the request is ended after files:serve")
+  elseif req.path == "/range" then
+    sent_ok = res:send_file(froot .. "/a.txt", 2, 3)
+  elseif req.path == "/whole" then
+    res:header("Content-Type", "text/x-digits")
+    res:send_file(froot .. "/a.txt")
+  elseif req.path == "/missing" then
+    sent_ok, sent_err = res:send_file(froot .. "/nope")
+  else
+    sent_ok, sent_err = res:send_file(froot .. "/a.txt", 5, 100)
+  end
+end }
+local fbase = "http://" .. fsrv:addresses()[1].addr
+check(fetch(fbase .. "/f/a.txt") == "0123456789", "files:serve a file")
+check(fetch("-o /dev/null -w '%{http_code} %header{cache-control}' " .. fbase .. "/f/a.txt") == "200 max-age=9",
+  "files:serve with cache_control")
+check(fetch(fbase .. "/f/d/") == "home", "files:serve the index option")
+check(fetch("--path-as-is -o /dev/null -w '%{http_code}' " .. fbase .. "/f/../x") == "400", "files:serve refuses a traversal")
+check(fetch("-o /dev/null -w '%{http_code}' -r 1-2 " .. fbase .. "/f/a.txt") == "206", "files:serve a range")
+check(served == 5, "files:serve called for each")
+check(fetch(fbase .. "/range") == "234" and sent_ok == true, "res:send_file(path, offset, length)")
+check(fetch("-o /dev/null -w '%{content_type} %header{content-length}' " .. fbase .. "/whole") == "text/x-digits 10",
+  "res:send_file keeps the headers set before")
+check(fetch("-o /dev/null -w '%{http_code}' " .. fbase .. "/missing") == "404" and sent_ok == false and sent_err,
+  "res:send_file of a missing file: 404, false and the reason")
+check(fetch("-o /dev/null -w '%{http_code}' " .. fbase .. "/past") == "416" and sent_ok == false,
+  "res:send_file past the end: 416")
+local fclosed = false
+fsrv:close(function() fclosed = true end)
+run_until(function() return fclosed end, 10)
+fs = nil
+collectgarbage()
+os.execute("rm -rf " .. froot)
+
 print(string.format("%d passed, %d failed", passed, failed))
 os.exit(failed == 0 and 0 or 1)

@@ -2,7 +2,7 @@
 # Builds the Node.js addon the way users do (`npm install` in bindings/node, which runs
 # build.js: no node-gyp, no download) against the debug libmyriad, type-checks
 # lib/index.d.ts with tsc, and runs the node --test suites (test/demo.test.js checks the
-# demo contract against examples/hello.js). Ends with "N passed, M failed".
+# demo contract against examples/hello.js) and tests/files_e2e.sh (the demo's --root). Ends with "N passed, M failed".
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 pass=0
@@ -98,6 +98,14 @@ if [ -z "$p" ]; then
 else
     count "node --test" "$p" "$f"
 fi
+
+# The demo's --root (static files) against tests/files_e2e.sh.
+out=$(timeout 600 bash tests/files_e2e.sh node examples/hello.js 2>&1)
+echo "$out" | grep -E '^FAIL' | sed 's/^/[node] /'
+line=$(echo "$out" | tail -1)
+p=$(echo "$line" | sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1/p')
+f=$(echo "$line" | sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\2/p')
+if [ -z "$p" ]; then count "tests/files_e2e.sh" 0 1; else count "tests/files_e2e.sh" "$p" "$f"; fi
 
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]

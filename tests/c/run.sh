@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# C-side tests: the header compiles as C11 and C++, the API, stream, work pool, systemd and access log
+# C-side tests (the static files ones: test_files.c, and --root of the C and Rust demos by
+# tests/files_e2e.sh): the header compiles as C11 and C++, the API, stream, work pool, systemd and access log
 # tests (on epoll and on io_uring; the work pool's under valgrind too), the demo (examples/hello.c) through every route over HTTP and FastCGI (under
 # valgrind on epoll, and on io_uring), its Rust twin (examples/hello.rs), and an install that a C program
 # builds against with pkg-config. Ends with "N passed, M failed".
@@ -83,6 +84,11 @@ out=$(MYRIAD_BACKEND=io_uring timeout 300 bash tests/demo_e2e.sh build/hello 2>&
 echo "$out" | sed 's/^/  /'
 check "demo end to end on io_uring: $(echo "$out" | tail -1)" grep -q '^[0-9]* passed, 0 failed$' <<<"$out"
 
+# ---- --root DIR (static files): the C demo, both backends (tests/files_e2e.sh) ----
+out=$(timeout 600 bash tests/files_e2e.sh build/hello 2>&1)
+echo "$out" | grep -E '^FAIL' | sed 's/^/  /'
+check "demo --root (static files) on epoll and io_uring: $(echo "$out" | tail -1)" grep -q '^[0-9]* passed, 0 failed$' <<<"$out"
+
 # ---- a 100 MiB multipart upload through the C demo in bounded memory ----
 # The file part is counted as it streams in: the demo's peak RSS (VmHWM) must stay far
 # below the upload's size.
@@ -106,6 +112,9 @@ if cargo build -q -p myriad --example hello; then
         echo "$out" | sed 's/^/  /'
         check "Rust demo end to end on $be: $(echo "$out" | tail -1)" grep -q '^[0-9]* passed, 0 failed$' <<<"$out"
     done
+    out=$(timeout 600 bash tests/files_e2e.sh target/debug/examples/hello 2>&1)
+    echo "$out" | grep -E '^FAIL' | sed 's/^/  /'
+    check "Rust demo --root (static files) on epoll and io_uring: $(echo "$out" | tail -1)" grep -q '^[0-9]* passed, 0 failed$' <<<"$out"
 else
     bad "examples/hello.rs builds"
 fi

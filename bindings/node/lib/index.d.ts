@@ -171,6 +171,11 @@ export declare class Response extends EventEmitter implements NodeJS.WritableStr
   write(chunk: string, encoding?: BufferEncoding, callback?: (err?: Error | null) => void): boolean;
   /** Sends the status and headers now (they otherwise go with the first write or end). */
   flushHeaders(): void;
+  /** Sends the file at `path` (or `length` bytes of it from `offset`) as the whole body
+   * with the status and headers set so far, and ends the response (by sendfile: no byte
+   * through user space). Returns 0, or a negative myriad code when it cannot (the answer
+   * is then 404 for a missing file, 403 unreadable, 416 past its end, 500 otherwise). */
+  sendFile(path: string, range?: { offset?: number; length?: number }): number;
   /** Abandons the response: what was written goes out, then the connection closes
    * without ending it (the client sees it cut short). */
   destroy(): this;
@@ -267,6 +272,33 @@ export declare class Router {
 
 /** A new Router. */
 export declare function router(): Router;
+
+/** Options of the static file handler (nginx's defaults). */
+export interface FilesOptions {
+  /** The file served for a directory asked for with a slash ('index.html'; null or '' for none: 403). */
+  index?: string | null;
+  /** Serve NAME.br / NAME.gz to clients that accept them, with Vary: Accept-Encoding (true). */
+  precompressed?: boolean;
+  /** A Cache-Control value for every file response (none by default). */
+  cacheControl?: string | null;
+  /** Paths kept in the open-file cache (1024; 0 for none). */
+  cacheEntries?: number;
+  /** How long a cached lookup is trusted, in ms (1000). */
+  cacheValidMs?: number;
+}
+
+/** The static file handler: the files under a root as nginx's static module serves them
+ * (conditionals, ranges, directories, precompressed siblings, traversal refused). */
+export declare class Files {
+  /** Throws (code MYRIAD_EFILES_ROOT) if `root` is not a directory that can be opened. */
+  constructor(root: string, options?: FilesOptions);
+  /** Answers `req` with the file at `path` below the root (the request path below the
+   * mount point as sent, percent-encoded) and ends `res`. Returns 0 or a negative code. */
+  serve(req: Request, res: Response, path: string): number;
+}
+
+/** `new Files(root, options)`. */
+export declare function files(root: string, options?: FilesOptions): Files;
 /** Decodes application/x-www-form-urlencoded text into [name, value] pairs in order. */
 export declare function parseUrlencoded(text: string): Array<[string, string]>;
 /** A Set-Cookie header value; throws (code MYRIAD_ECOOKIE) on invalid input. */

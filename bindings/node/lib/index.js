@@ -569,6 +569,33 @@ class Response extends Lazy {
     if (live[h % SLOT_SPAN] === this) live[h % SLOT_SPAN] = undefined;
   }
 
+  /** Sends the file at `path` (or `length` bytes of it from `offset`) as the whole body,
+   * with the status and headers set so far, and ends the response: the bytes go from the
+   * page cache to the socket by sendfile (over FastCGI, STDOUT records read a block at a
+   * time). Returns 0, or a negative myriad code when the file cannot be sent (then the
+   * answer is 404 for a missing file, 403 when unreadable, 416 for a range past its end,
+   * 500 otherwise). */
+  sendFile(file, { offset = 0, length = -1 } = {}) {
+    if (this.writableEnded) return EGONE;
+    if (typeof file !== 'string') throw codeError('sendFile: the path must be a string', 'ERR_INVALID_ARG_TYPE');
+    const status = this.headersSent ? 0 : this.statusCode;
+    const flat = this.headersSent ? undefined : this._head();
+    const h = this._h;
+    this.req._keep();
+    const rc = native.sendFile(h, status, flat, file, offset, length);
+    this._handedOver(h);
+    return rc;
+  }
+
+  /** The response was answered whole by myriad (sendFile, Files.serve): ended, as by end(). */
+  _handedOver(h) {
+    this.headersSent = true;
+    this._release(h);
+    if (this._closed) return;
+    this._finishDue = this.writableFinished = true;
+    if (this._ee) this._listening('finish');
+  }
+
   /** Abandons the response, for a handler that cannot complete it (as Node's
    * `res.destroy()`): what was written goes out, then the connection closes without
    * ending it, so the client sees it cut short (an HTTP/1.1 chunked body lacks its last
@@ -1107,6 +1134,45 @@ function clusterAddr(a) {
   return a + (a.includes('?') ? '&' : '?') + 'reuseport';
 }
 
+/**
+ * The static file handler (myriad_files_*): serves the files under `root` as nginx's
+ * static module would — GET and HEAD, conditionals (304/412), ranges (206, multipart,
+ * 416), directories (index.html, 301 to the slash form, 403), precompressed .br/.gz
+ * siblings, traversal refused (400/403/404), 405 with Allow for other methods.
+ * Options: index ('index.html'; null or '' for none), precompressed (true), cacheControl
+ * (a Cache-Control value, none by default), cacheEntries (1024, the open-file cache's
+ * size; 0 for none), cacheValidMs (1000). Throws (code MYRIAD_EFILES_ROOT) when root is
+ * not a directory that can be opened.
+ */
+class Files {
+  constructor(root, options = {}) {
+    if (typeof root !== 'string') throw codeError('files: root must be a string', 'ERR_INVALID_ARG_TYPE');
+    const o = options || {};
+    const index = o.index === undefined ? null : o.index || '';
+    this._f = native.filesNew(root, index, o.precompressed !== false, o.cacheControl ?? null,
+      o.cacheEntries ?? 1024, o.cacheValidMs ?? 1000);
+  }
+
+  /** Answers `req` with the file at `path` below the root and ends `res`: `path` is the
+   * request path below the mount point as sent, still percent-encoded (for a route
+   * '/static/*path', `req.path.slice('/static/'.length)`; decoded and checked once here).
+   * Returns 0 or a negative myriad code. */
+  serve(req, res, path) {
+    if (res.writableEnded) return EGONE;
+    if (typeof path !== 'string') throw codeError('files.serve: path must be a string', 'ERR_INVALID_ARG_TYPE');
+    const h = res._h;
+    req._keep();
+    const rc = native.filesServe(this._f, h, path);
+    res._handedOver(h);
+    return rc;
+  }
+}
+
+/** `new Files(root, options)`. */
+function files(root, options) {
+  return new Files(root, options);
+}
+
 /** Creates a server: `createServer([options,] handler)`; options are limits (maxBody,
  * maxHead, headerTimeout, bodyTimeout, idleTimeout, writeTimeout, drainTimeout, maxParams)
  * and the access log (accessLog: a path or '-' for stderr; accessLogFormat: an nginx
@@ -1159,5 +1225,5 @@ function supervise(opts) {
 
 module.exports = {
   createServer, Server, Request, Response, Router, Part, router, parseUrlencoded, serializeCookie, stats,
-  listenFds, notify, watchdog, supervise, version: native.version,
+  listenFds, notify, watchdog, supervise, Files, files, version: native.version,
 };

@@ -114,6 +114,9 @@ static const char *code_name(int rc) {
     case MYRIAD_ESTOPPED: return "MYRIAD_ESTOPPED";
     case MYRIAD_ECOOKIE: return "MYRIAD_ECOOKIE";
     case MYRIAD_ETLS: return "MYRIAD_ETLS";
+    case MYRIAD_EFILES_ROOT: return "MYRIAD_EFILES_ROOT";
+    case MYRIAD_EFILES_FD: return "MYRIAD_EFILES_FD";
+    case MYRIAD_EFILES_RANGE: return "MYRIAD_EFILES_RANGE";
     default: return rc <= MYRIAD_EOS_BASE ? "MYRIAD_EOS" : "MYRIAD_ERROR";
     }
 }
@@ -1453,6 +1456,7 @@ static void on_cleanup(napi_async_cleanup_hook_handle hh, void *arg) {
 }
 
 #include "web.c"
+#include "files.c"
 
 static napi_value init_module(napi_env env, napi_value exports) {
     myriad_set_logger(log_stderr, NULL, 2);
@@ -1469,6 +1473,7 @@ static napi_value init_module(napi_env env, napi_value exports) {
         {"supervise", js_supervise},
         {"tls", js_tls},         {"reloadTls", js_reload_tls},
         WEB_FNS
+        FILES_FNS
     };
     inst *I;
     uv_loop_t *uvl;

@@ -89,3 +89,15 @@ const pairs: Array<[string, string]> = myriad.parseUrlencoded('a=1&b=2');
 const cookie: string = myriad.serializeCookie('a', 'b', { secure: true, sameSite: 'None' });
 void pairs;
 void cookie;
+
+// Static files.
+const files: myriad.Files = myriad.files('/srv/www', { index: null, cacheControl: 'max-age=60', cacheEntries: 0 });
+myriad.createServer((req, res) => {
+  if (req.path.startsWith('/static/')) {
+    const rc: number = files.serve(req, res, req.path.slice(8));
+    void rc;
+  } else {
+    const rc: number = res.sendFile('/srv/www/a.txt', { offset: 0, length: 10 });
+    void rc;
+  }
+});
