@@ -2,8 +2,9 @@
 # End-to-end check of a demo's --root DIR (GET/HEAD /static/PATH) on both backends: curl with
 # -I, --range, -z and --compressed; raw requests for every traversal form; files of 0 B, 1 B,
 # 64 KiB and 24 MiB; a slow reader of the large file in bounded memory without a busy loop;
-# pipelined file and generated responses in order; directories; no --root: 404; and
-# FastCGI behind a real nginx serving the large file (and a range of it).
+# pipelined file and generated responses in order; directories; no --root: 404;
+# FastCGI behind a real nginx serving the large file (and a range of it); and HTTPS (the
+# file read and encrypted in bounded chunks).
 #   tests/files_e2e.sh COMMAND...   (the demo; --http, --fcgi and --root are added)
 #   (on epoll and io_uring, or only on the backend MYRIAD_BACKEND names)
 # Ends with "N passed, M failed".
@@ -47,6 +48,10 @@ ln -s hello.txt "$W/link-in"
 ln -s ../secret.txt "$W/link-out"
 ln -s /etc/passwd "$W/link-abs"
 sha() { sha256sum | cut -d' ' -f1; }
+# A self-signed certificate for 127.0.0.1 (HTTPS: the file read and encrypted in bounded
+# chunks instead of sent by sendfile).
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$T/tls.key" -out "$T/tls.pem" \
+    -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 -days 2 >/dev/null 2>&1
 
 start_demo() { # args... -> DPID, H, F
     "${DEMO[@]}" --http 127.0.0.1:0 --fcgi 127.0.0.1:0 "$@" >"$T/out" 2>"$T/err" &
@@ -147,6 +152,21 @@ NGINX
     expect "$be: nginx -> FastCGI: 304" "304" $C -H "If-None-Match: $etag" -o /dev/null -w '%{http_code}' "http://127.0.0.1:$NP/static/hello.txt"
     kill "$NPID" 2>/dev/null; wait "$NPID" 2>/dev/null; NPID=
     if stop_demo; then ok "$be: exits 0 after SIGTERM"; else bad "$be: exit code after SIGTERM"; fi
+
+    # ---- HTTPS: the same files through TLS ----
+    "${DEMO[@]}" --https 127.0.0.1:0 --cert "$T/tls.pem" --key "$T/tls.key" --root "$W" >"$T/out" 2>"$T/err" &
+    DPID=$!
+    for _ in $(seq 1 300); do grep -q '^listening https' "$T/out" && break; sleep 0.1; done
+    S=$(awk '/^listening https/{print $3}' "$T/out")
+    CS="$C --cacert $T/tls.pem"
+    expect "$be: HTTPS: the 24 MiB file" "200 $(sha <"$W/big.bin")" bash -c \
+        "$CS -o '$T/s' -w '%{http_code} ' 'https://$S/static/big.bin'; sha256sum <'$T/s' | cut -d' ' -f1"
+    expect "$be: HTTPS: a range of it" "206 $(tail -c +3000001 "$W/big.bin" | head -c 2000000 | sha)" bash -c \
+        "$CS --range 3000000-4999999 -o '$T/s' -w '%{http_code} ' 'https://$S/static/big.bin'; sha256sum <'$T/s' | cut -d' ' -f1"
+    expect "$be: HTTPS: keep-alive file and generated responses" "$(sha <"$W/k64.bin")|Hello, World!hello world" bash -c \
+        "$CS -s 'https://$S/static/k64.bin' -o '$T/s' --next --cacert '$T/tls.pem' -s 'https://$S/' --next --cacert '$T/tls.pem' -s 'https://$S/static/hello.txt' >'$T/s2';
+         printf '%s|%s' \"\$(sha256sum <'$T/s' | cut -d' ' -f1)\" \"\$(cat '$T/s2')\""
+    if stop_demo; then ok "$be: HTTPS: exits 0 after SIGTERM"; else bad "$be: HTTPS: exit code after SIGTERM"; fi
 done
 unset MYRIAD_BACKEND
 
