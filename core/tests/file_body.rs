@@ -349,3 +349,47 @@ fn fastcgi_sends_a_file_as_stdout_records_a_block_at_a_time() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_keep_alive_file_response_costs_one_send_and_one_sendfile() {
+    let dir = temp_dir("count");
+    make_file(&dir, "k1", &content(1024));
+    for backend in BACKENDS {
+        let srv = start(backend, &dir, Proto::Http);
+        let mut c = Client::connect(srv.tcp());
+        // Warm up (buffers, the first write interest), then count.
+        c.send(b"GET /f/k1 HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert_eq!(c.read(false).body.len(), 1024);
+        let a = srv.stats();
+        let n = 200;
+        for _ in 0..n {
+            c.send(b"GET /f/k1 HTTP/1.1\r\nHost: t\r\n\r\n");
+            assert!(c.read(false).body == content(1024));
+        }
+        let b = srv.stats();
+        let per = |x: u64, y: u64| (y - x) as f64 / n as f64;
+        // (Each stats() call is one posted closure; the client waits for each answer.)
+        assert_eq!(
+            b.sendfile - a.sendfile,
+            n,
+            "{backend}: one sendfile per response"
+        );
+        assert_eq!(b.file_sent - a.file_sent, n * 1024, "{backend}");
+        assert_eq!(
+            b.write - a.write,
+            n,
+            "{backend}: the head in one send per response"
+        );
+        assert!(
+            per(a.read + a.received, b.read + b.received) <= 1.05,
+            "{backend}: one read per request: {a:?} -> {b:?}"
+        );
+        assert_eq!(b.file_copied, 0, "{backend}");
+        assert_eq!(
+            b.ctl - a.ctl,
+            0,
+            "{backend}: no interest change per request"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
