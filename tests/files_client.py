@@ -8,6 +8,8 @@
   files_client.py slow ADDR PID ROOT NAME    downloads ROOT/NAME reading slowly; the demo's
                                              (PID) RSS growth and CPU time meanwhile:
                                              "bounded" or what went wrong
+  files_client.py leave ADDR PATH            ten clients that reset mid-file, then GET /:
+                                             "still serving"
 Every socket has a 20 s timeout.
 """
 import codecs
@@ -118,6 +120,23 @@ def pipeline(addr, root):
     print(f"{n} in order")
 
 
+def leave(addr, path):
+    # Reads a little of a large file, then resets the connection (SO_LINGER 0), ten times:
+    # the demo's sendfile meets EPIPE/ECONNRESET (SIGPIPE must not end it).
+    import struct
+    for _ in range(10):
+        s = connect(addr)
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+        s.recv(1000)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()
+    time.sleep(0.3)
+    s = connect(addr)
+    s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    status, _ = Reader(s).head()
+    print("still serving" if status == 200 else f"status {status}")
+
+
 def proc_stat(pid):
     with open(f"/proc/{pid}/status") as fh:
         rss = next(int(l.split()[1]) for l in fh if l.startswith("VmRSS:"))
@@ -168,7 +187,9 @@ def slow(addr, pid, root, name):
 def main():
     mode, args = sys.argv[1], sys.argv[2:]
     try:
-        {"raw": raw, "pipeline": pipeline, "slow": slow}[mode](*args)
+        {"raw": raw, "pipeline": pipeline, "slow": slow, "leave": leave}[mode](*args)
+    except (ConnectionError, EOFError) as e:
+        print(f"connection failed: {e}")
     except socket.timeout:
         print("timeout")
 

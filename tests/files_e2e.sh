@@ -111,6 +111,7 @@ for be in ${MYRIAD_BACKEND:-epoll io_uring}; do
     done
     expect "$be: pipelined file and generated responses in order" "9 in order" $PY pipeline "$H" "$W"
     expect "$be: a slow reader of 24 MiB: bounded memory, no busy loop" "bounded" $PY slow "$H" "$DPID" "$W" big.bin
+    expect "$be: clients that reset mid-file (EPIPE, no SIGPIPE death)" "still serving" $PY leave "$H" /static/big.bin
     # FastCGI directly (cgi-fcgi), then behind nginx below.
     expect "$be: FastCGI GET a file" "hello world" bash -c \
         "env -i REQUEST_METHOD=GET REQUEST_URI=/static/hello.txt SCRIPT_NAME=/static/hello.txt QUERY_STRING= SERVER_PROTOCOL=HTTP/1.1 \

@@ -48,8 +48,17 @@ impl FileRange {
     pub(crate) fn send(&mut self, sock: RawFd, stats: &mut Stats) -> io::Result<usize> {
         let mut off = self.off as libc::off_t;
         let want = self.left.min(MAX_SEND) as usize;
+        block_sigpipe(stats);
         stats.sendfile += 1;
-        let n = sendfile(sock, self.file.as_raw_fd(), &mut off, want)?;
+        let n = match sendfile(sock, self.file.as_raw_fd(), &mut off, want) {
+            Ok(n) => n,
+            Err(e) => {
+                if e.raw_os_error() == Some(libc::EPIPE) {
+                    take_sigpipe(stats);
+                }
+                return Err(e);
+            }
+        };
         if n == 0 {
             return Err(eof());
         }
@@ -114,6 +123,49 @@ impl FileRange {
         self.off += got as u64;
         self.left -= got as u64;
         Ok((head + got + pad, got as u64))
+    }
+}
+
+thread_local! {
+    /// Whether this thread blocks SIGPIPE (see [`block_sigpipe`]).
+    static PIPE_BLOCKED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// sendfile(2) has no `MSG_NOSIGNAL`: a peer that closed raises SIGPIPE, whose default
+/// action ends the process. Before this thread's first sendfile, SIGPIPE is blocked in
+/// this thread (one `pthread_sigmask` per thread; the process's disposition is left as it
+/// is, and children the library starts reset their mask); the EPIPE is the error, and the
+/// signal left pending is taken by [`take_sigpipe`].
+fn block_sigpipe(stats: &mut Stats) {
+    if PIPE_BLOCKED.get() {
+        return;
+    }
+    PIPE_BLOCKED.set(true);
+    stats.other += 1;
+    // SAFETY: a zeroed sigset is emptied, then holds SIGPIPE; pthread_sigmask reads it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGPIPE);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
+/// Takes the SIGPIPE a failed sendfile left pending on this thread (none if SIGPIPE is
+/// ignored), so that it is not delivered when the thread unblocks it.
+fn take_sigpipe(stats: &mut Stats) {
+    stats.other += 1;
+    #[cfg(target_os = "linux")]
+    // SAFETY: the set holds SIGPIPE; a zero timeout polls; the siginfo is not wanted.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGPIPE);
+        let zero = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        libc::sigtimedwait(&set, std::ptr::null_mut(), &zero);
     }
 }
 
