@@ -1177,7 +1177,9 @@ impl<P: Protocol> Conn<P> {
                 unsafe { std::slice::from_raw_parts_mut(slots.as_mut_ptr().cast(), n_iov) };
             lp.stats.write += 1;
             let fd = self.fd.as_raw_fd();
-            if lp.batch_sends {
+            // Before a file (MSG_MORE), even on a backend that batches sends: a queued send
+            // would hold the sendfile back until its completion, a loop iteration later.
+            if lp.batch_sends && flags & MSG_MORE == 0 {
                 // The chunks stay put until the completion: output only grows at the back,
                 // and `consume`/`clear` wait for `sent`.
                 lp.queue_send(self.st.token, fd, iov);
