@@ -90,6 +90,16 @@
 // Cookie attribute (integer): HttpOnly (0 or 1).
 #define MYRIAD_COOKIE_HTTPONLY 7
 
+// The root given to myriad_files_new cannot be opened as a directory (missing, not a
+// directory, not readable); myriad_last_error_detail says why.
+#define MYRIAD_EFILES_ROOT -60
+
+// The descriptor given to myriad_req_write_file is not an open regular file.
+#define MYRIAD_EFILES_FD -61
+
+// The range given to myriad_req_write_file goes past the end of the file.
+#define MYRIAD_EFILES_RANGE -62
+
 // Form event: a part begins (`part` describes it).
 #define MYRIAD_FORM_PART 1
 
@@ -113,16 +123,6 @@
 
 // Limit: largest body, bytes (default none: the server's MYRIAD_MAX_BODY applies).
 #define MYRIAD_FORM_MAX_TOTAL 4
-
-// The root given to myriad_files_new cannot be opened as a directory (missing, not a
-// directory, not readable); myriad_last_error_detail says why.
-#define MYRIAD_EFILES_ROOT -60
-
-// The descriptor given to myriad_req_write_file is not an open regular file.
-#define MYRIAD_EFILES_FD -61
-
-// The range given to myriad_req_write_file goes past the end of the file.
-#define MYRIAD_EFILES_RANGE -62
 
 // Watch for readability.
 #define MYRIAD_READ 1
@@ -396,14 +396,6 @@ typedef struct myriad_access_log_stats_t {
 // NUL-terminated). Return 0 to go on, non-zero to stop.
 typedef int (*myriad_pair_fn)(const char *name, size_t name_len, const char *value, size_t value_len, void *userdata);
 
-// Form event callback: the event (MYRIAD_FORM_PART, _DATA, _PART_END, _END), the current
-// part (NULL for _END), data for _DATA, user data. With myriad_req_read_form the event may
-// also be negative: the form failed with that code (MYRIAD_EBADREQ, MYRIAD_ETOOLARGE,
-// MYRIAD_EGONE for a body that never completed), `data`/`len` then a static description,
-// and it is the last call; answer with myriad_http_status_of(event). Everything is valid
-// during the call only. Return 0 to go on, non-zero to stop (no more calls).
-typedef int (*myriad_form_fn)(int event, const struct myriad_part_t *part, const uint8_t *data, size_t len, void *userdata);
-
 // The loop's file counters (see myriad_loop_file_stats).
 typedef struct myriad_file_stats_t {
   // sendfile calls.
@@ -416,6 +408,14 @@ typedef struct myriad_file_stats_t {
   // File bytes read into user space for them (0 on plain HTTP).
   uint64_t file_copied;
 } myriad_file_stats_t;
+
+// Form event callback: the event (MYRIAD_FORM_PART, _DATA, _PART_END, _END), the current
+// part (NULL for _END), data for _DATA, user data. With myriad_req_read_form the event may
+// also be negative: the form failed with that code (MYRIAD_EBADREQ, MYRIAD_ETOOLARGE,
+// MYRIAD_EGONE for a body that never completed), `data`/`len` then a static description,
+// and it is the last call; answer with myriad_http_status_of(event). Everything is valid
+// during the call only. Return 0 to go on, non-zero to stop (no more calls).
+typedef int (*myriad_form_fn)(int event, const struct myriad_part_t *part, const uint8_t *data, size_t len, void *userdata);
 
 // A callback with only user data (timers, posts, deferred work).
 typedef void (*myriad_cb)(struct myriad_loop_t *lp, void *userdata);
@@ -617,67 +617,6 @@ int myriad_req_set_cookie(struct myriad_req_t *req, struct myriad_cookie_t *c);
 // Frees a cookie builder. NULL is a no-op.
 void myriad_cookie_free(struct myriad_cookie_t *c);
 
-// Decodes an `application/x-www-form-urlencoded` string (a query string without '?', or a
-// form body) and calls `cb` for each pair in order: `+` is a space, `%XX` the byte, a `%`
-// not followed by two hex digits stays as it is, a pair without `=` has an empty value,
-// empty pairs are skipped, repeated names are all reported. The same rules as the Lua
-// `req.args` and the Node `req.query`. Any thread. Errors: MYRIAD_EINVAL,
-// MYRIAD_ESTOPPED (`cb` returned non-zero).
-int myriad_urlencoded_parse(const char *data, size_t len, myriad_pair_fn cb, void *userdata);
-
-// The part's field name (not NUL-terminated; valid during the callback). Any thread.
-// Errors: MYRIAD_EINVAL.
-int myriad_part_name(const struct myriad_part_t *part, const char **out, size_t *len);
-
-// The part's filename as the client sent it (`filename*` decoded if given): a file part
-// has one (possibly empty). Never use it as a path. Any thread.
-// Errors: MYRIAD_ENOTFOUND (not a file), MYRIAD_EINVAL.
-int myriad_part_filename(const struct myriad_part_t *part, const char **out, size_t *len);
-
-// The part's Content-Type header. Any thread. Errors: MYRIAD_ENOTFOUND, MYRIAD_EINVAL.
-int myriad_part_content_type(const struct myriad_part_t *part, const char **out, size_t *len);
-
-// Creates a form parser for a body of this Content-Type (the request's Content-Type
-// header value), calling `cb` with its events (never a negative one: errors are returned
-// by myriad_form_feed / myriad_form_finish). `dtor(userdata)` runs at myriad_form_free.
-// Any thread (then one at a time). Errors (`dtor` not called): MYRIAD_EINVAL,
-// MYRIAD_EMEDIATYPE (neither form type: 415), MYRIAD_EBADREQ (multipart without a valid
-// boundary: 400).
-int myriad_form_new(struct myriad_form_t **out, const char *content_type, size_t ct_len, myriad_form_fn cb, void *userdata, myriad_free_fn dtor);
-
-// Sets a limit (MYRIAD_FORM_MAX_PARTS, _MAX_HEADER, _MAX_FIELD, _MAX_TOTAL; value > 0)
-// before the first myriad_form_feed. Errors: MYRIAD_EINVAL (unknown limit, 0),
-// MYRIAD_ESTATE (already fed).
-int myriad_form_set_limit(struct myriad_form_t *f, int which, uint64_t value);
-
-// Parses the next piece of the body, calling the callback for each event it completes.
-// Errors (final: later calls return the same): MYRIAD_EBADREQ (malformed: answer 400),
-// MYRIAD_ETOOLARGE (a limit: 413), MYRIAD_ESTOPPED (the callback asked to stop),
-// MYRIAD_EINVAL. myriad_form_error describes the last one.
-int myriad_form_feed(struct myriad_form_t *f, const uint8_t *data, size_t len);
-
-// The body is complete: reports what is left (a urlencoded body's last field, then
-// MYRIAD_FORM_END). Errors: as myriad_form_feed; MYRIAD_EBADREQ for a multipart body cut
-// before its closing delimiter.
-int myriad_form_finish(struct myriad_form_t *f);
-
-// A static NUL-terminated description of the form's error ("" if none).
-const char *myriad_form_error(const struct myriad_form_t *f);
-
-// Frees a form parser (running the destructor). NULL is a no-op.
-void myriad_form_free(struct myriad_form_t *f);
-
-// Parses the request body as a form while it arrives (the request's Content-Type picks
-// urlencoded or multipart; default limits, the server's MYRIAD_MAX_BODY on top), calling
-// `cb` with each event: parts, data pieces (a file's bytes as they come, never held
-// whole), part ends, the end — or one negative event if the form fails (see
-// myriad_form_fn). `dtor(userdata)` runs when the request is done with it. Call it in the
-// handler, on the loop thread, instead of myriad_req_on_body. Errors (no callback, `dtor`
-// not called): MYRIAD_EMEDIATYPE (no Content-Type or another type: 415), MYRIAD_EBADREQ
-// (multipart without a boundary: 400), MYRIAD_EINVAL, MYRIAD_ESTATE (not in the handler),
-// MYRIAD_EGONE, MYRIAD_EWRONGTHREAD.
-int myriad_req_read_form(struct myriad_req_t *req, myriad_form_fn cb, void *userdata, myriad_free_fn dtor);
-
 // Queues `length` bytes of the file open on `fd`, from `offset`, as body (length
 // UINT64_MAX: to the end of the file). The bytes are not read by the library on a plain
 // HTTP connection: they go from the page cache to the socket by sendfile (over FastCGI
@@ -738,6 +677,67 @@ int myriad_files_serve(struct myriad_files_t *files, struct myriad_req_t *req, c
 // Copies the loop's file counters into `*out`. Loop thread. Errors: MYRIAD_EINVAL,
 // MYRIAD_EWRONGTHREAD.
 int myriad_loop_file_stats(struct myriad_loop_t *lp, struct myriad_file_stats_t *out);
+
+// Decodes an `application/x-www-form-urlencoded` string (a query string without '?', or a
+// form body) and calls `cb` for each pair in order: `+` is a space, `%XX` the byte, a `%`
+// not followed by two hex digits stays as it is, a pair without `=` has an empty value,
+// empty pairs are skipped, repeated names are all reported. The same rules as the Lua
+// `req.args` and the Node `req.query`. Any thread. Errors: MYRIAD_EINVAL,
+// MYRIAD_ESTOPPED (`cb` returned non-zero).
+int myriad_urlencoded_parse(const char *data, size_t len, myriad_pair_fn cb, void *userdata);
+
+// The part's field name (not NUL-terminated; valid during the callback). Any thread.
+// Errors: MYRIAD_EINVAL.
+int myriad_part_name(const struct myriad_part_t *part, const char **out, size_t *len);
+
+// The part's filename as the client sent it (`filename*` decoded if given): a file part
+// has one (possibly empty). Never use it as a path. Any thread.
+// Errors: MYRIAD_ENOTFOUND (not a file), MYRIAD_EINVAL.
+int myriad_part_filename(const struct myriad_part_t *part, const char **out, size_t *len);
+
+// The part's Content-Type header. Any thread. Errors: MYRIAD_ENOTFOUND, MYRIAD_EINVAL.
+int myriad_part_content_type(const struct myriad_part_t *part, const char **out, size_t *len);
+
+// Creates a form parser for a body of this Content-Type (the request's Content-Type
+// header value), calling `cb` with its events (never a negative one: errors are returned
+// by myriad_form_feed / myriad_form_finish). `dtor(userdata)` runs at myriad_form_free.
+// Any thread (then one at a time). Errors (`dtor` not called): MYRIAD_EINVAL,
+// MYRIAD_EMEDIATYPE (neither form type: 415), MYRIAD_EBADREQ (multipart without a valid
+// boundary: 400).
+int myriad_form_new(struct myriad_form_t **out, const char *content_type, size_t ct_len, myriad_form_fn cb, void *userdata, myriad_free_fn dtor);
+
+// Sets a limit (MYRIAD_FORM_MAX_PARTS, _MAX_HEADER, _MAX_FIELD, _MAX_TOTAL; value > 0)
+// before the first myriad_form_feed. Errors: MYRIAD_EINVAL (unknown limit, 0),
+// MYRIAD_ESTATE (already fed).
+int myriad_form_set_limit(struct myriad_form_t *f, int which, uint64_t value);
+
+// Parses the next piece of the body, calling the callback for each event it completes.
+// Errors (final: later calls return the same): MYRIAD_EBADREQ (malformed: answer 400),
+// MYRIAD_ETOOLARGE (a limit: 413), MYRIAD_ESTOPPED (the callback asked to stop),
+// MYRIAD_EINVAL. myriad_form_error describes the last one.
+int myriad_form_feed(struct myriad_form_t *f, const uint8_t *data, size_t len);
+
+// The body is complete: reports what is left (a urlencoded body's last field, then
+// MYRIAD_FORM_END). Errors: as myriad_form_feed; MYRIAD_EBADREQ for a multipart body cut
+// before its closing delimiter.
+int myriad_form_finish(struct myriad_form_t *f);
+
+// A static NUL-terminated description of the form's error ("" if none).
+const char *myriad_form_error(const struct myriad_form_t *f);
+
+// Frees a form parser (running the destructor). NULL is a no-op.
+void myriad_form_free(struct myriad_form_t *f);
+
+// Parses the request body as a form while it arrives (the request's Content-Type picks
+// urlencoded or multipart; default limits, the server's MYRIAD_MAX_BODY on top), calling
+// `cb` with each event: parts, data pieces (a file's bytes as they come, never held
+// whole), part ends, the end — or one negative event if the form fails (see
+// myriad_form_fn). `dtor(userdata)` runs when the request is done with it. Call it in the
+// handler, on the loop thread, instead of myriad_req_on_body. Errors (no callback, `dtor`
+// not called): MYRIAD_EMEDIATYPE (no Content-Type or another type: 415), MYRIAD_EBADREQ
+// (multipart without a boundary: 400), MYRIAD_EINVAL, MYRIAD_ESTATE (not in the handler),
+// MYRIAD_EGONE, MYRIAD_EWRONGTHREAD.
+int myriad_req_read_form(struct myriad_req_t *req, myriad_form_fn cb, void *userdata, myriad_free_fn dtor);
 
 // Creates a loop on the default backend and stores it in `*out`: the one named by the
 // environment variable MYRIAD_BACKEND ("epoll", "io_uring", "kqueue") if set, else epoll

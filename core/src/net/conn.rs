@@ -1151,10 +1151,12 @@ impl<P: Protocol> Conn<P> {
             // MSG_MORE when a file follows: the head and the file's first bytes leave in
             // the same segments instead of a small one for the head.
             let mut flags = libc::MSG_NOSIGNAL;
+            let mut file_next = false;
             for c in self.out.chunks() {
                 if let Chunk::File(_) = c {
                     // Memory up to the file goes first; the file follows by sendfile.
                     flags |= MSG_MORE;
+                    file_next = true;
                     break;
                 }
                 let b = c.bytes();
@@ -1179,7 +1181,7 @@ impl<P: Protocol> Conn<P> {
             let fd = self.fd.as_raw_fd();
             // Before a file (MSG_MORE), even on a backend that batches sends: a queued send
             // would hold the sendfile back until its completion, a loop iteration later.
-            if lp.batch_sends && flags & MSG_MORE == 0 {
+            if lp.batch_sends && !(file_next && super::file::SENDFILE) {
                 // The chunks stay put until the completion: output only grows at the back,
                 // and `consume`/`clear` wait for `sent`.
                 lp.queue_send(self.st.token, fd, iov);
