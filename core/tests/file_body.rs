@@ -393,3 +393,94 @@ fn a_keep_alive_file_response_costs_one_send_and_one_sendfile() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// HTTPS (rustls through the transport seam): the file is read a block at a time and
+/// encrypted, never by sendfile; a reader limited to 4 MiB/s holds a few blocks at most.
+#[cfg(feature = "tls")]
+#[test]
+fn over_tls_a_file_is_read_and_encrypted_in_bounded_chunks() {
+    use myriad::tls::{TlsAcceptor, TlsConfig};
+    use std::process::Command;
+    let dir = temp_dir("tls");
+    let n = 8 * 1024 * 1024;
+    make_file(&dir, "big", &content(n));
+    let certs = dir.join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    let ok = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ])
+        .args([
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-days",
+            "2",
+        ])
+        .arg("-keyout")
+        .arg(certs.join("k.pem"))
+        .arg("-out")
+        .arg(certs.join("c.pem"))
+        .output()
+        .expect("openssl")
+        .status
+        .success();
+    assert!(ok, "openssl req");
+    for backend in BACKENDS {
+        let mut cfg = TlsConfig::new();
+        cfg.add_cert_files(&certs.join("c.pem"), &certs.join("k.pem"))
+            .unwrap();
+        let acc = TlsAcceptor::new(&cfg).unwrap();
+        let d = dir.clone();
+        let srv = Server::start_on(backend, "127.0.0.1:0", move |lp, l| {
+            FILES.with(|f| {
+                f.borrow_mut()
+                    .insert("big".into(), Rc::new(File::open(d.join("big")).unwrap()))
+            });
+            let s = lp.server(ServerOptions::default(), handler);
+            s.listen_tls(lp, l, acc);
+            std::mem::forget(s);
+        });
+        let url = format!("https://127.0.0.1:{}/f/big", srv.tcp().port());
+        let out = dir.join(format!("got-{backend}"));
+        let mut child = Command::new("curl")
+            .args(["-sS", "--max-time", "20", "--limit-rate", "4M", "--cacert"])
+            .arg(certs.join("c.pem"))
+            .arg("-o")
+            .arg(&out)
+            .arg(&url)
+            .spawn()
+            .expect("curl");
+        let mut peak = 0;
+        let status = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break st;
+            }
+            peak = peak.max(srv.stats().buffers_in_use);
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(status.success(), "{backend}: curl");
+        assert!(
+            std::fs::read(&out).unwrap() == content(n),
+            "{backend}: body differs"
+        );
+        let st = srv.stats();
+        assert_eq!(
+            (st.file_copied, st.file_sent),
+            (n as u64, 0),
+            "{backend}: {st:?}"
+        );
+        assert!(
+            peak <= 8,
+            "{backend}: {peak} pool blocks held for a slow TLS reader"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
