@@ -119,6 +119,9 @@ enum Chunk {
     },
     Static(&'static [u8]),
     Owned(Box<dyn AsRef<[u8]>>, u32),
+    /// Reference-counted bytes queued on many connections at once (a published
+    /// WebSocket frame): each queue holds a count, not a copy.
+    Shared(std::rc::Rc<[u8]>, u32),
 }
 
 impl Chunk {
@@ -127,13 +130,14 @@ impl Chunk {
             Chunk::Block { buf, start, end } => &buf[*start as usize..*end as usize],
             Chunk::Static(s) => s,
             Chunk::Owned(b, pos) => &(**b).as_ref()[*pos as usize..],
+            Chunk::Shared(b, pos) => &b[*pos as usize..],
         }
     }
     fn advance(&mut self, n: usize) {
         match self {
             Chunk::Block { start, .. } => *start += n as u32,
             Chunk::Static(s) => *s = &s[n..],
-            Chunk::Owned(_, pos) => *pos += n as u32,
+            Chunk::Owned(_, pos) | Chunk::Shared(_, pos) => *pos += n as u32,
         }
     }
 }
@@ -625,6 +629,13 @@ impl Io<'_> {
     pub fn write_owned(&mut self, bytes: Box<dyn AsRef<[u8]>>) {
         if !self.st.refuses_output() && !(*bytes).as_ref().is_empty() {
             self.out.push(self.lp, Chunk::Owned(bytes, 0));
+        }
+    }
+    /// Queues reference-counted bytes without copying them: the queue holds one count of
+    /// `bytes` until they are written (the same frame queued on many connections).
+    pub fn write_shared(&mut self, bytes: std::rc::Rc<[u8]>) {
+        if !self.st.refuses_output() && !bytes.is_empty() {
+            self.out.push(self.lp, Chunk::Shared(bytes, 0));
         }
     }
     /// Bytes queued and not yet written.
