@@ -120,6 +120,10 @@ impl WsConn {
             io.close();
         }
         core.queued.set(io.queued());
+        if core.queued.get() > 0 {
+            // To learn when it is written (the backpressure count is this snapshot).
+            io.notify_drained();
+        }
         core.in_cb.set(false);
         self.arm(io);
     }
