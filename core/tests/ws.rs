@@ -15,7 +15,7 @@ use myriad::ws::frame::{
     apply_mask, write_head, MAX_HEAD, OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT,
 };
 use myriad::ws::{self, deflate, Handler, Options, WebSocket};
-use myriad::ServerOptions;
+use myriad::{Loop, ServerOptions};
 
 const BACKENDS: [&str; 2] = ["epoll", "io_uring"];
 const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
@@ -25,7 +25,7 @@ const ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
 struct Echo;
 
 impl Handler for Echo {
-    fn on_message(&mut self, ws: &WebSocket, data: &[u8], binary: bool) {
+    fn on_message(&mut self, _: &mut Loop, ws: &WebSocket, data: &[u8], binary: bool) {
         if let Some(code) = data.strip_prefix(b"close:") {
             let code: u16 = std::str::from_utf8(code).unwrap().parse().unwrap();
             ws.close(code, b"asked");
@@ -39,10 +39,10 @@ impl Handler for Echo {
 struct Sub;
 
 impl Handler for Sub {
-    fn on_open(&mut self, ws: &WebSocket) {
+    fn on_open(&mut self, _: &mut Loop, ws: &WebSocket) {
         assert!(ws.subscribe("news"));
     }
-    fn on_message(&mut self, _ws: &WebSocket, data: &[u8], binary: bool) {
+    fn on_message(&mut self, _: &mut Loop, _ws: &WebSocket, data: &[u8], binary: bool) {
         if let Some(m) = data.strip_prefix(b"pub:") {
             ws::publish("news", m, binary);
         }

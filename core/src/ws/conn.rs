@@ -67,7 +67,7 @@ impl WsConn {
             self.last_rx = Some(io.now());
             io.set_deadline(None);
             if core.phase.get() == Phase::Open {
-                self.handler.on_open(&self.ws);
+                self.handler.on_open(io.lp(), &self.ws);
             }
         }
     }
@@ -87,7 +87,7 @@ impl WsConn {
             core.pending.borrow_mut().clear();
             core.pending_bytes.set(0);
             io.abort();
-            self.report(code, &reason);
+            self.report(io.lp(), code, &reason);
             core.in_cb.set(false);
             return;
         }
@@ -151,7 +151,7 @@ impl WsConn {
     }
 
     /// Calls `on_close` once and leaves every topic.
-    fn report(&mut self, code: u16, reason: &[u8]) {
+    fn report(&mut self, lp: &mut Loop, code: u16, reason: &[u8]) {
         self.ws.0.phase.set(Phase::Closed);
         if self.reported {
             return;
@@ -159,12 +159,12 @@ impl WsConn {
         self.reported = true;
         pubsub::leave_all(&self.ws);
         if self.opened {
-            self.handler.on_close(&self.ws, code, reason);
+            self.handler.on_close(lp, &self.ws, code, reason);
         }
     }
 
     /// Fails the connection: our close frame with `code`, then the close.
-    fn fail(&mut self, code: u16) {
+    fn fail(&mut self, lp: &mut Loop, code: u16) {
         if !self.sent_close {
             self.sent_close = true;
             // After what the handler queued before the error.
@@ -177,7 +177,7 @@ impl WsConn {
             self.ws.push(Pending::Bytes(close));
         }
         self.finished = true;
-        self.report(code, b"");
+        self.report(lp, code, b"");
     }
 }
 
@@ -198,11 +198,12 @@ impl Protocol for WsConn {
             ..
         } = self;
         let res = reader.feed(input, &mut |ev| {
+            let lp = io.lp();
             let core = &ws.0;
             match ev {
                 Event::Text(p) | Event::Binary(p) => {
                     if core.phase.get() == Phase::Open {
-                        handler.on_message(ws, p, matches!(ev, Event::Binary(_)));
+                        handler.on_message(lp, ws, p, matches!(ev, Event::Binary(_)));
                     }
                 }
                 Event::Ping(p) => {
@@ -214,9 +215,9 @@ impl Protocol for WsConn {
                             p,
                         )));
                     }
-                    handler.on_ping(ws, p);
+                    handler.on_ping(lp, ws, p);
                 }
-                Event::Pong(p) => handler.on_pong(ws, p),
+                Event::Pong(p) => handler.on_pong(lp, ws, p),
                 Event::Close(code, reason) => {
                     closed_by_peer = Some((code, reason.to_vec()));
                     return false;
@@ -229,7 +230,7 @@ impl Protocol for WsConn {
         let used = match res {
             Ok(n) => n,
             Err(frame::Refused(code)) => {
-                self.fail(code);
+                self.fail(io.lp(), code);
                 input.len()
             }
         };
@@ -247,7 +248,7 @@ impl Protocol for WsConn {
                 )));
             }
             self.finished = true;
-            self.report(code, &reason);
+            self.report(io.lp(), code, &reason);
         }
         self.leave(io);
         used
@@ -256,7 +257,7 @@ impl Protocol for WsConn {
     fn on_eof(&mut self, io: &mut Io<'_>) {
         self.enter(io);
         self.finished = true;
-        self.report(CLOSE_ABNORMAL, b"");
+        self.report(io.lp(), CLOSE_ABNORMAL, b"");
         self.leave(io);
     }
 
@@ -274,7 +275,7 @@ impl Protocol for WsConn {
         self.enter(io);
         self.ws.0.queued.set(0);
         if std::mem::take(&mut self.blocked) && !self.reported {
-            self.handler.on_drain(&self.ws);
+            self.handler.on_drain(io.lp(), &self.ws);
         }
         self.leave(io);
     }
@@ -287,7 +288,7 @@ impl Protocol for WsConn {
         if self.close_deadline.is_some_and(|d| now >= d) {
             // The client never answered our close.
             self.finished = true;
-            self.report(CLOSE_ABNORMAL, b"");
+            self.report(io.lp(), CLOSE_ABNORMAL, b"");
         } else if let (Some(i), Some(p)) = (o.ping_interval, self.ping_sent) {
             if now >= p + i {
                 // No pong (nor anything else) after our ping.
@@ -313,7 +314,7 @@ impl Protocol for WsConn {
     }
 
     fn on_close(&mut self, lp: &mut Loop, token: Token, err: Option<&io::Error>) {
-        let _ = (lp, token, err);
+        let _ = (token, err);
         let core = &self.ws.0;
         core.pending.borrow_mut().clear();
         core.pending_bytes.set(0);
@@ -323,6 +324,6 @@ impl Protocol for WsConn {
         } else {
             CLOSE_ABNORMAL
         };
-        self.report(code, b"");
+        self.report(lp, code, b"");
     }
 }

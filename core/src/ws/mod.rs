@@ -25,7 +25,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use crate::app::{Protocol as ReqProtocol, Request, Response};
-use crate::reactor::Token;
+use crate::reactor::{Loop, Token};
 
 pub use conn::WsConn;
 pub use frame::{
@@ -82,32 +82,33 @@ impl Default for Options {
 }
 
 /// What the application does with a connection's events. All calls are on the loop's
-/// thread; the [`WebSocket`] they get can be kept and used later.
+/// thread, with its loop (timers, other sources); the [`WebSocket`] they get can be kept
+/// and used later.
 pub trait Handler: 'static {
     /// The connection is open (the 101 is queued): sends may start.
-    fn on_open(&mut self, ws: &WebSocket) {
-        let _ = ws;
+    fn on_open(&mut self, lp: &mut Loop, ws: &WebSocket) {
+        let _ = (lp, ws);
     }
     /// A whole message (text: valid UTF-8), borrowed for the call.
-    fn on_message(&mut self, ws: &WebSocket, data: &[u8], binary: bool);
+    fn on_message(&mut self, lp: &mut Loop, ws: &WebSocket, data: &[u8], binary: bool);
     /// A ping arrived (the pong is sent automatically).
-    fn on_ping(&mut self, ws: &WebSocket, data: &[u8]) {
-        let _ = (ws, data);
+    fn on_ping(&mut self, lp: &mut Loop, ws: &WebSocket, data: &[u8]) {
+        let _ = (lp, ws, data);
     }
     /// A pong arrived.
-    fn on_pong(&mut self, ws: &WebSocket, data: &[u8]) {
-        let _ = (ws, data);
+    fn on_pong(&mut self, lp: &mut Loop, ws: &WebSocket, data: &[u8]) {
+        let _ = (lp, ws, data);
     }
     /// Output that had to wait for the client has all been written (after a send that
     /// found the socket full, see [`WebSocket::buffered_amount`]).
-    fn on_drain(&mut self, ws: &WebSocket) {
-        let _ = ws;
+    fn on_drain(&mut self, lp: &mut Loop, ws: &WebSocket) {
+        let _ = (lp, ws);
     }
     /// The connection ended: the client's close code and reason (echoed), the code this
     /// side closed with (a protocol error: 1002, 1007, 1009; a timeout), or 1006 for a
     /// connection that ended without a close frame. Called once; no sends after it.
-    fn on_close(&mut self, ws: &WebSocket, code: u16, reason: &[u8]) {
-        let _ = (ws, code, reason);
+    fn on_close(&mut self, lp: &mut Loop, ws: &WebSocket, code: u16, reason: &[u8]) {
+        let _ = (lp, ws, code, reason);
     }
 }
 
@@ -358,13 +359,40 @@ impl WebSocket {
 /// and the connection is handed to the WebSocket protocol with `handler`; the bytes the
 /// client sent after the request are its first input. On failure the request is answered
 /// with the refusal's status (426 with `Sec-WebSocket-Version: 13` for a wrong version) and
-/// the refusal returned.
+/// the refusal returned. ([`prepare`] then [`accept`] or [`refuse`], in one call.)
 pub fn upgrade(
     req: &Request,
-    mut res: Response,
+    res: Response,
     opts: Options,
     handler: impl Handler,
 ) -> Result<WebSocket, Reject> {
+    match prepare(req, &opts) {
+        Ok(p) => accept(p, res, opts, handler),
+        Err(r) => {
+            refuse(res, r);
+            Err(r)
+        }
+    }
+}
+
+/// What the handshake decided for an upgrade request (see [`prepare`]).
+#[derive(Clone, Debug)]
+pub struct Prepared {
+    accept: String,
+    protocol: Option<String>,
+    deflate: Option<(handshake::Deflate, String)>,
+}
+
+impl Prepared {
+    /// The subprotocol that will be answered, if any.
+    pub fn protocol(&self) -> Option<&str> {
+        self.protocol.as_deref()
+    }
+}
+
+/// Checks the upgrade request `req` against `opts` (the first step of [`upgrade`], for a
+/// caller that cannot hold the request and its response at once).
+pub fn prepare(req: &Request, opts: &Options) -> Result<Prepared, Reject> {
     let joined = |name: &str| -> Option<Vec<u8>> {
         let mut v: Option<Vec<u8>> = None;
         for (n, val) in req.headers() {
@@ -392,23 +420,7 @@ pub fn upgrade(
         ws_version: req.header("sec-websocket-version"),
         key: req.header("sec-websocket-key"),
     };
-    let accept = match handshake::check(&offer) {
-        Ok(a) => a,
-        Err(r) => {
-            let _ = res.status(r.status());
-            if r == Reject::Version {
-                let _ = res.header("Sec-WebSocket-Version", b"13");
-            }
-            if r.status() == 426 {
-                let _ = res.header("Upgrade", b"websocket");
-                let _ = res.header("Connection", b"Upgrade");
-            }
-            let _ = res.header("Content-Type", b"text/plain");
-            let _ = res.write(r.text().as_bytes());
-            let _ = res.finish();
-            return Err(r);
-        }
-    };
+    let accept = handshake::check(&offer)?;
     let protocol =
         handshake::choose_protocol(joined("sec-websocket-protocol").as_deref(), &opts.protocols)
             .map(str::to_string);
@@ -417,11 +429,43 @@ pub fn upgrade(
     } else {
         None
     };
-    let _ = res.header("Sec-WebSocket-Accept", accept.as_bytes());
-    if let Some(p) = &protocol {
-        let _ = res.header("Sec-WebSocket-Protocol", p.as_bytes());
+    Ok(Prepared {
+        accept,
+        protocol,
+        deflate,
+    })
+}
+
+/// Answers a refused upgrade: the refusal's status, `Sec-WebSocket-Version: 13` for a
+/// wrong version, `Upgrade: websocket` with a 426, a short text body.
+pub fn refuse(mut res: Response, r: Reject) {
+    let _ = res.status(r.status());
+    if r == Reject::Version {
+        let _ = res.header("Sec-WebSocket-Version", b"13");
     }
-    if let Some((_, resp)) = &deflate {
+    if r.status() == 426 {
+        let _ = res.header("Upgrade", b"websocket");
+        let _ = res.header("Connection", b"Upgrade");
+    }
+    let _ = res.header("Content-Type", b"text/plain");
+    let _ = res.write(r.text().as_bytes());
+    let _ = res.finish();
+}
+
+/// Answers `101` for a [`prepare`]d request and hands the connection to the WebSocket
+/// protocol with `handler`. `Err(Reject::Protocol)` if the response cannot switch
+/// protocols (FastCGI, HTTP/1.0, or its head was already sent); the response is then gone.
+pub fn accept(
+    p: Prepared,
+    mut res: Response,
+    opts: Options,
+    handler: impl Handler,
+) -> Result<WebSocket, Reject> {
+    let _ = res.header("Sec-WebSocket-Accept", p.accept.as_bytes());
+    if let Some(proto) = &p.protocol {
+        let _ = res.header("Sec-WebSocket-Protocol", proto.as_bytes());
+    }
+    if let Some((_, resp)) = &p.deflate {
         let _ = res.header("Sec-WebSocket-Extensions", resp.as_bytes());
     }
     let core = Rc::new(Core {
@@ -435,13 +479,15 @@ pub fn upgrade(
         close_req: RefCell::new(None),
         abort_req: Cell::new(false),
         pause: Cell::new(None),
-        compress: deflate.is_some(),
+        compress: p.deflate.is_some(),
         opts: opts.clone(),
-        protocol,
+        protocol: p.protocol,
         topics: RefCell::new(Vec::new()),
     });
     let ws = WebSocket(core);
-    let inflater = deflate.map(|(d, _)| deflate::Inflater::new(d.client_no_context_takeover));
+    let inflater = p
+        .deflate
+        .map(|(d, _)| deflate::Inflater::new(d.client_no_context_takeover));
     let conn = WsConn::new(
         ws.clone(),
         Box::new(handler),
