@@ -578,3 +578,31 @@ fn keepalive_pings_and_the_idle_timeout() {
         assert_eq!(st.buffers_in_use, 0, "{backend}: {st:?}");
     }
 }
+
+#[test]
+fn idle_websockets_hold_no_buffers_and_each_message_costs_one_write() {
+    for backend in BACKENDS {
+        let srv = server(backend);
+        let base = srv.stats();
+        let mut cs: Vec<Client> = (0..100)
+            .map(|_| Client::connect(&srv, "/plain", "", b""))
+            .collect();
+        for c in cs.iter_mut() {
+            c.send(&frame(true, false, OP_TEXT, b"hi"));
+            assert_eq!(c.frame().map(|f| f.3), Some(b"hi".to_vec()), "{backend}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        let st = srv.stats();
+        // Idle (between messages): no pool buffer held by any of the 100 connections.
+        assert_eq!(st.buffers_in_use, 0, "{backend}: {st:?}");
+        // One write for each 101 and one for each echo; one read (or ring receive) each.
+        assert_eq!(st.write - base.write, 200, "{backend}: {st:?}");
+        assert_eq!(
+            st.read + st.received - base.read - base.received,
+            200,
+            "{backend}: {st:?}"
+        );
+        drop(cs);
+        srv.stop();
+    }
+}

@@ -338,7 +338,9 @@ mod tests {
         // the state shared with its handle (an Rc: two counts more). An idle HTTP
         // keep-alive connection holds its `Conn<HttpConn>` only. Today: 304 + 304 bytes
         // against 192 (the goal, 192 + 128, is not met; see bench/RESULTS.md).
-        let ws = std::mem::size_of::<crate::net::conn::Conn<WsConn>>() + std::mem::size_of::<super::super::Core>() + 16;
+        let ws = std::mem::size_of::<crate::net::conn::Conn<WsConn>>()
+            + std::mem::size_of::<super::super::Core>()
+            + 16;
         let http = std::mem::size_of::<crate::net::conn::Conn<crate::http::HttpConn>>();
         assert!(ws <= 640, "idle WebSocket state {ws} bytes (HTTP: {http})");
     }
