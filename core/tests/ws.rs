@@ -21,7 +21,14 @@ const BACKENDS: [&str; 2] = ["epoll", "io_uring"];
 const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 const ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
 
-/// Echoes every message as the same kind; "close:N" closes with code N.
+thread_local! {
+    /// Close codes the handlers of this (server) thread saw, for the tests to read.
+    static CLOSED: std::cell::RefCell<Vec<u16>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Echoes every message as the same kind; "close:N" closes with code N; "frags" answers a
+/// message in three fragments; "ping" sends a ping; "flood" sends 100 messages of 16 KiB;
+/// "bad-close" tries an invalid code.
 struct Echo;
 
 impl Handler for Echo {
@@ -31,7 +38,32 @@ impl Handler for Echo {
             ws.close(code, b"asked");
             return;
         }
-        ws.send(data, binary);
+        match data {
+            b"frags" => {
+                assert_eq!(ws.send_fragment(b"a", false, true, false), ws::Sent::Queued);
+                assert_eq!(
+                    ws.send_fragment(b"b", false, false, false),
+                    ws::Sent::Queued
+                );
+                assert_eq!(ws.send_fragment(b"c", false, false, true), ws::Sent::Queued);
+            }
+            b"ping" => assert_eq!(ws.ping(b"srv"), ws::Sent::Queued),
+            b"bad-close" => {
+                assert_eq!(ws.close(1005 + 1, b""), ws::Sent::Invalid);
+                ws.send(b"still open", false);
+            }
+            b"flood" => {
+                let big = vec![b'f'; 16 * 1024];
+                let sent: Vec<ws::Sent> = (0..100).map(|_| ws.send(&big, true)).collect();
+                assert!(sent.contains(&ws::Sent::Dropped), "{sent:?}");
+            }
+            _ => {
+                ws.send(data, binary);
+            }
+        }
+    }
+    fn on_close(&mut self, _: &mut Loop, _: &WebSocket, code: u16, _: &[u8]) {
+        CLOSED.with(|c| c.borrow_mut().push(code));
     }
 }
 
@@ -60,6 +92,16 @@ fn server(backend: &'static str) -> Server {
                     res,
                     Options {
                         max_message: 1000,
+                        ..opts
+                    },
+                    Echo,
+                ),
+                "/strict" => ws::upgrade(
+                    req,
+                    res,
+                    Options {
+                        max_backpressure: 64 * 1024,
+                        close_on_backpressure: true,
                         ..opts
                     },
                     Echo,
@@ -604,5 +646,58 @@ fn idle_websockets_hold_no_buffers_and_each_message_costs_one_write() {
         );
         drop(cs);
         srv.stop();
+    }
+}
+
+#[test]
+fn server_fragments_pings_invalid_close_codes_and_the_backpressure_policy() {
+    for backend in BACKENDS {
+        let srv = server(backend);
+        let mut c = Client::connect(&srv, "/plain", "", b"");
+        c.send(&frame(true, false, OP_TEXT, b"frags"));
+        assert_eq!(
+            c.frame(),
+            Some((false, false, OP_TEXT, b"a".to_vec())),
+            "{backend}"
+        );
+        assert_eq!(
+            c.frame(),
+            Some((false, false, OP_CONT, b"b".to_vec())),
+            "{backend}"
+        );
+        assert_eq!(
+            c.frame(),
+            Some((true, false, OP_CONT, b"c".to_vec())),
+            "{backend}"
+        );
+        c.send(&frame(true, false, OP_TEXT, b"ping"));
+        assert_eq!(
+            c.frame(),
+            Some((true, false, OP_PING, b"srv".to_vec())),
+            "{backend}"
+        );
+        c.send(&frame(true, false, OP_TEXT, b"bad-close"));
+        assert_eq!(
+            c.frame(),
+            Some((true, false, OP_TEXT, b"still open".to_vec())),
+            "{backend}"
+        );
+        drop(c);
+        // Past max_backpressure with close_on_backpressure: the connection is dropped (no
+        // unbounded queue), and the handler hears 1008.
+        srv.wait_for(5, "closed", |lp| lp.connection_count() == 0);
+        srv.on_loop(|_| CLOSED.with(|c| c.borrow_mut().clear()));
+        let mut c = Client::connect(&srv, "/strict", "", b"");
+        c.send(&frame(true, false, OP_TEXT, b"flood"));
+        let mut got = 0;
+        while let Some(f) = c.frame() {
+            got += f.3.len();
+        }
+        assert!(got < 100 * 16 * 1024, "{backend}: {got} bytes arrived");
+        srv.wait_for(5, "closed", |lp| lp.connection_count() == 0);
+        let closed = srv.on_loop(|_| CLOSED.with(|c| c.borrow().clone()));
+        assert_eq!(closed, [1008], "{backend}");
+        let st = srv.stop();
+        assert_eq!(st.buffers_in_use, 0, "{backend}: {st:?}");
     }
 }
