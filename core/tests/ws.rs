@@ -150,7 +150,13 @@ fn server(backend: &'static str) -> Server {
             let _ = r;
         });
         server.listen(lp, l, myriad::Proto::Http);
+        SERVER.with(|s| *s.borrow_mut() = Some(server));
     })
+}
+
+thread_local! {
+    /// The test server of this (server) thread, for a shutdown.
+    static SERVER: std::cell::RefCell<Option<myriad::Server>> = const { std::cell::RefCell::new(None) };
 }
 
 /// A raw WebSocket client.
@@ -699,5 +705,30 @@ fn server_fragments_pings_invalid_close_codes_and_the_backpressure_policy() {
         assert_eq!(closed, [1008], "{backend}");
         let st = srv.stop();
         assert_eq!(st.buffers_in_use, 0, "{backend}: {st:?}");
+    }
+}
+
+#[test]
+fn a_server_shutdown_closes_websockets_with_1001() {
+    for backend in BACKENDS {
+        let srv = server(backend);
+        let mut c = Client::connect(&srv, "/plain", "", b"");
+        c.send(&frame(true, false, OP_TEXT, b"x"));
+        assert_eq!(c.frame().map(|f| f.3), Some(b"x".to_vec()), "{backend}");
+        srv.on_loop(|lp| {
+            let s = SERVER.with(|s| s.borrow().clone()).expect("server");
+            s.shutdown(lp, |_| {});
+        });
+        let f = c.frame().expect("close frame");
+        assert_eq!(
+            (f.2, u16::from_be_bytes([f.3[0], f.3[1]])),
+            (OP_CLOSE, 1001),
+            "{backend}"
+        );
+        assert_eq!(&f.3[2..], b"server shutting down", "{backend}");
+        c.send(&frame(true, false, OP_CLOSE, &f.3[..2]));
+        assert!(c.frame().is_none(), "{backend}");
+        drop(c);
+        srv.stop();
     }
 }

@@ -51,6 +51,15 @@ impl WsConn {
         }
     }
 
+    /// The server is shutting down: the close handshake with 1001 (if still open).
+    pub fn going_away(&mut self, io: &mut Io<'_>) {
+        self.enter(io);
+        if self.ws.0.phase.get() == Phase::Open {
+            self.ws.close(CLOSE_GOING_AWAY, b"server shutting down");
+        }
+        self.leave(io);
+    }
+
     /// The handle of this connection.
     pub fn websocket(&self) -> &WebSocket {
         &self.ws
