@@ -126,6 +126,45 @@ pub enum Sent {
     Invalid,
 }
 
+/// The options a connection keeps after the handshake, packed (an idle connection pays
+/// for these bytes).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Limits {
+    pub(crate) max_backpressure: usize,
+    pub(crate) compress_threshold: u32,
+    /// In milliseconds; 0: none.
+    ping_ms: u32,
+    idle_ms: u32,
+    close_ms: u32,
+    pub(crate) close_on_backpressure: bool,
+}
+
+fn ms(d: Option<Duration>) -> u32 {
+    d.map_or(0, |d| d.as_millis().clamp(1, u128::from(u32::MAX)) as u32)
+}
+
+impl Limits {
+    fn of(o: &Options) -> Limits {
+        Limits {
+            max_backpressure: o.max_backpressure,
+            compress_threshold: o.compress_threshold.min(u32::MAX as usize) as u32,
+            ping_ms: ms(o.ping_interval),
+            idle_ms: ms(o.idle_timeout),
+            close_ms: ms(Some(o.close_timeout)),
+            close_on_backpressure: o.close_on_backpressure,
+        }
+    }
+    pub(crate) fn ping(&self) -> Option<Duration> {
+        (self.ping_ms > 0).then(|| Duration::from_millis(self.ping_ms.into()))
+    }
+    pub(crate) fn idle(&self) -> Option<Duration> {
+        (self.idle_ms > 0).then(|| Duration::from_millis(self.idle_ms.into()))
+    }
+    pub(crate) fn close_timeout(&self) -> Duration {
+        Duration::from_millis(self.close_ms.into())
+    }
+}
+
 /// Output waiting for the connection's next callback.
 pub(crate) enum Pending {
     Bytes(Vec<u8>),
@@ -142,10 +181,13 @@ pub(crate) enum Phase {
     Closed,
 }
 
+/// A close asked for: code and reason.
+pub(crate) type CloseReq = (u16, Vec<u8>);
+
 /// The state a [`WebSocket`] handle shares with its connection.
 pub(crate) struct Core {
     pub(crate) token: Cell<Option<Token>>,
-    pub(crate) kicks: RefCell<Option<Rc<RefCell<Vec<Token>>>>>,
+    pub(crate) kicks: std::cell::OnceCell<Rc<RefCell<Vec<Token>>>>,
     /// A callback of the connection is running: what is queued is written when it returns.
     pub(crate) in_cb: Cell<bool>,
     pub(crate) phase: Cell<Phase>,
@@ -154,12 +196,12 @@ pub(crate) struct Core {
     pub(crate) pending_bytes: Cell<usize>,
     pub(crate) pending: RefCell<Vec<Pending>>,
     /// A close asked for by the application (code, reason), or a drop (backpressure).
-    pub(crate) close_req: RefCell<Option<(u16, Vec<u8>)>>,
+    pub(crate) close_req: Cell<Option<Box<CloseReq>>>,
     pub(crate) abort_req: Cell<bool>,
     pub(crate) pause: Cell<Option<bool>>,
     pub(crate) compress: bool,
-    pub(crate) opts: Options,
-    pub(crate) protocol: Option<String>,
+    pub(crate) lim: Limits,
+    pub(crate) protocol: Option<Box<str>>,
     pub(crate) topics: RefCell<Vec<Rc<str>>>,
 }
 
@@ -216,7 +258,9 @@ impl WebSocket {
         if code != CLOSE_NO_STATUS && !frame::valid_close_code(code) {
             return Sent::Invalid;
         }
-        *self.0.close_req.borrow_mut() = Some((code, reason.to_vec()));
+        self.0
+            .close_req
+            .set(Some(Box::new((code, reason.to_vec()))));
         self.0.phase.set(Phase::Closing);
         self.kick();
         Sent::Queued
@@ -284,7 +328,7 @@ impl WebSocket {
             return Sent::Closed;
         }
         let compress =
-            may_compress && self.0.compress && data.len() >= self.0.opts.compress_threshold;
+            may_compress && self.0.compress && data.len() >= self.0.lim.compress_threshold as usize;
         let bytes = if compress {
             frame::encode(fin, true, op, &deflate::compress(data))
         } else {
@@ -307,13 +351,12 @@ impl WebSocket {
             Pending::Bytes(b) => b.len(),
             Pending::Shared(b) => b.len(),
         };
-        if self.buffered_amount() + len > self.0.opts.max_backpressure {
-            if self.0.opts.close_on_backpressure {
+        if self.buffered_amount() + len > self.0.lim.max_backpressure {
+            if self.0.lim.close_on_backpressure {
                 self.0.abort_req.set(true);
                 self.0
                     .close_req
-                    .borrow_mut()
-                    .replace((CLOSE_POLICY, b"backpressure".to_vec()));
+                    .set(Some(Box::new((CLOSE_POLICY, b"backpressure".to_vec()))));
                 self.kick();
             }
             return Sent::Dropped;
@@ -348,7 +391,7 @@ impl WebSocket {
         if self.0.in_cb.get() {
             return;
         }
-        if let (Some(t), Some(k)) = (self.0.token.get(), self.0.kicks.borrow().as_ref()) {
+        if let (Some(t), Some(k)) = (self.0.token.get(), self.0.kicks.get()) {
             k.borrow_mut().push(t);
         }
     }
@@ -470,18 +513,18 @@ pub fn accept(
     }
     let core = Rc::new(Core {
         token: Cell::new(None),
-        kicks: RefCell::new(None),
+        kicks: std::cell::OnceCell::new(),
         in_cb: Cell::new(false),
         phase: Cell::new(Phase::Open),
         queued: Cell::new(0),
         pending_bytes: Cell::new(0),
         pending: RefCell::new(Vec::new()),
-        close_req: RefCell::new(None),
+        close_req: Cell::new(None),
         abort_req: Cell::new(false),
         pause: Cell::new(None),
         compress: p.deflate.is_some(),
-        opts: opts.clone(),
-        protocol: p.protocol,
+        lim: Limits::of(&opts),
+        protocol: p.protocol.map(String::into_boxed_str),
         topics: RefCell::new(Vec::new()),
     });
     let ws = WebSocket(core);

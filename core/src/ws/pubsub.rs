@@ -124,7 +124,7 @@ pub(crate) fn publish_from(
         if except.is_some_and(|e| Rc::ptr_eq(&e.0, &ws.0)) || ws.0.phase.get() != Phase::Open {
             continue;
         }
-        let compress = ws.0.compress && data.len() >= ws.0.opts.compress_threshold;
+        let compress = ws.0.compress && data.len() >= ws.0.lim.compress_threshold as usize;
         let slot = if compress { &mut packed } else { &mut plain };
         let bytes = slot
             .get_or_insert_with(|| {
