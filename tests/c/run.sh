@@ -58,6 +58,11 @@ for be in epoll io_uring; do
     echo "$out" | grep -E '^FAIL' || true
     check "ws test on $be: $(echo "$out" | tail -1)" grep -q '^[0-9]* passed, 0 failed$' <<<"$out"
 done
+out=$(MYRIAD_BACKEND=epoll timeout 300 valgrind -q --leak-check=full --errors-for-leak-kinds=definite,indirect \
+    --error-exitcode=99 --log-file="$TMP/vg-ws.log" "$TMP/test_ws" 2>&1)
+rc=$?
+check "ws test under valgrind (exit $rc): $(echo "$out" | tail -1)" test "$rc" = 0
+[ "$rc" = 0 ] || cat "$TMP/vg-ws.log"
 
 # ---- the work pool under valgrind: a loop freed with work queued and running leaks nothing ----
 out=$(MYRIAD_BACKEND=epoll timeout 300 valgrind -q --leak-check=full --errors-for-leak-kinds=definite,indirect \

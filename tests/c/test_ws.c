@@ -84,7 +84,9 @@ static void handler(myriad_req_t *req, void *ud) {
         o.protocols_len = strlen(o.protocols);
         myriad_ws_callbacks_t cbs = {ws_open, ws_message, NULL, ws_close};
         myriad_ws_t *ws = NULL;
-        int rc = myriad_ws_accept(req, &o, &cbs, &ws, malloc(16), ws_free);
+        void *mine = malloc(16);
+        int rc = myriad_ws_accept(req, &o, &cbs, &ws, mine, ws_free);
+        if (rc != MYRIAD_OK) free(mine); /* not taken: no destructor on a refusal */
         if (rc == MYRIAD_EWS_REFUSED) {
             atomic_fetch_add(&refused, 1);
             return;
