@@ -1453,6 +1453,7 @@ static void on_cleanup(napi_async_cleanup_hook_handle hh, void *arg) {
 }
 
 #include "web.c"
+#include "ws.c"
 
 static napi_value init_module(napi_env env, napi_value exports) {
     myriad_set_logger(log_stderr, NULL, 2);
@@ -1469,6 +1470,7 @@ static napi_value init_module(napi_env env, napi_value exports) {
         {"supervise", js_supervise},
         {"tls", js_tls},         {"reloadTls", js_reload_tls},
         WEB_FNS
+        WS_FNS
     };
     inst *I;
     uv_loop_t *uvl;
