@@ -124,7 +124,11 @@ pub fn run(data: &[u8]) {
             let whole = read(&[raw], 4096, deflate_on);
             for step in [1usize, 7, 100] {
                 let pieces: Vec<&[u8]> = raw.chunks(step).collect();
-                assert_eq!(read(&pieces, 4096, deflate_on), whole, "cut every {step} bytes");
+                assert_eq!(
+                    read(&pieces, 4096, deflate_on),
+                    whole,
+                    "cut every {step} bytes"
+                );
             }
         }
         return;
@@ -143,7 +147,11 @@ pub fn run(data: &[u8]) {
         };
         over |= body.len() > max;
         let compress = inp.deflate && m.compress;
-        let wire = if compress { deflate::compress(&body) } else { body.clone() };
+        let wire = if compress {
+            deflate::compress(&body)
+        } else {
+            body.clone()
+        };
         over |= wire.len() > max;
         // Split the wire payload into fragments.
         let mut parts = Vec::new();
@@ -158,16 +166,42 @@ pub fn run(data: &[u8]) {
         for (i, p) in parts.iter().enumerate() {
             let first = i == 0;
             let fin = i + 1 == parts.len();
-            put(&mut stream, fin, compress && first, if first { op } else { frame::OP_CONT }, p, m.key);
+            put(
+                &mut stream,
+                fin,
+                compress && first,
+                if first { op } else { frame::OP_CONT },
+                p,
+                m.key,
+            );
             if !fin {
                 if let Some((ping, c)) = ctl.next() {
                     let c = &c[..c.len().min(125)];
-                    put(&mut stream, true, false, if *ping { frame::OP_PING } else { frame::OP_PONG }, c, m.key);
-                    want.push(if *ping { Ev::Ping(c.to_vec()) } else { Ev::Pong(c.to_vec()) });
+                    put(
+                        &mut stream,
+                        true,
+                        false,
+                        if *ping {
+                            frame::OP_PING
+                        } else {
+                            frame::OP_PONG
+                        },
+                        c,
+                        m.key,
+                    );
+                    want.push(if *ping {
+                        Ev::Ping(c.to_vec())
+                    } else {
+                        Ev::Pong(c.to_vec())
+                    });
                 }
             }
         }
-        want.push(if op == frame::OP_TEXT { Ev::Text(body) } else { Ev::Binary(body) });
+        want.push(if op == frame::OP_TEXT {
+            Ev::Text(body)
+        } else {
+            Ev::Binary(body)
+        });
     }
     if let Some(code) = inp.close {
         let p = frame::close_payload(code, b"bye");
