@@ -34,7 +34,7 @@ run_demo() { # label, command...
     local tls=(--https 127.0.0.1:0 --cert "$TMP/cert.pem" --key "$TMP/key.pem")
     "$@" --http 127.0.0.1:0 "${tls[@]}" >"$TMP/out" 2>"$TMP/err" &
     DPID=$!
-    for _ in $(seq 1 300); do [ "$(grep -c '^listening' "$TMP/out")" = 2 ] && break; sleep 0.1; done
+    for _ in $(seq 1 300); do [ "$(grep -c '^listening' "$TMP/out" 2>/dev/null)" = 2 ] && break; sleep 0.1; done
     local H S
     H=$(awk '/^listening http /{print $3}' "$TMP/out")
     S=$(awk '/^listening https /{print $3}' "$TMP/out")
@@ -56,7 +56,7 @@ run_demo() { # label, command...
 if [ $# -gt 0 ]; then
     run_demo "$*" "$@"
 else
-    make -s PROFILE=debug hello >/dev/null || { echo "0 passed, 1 failed"; exit 1; }
+    make -s PROFILE=debug hello >/dev/null 2>&1 || { echo "0 passed, 1 failed"; exit 1; }
     cargo build -q -p myriad --example hello || bad "examples/hello.rs builds"
     mkdir -p build/lua/lua5.4
     gcc -std=c99 -O2 -fPIC -shared -Iinclude -I/usr/include/lua5.4 bindings/lua/myriad.c -o build/lua/lua5.4/myriad.so \
