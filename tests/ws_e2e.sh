@@ -32,6 +32,7 @@ suite() { # name, output of a client
 run_demo() { # label, command...
     local label=$1; shift
     local tls=(--https 127.0.0.1:0 --cert "$TMP/cert.pem" --key "$TMP/key.pem")
+    rm -f "$TMP/out" "$TMP/err" # (the previous demo's lines: the shell truncates in the child)
     "$@" --http 127.0.0.1:0 "${tls[@]}" >"$TMP/out" 2>"$TMP/err" &
     DPID=$!
     for _ in $(seq 1 300); do [ "$(grep -c '^listening' "$TMP/out" 2>/dev/null)" = 2 ] && break; sleep 0.1; done
