@@ -29,8 +29,10 @@
  * GET /hello/:name ; POST|PUT /echo ; GET /env ; GET /stream?chunks=N&bytes=B ;
  * GET /delay?ms=M ; GET /work?ms=M (on the library's work pool) ; GET /stats (the serving
  * loop's counters as JSON, like nginx's stub_status) ; POST /form (urlencoded or multipart) ;
- * GET /pid (the serving process's pid) ; GET|HEAD /static/PATH (with --root) ; GET /hang (only with --watchdog: a handler that
- * never returns, stuck in a bug) ; else 404, or 405 with Allow for a known path and another
+ * GET /pid (the serving process's pid) ; GET|HEAD /static/PATH (with --root) ; GET /hang
+ * (only with --watchdog: a handler that never returns, stuck in a bug) ; GET /ws (a
+ * WebSocket echo: each message back as the same kind; a plain GET is 426) ; else 404, or
+ * 405 with Allow for a known path and another
  * method.
  *
  * With --workers N (or any supervisor flag) a supervisor binds the listeners, prints them
@@ -466,6 +468,21 @@ static void route_form(myriad_req_t *req, void *ud) {
     }
 }
 
+/* GET /ws — a WebSocket echo: each text or binary message comes back as the same kind
+ * (pings are answered and a close is echoed with its code by the library; permessage-deflate
+ * is accepted when offered). A request that is not a valid upgrade was answered by
+ * myriad_ws_accept (426, 400...); the request handle is gone either way. */
+static void ws_echo(myriad_ws_t *ws, int opcode, const uint8_t *data, size_t len, void *ud) {
+    (void)ud;
+    myriad_ws_send(ws, opcode, data, len);
+}
+
+static void route_ws(myriad_req_t *req, void *ud) {
+    static const myriad_ws_callbacks_t cbs = {NULL, ws_echo, NULL, NULL};
+    (void)ud;
+    myriad_ws_accept(req, NULL, &cbs, NULL, NULL, NULL);
+}
+
 static myriad_router_t *build_router(void) {
     static const struct { const char *method, *pattern; myriad_handler_fn fn; } routes[] = {
         {"GET", "/", route_root},             {"GET", "/hello/:name", route_hello},
@@ -475,6 +492,7 @@ static myriad_router_t *build_router(void) {
         {"GET", "/stats", route_stats_h},     {"POST", "/form", route_form},
         {"GET", "/pid", route_pid},           {"GET", "/hang", route_hang},
         {"GET", "/static/*path", route_static},
+        {"GET", "/ws", route_ws},
     };
     myriad_router_t *r;
     int rc;

@@ -22,7 +22,8 @@
 // Routes, on a myriad router: GET|HEAD / ; GET /hello/:name ; POST|PUT /echo ; GET /env ;
 // GET /stream?chunks=N&bytes=B ; GET /delay?ms=M ; GET /work?ms=M ; GET /stats (the
 // loop's counters as JSON) ; POST /form ; GET /pid (the serving process) ; GET /hang (with
-// --watchdog: a handler that never returns) ; else 404, or 405 with Allow.
+// --watchdog: a handler that never returns) ; GET /ws (a WebSocket echo: each message back
+// as the same kind; a plain GET is 426) ; else 404, or 405 with Allow.
 // With --workers N (or any supervisor flag) a supervisor (myriad.supervise, exec mode: Node
 // does not fork) binds the listeners, prints them once and runs N copies of this script
 // that get them as LISTEN_FDS: SIGHUP replaces them, SIGUSR2 re-executes node and this script
@@ -346,6 +347,14 @@ router.post('/form', async (req, res) => {
     return;
   }
   res.end(out);
+});
+
+// GET /ws: each text or binary message back as the same kind (pings, closes and
+// permessage-deflate are the library's); a request that is not a valid upgrade is answered
+// (426, 400...) by res.websocket(), which then returns null.
+router.get('/ws', (req, res) => {
+  const ws = res.websocket();
+  if (ws) ws.on('message', (data, isBinary) => ws.send(data, { binary: isBinary }));
 });
 
 router.get('/pid', (req, res) => {

@@ -13,7 +13,8 @@
 -- Routes, on a myriad router: GET|HEAD / ; GET /hello/:name ; POST|PUT /echo ; GET /env ;
 -- GET /stream?chunks=N&bytes=B ; GET /delay?ms=M ; GET /work?ms=M ; GET /stats (the loop's
 -- counters as JSON) ; POST /form ; GET /pid (the serving process) ; GET /hang (with
--- --watchdog: a handler that never returns) ; else 404, or 405 with Allow.
+-- --watchdog: a handler that never returns) ; GET /ws (a WebSocket echo: each message back as
+-- the same kind; a plain GET is 426) ; else 404, or 405 with Allow.
 -- With --workers N (or any supervisor flag) a supervisor (myriad.supervisor) binds the
 -- listeners, prints them once and forks N workers: SIGHUP replaces them, SIGUSR2 re-executes
 -- the interpreter and this script in place, SIGTERM drains them; unknown --user: exit 2.
@@ -211,6 +212,13 @@ if files then
     files:serve(req, req.path:sub(#"/static/" + 1))
   end)
 end
+
+-- GET /ws: each text or binary message back as the same kind (pings, closes and
+-- permessage-deflate are the library's); a request that is not a valid upgrade is answered
+-- (426, 400...) by req:websocket, which then returns nil.
+r:get("/ws", function(req, res)
+  req:websocket { on_message = function(ws, data, binary) ws:send(data, binary) end }
+end)
 
 r:get("/pid", function(req, res)
   res:header("Content-Type", "text/plain")

@@ -8,7 +8,8 @@
 //! from a loop timer, `/work?ms=M` on the library's work
 //! pool (`Loop::queue_work`), `/stats` the serving loop's
 //! counters as JSON, `/pid` the serving process's pid, `/hang` (with --watchdog) a handler
-//! that never returns, `POST /form` (urlencoded or multipart), anything else 404 (405 with
+//! that never returns, `POST /form` (urlencoded or multipart), `GET /ws` a WebSocket echo
+//! (each message back as the same kind; a plain GET is 426), anything else 404 (405 with
 //! Allow for a known path), the same over HTTP and FastCGI. Prints `listening http ADDR`
 //! or `listening fcgi ADDR` per listener; with no listener flag it serves FastCGI on fd 0
 //! when started by spawn-fcgi, else HTTP on 127.0.0.1:8080 — unless socket-activated
@@ -88,6 +89,17 @@ enum Route {
     Hang,
     Form,
     Static,
+    Ws,
+}
+
+/// GET /ws: each text or binary message back as the same kind (pings, closes and
+/// permessage-deflate are the library's).
+struct WsEcho;
+
+impl myriad::ws::Handler for WsEcho {
+    fn on_message(&mut self, _: &mut Loop, ws: &myriad::ws::WebSocket, data: &[u8], binary: bool) {
+        ws.send(data, binary);
+    }
 }
 
 fn routes() -> Router<Route> {
@@ -105,6 +117,7 @@ fn routes() -> Router<Route> {
         ("GET", "/pid", Route::Pid),
         ("GET", "/hang", Route::Hang),
         ("POST", "/form", Route::Form),
+        ("GET", "/ws", Route::Ws),
     ] {
         r.add(m, p, v).expect("route");
     }
@@ -212,6 +225,10 @@ fn handle(
                 let _ = res.send(404, "text/plain", b"Not Found");
             }
         },
+        Route::Ws => {
+            // (A request that is not a valid upgrade was answered 4xx by upgrade.)
+            let _ = myriad::ws::upgrade(req, res, myriad::ws::Options::default(), WsEcho);
+        }
         Route::Root => {
             let _ = res.status(200);
             let _ = res.header("Content-Type", b"text/plain");

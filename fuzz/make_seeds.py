@@ -116,6 +116,34 @@ def main():
     for s in [sample, echo, mgmt, abort, sample + echo + mgmt + abort] + bad:
         write("fcgi_records", b"=" + s)
         write("fcgi_conn", b"=" + s)
+    # WebSocket: client frames as the ws tests send them.
+    def wsf(op, payload, fin=True, rsv1=False, key=b"\x11\x22\x33\x44"):
+        b0 = (0x80 if fin else 0) | (0x40 if rsv1 else 0) | op
+        n = len(payload)
+        if n < 126:
+            head = bytes([b0, 0x80 | n])
+        elif n < 65536:
+            head = bytes([b0, 0x80 | 126]) + struct.pack(">H", n)
+        else:
+            head = bytes([b0, 0x80 | 127]) + struct.pack(">Q", n)
+        return head + key + bytes(c ^ key[i % 4] for i, c in enumerate(payload))
+
+    ws = [
+        wsf(1, b"hello"),
+        wsf(2, bytes(range(256)) * 2),
+        wsf(1, "κό".encode(), fin=False) + wsf(9, b"ping") + wsf(0, "σμε".encode()),
+        wsf(2, b"a", fin=False) + wsf(10, b"") + wsf(0, b"b", fin=False) + wsf(0, b"c"),
+        wsf(8, struct.pack(">H", 1000) + b"bye"),
+        wsf(8, b""),
+        wsf(8, struct.pack(">H", 1004)),
+        wsf(1, b"\xce\xba\xff"),
+        wsf(0, b"x"),
+        wsf(1, b"\xf2\x48\xcd\xc9\xc9\x07\x00", rsv1=True) + wsf(1, b"\xf2\x00\x11\x00\x00", rsv1=True),
+        wsf(2, b"x" * 300),
+        b"\x81\x02hi",
+    ]
+    for s in ws + [b"".join(ws)]:
+        write("ws_frame", b"=" + s)
 
 
 if __name__ == "__main__":

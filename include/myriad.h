@@ -315,6 +315,33 @@
 // gets after myriad_work_cancel).
 #define MYRIAD_ECANCELED -13
 
+// The request was not a valid WebSocket upgrade: it was answered with a 4xx (400, 405,
+// or 426 with `Sec-WebSocket-Version: 13` / `Upgrade: websocket`) and its handle freed.
+#define MYRIAD_EWS_REFUSED -50
+
+// The message was not queued: the connection's queue would pass its max_backpressure
+// (with close_on_backpressure set the connection is closing too).
+#define MYRIAD_EWS_BACKPRESSURE -51
+
+// The WebSocket is closing or closed: nothing more is sent.
+#define MYRIAD_EWS_CLOSED -52
+
+// An invalid close code (valid: 1000-1003, 1007-1014, 3000-4999, or 1005 for none).
+#define MYRIAD_EWS_CODE -53
+
+// The request cannot switch protocols (FastCGI, HTTP/1.0, or its head was already sent);
+// the request handle is freed.
+#define MYRIAD_EWS_PROTOCOL -54
+
+// Message opcode: continuation (myriad_ws_send_fragment only).
+#define MYRIAD_WS_CONTINUATION 0
+
+// Message opcode: text (UTF-8).
+#define MYRIAD_WS_TEXT 1
+
+// Message opcode: binary.
+#define MYRIAD_WS_BINARY 2
+
 // An access log (opaque). Any thread: it may be shared by servers on several loops and
 // threads; each server keeps its own reference, so the handle can be freed once set.
 typedef struct myriad_access_log_t myriad_access_log_t;
@@ -369,6 +396,10 @@ typedef struct myriad_tls_config_t myriad_tls_config_t;
 
 // A worker's view (opaque), valid during the worker callback only.
 typedef struct myriad_worker_t myriad_worker_t;
+
+// A WebSocket connection (opaque). Valid from myriad_ws_accept until its close callback
+// returns. Loop thread only.
+typedef struct myriad_ws_t myriad_ws_t;
 
 // Log callback: level (1 error .. 5 trace), message bytes (not NUL-terminated), userdata.
 typedef void (*myriad_log_fn)(int level, const char *msg, size_t len, void *userdata);
@@ -507,6 +538,59 @@ typedef void (*myriad_work_fn)(void *userdata);
 // Done callback: runs on the loop's thread once the work callback returned (status
 // MYRIAD_OK) or the job was cancelled before it started (MYRIAD_ECANCELED).
 typedef void (*myriad_work_done_fn)(struct myriad_loop_t *lp, int status, void *userdata);
+
+// WebSocket options; fill with myriad_ws_options_init, then change fields.
+typedef struct myriad_ws_options_t {
+  // Largest message accepted, after inflating, over all its fragments (16 MiB); larger
+  // closes the connection with 1009.
+  size_t max_message;
+  // Accept permessage-deflate when offered (1) or not (0). Default 1.
+  int deflate;
+  // Messages shorter than this are sent uncompressed (1024).
+  size_t compress_threshold;
+  // Bytes queued per connection past which a send is refused with
+  // MYRIAD_EWS_BACKPRESSURE (1 MiB).
+  size_t max_backpressure;
+  // 1: close the connection (1008, output dropped) instead of refusing the message.
+  int close_on_backpressure;
+  // Send a ping after this many ms without input, and close if nothing answers within
+  // as long again (0: none).
+  uint32_t ping_interval_ms;
+  // Close with 1001 after this many ms without input (0: never; default 120000).
+  uint32_t idle_timeout_ms;
+  // Subprotocols spoken, comma-separated (pointer + length; NULL/0: none); the first the
+  // client offers is chosen.
+  const char *protocols;
+  // Length of `protocols`.
+  size_t protocols_len;
+} myriad_ws_options_t;
+
+// Open callback: the 101 is queued; sends may start.
+typedef void (*myriad_ws_open_fn)(struct myriad_ws_t *ws, void *userdata);
+
+// Message callback: a whole message, MYRIAD_WS_TEXT (valid UTF-8) or MYRIAD_WS_BINARY;
+// `data` is borrowed for the call.
+typedef void (*myriad_ws_message_fn)(struct myriad_ws_t *ws, int opcode, const uint8_t *data, size_t len, void *userdata);
+
+// Drain callback: output that had to wait for the client has all been written.
+typedef void (*myriad_ws_drain_fn)(struct myriad_ws_t *ws, void *userdata);
+
+// Close callback, always the last: the client's close code and reason, the code this side
+// failed the connection with (1002, 1007, 1009, 1008 for backpressure), or 1006 for a
+// connection that ended without a close frame. The handle is freed when it returns.
+typedef void (*myriad_ws_close_fn)(struct myriad_ws_t *ws, int code, const char *reason, size_t len, void *userdata);
+
+// The callbacks of a WebSocket; any may be NULL.
+typedef struct myriad_ws_callbacks_t {
+  // Called once the connection is open.
+  myriad_ws_open_fn on_open;
+  // Called for each message.
+  myriad_ws_message_fn on_message;
+  // Called when queued output drained after the socket was full.
+  myriad_ws_drain_fn on_drain;
+  // Called once at the end.
+  myriad_ws_close_fn on_close;
+} myriad_ws_callbacks_t;
 
 #ifdef __cplusplus
 extern "C" {
@@ -1488,6 +1572,73 @@ int myriad_work_cancel(struct myriad_loop_t *lp, uint64_t id);
 // jobs. Jobs queued before keep their pool. Loop thread.
 // Errors: MYRIAD_EINVAL (out of range), MYRIAD_EWRONGTHREAD.
 int myriad_loop_set_work_pool(struct myriad_loop_t *lp, uint32_t threads, uint32_t max_queued);
+
+// Fills `opts` with the defaults. Any thread. Errors: MYRIAD_EINVAL (NULL).
+int myriad_ws_options_init(struct myriad_ws_options_t *opts);
+
+// Accepts a WebSocket upgrade of request `req` (in its handler or later on the loop
+// thread): answers 101 (with Sec-WebSocket-Accept, the chosen subprotocol, and
+// permessage-deflate if offered and enabled) and stores the new handle in `*out` (may be
+// NULL). The request handle is freed in every case but MYRIAD_EINVAL / MYRIAD_EWRONGTHREAD.
+// `opts` may be NULL (defaults); `cbs` may be NULL (no callbacks). On success the user
+// data belongs to the WebSocket: `dtor` runs after its close callback. Loop thread.
+// Errors: MYRIAD_EWS_REFUSED (not a valid upgrade; answered 4xx), MYRIAD_EWS_PROTOCOL,
+// MYRIAD_EINVAL (bad protocols string), MYRIAD_EGONE, MYRIAD_EWRONGTHREAD. On an error no
+// callback is called, and `dtor` only after MYRIAD_EWS_PROTOCOL.
+int myriad_ws_accept(struct myriad_req_t *req, const struct myriad_ws_options_t *opts, const struct myriad_ws_callbacks_t *cbs, struct myriad_ws_t **out, void *userdata, myriad_free_fn dtor);
+
+// Sends a message: `opcode` MYRIAD_WS_TEXT (the bytes should be UTF-8) or
+// MYRIAD_WS_BINARY; the bytes are copied (compressed if deflate is in use and the message
+// is at least compress_threshold long). Loop thread. Errors: MYRIAD_EWS_BACKPRESSURE,
+// MYRIAD_EWS_CLOSED, MYRIAD_EINVAL.
+int myriad_ws_send(struct myriad_ws_t *ws, int opcode, const uint8_t *data, size_t len);
+
+// Sends one fragment of a message: the first with `opcode` MYRIAD_WS_TEXT or
+// MYRIAD_WS_BINARY, the next ones with MYRIAD_WS_CONTINUATION, the last with `fin` 1.
+// Fragments are not compressed; send nothing else between them. Loop thread. Errors as
+// myriad_ws_send.
+int myriad_ws_send_fragment(struct myriad_ws_t *ws, int opcode, const uint8_t *data, size_t len, int fin);
+
+// Sends a ping with up to 125 bytes of payload (longer is cut). Loop thread. Errors:
+// MYRIAD_EWS_CLOSED, MYRIAD_EINVAL.
+int myriad_ws_ping(struct myriad_ws_t *ws, const uint8_t *data, size_t len);
+
+// Starts the close handshake with `code` and `reason` (cut to 123 bytes); the connection
+// closes when the client answers (or after 5 s) and the close callback runs then. Loop
+// thread. Errors: MYRIAD_EWS_CODE, MYRIAD_EWS_CLOSED, MYRIAD_EINVAL.
+int myriad_ws_close(struct myriad_ws_t *ws, int code, const char *reason, size_t len);
+
+// Closes the TCP connection now, without a close handshake; queued output is dropped and
+// the close callback gets 1006. Loop thread. Errors: MYRIAD_EINVAL.
+int myriad_ws_terminate(struct myriad_ws_t *ws);
+
+// Stops (`paused` 1) or resumes (0) reading the client's messages. Loop thread.
+int myriad_ws_pause(struct myriad_ws_t *ws, int paused);
+
+// Bytes queued and not yet written (the `ws` package's bufferedAmount); 0 for NULL.
+// Loop thread.
+size_t myriad_ws_queued(struct myriad_ws_t *ws);
+
+// The subprotocol chosen in the handshake, in `*out`/`*len` (valid as long as the handle;
+// not NUL-terminated). Loop thread. Errors: MYRIAD_ENOTFOUND (none), MYRIAD_EINVAL.
+int myriad_ws_protocol(struct myriad_ws_t *ws, const char **out, size_t *len);
+
+// Subscribes to `topic` (this loop's topics: publishing on another loop or process does
+// not reach it). Subscribing twice is once. Loop thread. Errors: MYRIAD_EWS_CLOSED,
+// MYRIAD_EINVAL.
+int myriad_ws_subscribe(struct myriad_ws_t *ws, const char *topic, size_t len);
+
+// Unsubscribes from `topic`. Loop thread. Errors: MYRIAD_ENOTFOUND (not subscribed),
+// MYRIAD_EINVAL.
+int myriad_ws_unsubscribe(struct myriad_ws_t *ws, const char *topic, size_t len);
+
+// Publishes a message (MYRIAD_WS_TEXT or MYRIAD_WS_BINARY) to every subscriber of
+// `topic` on the calling thread's loop, except `from` when it is not NULL. The frame is
+// encoded once (and compressed once for the subscribers using deflate) and the same bytes
+// are queued on every subscriber; a subscriber over its max_backpressure does not get it
+// (or is closed, by its options). Returns how many subscribers got it (>= 0). Loop thread.
+// Errors: MYRIAD_EINVAL.
+int myriad_ws_publish(struct myriad_ws_t *from, const char *topic, size_t topic_len, int opcode, const uint8_t *data, size_t len);
 
 #ifdef __cplusplus
 }  // extern "C"

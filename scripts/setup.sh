@@ -70,3 +70,12 @@ if ! python3 -c 'import h11' 2>/dev/null; then
     command -v pip3 >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip
     pip3 install -q h11 2>/dev/null || pip3 install -q --break-system-packages h11
 fi
+# WebSocket clients for tests/ws_e2e.sh and the Node binding's ws test: the npm ws package
+# (into build/ws-client, not a dependency of the binding) and Python's websockets.
+if [ ! -f "$(dirname "$0")/../build/ws-client/node_modules/ws/package.json" ]; then
+    npm install --prefix "$(dirname "$0")/../build/ws-client" --no-audit --no-fund --loglevel=error ws@8 >/dev/null
+fi
+if ! python3 -c 'import websockets' 2>/dev/null; then
+    command -v pip3 >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip
+    pip3 install -q websockets 2>/dev/null || pip3 install -q --break-system-packages websockets
+fi

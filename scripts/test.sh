@@ -39,6 +39,9 @@ bash bindings/node/run-tests.sh 2>&1 | tee -a "$log" || status=$?
 # Listeners as operators see them: Unix socket mode/group behind nginx (workers as nobody),
 # error messages naming the address, for each demo.
 bash tests/listen_e2e.sh 2>&1 | tee -a "$log" || status=$?
+# WebSocket: every demo's GET /ws over HTTP and HTTPS with raw frames, the npm ws client
+# and Python's websockets, on epoll and io_uring.
+bash tests/ws_e2e.sh 2>&1 | tee -a "$log" || status=$?
 # The bindings on io_uring: Node drives the loop from libuv through the ring's fd.
 MYRIAD_BACKEND=io_uring bash bindings/lua/run-tests.sh 2>&1 | tee -a "$log" || status=$?
 MYRIAD_BACKEND=io_uring bash bindings/node/run-tests.sh 2>&1 | tee -a "$log" || status=$?

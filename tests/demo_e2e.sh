@@ -109,10 +109,17 @@ http_routes() { # label, base URL
     expect "$P GET /stats type" "application/json" $C -o /dev/null -w '%{content_type}' "$U/stats"
 }
 http_routes http "http://$H"
+# GET /ws, a WebSocket echo, with tests/ws_raw.py (the handshake, a plain GET's 426, echo of
+# each kind, fragments, pings, deflate, close codes, framing errors; tests/ws_e2e.sh adds the
+# npm ws and Python websockets clients). Over FastCGI it is not an upgrade: 400.
+ws_raw() { timeout 120 python3 "$(dirname "$0")/ws_raw.py" "$@" 2>&1 | tail -1 | sed 's/^[0-9]* passed, //'; }
+expect "http GET /ws WebSocket echo" "0 failed" ws_raw "$H"
+expect "fcgi GET /ws is not an upgrade" "400" fstatus GET /ws
 https_checks() {
 C="$C0 --cacert $TMP/ca.pem"
 http_routes https "https://$S"
 expect "https CGI HTTPS=on" "HTTPS=on REQUEST_SCHEME=https" bash -c "$C 'https://$S/env' | grep -E '^(HTTPS|REQUEST_SCHEME)=' | tr '\n' ' ' | sed 's/ \$//'"
+expect "https GET /ws WebSocket echo (wss)" "0 failed" ws_raw "$S" --tls
 expect "https TLS 1.2" "200" $C --tlsv1.2 --tls-max 1.2 -o /dev/null -w '%{http_code}' "https://$S/"
 SP=${S##*:}
 expect "https SNI picks the second certificate" "Hello, World! 200" $C --resolve "b.test:$SP:127.0.0.1" -w ' %{http_code}' "https://b.test:$SP/"

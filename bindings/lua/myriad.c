@@ -22,6 +22,7 @@
  *                                               sup:on_reload, sup:run(fn)); myriad.pid()
  *   myriad.files(root [, opts]) -> files (files:serve(req, path)); res:send_file(path
  *   [, offset [, length]])                      -- static files (files.c)
+ *   req:websocket{ on_message = fn, ... } -> ws; myriad.publish(topic, data)  -- see ws.h
  *
  * Handlers run as coroutines: req:body() and myriad.sleep() yield. req and res are two
  * views of one request object. Errors in a handler give the client a 500 and go to stderr
@@ -618,12 +619,15 @@ static int res_drain(lua_State *L) {
     return lua_yield(L, 0);
 }
 
+#include "ws.h"
+
 static const luaL_Reg req_methods[] = {
     {"status", res_status},   {"header", res_header},     {"write", res_write},
     {"flush", res_flush},     {"finish", res_finish},     {"queued", res_queued},
     {"aborted", res_aborted}, {"body", req_body},         {"on_body", req_on_body},
     {"abort", res_abort},     {"on_abort", res_on_abort}, {"drain", res_drain},
     {"form", req_form},       {"cookie", res_cookie},     {"send_file", res_send_file},
+    {"websocket", req_websocket},
     {NULL, NULL}};
 
 /* ---- servers ---- */
@@ -1398,7 +1402,7 @@ static const luaL_Reg funcs[] = {
     {"stats", l_stats},   {"tcp", l_tcp},           {"connect", l_connect},
     {"spawn", l_spawn},   {"listen_fds", l_listen_fds}, {"notify", l_notify},
     {"watchdog", l_watchdog}, {"supervisor", l_supervisor}, {"pid", l_pid},
-    {"check_tls", l_check_tls},
+    {"check_tls", l_check_tls}, {"publish", l_publish},
     {NULL, NULL}};
 
 static void metatable(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction gc,
@@ -1448,6 +1452,7 @@ int luaopen_myriad(lua_State *L) {
     metatable(L, REQ_MT, req_methods, req_gc, req_index);
     metatable(L, SRV_MT, srv_methods, srv_gc, NULL);
     metatable(L, TIMER_MT, timer_methods, NULL, NULL);
+    metatable(L, WS_MT, ws_methods, lws_gc, NULL);
     metatable(L, SIG_MT, sig_methods, NULL, NULL);
     metatable(L, SOCK_MT, sock_methods, sock_gc, NULL);
     metatable(L, SUP_MT, sup_methods, sup_gc, NULL);

@@ -17,7 +17,7 @@ for v in "lua5.4:/usr/include/lua5.4" "luajit:/usr/include/luajit-2.1"; do
         bindings/lua/myriad.c -o "$out/myriad.so" -Ltarget/debug -Wl,-rpath,"$ROOT/target/debug" -lmyriad; then
         echo "FAIL build for $lua"; fail=$((fail + 1)); continue
     fi
-    for suite in "bindings/lua/test.lua" "bindings/lua/test_io.lua" "tests/demo_e2e.sh" "tests/files_e2e.sh"; do
+    for suite in "bindings/lua/test.lua" "bindings/lua/test_io.lua" "bindings/lua/test_ws.lua" "tests/demo_e2e.sh" "tests/files_e2e.sh"; do
         if [ "${suite%.lua}" != "$suite" ]; then
             res=$(cd "$out" && TMPDIR_TEST=$(mktemp -d) LUA_CPATH="$ROOT/$out/?.so" LUA_PATH="$ROOT/bindings/lua/?.lua" \
                 timeout 300 "$lua" "$ROOT/$suite" 2>/dev/null)

@@ -30,6 +30,7 @@ pub mod systemd;
 #[cfg(feature = "tls")]
 pub mod tls;
 pub mod workpool;
+pub mod ws;
 
 pub use accesslog::{AccessLog, AccessLogStats};
 pub use app::{Body, BodySize, Completion, Request, Response, ResponseError};

@@ -314,6 +314,11 @@ impl Server {
                 lp.with_conn::<FcgiConn, ()>(t, |p, io| p.drain(io));
             }
         }
+        // WebSockets (upgraded connections left the server's count): a close with 1001,
+        // for every one on this loop. The drain does not wait for their answers.
+        for t in lp.conn_tokens() {
+            lp.with_conn::<crate::ws::WsConn, ()>(t, |c, io| c.going_away(io));
+        }
         let sh2 = self.sh.clone();
         lp.timer(sh.opts.drain_timeout, move |lp| {
             let left = conns_of(lp, &sh2);

@@ -25,6 +25,7 @@ mod supervisor;
 mod systemd;
 mod tls;
 mod work;
+mod ws;
 
 pub use accesslog::*;
 pub use cookie::*;
@@ -38,6 +39,7 @@ pub use supervisor::*;
 pub use systemd::*;
 pub use tls::*;
 pub use work::*;
+pub use ws::*;
 
 /// ABI major version (the soname is libmyriad.so.MAJOR).
 pub const MYRIAD_VERSION_MAJOR: c_int = 0;
@@ -239,6 +241,13 @@ pub extern "C" fn myriad_strerror(code: c_int) -> *const c_char {
         MYRIAD_ESTOPPED => "stopped by the callback\0",
         MYRIAD_ECOOKIE => "invalid cookie name, value or attribute\0",
         MYRIAD_ETLS => "TLS configuration error (see myriad_tls_config_error)\0",
+        MYRIAD_EWS_REFUSED => "not a valid WebSocket upgrade (answered with a 4xx)\0",
+        MYRIAD_EWS_BACKPRESSURE => "the WebSocket's queue is over its backpressure limit\0",
+        MYRIAD_EWS_CLOSED => "the WebSocket is closing or closed\0",
+        MYRIAD_EWS_CODE => "invalid WebSocket close code\0",
+        MYRIAD_EWS_PROTOCOL => {
+            "this request cannot switch protocols (FastCGI, HTTP/1.0, head sent)\0"
+        }
         c if files::strerror(c).is_some() => files::strerror(c).unwrap_or("\0"),
         c if c <= MYRIAD_EOS_BASE && c > MYRIAD_EOS_BASE - 4096 => {
             // SAFETY: strerror returns a static (per-thread) string for any errno; glibc's

@@ -1429,6 +1429,29 @@ pub(crate) fn end_req_with(
     })
 }
 
+/// Ends the request like [`end_req`], for a protocol switch (the WebSocket accept): `read`
+/// looks at the request while it is readable, then `end` gets what it returned and the
+/// response (not called if the client left first: MYRIAD_EGONE).
+pub(crate) fn end_req_switch<P>(
+    req: *mut myriad_req_t,
+    read: impl FnOnce(&Request) -> P,
+    end: impl FnOnce(P, Response) -> c_int,
+) -> c_int {
+    with_req(req, |r| {
+        let p = with_request(r, read);
+        r.finish_handle();
+        let code = match (p, r.res.take()) {
+            (Some(p), Some(res)) => end(p, res),
+            _ => MYRIAD_EGONE,
+        };
+        if !r.in_handler {
+            // SAFETY: the handle came from Box::into_raw and is not used again.
+            unsafe { release_req(req) };
+        }
+        code
+    })
+}
+
 /// [`with_res`] for other modules of the crate.
 pub(crate) unsafe fn with_response(
     req: *mut myriad_req_t,
@@ -1436,6 +1459,12 @@ pub(crate) unsafe fn with_response(
 ) -> c_int {
     // SAFETY: forwarded.
     unsafe { with_res(req, f) }
+}
+
+/// The loop a request handle belongs to (for callbacks that call C later).
+pub(crate) fn req_loop_of(req: *mut myriad_req_t) -> *mut myriad_loop_t {
+    // SAFETY: forwarded; NULL or a live handle.
+    unsafe { req_ref(req) }.map_or(std::ptr::null_mut(), |r| r.lp)
 }
 
 /// Abandons the response, for a handler that cannot complete it (an upstream failed

@@ -9,6 +9,7 @@
 pub mod fcgi_conn;
 pub mod http_conn;
 pub mod wire;
+pub mod ws_frame;
 
 /// Cuts `data` into pieces at the offsets `cuts` picks (each taken modulo what is left).
 pub fn pieces<'a>(data: &'a [u8], cuts: &[u16]) -> Vec<&'a [u8]> {

@@ -44,3 +44,10 @@ fn fcgi_seeds() {
         fcgi_conn::run(&fcgi_conn::Input::from_fuzz(&s));
     }
 }
+
+#[test]
+fn ws_frame_seeds() {
+    for s in seeds("ws_frame") {
+        myriad_fuzz::ws_frame::run(&s);
+    }
+}

@@ -62,6 +62,18 @@ out=$(MYRIAD_BACKEND=epoll timeout 300 valgrind -q --leak-check=full --errors-fo
 rc=$?
 check "files test under valgrind (exit $rc): $(echo "$out" | tail -1)" test "$rc" = 0
 [ "$rc" = 0 ] || cat "$TMP/vg-files.log"
+# ---- WebSocket through the C ABI (tests/c/test_ws.c), on each backend ----
+check "ws test compiles" gcc $WARN -g -Iinclude tests/c/test_ws.c -o "$TMP/test_ws" -L"$LIB" -Wl,-rpath,"$LIB" -lmyriad -lpthread
+for be in epoll io_uring; do
+    out=$(MYRIAD_BACKEND=$be timeout 120 "$TMP/test_ws" 2>/dev/null)
+    echo "$out" | grep -E '^FAIL' || true
+    check "ws test on $be: $(echo "$out" | tail -1)" grep -q '^[0-9]* passed, 0 failed$' <<<"$out"
+done
+out=$(MYRIAD_BACKEND=epoll timeout 300 valgrind -q --leak-check=full --errors-for-leak-kinds=definite,indirect \
+    --error-exitcode=99 --log-file="$TMP/vg-ws.log" "$TMP/test_ws" 2>&1)
+rc=$?
+check "ws test under valgrind (exit $rc): $(echo "$out" | tail -1)" test "$rc" = 0
+[ "$rc" = 0 ] || cat "$TMP/vg-ws.log"
 
 # ---- the work pool under valgrind: a loop freed with work queued and running leaks nothing ----
 out=$(MYRIAD_BACKEND=epoll timeout 300 valgrind -q --leak-check=full --errors-for-leak-kinds=definite,indirect \

@@ -191,6 +191,10 @@ export declare class Response extends EventEmitter implements NodeJS.WritableStr
   drain(): Promise<void>;
   /** A message for the front end's error log (FastCGI STDERR; over HTTP, myriad's log). */
   log(message: string): void;
+  /** Accepts a WebSocket upgrade of this request: answers 101 and returns the socket, or
+   * answers the refusal (400, 405, 426) and returns null. The response is over either way.
+   * Throws if the response already started. */
+  websocket(options?: WebSocketOptions): WebSocket | null;
   on(event: 'drain' | 'close' | 'finish', listener: () => void): this;
   on(event: string | symbol, listener: (...args: any[]) => void): this;
   once(event: 'drain' | 'close' | 'finish', listener: () => void): this;
@@ -411,6 +415,74 @@ export interface SuperviseOptions {
 
 /** Runs a supervisor of worker processes in exec mode; blocks until it stopped; returns the exit code. */
 export declare function supervise(opts: SuperviseOptions): number;
+
+/** Options of `res.websocket()`. */
+export interface WebSocketOptions {
+  /** Largest message accepted (after inflating, all fragments), bytes; 16 MiB. Larger closes with 1009. */
+  maxPayload?: number;
+  /** Accept permessage-deflate when the client offers it (true). */
+  perMessageDeflate?: boolean;
+  /** Messages shorter than this are sent uncompressed (1024). */
+  threshold?: number;
+  /** Subprotocols spoken; the first the client offers is chosen. */
+  protocols?: string[] | string;
+  /** Bytes queued past which a send is dropped (1 MiB). */
+  maxBackpressure?: number;
+  /** Close the connection (1008) instead of dropping a message past maxBackpressure. */
+  closeOnBackpressure?: boolean;
+  /** Ping after this many ms without input; close if nothing answers as long again (0: off). */
+  pingInterval?: number;
+  /** Close (1001) after this many ms without input (120000; 0: never). */
+  idleTimeout?: number;
+}
+
+/** Options of `ws.send()`. */
+export interface SendOptions {
+  /** Send as binary (default: true for Buffers, false for strings). */
+  binary?: boolean;
+}
+
+/** A WebSocket on the server side, in the shape of the `ws` package's. */
+export declare class WebSocket extends EventEmitter {
+  static readonly CONNECTING: 0;
+  static readonly OPEN: 1;
+  static readonly CLOSING: 2;
+  static readonly CLOSED: 3;
+  /** 0 CONNECTING, 1 OPEN, 2 CLOSING, 3 CLOSED. */
+  readonly readyState: 0 | 1 | 2 | 3;
+  /** Bytes queued and not yet written. */
+  readonly bufferedAmount: number;
+  /** The subprotocol chosen ('' if none). */
+  readonly protocol: string;
+  readonly isPaused: boolean;
+  /** Queues a message; `cb(err)` once queued (err: not open, or over maxBackpressure). Returns whether it was queued. */
+  send(data: string | Buffer | ArrayBuffer | ArrayBufferView, cb?: (err: Error | null) => void): boolean;
+  send(data: string | Buffer | ArrayBuffer | ArrayBufferView, options: SendOptions, cb?: (err: Error | null) => void): boolean;
+  /** Sends a ping (up to 125 bytes of payload). */
+  ping(data?: string | Buffer, mask?: boolean, cb?: (err: Error | null) => void): boolean;
+  /** Starts the close handshake (1000 by default). */
+  close(code?: number, reason?: string | Buffer): void;
+  /** Closes the connection now ('close' gets 1006). */
+  terminate(): void;
+  pause(): void;
+  resume(): void;
+  /** Subscribes to a topic of this process. */
+  subscribe(topic: string): boolean;
+  unsubscribe(topic: string): boolean;
+  /** Publishes to every subscriber of `topic` but this socket; returns how many got it. */
+  publish(topic: string, data: string | Buffer | ArrayBuffer | ArrayBufferView, options?: SendOptions): number;
+  on(event: 'message', listener: (data: Buffer, isBinary: boolean) => void): this;
+  on(event: 'close', listener: (code: number, reason: Buffer) => void): this;
+  on(event: 'open' | 'drain', listener: () => void): this;
+  on(event: string | symbol, listener: (...args: any[]) => void): this;
+  once(event: 'message', listener: (data: Buffer, isBinary: boolean) => void): this;
+  once(event: 'close', listener: (code: number, reason: Buffer) => void): this;
+  once(event: 'open' | 'drain', listener: () => void): this;
+  once(event: string | symbol, listener: (...args: any[]) => void): this;
+}
+
+/** Publishes a WebSocket message to every subscriber of `topic` in this process; returns how many got it. */
+export declare function publish(topic: string, data: string | Buffer | ArrayBuffer | ArrayBufferView, options?: SendOptions): number;
 
 /** The library version, e.g. "0.1.0". */
 export declare const version: string;

@@ -16,6 +16,7 @@ const os = require('node:os');
 const cluster = require('node:cluster');
 
 const native = require(path.join(__dirname, '..', 'build', 'myriad.node'));
+const ws = require('./ws.js');
 
 const EGONE = -8;
 const BODY_DATA = 0;
@@ -610,6 +611,21 @@ class Response extends Lazy {
     this._drained();
     this._close();
     return this;
+  }
+
+  /** Accepts a WebSocket upgrade of this request (see lib/ws.js): answers 101 and returns
+   * the WebSocket, or answers the refusal (400, 405, 426) and returns null. The response is
+   * over either way. */
+  websocket(options) {
+    if (this.writableEnded || this.destroyed || this.headersSent) throw codeError('the response already started', 'ERR_HTTP_HEADERS_SENT');
+    const h = this._h;
+    this.req._keep();
+    this._release(h);
+    const sock = ws.accept(native, h, options); // the handle is released by the accept
+    this.headersSent = this.writableFinished = true;
+    this.statusCode = sock ? 101 : this.statusCode;
+    process.nextTick(finished, this);
+    return sock;
   }
 
   /** Bytes written and not yet sent to the client. */
@@ -1223,7 +1239,13 @@ function supervise(opts) {
   return native.supervise(opts);
 }
 
+/** Publishes a WebSocket message to every subscriber of `topic` in this process (this
+ * process's loop: a cluster worker reaches its own subscribers only). */
+function publish(topic, data, options) {
+  return ws.publish(native, topic, data, options);
+}
+
 module.exports = {
   createServer, Server, Request, Response, Router, Part, router, parseUrlencoded, serializeCookie, stats,
-  listenFds, notify, watchdog, supervise, Files, files, version: native.version,
+  listenFds, notify, watchdog, supervise, Files, files, WebSocket: ws.WebSocket, publish, version: native.version,
 };

@@ -1457,6 +1457,7 @@ static void on_cleanup(napi_async_cleanup_hook_handle hh, void *arg) {
 
 #include "web.c"
 #include "files.c"
+#include "ws.c"
 
 static napi_value init_module(napi_env env, napi_value exports) {
     myriad_set_logger(log_stderr, NULL, 2);
@@ -1474,6 +1475,7 @@ static napi_value init_module(napi_env env, napi_value exports) {
         {"tls", js_tls},         {"reloadTls", js_reload_tls},
         WEB_FNS
         FILES_FNS
+        WS_FNS
     };
     inst *I;
     uv_loop_t *uvl;

@@ -101,3 +101,18 @@ myriad.createServer((req, res) => {
     void rc;
   }
 });
+// WebSocket
+myriad.createServer((req, res) => {
+  const ws = res.websocket({ perMessageDeflate: true, protocols: ['chat'], maxPayload: 1 << 20 });
+  if (!ws) return;
+  ws.on('message', (data: Buffer, isBinary: boolean) => ws.send(data, { binary: isBinary }));
+  ws.on('close', (code: number, reason: Buffer) => void [code, reason.length]);
+  const queued: boolean = ws.send('text', (err) => void err);
+  const n: number = ws.bufferedAmount + ws.publish('room', 'hi') + myriad.publish('room', Buffer.from('x'));
+  ws.subscribe('room');
+  ws.ping();
+  ws.close(1000, 'bye');
+  void [queued, n, ws.readyState === myriad.WebSocket.OPEN, ws.protocol, req.path];
+  // @ts-expect-error a number is not a message
+  ws.send(42);
+});

@@ -128,6 +128,9 @@ enum Chunk {
     Owned(Box<dyn AsRef<[u8]>>, u32),
     /// A range of a file (see [`super::file`]): it has no bytes in memory.
     File(Box<FileRange>),
+    /// Reference-counted bytes queued on many connections at once (a published
+    /// WebSocket frame): each queue holds a count, not a copy.
+    Shared(std::rc::Rc<[u8]>, u32),
 }
 
 impl Chunk {
@@ -137,6 +140,7 @@ impl Chunk {
             Chunk::Block { buf, start, end } => &buf[*start as usize..*end as usize],
             Chunk::Static(s) => s,
             Chunk::Owned(b, pos) => &(**b).as_ref()[*pos as usize..],
+            Chunk::Shared(b, pos) => &b[*pos as usize..],
             Chunk::File(_) => &[],
         }
     }
@@ -151,7 +155,7 @@ impl Chunk {
         match self {
             Chunk::Block { start, .. } => *start += n as u32,
             Chunk::Static(s) => *s = &s[n..],
-            Chunk::Owned(_, pos) => *pos += n as u32,
+            Chunk::Owned(_, pos) | Chunk::Shared(_, pos) => *pos += n as u32,
             Chunk::File(f) => {
                 f.off += n as u64;
                 f.left -= n as u64;
@@ -729,6 +733,13 @@ impl Io<'_> {
             records,
         };
         self.out.push(self.lp, Chunk::File(Box::new(r)));
+    }
+    /// Queues reference-counted bytes without copying them: the queue holds one count of
+    /// `bytes` until they are written (the same frame queued on many connections).
+    pub fn write_shared(&mut self, bytes: std::rc::Rc<[u8]>) {
+        if !self.st.refuses_output() && !bytes.is_empty() {
+            self.out.push(self.lp, Chunk::Shared(bytes, 0));
+        }
     }
     /// Bytes queued and not yet written.
     pub fn queued(&self) -> usize {
