@@ -31,7 +31,7 @@ fi
 # pages that are not installed here, hence --man=no; ExecStart points at the built demo.
 mkdir -p "$TMP/units"
 cp examples/systemd/*.socket examples/systemd/*.service "$TMP/units/"
-sed -i "s|/usr/local/bin/myriad-hello|$ROOT/target/debug/examples/hello|" "$TMP/units/myriad-hello.service"
+sed -i "s|/usr/local/bin/myriad-hello|$ROOT/build/hello|" "$TMP/units/myriad-hello.service"
 make -s PROFILE=debug hello >/dev/null 2>&1 || bad "make hello"
 cargo build -q -p myriad --example hello || bad "build the Rust demo"
 if out=$(cd "$TMP/units" && systemd-analyze verify --man=no ./*.socket ./*.service 2>&1) && [ -z "$out" ]; then

@@ -43,6 +43,13 @@ pub struct ServerOptions {
     pub write_timeout: Duration,
     /// Graceful shutdown: longest wait for in-flight requests before they are cut.
     pub drain_timeout: Duration,
+    /// Graceful shutdown: how long a keep-alive connection idle between requests is kept
+    /// (its next request answered with `Connection: close`) before it is closed. Zero, the
+    /// default, closes it at once as nginx does. In a worker of myriad's supervisor the
+    /// default is 1 s: a retiring worker's replacement already accepts, so nothing is kept
+    /// waiting, and a client that already sent its next request on that connection (as
+    /// wrk and pipelining clients do) gets an answer instead of a reset.
+    pub drain_idle_grace: Duration,
     /// Longest time a handler may take to start its response, and then between two pieces
     /// of it, once the request is read (nginx's `proxy_read_timeout` /
     /// `fastcgi_read_timeout`, 60 s by default there too). When it passes, a request
@@ -80,6 +87,11 @@ impl Default for ServerOptions {
             idle_timeout: Duration::from_secs(60),
             write_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(10),
+            drain_idle_grace: if crate::supervisor::shm::probe().is_some() {
+                Duration::from_secs(1)
+            } else {
+                Duration::ZERO
+            },
             response_timeout: Duration::from_secs(60),
             max_params: 1 << 20,
             fcgi_max_requests: 64,

@@ -587,6 +587,56 @@ fn workers_run_as_nobody_and_a_privileged_port_is_served() {
 }
 
 #[test]
+fn a_retiring_worker_answers_a_request_on_its_idle_keep_alive_connections() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let s = Sup::start(&hello(), &["--workers", "1"]);
+    let mut c = TcpStream::connect(&s.http).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let ask = |c: &mut TcpStream| -> String {
+        c.write_all(b"GET /pid HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        // One response: the head, then its Content-Length of body.
+        loop {
+            let n = c.read(&mut buf).unwrap();
+            assert!(n > 0, "closed with the request unanswered: {got:?}");
+            got.extend_from_slice(&buf[..n]);
+            let t = String::from_utf8_lossy(&got).to_string();
+            if let Some((head, body)) = t.split_once("\r\n\r\n") {
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length: ")
+                            .map(|v| v.trim().parse().unwrap())
+                    })
+                    .unwrap();
+                if body.len() >= len {
+                    return t;
+                }
+            }
+        }
+    };
+    let first = ask(&mut c);
+    let pid = first.split_once("\r\n\r\n").unwrap().1.to_string();
+    // Reload: the worker retires while this connection is idle between requests. Its next
+    // request, sent during the retirement, is answered (by it, with Connection: close)
+    // instead of finding the connection closed.
+    s.signal(libc::SIGHUP);
+    thread::sleep(Duration::from_millis(150));
+    let second = ask(&mut c);
+    assert!(
+        second.to_ascii_lowercase().contains("connection: close"),
+        "{second}"
+    );
+    assert_eq!(second.split_once("\r\n\r\n").unwrap().1, pid);
+    let mut rest = Vec::new();
+    assert_eq!(c.read_to_end(&mut rest).unwrap(), 0, "closed after it");
+    assert_eq!(s.stop(), 0);
+}
+
+#[test]
 fn workers_chroot_before_switching_user() {
     // SAFETY: geteuid cannot fail.
     if unsafe { libc::geteuid() } != 0 {

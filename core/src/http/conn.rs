@@ -146,7 +146,14 @@ impl HttpConn {
     /// Graceful shutdown: close now if idle, else after the current response.
     pub(crate) fn drain(&mut self, io: &mut Io<'_>) {
         self.set(DRAINING, true);
-        if self.st == St::Head && self.cur.is_none() && !self.has(HEAD_STARTED) {
+        let grace = self.sh.opts.drain_idle_grace;
+        if self.st == St::Head && self.cur.is_none() && !self.has(HEAD_STARTED) && !grace.is_zero()
+        {
+            // Idle between requests, with a grace: a request that comes in it is answered
+            // (Connection: close, DRAINING), else the idle timer closes the connection.
+            self.timer = Timer::Idle;
+            io.set_timeout(Some(grace));
+        } else if self.st == St::Head && self.cur.is_none() && !self.has(HEAD_STARTED) {
             // Idle between requests: like nginx closing its keep-alive connections, no
             // lingering (unless bytes are already waiting).
             self.st = St::Dead;
@@ -639,12 +646,14 @@ impl Protocol for HttpConn {
         }
         self.await_response(io);
 
-        // Draining: an idle connection closes; one accepted but not read from yet (its
-        // request may be on the way) waits for its request like any other.
+        // Draining: an idle connection closes (after its grace, by the idle timer, when
+        // there is one); one accepted but not read from yet (its request may be on the
+        // way) waits for its request like any other.
         if self.st == St::Head
             && self.cur.is_none()
             && self.sh.draining.get()
             && !self.has(HEAD_STARTED)
+            && self.sh.opts.drain_idle_grace.is_zero()
         {
             self.st = St::Dead;
             io.close_no_linger();
