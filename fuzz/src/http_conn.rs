@@ -325,6 +325,10 @@ enum Exp {
     },
     /// Rejected with this status (the request a HEAD or not), then closed.
     Reject(u16, bool),
+    /// Rejected with this status, then closed; bodiless or not: the head starts with
+    /// empty-line bytes before `HEAD `, and a stray CR among them may be refused before
+    /// the method has arrived (it depends on where the reads were cut).
+    RejectEither(u16),
 }
 
 /// The expected answers to `stream`.
@@ -339,7 +343,11 @@ fn model(stream: &[u8]) -> Vec<Exp> {
                 let rest = &stream[pos..];
                 let start = rest.iter().position(|&c| c != b'\r' && c != b'\n');
                 let head = start.is_some_and(|i| rest[i..].starts_with(b"HEAD "));
-                exp.push(Exp::Reject(s, head));
+                if head && start != Some(0) {
+                    exp.push(Exp::RejectEither(s));
+                } else {
+                    exp.push(Exp::Reject(s, head));
+                }
                 break;
             }
             HeadOutcome::Complete(h) => h,
@@ -657,6 +665,25 @@ fn check(exp: &[Exp], o: &crate::wire::Outcome) -> Result<(), String> {
                 Err(_) if cut => return Ok(()),
                 Err(x) => return Err(x),
             },
+            Exp::RejectEither(s) => {
+                // With a body if one follows, else as the answer to a HEAD.
+                let at = pos;
+                let (mut c1, mut c2) = (cut, cut);
+                let r = match read_resp(out, &mut pos, false, &mut c1) {
+                    Ok(Some(r)) if pos == out.len() => r,
+                    _ => {
+                        pos = at;
+                        read_resp(out, &mut pos, true, &mut c2)?
+                            .ok_or(format!("no rejection {s}"))?
+                    }
+                };
+                if r.status != *s || !r.close || r.target.is_some() {
+                    return Err(format!(
+                        "response {i}: {r:?}, wanted rejection {s} and close"
+                    ));
+                }
+                closed_at = Some(i);
+            }
             Exp::Reject(s, head) => {
                 let r = read_resp(out, &mut pos, *head, &mut cut)?
                     .ok_or(format!("no rejection {s}"))?;
